@@ -1,0 +1,43 @@
+# Two entry points a newcomer needs: `make demo` and `make test`. Everything else is plumbing.
+SHELL := /bin/bash
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+TOOLS := .tools
+export OMP_NUM_THREADS ?= 1
+export MKL_NUM_THREADS ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+export HF_HUB_OFFLINE ?= 1
+export DS_BUILD_OPS ?= 0
+export PIP_DISABLE_PIP_VERSION_CHECK ?= 1
+
+.PHONY: demo test install promtool clean
+
+$(BIN)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# torch first, pinned, from the local CPU wheel; then the project with its extras.
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[trainer,dev]'
+	touch $@
+
+install: $(BIN)/.installed
+
+# promtool from Debian's prometheus package, unpacked locally (no full install).
+$(TOOLS)/promtool:
+	mkdir -p $(TOOLS)/deb
+	cd $(TOOLS)/deb && (apt-get download prometheus >/dev/null 2>&1 || (apt-get update -qq >/dev/null && apt-get download prometheus))
+	dpkg-deb -x $(TOOLS)/deb/prometheus_*.deb $(TOOLS)/deb/x
+	cp $(TOOLS)/deb/x/usr/bin/promtool $@
+	rm -rf $(TOOLS)/deb
+
+promtool: $(TOOLS)/promtool
+
+demo: install
+	$(BIN)/cpt run examples/local.yaml
+
+test: install promtool
+	PATH="$(CURDIR)/$(TOOLS):$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest -p no:cacheprovider
+
+clean:
+	rm -rf $(VENV) $(TOOLS) runs
