@@ -1,0 +1,216 @@
+"""Pure builders for the children of a ContinualPostTraining: plain dicts, no I/O.
+
+Names are deterministic (`<cpt>-<task-index>-<stage>[-r<attempt>]`) so that a restarted operator finds what it
+created; every child carries an ownerReference (garbage collection) and labels (observation by selector).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Optional
+
+from . import api
+from .defaults import PlanDefaults
+from .stage import STAGE_CONFIG_FILE, StageConfig
+
+LABEL_RUN = "cpt.dev/run"
+LABEL_TASK = "cpt.dev/task-index"
+LABEL_STAGE = "cpt.dev/stage"
+LABEL_ATTEMPT = "cpt.dev/attempt"
+LABEL_COMPONENT = "app.kubernetes.io/component"
+MANAGED_BY = {"app.kubernetes.io/managed-by": "cpt-operator", "app.kubernetes.io/part-of": "cpt-operator"}
+CONFIG_MOUNT = "/etc/cpt"
+NCCL_PORT = 51216  # TRL's weight-sync communicator port on the rollout server
+# Pods of a PyTorchJob are named <job>-worker-<n>; keep room for that suffix inside a 63-char DNS label.
+MAX_CHILD_NAME = 50
+
+
+def child_name(run: str, index: int, suffix: str) -> str:
+    """`<run>-<index>-<suffix>`, shortened with a stable hash when it would not fit a DNS label."""
+    name = f"{run}-{index}-{suffix}"
+    if len(name) <= MAX_CHILD_NAME:
+        return name
+    digest = hashlib.sha256(run.encode()).hexdigest()[:6]
+    tail = f"-{digest}-{index}-{suffix}"
+    return run[: MAX_CHILD_NAME - len(tail)].rstrip("-") + tail
+
+
+def job_name(run: str, index: int, stage: str, attempt: int) -> str:
+    return child_name(run, index, stage if attempt == 0 else f"{stage}-r{attempt}")
+
+
+def rollout_name(run: str, index: int) -> str:
+    return child_name(run, index, "rollout")
+
+
+def owner_reference(resource: dict) -> dict:
+    meta = resource["metadata"]
+    return {
+        "apiVersion": api.API_VERSION,
+        "kind": api.KIND,
+        "name": meta["name"],
+        "uid": meta.get("uid") or "",
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def labels(run: str, index: int, component: str, stage: Optional[str] = None, attempt: Optional[int] = None) -> dict:
+    out = {**MANAGED_BY, LABEL_RUN: run, LABEL_TASK: str(index), LABEL_COMPONENT: component}
+    if stage is not None:
+        out[LABEL_STAGE] = stage
+    if attempt is not None:
+        out[LABEL_ATTEMPT] = str(attempt)
+    return out
+
+
+def _metadata(resource: dict, name: str, child_labels: dict) -> dict:
+    return {
+        "name": name,
+        "namespace": resource["metadata"].get("namespace", "default"),
+        "labels": child_labels,
+        "ownerReferences": [owner_reference(resource)],
+    }
+
+
+def stage_configmap(resource: dict, name: str, cfg: StageConfig) -> dict:
+    """The stage configuration the learner pods read from CONFIG_MOUNT/stage.yaml."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _metadata(resource, name, labels(cfg.run, cfg.task_index, "stage-config", cfg.stage, cfg.attempt)),
+        "data": {STAGE_CONFIG_FILE: cfg.dump_yaml()},
+    }
+
+
+def _storage_env(spec: api.CptSpec) -> list[dict]:
+    env = [{"name": "CPT_STORAGE_URI", "value": spec.storage.uri}]
+    if spec.storage.endpoint:
+        env.append({"name": "AWS_ENDPOINT_URL_S3", "value": spec.storage.endpoint})
+    if spec.storage.region:
+        env.append({"name": "AWS_DEFAULT_REGION", "value": spec.storage.region})
+    if spec.storage.secret_ref:
+        for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+            env.append({"name": key, "valueFrom": {
+                "secretKeyRef": {"name": spec.storage.secret_ref, "key": key}}})
+        env.append({"name": "AWS_SESSION_TOKEN", "valueFrom": {
+            "secretKeyRef": {"name": spec.storage.secret_ref, "key": "AWS_SESSION_TOKEN", "optional": True}}})
+    return env
+
+
+def _learner_pod(resource: dict, cfg: StageConfig, configmap: str, defaults: PlanDefaults) -> dict:
+    spec = cfg.spec
+    gpus = spec.learner.gpus_per_replica
+    resources: dict = {"requests": {}, "limits": {}}
+    if gpus:
+        resources["limits"]["nvidia.com/gpu"] = gpus
+    if spec.learner.cpu:
+        resources["requests"]["cpu"] = spec.learner.cpu
+    if spec.learner.memory:
+        resources["requests"]["memory"] = spec.learner.memory
+        resources["limits"]["memory"] = spec.learner.memory
+    env = [
+        {"name": "CPT_RUN", "value": cfg.run},
+        {"name": "CPT_STAGE", "value": cfg.stage},
+        {"name": "CPT_TASK_INDEX", "value": str(cfg.task_index)},
+        {"name": "CPT_ATTEMPT", "value": str(cfg.attempt)},
+        {"name": "HF_HUB_OFFLINE", "value": "1"},
+        *_storage_env(spec),
+    ]
+    if cfg.rollout_url:
+        env.append({"name": "CPT_ROLLOUT_URL", "value": cfg.rollout_url})
+    container = {
+        "name": "pytorch",  # the Kubeflow training operator requires this container name
+        "image": spec.learner.image or defaults.learner_image,
+        "imagePullPolicy": defaults.image_pull_policy,
+        "command": ["torchrun", "--nproc-per-node", str(max(gpus, 1)), "-m", "cpt_trainer.cli",
+                    cfg.stage, "--config", f"{CONFIG_MOUNT}/{STAGE_CONFIG_FILE}"],
+        "env": env,
+        "resources": {k: v for k, v in resources.items() if v},
+        "volumeMounts": [{"name": "stage-config", "mountPath": CONFIG_MOUNT, "readOnly": True},
+                         {"name": "dshm", "mountPath": "/dev/shm"}],
+        "securityContext": {"allowPrivilegeEscalation": False, "runAsNonRoot": True},
+    }
+    pod_spec: dict = {
+        "containers": [container],
+        "volumes": [{"name": "stage-config", "configMap": {"name": configmap}},
+                    {"name": "dshm", "emptyDir": {"medium": "Memory"}}],
+    }
+    if defaults.learner_service_account:
+        pod_spec["serviceAccountName"] = defaults.learner_service_account
+    return {"metadata": {"labels": labels(cfg.run, cfg.task_index, "learner", cfg.stage, cfg.attempt)},
+            "spec": pod_spec}
+
+
+def pytorchjob(resource: dict, name: str, cfg: StageConfig, defaults: PlanDefaults, suspend: bool = False) -> dict:
+    """A PyTorchJob (kubeflow.org/v1): one Master and replicas-1 Workers running the stage entry point."""
+    replicas = cfg.spec.learner.replicas
+    pod = _learner_pod(resource, cfg, name, defaults)
+    specs = {"Master": {"replicas": 1, "restartPolicy": "Never", "template": pod}}
+    if replicas > 1:
+        specs["Worker"] = {"replicas": replicas - 1, "restartPolicy": "Never", "template": pod}
+    return {
+        "apiVersion": "kubeflow.org/v1",
+        "kind": "PyTorchJob",
+        "metadata": _metadata(resource, name, labels(cfg.run, cfg.task_index, "learner", cfg.stage, cfg.attempt)),
+        "spec": {
+            # Retries are the operator's (new attempt, new name), so the job itself never restarts pods.
+            "runPolicy": {"cleanPodPolicy": "None", "backoffLimit": 0, "suspend": suspend},
+            "nprocPerNode": str(max(cfg.spec.learner.gpus_per_replica, 1)),
+            "pytorchReplicaSpecs": specs,
+        },
+    }
+
+
+def rollout_deployment(resource: dict, run: str, index: int, model_uri: str, spec: api.CptSpec,
+                       defaults: PlanDefaults) -> dict:
+    """vLLM servers (TRL's `vllm-serve`: generation + NCCL weight sync from the learner) for one task."""
+    name = rollout_name(run, index)
+    pod_labels = labels(run, index, "rollout")
+    selector = {LABEL_RUN: run, LABEL_TASK: str(index), LABEL_COMPONENT: "rollout"}
+    resources = {"limits": {"nvidia.com/gpu": spec.rollout.gpus}} if spec.rollout.gpus else {}
+    container = {
+        "name": "vllm",
+        "image": spec.rollout.image or defaults.rollout_image,
+        "imagePullPolicy": defaults.image_pull_policy,
+        "args": ["--model", model_uri, "--tensor-parallel-size", str(spec.rollout.tensor_parallel),
+                 "--host", "0.0.0.0", "--port", str(defaults.rollout_port)],
+        "env": [*_storage_env(spec), {"name": "HF_HUB_OFFLINE", "value": "1"}],
+        "ports": [{"name": "http", "containerPort": defaults.rollout_port},
+                  {"name": "nccl", "containerPort": NCCL_PORT}],
+        "readinessProbe": {"httpGet": {"path": "/health/", "port": "http"}, "periodSeconds": 10},
+        "resources": resources,
+        "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}],
+        "securityContext": {"allowPrivilegeEscalation": False, "runAsNonRoot": True},
+    }
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _metadata(resource, name, pod_labels),
+        "spec": {
+            "replicas": spec.rollout.replicas,
+            "selector": {"matchLabels": selector},
+            "template": {"metadata": {"labels": pod_labels},
+                         "spec": {"containers": [container],
+                                  "volumes": [{"name": "dshm", "emptyDir": {"medium": "Memory"}}]}},
+        },
+    }
+
+
+def rollout_service(resource: dict, run: str, index: int, defaults: PlanDefaults) -> dict:
+    name = rollout_name(run, index)
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(resource, name, labels(run, index, "rollout")),
+        "spec": {
+            "selector": {LABEL_RUN: run, LABEL_TASK: str(index), LABEL_COMPONENT: "rollout"},
+            "ports": [{"name": "http", "port": defaults.rollout_port, "targetPort": "http"},
+                      {"name": "nccl", "port": NCCL_PORT, "targetPort": "nccl"}],
+        },
+    }
+
+
+def rollout_url(resource: dict, run: str, index: int, defaults: PlanDefaults) -> str:
+    namespace = resource["metadata"].get("namespace", "default")
+    return f"http://{rollout_name(run, index)}.{namespace}.svc:{defaults.rollout_port}"
