@@ -115,6 +115,8 @@ class StrictEmulator(kmock.KubernetesEmulator):
     async def _serve_version(self, request: rendering.Request) -> Any:
         """kmock copies short names onto `x/status` entries, which makes kubectl's short names ambiguous."""
         payload = await super()._serve_version(request)
+        if payload.get("groupVersion", "").startswith("/"):  # the core group is "v1", not "/v1"
+            payload["groupVersion"] = payload["groupVersion"][1:]
         for entry in payload.get("resources", []):
             if "/" in entry["name"]:
                 entry.update(shortNames=[], singularName="", verbs=["get", "patch", "update"])
