@@ -44,7 +44,7 @@ class StageConfig(BaseModel):
         return BASE_TASK_NAME if self.task_index == 0 else self.spec.tasks[self.task_index - 1].name
 
     def dump_yaml(self) -> str:
-        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=True)
+        return yaml.safe_dump(self.model_dump(mode="json", by_alias=True, exclude_none=True), sort_keys=True)
 
     @classmethod
     def load(cls, path: str) -> "StageConfig":

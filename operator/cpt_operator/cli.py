@@ -1,0 +1,160 @@
+"""`cpt`: validate, plan, run locally, show status, print the CRD, start the operator.
+
+Heavy imports (kopf, the local executor) happen inside the subcommands, so `cpt validate` stays fast and the
+CLI never pulls torch into the operator's process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import yaml
+
+EXIT_INVALID = 2
+
+
+def _load_documents(path: str) -> list[dict]:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SystemExit(f"error: cannot read {path}: {exc.strerror}") from None
+    try:
+        docs = [d for d in yaml.safe_load_all(text) if d is not None]
+    except yaml.YAMLError as exc:
+        raise SystemExit(f"error: {path} is not valid YAML: {exc}") from None
+    if not docs:
+        raise SystemExit(f"error: {path} holds no document")
+    return docs
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    """Validate every document; without --mode, s3:// storage means a cluster run and anything else a local one."""
+    from .validation import SpecError, validate_resource
+
+    failed = False
+    for path in args.files:
+        for doc in _load_documents(path):
+            meta = doc.get("metadata") if isinstance(doc, dict) else None
+            name = (meta or {}).get("name", "?") if isinstance(meta, dict) else "?"
+            mode = args.mode or _guess_mode(doc)
+            try:
+                validate_resource(doc, mode=mode)
+            except SpecError as exc:
+                failed = True
+                print(f"{path}: {name}: {exc}", file=sys.stderr)
+            else:
+                print(f"{path}: {name}: valid ({mode} run)")
+    return EXIT_INVALID if failed else 0
+
+
+def _guess_mode(doc: object) -> str:
+    spec = doc.get("spec") if isinstance(doc, dict) else None
+    storage = spec.get("storage") if isinstance(spec, dict) else None
+    uri = storage.get("uri", "") if isinstance(storage, dict) else ""
+    return "cluster" if str(uri).startswith("s3://") else "local"
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from .observed import Observed
+    from .planner import plan
+    from .validation import SpecError, validate_resource
+
+    out = []
+    for doc in _load_documents(args.file):
+        try:
+            validate_resource(doc, mode=args.mode)
+        except SpecError as exc:
+            print(f"{args.file}: {exc}", file=sys.stderr)
+            return EXIT_INVALID
+        doc.setdefault("metadata", {}).setdefault("namespace", args.namespace)
+        committed = _committed_for(doc) if args.storage else {}
+        result = plan(doc, Observed(now=datetime.now(timezone.utc), committed=committed), mode=args.mode)
+        out.extend(result.create)
+        if args.show_status:
+            print("# status: " + yaml.safe_dump(result.status, sort_keys=False).replace("\n", "\n# "),
+                  file=sys.stderr)
+    sys.stdout.write(yaml.safe_dump_all(out, sort_keys=False))
+    return 0
+
+
+def _committed_for(doc: dict) -> dict:
+    """Committed results of the run from its storage (for `cpt plan --storage`)."""
+    from .api import CptSpec
+    from .results import read_committed
+
+    return read_committed(CptSpec.model_validate(doc["spec"]).storage)
+
+
+def cmd_crd(args: argparse.Namespace) -> int:
+    from .crdgen import render
+
+    sys.stdout.write(render())
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .local.runner import run_file
+
+    return run_file(args.file, workdir=args.workdir, metrics_port=args.metrics_port, fresh=args.fresh)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from .local.report import print_status
+
+    return print_status(args.target)
+
+
+def cmd_operator(args: argparse.Namespace) -> int:
+    from .__main__ import main as operator_main
+
+    return operator_main(args.kopf_args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cpt", description="Continual post-training of language models.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("validate", help="check ContinualPostTraining files; exit 2 with named errors if invalid")
+    p.add_argument("files", nargs="+")
+    p.add_argument("--mode", choices=["cluster", "local"], default=None,
+                   help="cluster requires s3:// storage; default: local if storage.uri is not s3://")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("plan", help="print the children the operator would create now (like `helm template`)")
+    p.add_argument("file")
+    p.add_argument("--namespace", "-n", default="default")
+    p.add_argument("--mode", choices=["cluster", "local"], default="cluster")
+    p.add_argument("--storage", action="store_true", help="read committed tasks from the run's storage first")
+    p.add_argument("--show-status", action="store_true", help="also print the status the plan implies (stderr)")
+    p.set_defaults(func=cmd_plan)
+
+    p = sub.add_parser("run", help="run the whole continual post-training on this machine")
+    p.add_argument("file")
+    p.add_argument("--workdir", default=None, help="scratch directory (default: <storage>/.work)")
+    p.add_argument("--metrics-port", type=int, default=9464, help="serve Prometheus metrics here (0: any free port, -1: off)")
+    p.add_argument("--fresh", action="store_true", help="ignore committed tasks of an earlier run (they stay on disk)")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("status", help="print the report of a local run (finished or in progress)")
+    p.add_argument("target", help="the run's storage directory or its ContinualPostTraining file")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("crd", help="print the CustomResourceDefinition generated from the API models")
+    p.set_defaults(func=cmd_crd)
+
+    p = sub.add_parser("operator", help="start the kopf operator (same as `python -m cpt_operator`)")
+    p.add_argument("kopf_args", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_operator)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

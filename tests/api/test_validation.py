@@ -1,0 +1,103 @@
+"""Every validation rule: bad input -> an error that names the field and the rule."""
+
+import copy
+
+import pytest
+
+from cpt_operator.validation import SpecError, validate_resource
+
+
+def _set(obj: dict, path: str, value):
+    keys = path.split(".")
+    for key in keys[:-1]:
+        obj = obj[int(key)] if key.isdigit() else obj.setdefault(key, {})
+    if keys[-1].isdigit():
+        obj[int(keys[-1])] = value
+    else:
+        obj[keys[-1]] = value
+
+
+def test_valid_resource_passes(resource):
+    cpt = validate_resource(resource)
+    assert cpt.spec.tasks[0].reward == "numeric"
+    assert cpt.spec.grpo.group_size == 8  # defaults filled in
+    assert cpt.spec.rif_effective.rollouts == 8
+
+
+CASES = [
+    ("spec.tasks", [], "spec.tasks", "at least 1"),
+    ("spec.tasks.1.name", "add", "spec.tasks[1].name", "duplicate name 'add'"),
+    ("spec.method", "ppo", "spec.method", "'sft', 'grpo' or 'rif-grpo'"),
+    ("spec.grpo", {"groupSize": 1}, "spec.grpo.groupSize", "greater than or equal to 2"),
+    ("spec.grpo", {"learningRate": 0}, "spec.grpo.learningRate", "greater than 0"),
+    ("spec.rif", {"rollouts": 4, "minCorrect": 5}, "spec.rif.minCorrect", "<= spec.rif.rollouts"),
+    ("spec.tasks.0.train", "http://example.com/x.jsonl", "spec.tasks[0].train", "must be a URI"),
+    ("spec.tasks.0.eval", "s3://x/y", "spec.tasks[0].eval", "valid bucket name"),
+    ("spec.storage.endpoint", "minio:9000", "spec.storage.endpoint", "http:// or https://"),
+    ("spec.tasks.0.name", "Add_Task", "spec.tasks[0].name", "DNS label"),
+    ("spec.tasks.0.reward", "my reward", "spec.tasks[0].reward", "built-in reward name"),
+    ("spec.tasks.0.answerPattern", "no-group", "spec.tasks[0].answerPattern", "capture group"),
+    ("spec.tasks.0.answerPattern", "([unclosed", "spec.tasks[0].answerPattern", "not a valid regular expression"),
+    ("spec.forgetting", {"maxDrop": 1.5}, "spec.forgetting.maxDrop", "less than or equal to 1"),
+    ("spec.forgetting", {"onRegression": "stop"}, "spec.forgetting.onRegression", "'alert' or 'pause'"),
+    ("spec.learner", {"zeroStage": 4}, "spec.learner.zeroStage", "less than or equal to 3"),
+    ("spec.rollout", {"gpus": 1, "tensorParallel": 2}, "spec.rollout.tensorParallel", "<= spec.rollout.gpus"),
+    ("spec.storage", {"uri": "/tmp/run"}, "spec.storage.uri", "s3:// URI on a cluster"),
+    ("spec.storage", {}, "spec.storage.uri", "required field is missing"),
+    ("spec.retry", {"limit": -1}, "spec.retry.limit", "greater than or equal to 0"),
+    ("metadata.name", "Bad_Name", "metadata.name", "DNS label"),
+]
+
+
+@pytest.mark.parametrize("path,value,field,rule", CASES, ids=[c[2] + ":" + c[3][:20] for c in CASES])
+def test_bad_input_names_field_and_rule(resource, path, value, field, rule):
+    _set(resource, path, value)
+    with pytest.raises(SpecError) as err:
+        validate_resource(resource)
+    text = str(err.value)
+    assert f"{field}:" in text, text
+    assert rule in text, text
+
+
+def test_rif_block_with_sft_is_rejected(resource):
+    resource["spec"]["method"] = "sft"
+    resource["spec"]["rif"] = {"rollouts": 8}
+    with pytest.raises(SpecError, match=r"spec.rif: a rif block is only allowed with method rif-grpo"):
+        validate_resource(resource)
+
+
+def test_misspelled_field_gets_a_suggestion(resource):
+    resource["spec"]["grpo"] = {"groupSzie": 4}
+    resource["spec"]["tasks"][0]["rewrd"] = "exact"
+    with pytest.raises(SpecError) as err:
+        validate_resource(resource)
+    assert "spec.grpo.groupSzie: unknown field 'groupSzie'; did you mean 'groupSize'?" in str(err.value)
+    assert "spec.tasks[0].rewrd: unknown field 'rewrd'; did you mean 'reward'?" in str(err.value)
+
+
+def test_all_problems_reported_at_once(resource):
+    resource["spec"]["method"] = "nope"
+    resource["spec"]["tasks"][0]["name"] = "UPPER"
+    with pytest.raises(SpecError) as err:
+        validate_resource(resource)
+    assert len(err.value.problems) == 2
+
+
+def test_local_mode_accepts_local_paths_but_not_secrets(resource):
+    resource["spec"]["storage"] = {"uri": "runs/demo"}
+    resource["spec"]["tasks"][0]["train"] = "examples/data/add-train.jsonl"
+    validate_resource(resource, mode="local")
+    resource["spec"]["storage"]["secretRef"] = "s3-creds"
+    with pytest.raises(SpecError, match="spec.storage.secretRef"):
+        validate_resource(resource, mode="local")
+
+
+def test_status_is_not_validated_as_input(resource):
+    resource["status"] = {"phase": "Whatever", "unknown": 1}
+    validate_resource(copy.deepcopy(resource))
+
+
+@pytest.mark.parametrize("doc", [None, [], "text", {"kind": "ContinualPostTraining"}])
+def test_non_resources_are_rejected_cleanly(doc):
+    with pytest.raises(SpecError):
+        validate_resource(doc)
