@@ -7,7 +7,8 @@ spec + status (the status is recomputed from the world on every pass, so it is t
 snapshot atomically, and `forget()` drops it. Nothing stale can survive a publish.
 
 Labels stay bounded: `namespace`, `cpt`, task and benchmark names (at most 100 + 50 per run, from the spec),
-`after_task` (a matrix row: `base` or a task name), `stage` (filter|train|evaluate), `phase` (5 values).
+`after_task` (a matrix row: `base` or a task name) with its `after_index` (0..T, 1:1 with after_task: it only
+exists so that Grafana can sort rows chronologically), `stage` (filter|train|evaluate), `phase` (5 values).
 
 The operator imports no torch; `cpt_trainer.forgetting` is a pure module and supplies the per-row AA/BWT/forgetting.
 """
@@ -33,6 +34,7 @@ DEFAULT_MAX_DROP = 0.05
 
 RUN = ("namespace", "cpt")
 TASK = RUN + ("task",)
+ROW = ("after_task", "after_index")
 
 # name -> (help, label names). The single list of per-run families: collect() yields them in this order, the
 # docs test checks docs/metrics.md mentions each, the dashboard test checks its queries only use exported names.
@@ -45,7 +47,7 @@ FAMILIES: dict[str, tuple[str, tuple[str, ...]]] = {
     "cpt_forgetting_max_drop": ("spec.forgetting.maxDrop: tolerated drop of a task below its best accuracy.", RUN),
     "cpt_task_index": ("Position of the task in the spec (1..T; 0 is the base model).", TASK),
     "cpt_task_accuracy": ("Accuracy matrix cell a[after_task][task] (after_task=base is the base model).",
-                          TASK + ("after_task",)),
+                          TASK + ROW),
     "cpt_task_best_accuracy": ("Best accuracy of the task since it was trained (max over rows l >= its own).",
                                TASK),
     "cpt_task_accuracy_drop": ("Best accuracy of the task minus its latest accuracy (>= 0; forgetting of it).",
@@ -54,11 +56,11 @@ FAMILIES: dict[str, tuple[str, tuple[str, ...]]] = {
     "cpt_backward_transfer": ("BWT after the latest task (status.backwardTransfer); negative = forgetting.", RUN),
     "cpt_forgetting": ("Chaudhry forgetting after the latest task (status.forgetting); positive = forgetting.", RUN),
     "cpt_plasticity": ("Mean learning gain a[j][j] - a[0][j] (status.plasticity).", RUN),
-    "cpt_average_accuracy_after_task": ("AA computed from matrix row after_task.", RUN + ("after_task",)),
-    "cpt_backward_transfer_after_task": ("BWT computed from matrix row after_task.", RUN + ("after_task",)),
-    "cpt_forgetting_after_task": ("Chaudhry forgetting computed from matrix row after_task.", RUN + ("after_task",)),
+    "cpt_average_accuracy_after_task": ("AA computed from matrix row after_task.", RUN + ROW),
+    "cpt_backward_transfer_after_task": ("BWT computed from matrix row after_task.", RUN + ROW),
+    "cpt_forgetting_after_task": ("Chaudhry forgetting computed from matrix row after_task.", RUN + ROW),
     "cpt_general_score": ("General benchmark score after a task (after_task=base is the base model).",
-                          RUN + ("benchmark", "after_task")),
+                          RUN + ("benchmark",) + ROW),
     "cpt_general_score_drop": ("Base-model score minus the latest score of a general benchmark (> 0 = worse).",
                                RUN + ("benchmark",)),
     "cpt_rif_kept": ("Training prompts RIF kept (solved at least minCorrect of N rollouts).", TASK),
@@ -129,12 +131,13 @@ def samples(namespace: str, name: str, spec: Mapping[str, Any], status: Mapping[
     names = list(acc.get("tasks") or spec_tasks)
     matrix = [list(r or []) for r in acc.get("matrix") or []]
 
-    def row_label(i: int) -> str:
-        return BASE if i == 0 else (names[i - 1] if i - 1 < len(names) else str(i))
+    def row(i: int) -> tuple[str, str]:
+        """(after_task, after_index) of matrix row i."""
+        return (BASE if i == 0 else (names[i - 1] if i - 1 < len(names) else str(i))), str(i)
 
-    for i, row in enumerate(matrix):
-        for j, value in enumerate(row[:len(names)]):
-            put("cpt_task_accuracy", (names[j], row_label(i)), value)
+    for i, values in enumerate(matrix):
+        for j, value in enumerate(values[:len(names)]):
+            put("cpt_task_accuracy", (names[j],) + row(i), value)
     for j, task in enumerate(names, start=1):
         seen = [fm.cell(matrix, l, j) for l in range(j, len(matrix))]
         seen = [v for v in seen if v is not None]
@@ -143,9 +146,9 @@ def samples(namespace: str, name: str, spec: Mapping[str, Any], status: Mapping[
             put("cpt_task_accuracy_drop", (task,), max(seen) - seen[-1])
     for i in range(1, len(matrix)):
         if any(v is not None for v in matrix[i]):
-            put("cpt_average_accuracy_after_task", (row_label(i),), fm.average_accuracy(matrix, i))
-            put("cpt_backward_transfer_after_task", (row_label(i),), fm.backward_transfer(matrix, i))
-            put("cpt_forgetting_after_task", (row_label(i),), fm.forgetting(matrix, i))
+            put("cpt_average_accuracy_after_task", row(i), fm.average_accuracy(matrix, i))
+            put("cpt_backward_transfer_after_task", row(i), fm.backward_transfer(matrix, i))
+            put("cpt_forgetting_after_task", row(i), fm.forgetting(matrix, i))
     put("cpt_average_accuracy", (), status.get("averageAccuracy"))
     put("cpt_backward_transfer", (), status.get("backwardTransfer"))
     put("cpt_forgetting", (), status.get("forgetting"))
@@ -155,9 +158,9 @@ def samples(namespace: str, name: str, spec: Mapping[str, Any], status: Mapping[
     general = status.get("general") or {}
     benchmarks = list(general.get("benchmarks") or [])
     gmatrix = [list(r or []) for r in general.get("matrix") or []]
-    for i, row in enumerate(gmatrix):
-        for b, value in enumerate(row[:len(benchmarks)]):
-            put("cpt_general_score", (benchmarks[b], row_label(i)), value)
+    for i, values in enumerate(gmatrix):
+        for b, value in enumerate(values[:len(benchmarks)]):
+            put("cpt_general_score", (benchmarks[b],) + row(i), value)
     for b, bench in enumerate(benchmarks, start=1):
         base = fm.cell(gmatrix, 0, b)
         latest = [v for v in (fm.cell(gmatrix, i, b) for i in range(len(gmatrix))) if v is not None]
