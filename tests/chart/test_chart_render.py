@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
 from pathlib import Path
 
 import kubernetes_validate
@@ -169,6 +171,47 @@ def test_the_chart_env_parses_with_the_operators_settings(render):
         assert parsed.metrics_port == int(env["CPT_METRICS_PORT"])
         assert parsed.plan_defaults.learner_image == env["CPT_LEARNER_IMAGE"]
         assert parsed.namespaces == tuple(values.get("watchNamespaces", ()))
+
+
+ENTRYPOINT_PROBE = """
+import json, sys
+import kopf
+import cpt_operator.__main__ as entry
+calls = []
+kopf.run = lambda *a, **kw: calls.append(kw)
+rc = entry.main(json.loads(sys.argv[1]))
+print(json.dumps({"rc": rc, "kwargs": {k: v for k, v in calls[0].items() if isinstance(v, (str, bool, list))}}))
+"""
+
+
+@pytest.mark.parametrize("values", [{}, {"watchNamespaces": ["team-a"], "health": {"port": 8081}}],
+                         ids=["cluster-wide", "namespaced"])
+def test_operator_entrypoint_honours_what_the_chart_passes(render, values):
+    """`python -m cpt_operator` with the Deployment's args and env starts kopf with the liveness endpoint the
+    probe checks and the namespaces the RBAC grants (kopf.run is stubbed; a subprocess keeps kopf's registry
+    out of this test process)."""
+    import json
+    import subprocess
+    import sys
+
+    if importlib.util.find_spec("cpt_operator.__main__") is None:
+        pytest.skip("cpt_operator/__main__.py does not exist yet")
+    _, c = _container(render(values))
+    env = {k: v for k, v in _env(c).items() if isinstance(v, str)}
+    result = subprocess.run([sys.executable, "-c", ENTRYPOINT_PROBE, json.dumps(c["args"])],
+                            env={**os.environ, **env}, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out["rc"] in (0, None)
+    kwargs = out["kwargs"]
+    port = {p["name"]: p["containerPort"] for p in c["ports"]}["health"]
+    assert kwargs.get("liveness_endpoint") == f"http://0.0.0.0:{port}/healthz", (
+        "the livenessProbe checks kopf's /healthz: __main__ must pass --liveness to kopf.run(liveness_endpoint=)")
+    assert kwargs.get("standalone") is True  # one replica, no peering RBAC
+    if values.get("watchNamespaces"):
+        assert kwargs.get("namespaces") == values["watchNamespaces"] and not kwargs.get("clusterwide")
+    else:
+        assert kwargs.get("clusterwide") is True
 
 
 def test_metrics_and_health_ports_must_differ(chart):
