@@ -76,6 +76,8 @@ def test_run_through_a_regression_scrapes_the_status_values(server):
     drop = one(got, "cpt_task_accuracy_drop", cpt=NAME, task="add")
     assert drop == pytest.approx(0.10) and drop > spec["forgetting"]["maxDrop"]
     assert one(got, "cpt_task_best_accuracy", cpt=NAME, task="add") == 0.80
+    assert one(got, "cpt_task_accuracy", cpt=NAME, task="add", after_task="mul", after_index="2") == 0.70
+    assert one(got, "cpt_task_accuracy", cpt=NAME, task="add", after_task="base", after_index="0") == 0.30
     assert one(got, "cpt_task_accuracy_drop", cpt=NAME, task="mul") == 0
     assert one(got, "cpt_backward_transfer_after_task", cpt=NAME, after_task="mul") == pytest.approx(-0.1)
     assert one(got, "cpt_average_accuracy_after_task", cpt=NAME, after_task="add") == 0.80
@@ -170,3 +172,21 @@ def test_registry_is_not_the_global_one():
 
     assert metrics.REGISTRY is not prometheus_client.REGISTRY
     assert not any(n.startswith("cpt_") for n in prometheus_client.REGISTRY._names_to_collectors)
+
+
+def test_stats_keys_by_index_string_or_name_and_snake_case():
+    spec, status, _ = run()
+    status["tasks"] = status["tasks"][:2]  # task mul not listed yet: its stats still count
+    stats = {"1": {"rollout_tokens": 10, "stage_durations": {"train": 5.0}}, "mul": {"learnerSteps": 7}}
+    got = {(s.name, s.labels[2:]): s.value for s in metrics.samples(NS, NAME, spec, status, stats)}
+    assert got[("cpt_rollout_tokens", ("add",))] == 10
+    assert got[("cpt_stage_duration_seconds", ("add", "train"))] == 5.0
+    assert got[("cpt_learner_steps", ("mul",))] == 7
+    assert ("cpt_task_active_stage", ("mul", "train")) not in got  # no stage information for it
+
+
+def test_filtered_fraction_falls_back_to_kept_and_dropped():
+    spec, status, _ = run()
+    del status["tasks"][1]["filteredFraction"]
+    got = {(s.name, s.labels[2:]): s.value for s in metrics.samples(NS, NAME, spec, status)}
+    assert got[("cpt_rif_filtered_fraction", ("add",))] == 0.4
