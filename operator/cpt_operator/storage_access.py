@@ -1,0 +1,90 @@
+"""Committed results of a run, read from its storage with the operator's credentials.
+
+Credentials: the Secret named by spec.storage.secretRef (read through `kube`), else the operator's environment
+(AWS_* or a mounted secret directory, see cpt_trainer.storage.credentials). They are registered with the
+storage layer's scrubber, so they never show up in logs, exception messages or status.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from types import SimpleNamespace
+from typing import Callable, Optional
+
+from cpt_trainer.storage import Credentials, Store, load_committed, open_store_for_spec, scrub
+from cpt_trainer.storage.credentials import register_secret
+
+from .observed import CommittedResult
+from .settings import Settings
+from .validation import SpecError, validate_resource
+
+log = logging.getLogger(__name__)
+
+
+def committed_results(store: Store) -> dict[int, CommittedResult]:
+    """Every verified task (manifest present, files with the recorded sizes), as the planner's type."""
+    return {
+        index: CommittedResult(index=t.index, name=t.name, spec_hash=t.spec_hash, eval=dict(t.eval or {}),
+                               rif=t.rif, train=t.train, checkpoint=t.checkpoint)
+        for index, t in load_committed(store).items()
+    }
+
+
+class CommittedReader:
+    """`reader(resource) -> (committed, error)`; keeps one Store per (location, credentials) between passes."""
+
+    def __init__(self, settings: Settings, read_secret: Callable[[str, str], dict[str, str]]) -> None:
+        self.settings = settings
+        self.read_secret = read_secret
+        self._stores: dict[tuple, Store] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, resource: dict) -> tuple[dict[int, CommittedResult], Optional[str]]:
+        try:
+            cpt = validate_resource(resource, "cluster")
+        except SpecError:
+            return {}, None  # the planner reports the invalid spec; nothing to read
+        try:
+            store = self._store(cpt.spec.storage, resource["metadata"]["namespace"])
+            return committed_results(store), None
+        except Exception as exc:  # storage down, bad credentials, missing secret: report, retry later
+            message = scrub(f"cannot read {cpt.spec.storage.uri}: {type(exc).__name__}: {exc}")[:500]
+            log.warning("%s/%s: %s", resource["metadata"]["namespace"], resource["metadata"]["name"], message)
+            return {}, message
+
+    def _store(self, storage, namespace: str) -> Store:
+        creds = None
+        if storage.secret_ref:
+            data = self.read_secret(namespace, storage.secret_ref)
+            missing = [k for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY") if not data.get(k)]
+            if missing:
+                raise KeyError(f"secret {storage.secret_ref!r} lacks {', '.join(missing)}")
+            for value in data.values():
+                register_secret(value)
+            creds = Credentials(data["AWS_ACCESS_KEY_ID"], data["AWS_SECRET_ACCESS_KEY"],
+                                data.get("AWS_SESSION_TOKEN") or None)
+        effective = SimpleNamespace(
+            uri=storage.uri,
+            endpoint=storage.endpoint or self.settings.storage_endpoint,
+            region=storage.region or self.settings.storage_region,
+            path_style=bool(storage.path_style or self.settings.storage_path_style),
+        )
+        fingerprint = hashlib.sha256(repr((creds.access_key_id, creds.secret_access_key, creds.session_token)
+                                          if creds else "").encode()).hexdigest()
+        key = (effective.uri, effective.endpoint, effective.region, effective.path_style, fingerprint)
+        with self._lock:
+            if key not in self._stores:
+                kwargs = {"credentials": creds} if creds and storage.uri.startswith("s3://") else {}
+                self._stores[key] = open_store_for_spec(effective, **kwargs)
+            return self._stores[key]
+
+    def close(self) -> None:
+        with self._lock:
+            for store in self._stores.values():
+                try:
+                    store.close()
+                except Exception:  # closing is best effort
+                    pass
+            self._stores.clear()

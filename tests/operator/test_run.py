@@ -1,0 +1,68 @@
+"""A whole run through the operator: task after task, until the accuracy matrix is in status."""
+
+from __future__ import annotations
+
+import pytest
+from harness import accuracy, cpt_body, new_bucket, run_to_end, wait_for
+
+
+def test_three_tasks_end_to_end(world, operator):
+    body = cpt_body("vl", world.endpoint, new_bucket(world.endpoint), tasks=3, method="rif-grpo",
+                    learner={"replicas": 3, "gpusPerReplica": 2})
+    world.create(body)
+
+    # Task 0 first: the base model is evaluated (row 0 of the matrix) before anything is trained.
+    job = wait_for(lambda: world.jobs("vl"), what="the base evaluation job")[0]
+    assert job["metadata"]["name"] == "vl-0-evaluate"
+    resource = world.get("vl")
+    assert job["metadata"]["ownerReferences"][0]["uid"] == resource["metadata"]["uid"]
+    world.play_trainer("vl")
+
+    # Task 1 begins with the RIF filter; its PyTorchJob has the shape the Kubeflow training operator expects.
+    job = wait_for(lambda: [j for j in world.jobs("vl") if j["metadata"]["name"] == "vl-1-filter"], what="filter")[0]
+    replicas = job["spec"]["pytorchReplicaSpecs"]
+    assert set(replicas) == {"Master", "Worker"}
+    assert replicas["Master"]["replicas"] == 1 and replicas["Worker"]["replicas"] == 2
+    container = replicas["Master"]["template"]["spec"]["containers"][0]
+    assert container["name"] == "pytorch"
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["CPT_STAGE"] == "filter" and env["CPT_TASK_INDEX"] == "1" and env["CPT_RUN"] == "vl"
+    assert env["CPT_STORAGE_URI"] == body["spec"]["storage"]["uri"]
+    assert env["CPT_ROLLOUT_URL"].startswith("http://vl-1-rollout.")
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == 2
+    labels = job["metadata"]["labels"]
+    assert labels["cpt.dev/stage"] == "filter" and labels["cpt.dev/task-index"] == "1"
+    assert labels["app.kubernetes.io/managed-by"] == "cpt-operator"
+    children = world.children("vl")
+    assert {("Deployment", "vl-1-rollout"), ("Service", "vl-1-rollout"), ("ConfigMap", "vl-1-filter")} <= children
+
+    status = run_to_end(world, "vl", timeout=60)
+    assert status["phase"] == "Succeeded", status
+    assert status["completedTasks"] == 3 and status["progress"] == "3/3"
+    assert status["accuracy"]["tasks"] == ["t1", "t2", "t3"]
+    expected = [[accuracy(row, j) for j in (1, 2, 3)] for row in range(0, 4)]
+    assert status["accuracy"]["matrix"] == expected
+    assert status["tasks"][1]["filteredFraction"] == pytest.approx(0.4)
+    assert status["backwardTransfer"] < 0 and status["averageAccuracy"] > 0
+    cond = {c["type"]: c for c in status["conditions"]}
+    assert all(c["observedGeneration"] == 1 for c in status["conditions"]), status["conditions"]
+    assert cond  # metav1.Condition shape: type, status, reason, message, lastTransitionTime
+    for c in status["conditions"]:
+        assert {"type", "status", "reason", "lastTransitionTime"} <= set(c)
+
+    # One job per stage, in order; rollout servers of finished tasks are gone.
+    names = [j["metadata"]["name"] for j in world.jobs("vl")]
+    assert sorted(names) == sorted(["vl-0-evaluate"] + [f"vl-{i}-{s}" for i in (1, 2, 3)
+                                                          for s in ("filter", "train", "evaluate")])
+    wait_for(lambda: not {k for k in world.children("vl") if k[0] in ("Deployment", "Service")},
+             what="rollout servers removed")
+    reasons = [e["reason"] for e in world.events("vl")]
+    assert "StageStarted" in reasons and "TaskCommitted" in reasons and "Succeeded" in reasons
+    # kopf kept its bookkeeping out of the strict status.
+    assert set(world.status("vl")) <= {f for f in _status_fields()}
+
+
+def _status_fields() -> set[str]:
+    from cpt_operator import api
+
+    return {api.to_camel(n) for n in api.CptStatus.model_fields}
