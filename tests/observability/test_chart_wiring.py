@@ -1,0 +1,32 @@
+"""One source: the chart's PrometheusRule and dashboard ConfigMap carry exactly the files this suite tests."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from obs_common import DASHBOARD, ROOT, RULES
+
+helm_python = pytest.importorskip("helm_python", reason="helm-python-sdk (dev extra) renders the chart")
+
+
+@pytest.fixture(scope="module")
+def rendered() -> list[dict]:
+    chart = helm_python.Chart.load(str(ROOT / "charts/cpt-operator"))
+    out = chart.render({"prometheus": {"prometheusRule": {"enabled": True}},
+                        "grafana": {"dashboard": {"enabled": True}}}, name="cpt", namespace="cpt-system")
+    return [d for path, text in out.items() if path.endswith(".yaml") for d in yaml.safe_load_all(text) if d]
+
+
+def test_prometheus_rule_is_the_rules_file(rendered):
+    (rule,) = [d for d in rendered if d["kind"] == "PrometheusRule"]
+    assert rule["spec"]["groups"] == yaml.safe_load(RULES.read_text())["groups"]
+
+
+def test_dashboard_configmap_is_the_dashboard(rendered):
+    maps = [d for d in rendered if d["kind"] == "ConfigMap" and any(k.endswith(".json") for k in d.get("data", {}))]
+    assert len(maps) == 1
+    (text,) = [v for k, v in maps[0]["data"].items() if k.endswith(".json")]
+    assert json.loads(text) == json.loads(DASHBOARD.read_text())
