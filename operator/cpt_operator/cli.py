@@ -98,7 +98,7 @@ def cmd_crd(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from .local.runner import run_file
 
-    return run_file(args.file, workdir=args.workdir, metrics_port=args.metrics_port, fresh=args.fresh)
+    return run_file(args.file, workdir=args.workdir, metrics_port=args.metrics_port)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -135,7 +135,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file")
     p.add_argument("--workdir", default=None, help="scratch directory (default: <storage>/.work)")
     p.add_argument("--metrics-port", type=int, default=9464, help="serve Prometheus metrics here (0: any free port, -1: off)")
-    p.add_argument("--fresh", action="store_true", help="ignore committed tasks of an earlier run (they stay on disk)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("status", help="print the report of a local run (finished or in progress)")

@@ -128,7 +128,7 @@ def plan(resource: dict, observed: Observed, defaults: PlanDefaults = PlanDefaul
 
     active = phase == "Running" and reason in ("StageRunning", "RetryBackoff")
     if active:
-        _desired_children(plan_, resource, spec, run, progress, observed, defaults)
+        _desired_children(plan_, resource, spec, run, progress, observed, defaults, mode)
     _rollout_cleanup(plan_, run, spec, committed, observed, progress, keep=phase in ("Running", "Suspended"))
     _suspension_patches(plan_, spec, observed, suspend=phase == "Suspended")
     if progress.wait_until is not None and phase == "Running":
@@ -233,12 +233,12 @@ def _after(start: Optional[datetime], seconds: float, now: datetime) -> datetime
 
 
 def _desired_children(plan_: Plan, resource: dict, spec: api.CptSpec, run: str, progress: _Progress,
-                      observed: Observed, defaults: PlanDefaults) -> None:
+                      observed: Observed, defaults: PlanDefaults, mode: Mode) -> None:
     index, stage = progress.current, progress.stage
     if index is None or stage is None:
         return
     rollout_url = None
-    if _uses_rollout_servers(spec, index):
+    if mode == "cluster" and _uses_rollout_servers(spec, index):
         model_uri = _previous_checkpoint_uri(spec, index)
         plan_.create.append(manifests.rollout_deployment(resource, run, index, model_uri, spec, defaults))
         plan_.create.append(manifests.rollout_service(resource, run, index, defaults))

@@ -21,3 +21,18 @@ def committed_results(store: Store) -> dict[int, CommittedResult]:
 def read_committed(storage_spec: Any, **store_kwargs: Any) -> dict[int, CommittedResult]:
     """Open the run's storage from its spec (credentials from the environment) and read what is committed."""
     return committed_results(open_store_for_spec(storage_spec, **store_kwargs))
+
+
+def run_stats(committed: dict[int, CommittedResult]) -> dict[int, dict]:
+    """Per-task cost figures (for metrics and reports) from the committed rif.json / train.json / eval.json."""
+    out: dict[int, dict] = {}
+    for index, result in committed.items():
+        rif, train, ev = result.rif or {}, result.train or {}, result.eval or {}
+        durations = {stage: float(d["seconds"]) for stage, d in (("filter", rif), ("train", train), ("evaluate", ev))
+                     if d.get("seconds") is not None}
+        out[index] = {
+            "rolloutTokens": int(rif.get("rollout_tokens") or 0) + int(train.get("rollout_tokens") or 0),
+            "learnerSteps": int(train.get("steps") or 0),
+            "stageDurations": durations,
+        }
+    return out

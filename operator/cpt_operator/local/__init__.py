@@ -1,0 +1,1 @@
+"""The local executor: `cpt run` drives the planner's stages as processes on this machine."""

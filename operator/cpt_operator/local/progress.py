@@ -1,0 +1,81 @@
+"""What a person sees during `cpt run`: one live line on a terminal, plain log lines otherwise."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+from typing import Optional, TextIO
+
+
+def _eta(seconds: Optional[float]) -> str:
+    if seconds is None or seconds < 0:
+        return "?"
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+class ProgressDisplay:
+    """Live progress of the current stage; `tty=False` degrades to a log line every `every` seconds."""
+
+    def __init__(self, out: TextIO = sys.stdout, tty: Optional[bool] = None, every: float = 10.0):
+        self.out = out
+        self.tty = out.isatty() if tty is None else tty
+        self.every = every
+        self._label = ""
+        self._started = 0.0
+        self._last_print = 0.0
+        self._live = False
+        self.last: dict = {}
+
+    def log(self, text: str) -> None:
+        """A permanent line (clears the live line first)."""
+        self._clear()
+        self.out.write(text + "\n")
+        self.out.flush()
+
+    def stage_started(self, task_index: int, total: int, task: str, stage: str, attempt: int, job: str) -> None:
+        where = "base model" if task_index == 0 else f"task {task_index}/{total} {task!r}"
+        self._label = f"{where} {stage}"
+        self._started = time.monotonic()
+        self._last_print = 0.0
+        self.last = {}
+        retry = f" (attempt {attempt + 1})" if attempt else ""
+        self.log(f"==> {where}: {stage}{retry}  [{job}]")
+
+    def update(self, event: dict) -> None:
+        """A CPT_PROGRESS event from the stage process."""
+        self.last = event
+        now = time.monotonic()
+        line = self.render(event, now - self._started)
+        if self.tty:
+            width = shutil.get_terminal_size((100, 20)).columns
+            self.out.write("\r" + line[: width - 1].ljust(min(width - 1, len(line) + 2)))
+            self.out.flush()
+            self._live = True
+        elif now - self._last_print >= self.every or event.get("step") == event.get("total_steps"):
+            self._last_print = now
+            self.log(line)
+
+    def render(self, event: dict, elapsed: float) -> str:
+        step, total = event.get("step") or 0, event.get("total_steps") or 0
+        parts = [f"    {self._label}", f"step {step}/{total}" if total else f"step {step}"]
+        if event.get("reward") is not None:
+            parts.append(f"reward {event['reward']:.3f}")
+        if event.get("loss") is not None:
+            parts.append(f"loss {event['loss']:.4f}")
+        if event.get("accuracy") is not None:
+            parts.append(f"acc {event['accuracy']:.3f}")
+        eta = elapsed / step * (total - step) if step and total else None
+        parts.append(f"elapsed {_eta(elapsed)}")
+        parts.append(f"ETA {_eta(eta)}")
+        return "  ".join(parts)
+
+    def stage_finished(self, ok: bool, seconds: float, detail: str = "") -> None:
+        mark = "done" if ok else "FAILED"
+        self.log(f"    {self._label}: {mark} in {_eta(seconds)}{(' - ' + detail) if detail else ''}")
+
+    def _clear(self) -> None:
+        if self.tty and self._live:
+            self.out.write("\r" + " " * (shutil.get_terminal_size((100, 20)).columns - 1) + "\r")
+            self._live = False

@@ -1,0 +1,205 @@
+"""The end-of-run report: accuracy matrix, AA / BWT / forgetting / plasticity, general scores, RIF and costs.
+
+Built only from committed results (plus the last known status), so `cpt status DIR` shows the same report for
+a finished run and for one in progress. Written next to the checkpoints as report.json, report.md and
+accuracy.png.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+from cpt_trainer import forgetting as fm
+
+from ..observed import CommittedResult
+from ..results import run_stats
+
+LOCAL_STATE_DIR = ".cpt-local"
+STATUS_FILE = "status.json"
+
+
+def build_report(spec: dict, committed: dict[int, CommittedResult], status: Optional[dict] = None) -> dict:
+    """A JSON-able report. `spec` is the wire-form spec; rows are the committed prefix 0..k."""
+    tasks = [t["name"] for t in spec.get("tasks") or []]
+    benches = [b["name"] for b in spec.get("general") or []]
+    rows = []
+    for index in range(0, len(tasks) + 1):
+        if index not in committed:
+            break
+        rows.append(index)
+    matrix = [[_get(committed[i].eval, "tasks", n) for n in tasks] for i in rows]
+    general = [[_get(committed[i].eval, "general", b) for b in benches] for i in rows]
+    last = rows[-1] if rows else 0
+    stats = run_stats({i: committed[i] for i in rows})
+    per_task = []
+    for i in rows:
+        rif = committed[i].rif or {}
+        train = committed[i].train or {}
+        per_task.append({
+            "index": i, "name": "base" if i == 0 else tasks[i - 1],
+            "kept": rif.get("kept"), "dropped": rif.get("dropped"), "filteredFraction": rif.get("filtered_fraction"),
+            "rolloutTokens": stats[i]["rolloutTokens"], "learnerSteps": stats[i]["learnerSteps"],
+            "seconds": stats[i]["stageDurations"],
+            "rewardFirst": train.get("mean_reward_first"), "rewardLast": train.get("mean_reward_last"),
+        })
+    return {
+        "method": spec.get("method"),
+        "phase": (status or {}).get("phase") or ("Succeeded" if last == len(tasks) and rows else "Running"),
+        "message": (status or {}).get("message"),
+        "completedTasks": max(len(rows) - 1, 0),
+        "totalTasks": len(tasks),
+        "tasks": tasks,
+        "matrix": matrix,
+        "benchmarks": benches,
+        "general": general,
+        "averageAccuracy": fm.average_accuracy(matrix, last) if rows else None,
+        "backwardTransfer": fm.backward_transfer(matrix, last) if rows else None,
+        "forgetting": fm.forgetting(matrix, last) if rows else None,
+        "plasticity": fm.plasticity(matrix) if rows else None,
+        "generalDrop": fm.general_drop(general, last) if rows and benches else None,
+        "perTask": per_task,
+        "totals": {
+            "rolloutTokens": sum(t["rolloutTokens"] for t in per_task),
+            "learnerSteps": sum(t["learnerSteps"] for t in per_task),
+            "seconds": round(sum(sum(t["seconds"].values()) for t in per_task), 1),
+        },
+    }
+
+
+def _get(row: dict, group: str, name: str) -> Optional[float]:
+    value = (row or {}).get(group, {}).get(name)
+    return None if value is None else float(value)
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:+.{digits}f}" if digits < 0 else f"{value:.{digits}f}"
+    return str(value)
+
+
+def _signed(value: Optional[float]) -> str:
+    return "-" if value is None else f"{value:+.3f}"
+
+
+def render_markdown(report: dict) -> str:
+    """Markdown tables; the same text is printed on the terminal."""
+    out = io.StringIO()
+    w = out.write
+    w(f"# Continual post-training report ({report['method']})\n\n")
+    w(f"Phase: **{report['phase']}**, tasks {report['completedTasks']}/{report['totalTasks']}")
+    w(f" - {report['message']}\n\n" if report.get("message") else "\n\n")
+    w("## Accuracy matrix a[i][j] (row: after training task i; column: evaluated on task j)\n\n")
+    w("| after \\ on | " + " | ".join(report["tasks"]) + " |\n")
+    w("|---|" + "---|" * len(report["tasks"]) + "\n")
+    labels = ["base"] + report["tasks"]
+    for i, row in enumerate(report["matrix"]):
+        w(f"| {labels[i]} | " + " | ".join(_fmt(v) for v in row) + " |\n")
+    w("\n## Forgetting metrics (after the last committed task)\n\n")
+    w("| AA | BWT | Forgetting | Plasticity | General drop |\n|---|---|---|---|---|\n")
+    w(f"| {_fmt(report['averageAccuracy'])} | {_signed(report['backwardTransfer'])} | "
+      f"{_fmt(report['forgetting'])} | {_signed(report['plasticity'])} | {_signed(report['generalDrop'])} |\n")
+    if report["benchmarks"]:
+        w("\n## General benchmarks\n\n| after | " + " | ".join(report["benchmarks"]) + " |\n")
+        w("|---|" + "---|" * len(report["benchmarks"]) + "\n")
+        for i, row in enumerate(report["general"]):
+            w(f"| {labels[i]} | " + " | ".join(_fmt(v) for v in row) + " |\n")
+    w("\n## RIF and cost per task\n\n")
+    w("| task | kept | dropped | filtered | rollout tokens | learner steps | reward first -> last | "
+      "filter s | train s | evaluate s |\n|---|---|---|---|---|---|---|---|---|---|\n")
+    for t in report["perTask"]:
+        secs = t["seconds"]
+        reward = (f"{_fmt(t['rewardFirst'])} -> {_fmt(t['rewardLast'])}"
+                  if t["rewardFirst"] is not None else "-")
+        w(f"| {t['name']} | {_fmt(t['kept'])} | {_fmt(t['dropped'])} | {_fmt(t['filteredFraction'], 2)} | "
+          f"{t['rolloutTokens']} | {t['learnerSteps']} | {reward} | {_fmt(secs.get('filter'), 1)} | "
+          f"{_fmt(secs.get('train'), 1)} | {_fmt(secs.get('evaluate'), 1)} |\n")
+    totals = report["totals"]
+    w(f"\nTotal: {totals['rolloutTokens']} rollout tokens, {totals['learnerSteps']} learner steps, "
+      f"{totals['seconds']} s in stages.\n")
+    return out.getvalue()
+
+
+def heatmap_png(report: dict) -> Optional[bytes]:
+    """The accuracy matrix as a PNG heatmap (None if matplotlib is not installed)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    labels = ["base"] + report["tasks"]
+    rows = report["matrix"]
+    data = [[float("nan") if v is None else v for v in row] for row in rows] or [[float("nan")] * len(report["tasks"])]
+    fig, ax = plt.subplots(figsize=(1.2 + 1.1 * max(len(report["tasks"]), 1), 1.0 + 0.6 * len(data)))
+    image = ax.imshow(data, vmin=0.0, vmax=1.0, cmap="viridis", aspect="auto")
+    ax.set_xticks(range(len(report["tasks"])), report["tasks"])
+    ax.set_yticks(range(len(data)), [f"after {labels[i]}" for i in range(len(data))])
+    for i, row in enumerate(rows):
+        for j, v in enumerate(row):
+            if v is not None:
+                ax.text(j, i, f"{v:.2f}", ha="center", va="center", color="white" if v < 0.6 else "black")
+    ax.set_title(f"accuracy matrix ({report['method']})")
+    fig.colorbar(image, ax=ax, fraction=0.05)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def write_report(store, report: dict) -> list[str]:
+    """Store report.json, report.md and accuracy.png at the run's storage root; returns the keys written."""
+    keys = ["report.json", "report.md"]
+    store.put_bytes("report.json", json.dumps(report, indent=2).encode())
+    store.put_bytes("report.md", render_markdown(report).encode())
+    png = heatmap_png(report)
+    if png is not None:
+        store.put_bytes("accuracy.png", png)
+        keys.append("accuracy.png")
+    return keys
+
+
+def print_status(target: str) -> int:
+    """`cpt status DIR|FILE`: the report of a run, finished or in progress, plus its live stage if any."""
+    from cpt_trainer.storage import open_store
+
+    from ..results import committed_results
+
+    path = Path(target)
+    live: dict = {}
+    if path.is_file():
+        from .runner import load_resource
+
+        doc, spec = load_resource(str(path))
+        store_uri = spec.storage.uri
+        spec_wire = doc["spec"]
+    else:
+        store_uri = str(path)
+        state = path / LOCAL_STATE_DIR / STATUS_FILE
+        if not state.is_file():
+            print(f"error: {target} is not a local run directory (no {LOCAL_STATE_DIR}/{STATUS_FILE}); "
+                  "pass the run's ContinualPostTraining file instead", file=sys.stderr)
+            return 2
+        live = json.loads(state.read_text())
+        spec_wire = live["spec"]
+    if path.is_file():
+        from cpt_trainer.storage import open_store_for_spec
+
+        store = open_store_for_spec(spec.storage)
+        state = Path(store_uri) / LOCAL_STATE_DIR / STATUS_FILE if "://" not in store_uri else None
+        if state is not None and state.is_file():
+            live = json.loads(state.read_text())
+    else:
+        store = open_store(store_uri)
+    report = build_report(spec_wire, committed_results(store), live.get("status"))
+    sys.stdout.write(render_markdown(report))
+    if live.get("live") and report["phase"] not in ("Succeeded", "Failed"):
+        sys.stdout.write(f"\nNow: {live['live']}\n")
+    return 0

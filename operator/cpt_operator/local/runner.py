@@ -1,0 +1,262 @@
+"""`cpt run FILE`: the same planner as the operator, with stage jobs run as local processes.
+
+Loop: observe (committed results in storage + the stage processes this invocation ran) -> plan -> run the
+PyTorchJob the plan asks for as `python -m cpt_trainer.cli STAGE --config FILE` -> repeat. Rollout servers and
+ConfigMaps are cluster objects: locally the trainer generates with its `hf` engine and the config is a file.
+Resume is free: a rerun observes the committed tasks and the planner continues after the last one.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Optional
+
+import yaml
+
+from .. import metrics
+from ..api import CptSpec
+from ..observed import Observed, ObservedJob
+from ..planner import Plan, plan
+from ..results import committed_results, run_stats
+from ..stage import StageConfig
+from ..validation import SpecError, validate_resource
+from .preflight import PreflightError, check, resolve_paths
+from .progress import ProgressDisplay
+from .report import LOCAL_STATE_DIR, STATUS_FILE, build_report, render_markdown, write_report
+
+EXIT_BAD_INPUT = 2
+EXIT_FAILED = 1
+EXIT_INTERRUPTED = 130
+LOG_TAIL_LINES = 25
+LOCAL_NAMESPACE = "local"
+
+
+def load_resource(path: str) -> tuple[dict, CptSpec]:
+    """Read, resolve relative paths against the file, validate for a local run."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SpecError([f"cannot read {path}: {exc.strerror}"]) from None
+    try:
+        docs = [d for d in yaml.safe_load_all(text) if d is not None]
+    except yaml.YAMLError as exc:
+        raise SpecError([f"{path} is not valid YAML: {exc}"]) from None
+    if len(docs) != 1:
+        raise SpecError([f"{path} must hold exactly one ContinualPostTraining (found {len(docs)} documents)"])
+    doc = resolve_paths(docs[0], Path(path).resolve().parent) if isinstance(docs[0], dict) else docs[0]
+    resource = validate_resource(doc, mode="local")
+    doc.setdefault("metadata", {})["namespace"] = LOCAL_NAMESPACE
+    doc["spec"] = resource.spec.wire()
+    return doc, resource.spec
+
+
+@dataclass
+class LocalRun:
+    """State of one `cpt run` invocation: the stage processes it ran (the local 'jobs')."""
+
+    doc: dict
+    spec: CptSpec
+    workdir: Path
+    display: ProgressDisplay
+    jobs: dict[str, ObservedJob] = field(default_factory=dict)
+    fatal: Optional[str] = None
+    started: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.doc["metadata"]["name"]
+
+
+def run_file(path: str, workdir: Optional[str] = None, metrics_port: int = 9464) -> int:
+    display = ProgressDisplay()
+    try:
+        doc, spec = load_resource(path)
+        check(spec)
+    except (SpecError, PreflightError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        print("nothing was trained.", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    from cpt_trainer.storage import open_store_for_spec
+
+    store = open_store_for_spec(spec.storage)
+    state_dir = Path(workdir) if workdir else _default_workdir(spec, doc["metadata"]["name"])
+    state_dir.mkdir(parents=True, exist_ok=True)
+    run = LocalRun(doc=doc, spec=spec, workdir=state_dir, display=display)
+    server = _serve_metrics(metrics_port, display)
+    display.log(f"cpt run {doc['metadata']['name']}: {spec.method}, {len(spec.tasks)} tasks, storage {spec.storage.uri}")
+    try:
+        result = _loop(run, store)
+    except KeyboardInterrupt:
+        display.log("interrupted: committed tasks are kept; rerun the same command to continue after the last one.")
+        return EXIT_INTERRUPTED
+    finally:
+        if server is not None:
+            server.shutdown()
+    report = build_report(doc["spec"], committed_results(store), result.status)
+    keys = write_report(store, report)
+    display.log("")
+    display.log(render_markdown(report))
+    display.log(f"report: {', '.join(spec.storage.uri.rstrip('/') + '/' + k for k in keys)}")
+    phase = result.status.get("phase")
+    if phase == "Succeeded":
+        return 0
+    if phase == "Suspended":
+        display.log(f"run suspended: {result.status.get('message')}")
+        return 0
+    print(f"error: run {phase}: {result.status.get('message')}", file=sys.stderr)
+    return EXIT_BAD_INPUT if run.fatal else EXIT_FAILED
+
+
+def _default_workdir(spec: CptSpec, name: str) -> Path:
+    if "://" not in spec.storage.uri:
+        return Path(spec.storage.uri) / LOCAL_STATE_DIR
+    return Path(".cpt") / name
+
+
+def _serve_metrics(port: int, display: ProgressDisplay):
+    if port < 0:
+        return None
+    try:
+        server = metrics.serve(port)
+    except OSError as exc:
+        display.log(f"metrics: not served ({exc}); the run goes on")
+        return None
+    display.log(f"metrics: {server.url}")
+    return server
+
+
+def _loop(run: LocalRun, store) -> Plan:
+    """Observe -> plan -> run one stage, until the plan has nothing left to run."""
+    announced: set[int] = set()
+    while True:
+        committed = committed_results(store)
+        observed = Observed(now=datetime.now(timezone.utc), jobs=tuple(run.jobs.values()), committed=committed)
+        current = plan(run.doc, observed, mode="local")
+        run.doc["status"] = current.status
+        _publish(run, current, committed)
+        for index in sorted(committed):
+            if index not in announced and not run.jobs:
+                announced.add(index)
+                name = "base model" if index == 0 else f"task {index} {committed[index].name!r}"
+                run.display.log(f"    {name}: already committed, not redone")
+        if run.fatal:
+            current.status["phase"] = "Failed"
+            current.status["message"] = run.fatal
+            return current
+        todo = [(name, cfg) for name, cfg in current.stage_configs.items() if name not in run.jobs]
+        if not todo:
+            if current.status["phase"] in ("Succeeded", "Failed", "Suspended"):
+                return current
+            if current.requeue_after is None:
+                raise RuntimeError(f"planner is waiting on nothing: {current.status.get('message')}")
+            run.display.log(f"    waiting {current.requeue_after:.0f} s: {current.status.get('message')}")
+            time.sleep(current.requeue_after)
+            continue
+        for name, cfg in todo:
+            _run_stage(run, name, cfg)
+
+
+def _publish(run: LocalRun, current: Plan, committed: dict) -> None:
+    stats = run_stats(committed)
+    metrics.publish(LOCAL_NAMESPACE, run.name, run.doc["spec"], current.status, stats)
+    state = {"spec": run.doc["spec"], "status": current.status, "live": run.display.last or None}
+    tmp = run.workdir / (STATUS_FILE + ".tmp")
+    tmp.write_text(json.dumps(state, indent=1))
+    tmp.replace(run.workdir / STATUS_FILE)
+
+
+def _run_stage(run: LocalRun, name: str, cfg: StageConfig) -> None:
+    """Run one stage process to completion, streaming its progress; record it as an observed job."""
+    config_path = run.workdir / f"{name}.yaml"
+    config_path.write_text(cfg.dump_yaml())
+    log_path = run.workdir / f"{name}.log"
+    run.display.stage_started(cfg.task_index, len(run.spec.tasks), cfg.task_name, cfg.stage, cfg.attempt, name)
+    run.jobs[name] = ObservedJob(name, cfg.task_index, cfg.stage, cfg.attempt, "Running")
+    started = time.monotonic()
+    cmd = [sys.executable, "-m", "cpt_trainer.cli", cfg.stage, "--config", str(config_path)]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"}
+    result: dict = {}
+    with open(log_path, "w", encoding="utf-8") as log:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+                                env=env, preexec_fn=_die_with_parent)
+        try:
+            for line in proc.stdout:
+                log.write(line)
+                if line.startswith("CPT_PROGRESS "):
+                    run.display.update(_json(line))
+                    _publish_live(run)
+                elif line.startswith("CPT_RESULT "):
+                    result = _json(line)
+            code = proc.wait()
+        except BaseException:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            raise
+    seconds = time.monotonic() - started
+    ok = code == 0
+    detail = _summary(result) if ok else f"exit code {code}, log {log_path}"
+    run.display.stage_finished(ok, seconds, detail)
+    if not ok:
+        tail = log_path.read_text(encoding="utf-8", errors="replace").splitlines()[-LOG_TAIL_LINES:]
+        run.display.log("\n".join("      | " + t for t in tail))
+        if code == EXIT_BAD_INPUT:
+            run.fatal = f"stage {cfg.stage} of task {cfg.task_name!r} rejected its input (see {log_path})"
+    message = "" if ok else (tail[-1] if tail else f"exit code {code}")
+    run.jobs[name] = ObservedJob(name, cfg.task_index, cfg.stage, cfg.attempt, "Succeeded" if ok else "Failed",
+                                 finished_at=datetime.now(timezone.utc), message=message[:300])
+
+
+def _publish_live(run: LocalRun) -> None:
+    now = time.monotonic()
+    if now - run.started.get("live", 0.0) < 2.0:
+        return
+    run.started["live"] = now
+    state_file = run.workdir / STATUS_FILE
+    try:
+        state = json.loads(state_file.read_text())
+    except (OSError, ValueError):
+        return
+    state["live"] = run.display.last
+    tmp = run.workdir / (STATUS_FILE + ".tmp")
+    tmp.write_text(json.dumps(state, indent=1))
+    tmp.replace(state_file)
+
+
+def _summary(result: dict) -> str:
+    parts = []
+    for key, label in (("kept", "kept"), ("dropped", "dropped"), ("steps", "steps"),
+                       ("mean_reward_last", "reward"), ("rollout_tokens", "rollout tokens")):
+        if result.get(key) is not None:
+            value = result[key]
+            parts.append(f"{label} {value:.3f}" if isinstance(value, float) else f"{label} {value}")
+    if isinstance(result.get("tasks"), dict):
+        parts.append("acc " + ", ".join(f"{k} {v:.2f}" for k, v in result["tasks"].items() if v is not None))
+    return ", ".join(parts)
+
+
+def _json(line: str) -> dict:
+    try:
+        return json.loads(line.split(" ", 1)[1])
+    except (ValueError, IndexError):
+        return {}
+
+
+def _die_with_parent() -> None:
+    """A stage process must not outlive a killed `cpt run` (it could commit behind a rerun's back)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
