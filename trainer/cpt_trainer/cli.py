@@ -1,0 +1,129 @@
+"""`cpt-trainer`: stage entry points and tools.
+
+    cpt-trainer filter|train|evaluate --config stage.yaml     one stage of one task (a pod or a local process)
+    cpt-trainer synth NAME --n N --seed S --out FILE [--pool train|eval|pretrain]
+    cpt-trainer build-base --out DIR [--seed S] [--steps N]    the tiny local base model
+    cpt-trainer multitask --spec cpt.yaml --out DIR            all tasks at once (upper-bound baseline)
+
+Exit codes: 0 success, 2 bad input (missing dataset, unknown reward, bad config; nothing was trained),
+1 anything else. Progress goes to stdout as `CPT_PROGRESS {json}` lines, the summary as `CPT_RESULT {json}`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+
+EXIT_BAD_INPUT = 2
+
+
+def _env_defaults() -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is ever downloaded from a hub
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+
+
+def _bad_input_errors() -> tuple:
+    from pydantic import ValidationError
+
+    from .rewards import RewardError
+    from .tasks import TaskError
+
+    errors = [ValidationError, RewardError, TaskError, FileNotFoundError]
+    if "cpt_trainer.stages" in sys.modules:
+        errors.append(sys.modules["cpt_trainer.stages"].StageError)
+    return tuple(errors)
+
+
+def cmd_stage(args) -> dict:
+    from cpt_operator.stage import StageConfig
+
+    from .stages import run_stage
+
+    cfg = StageConfig.load(args.config)
+    if args.stage != cfg.stage:
+        raise ValueError(f"command {args.stage!r} but {args.config} is a {cfg.stage!r} stage")
+    return run_stage(cfg, workdir=args.workdir)
+
+
+def cmd_synth(args) -> dict:
+    from . import synthetic
+
+    name = args.name.removeprefix("synthetic:")
+    rows = synthetic.generate(name, args.n, args.seed, args.pool)
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    synthetic.write_jsonl(rows, args.out)
+    return {"task": name, "rows": len(rows), "pool": args.pool, "out": args.out,
+            "reward": synthetic.REWARDS.get(name, "exact")}
+
+
+def cmd_build_base(args) -> dict:
+    import torch
+
+    from .tinymodel import BaseModelConfig, build_base
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = BaseModelConfig(seed=args.seed, **({"steps": args.steps} if args.steps else {}))
+    report = build_base(args.out, cfg)
+    return {k: report[k] for k in ("params", "seconds", "eval_accuracy")} | {"out": args.out}
+
+
+def cmd_multitask(args) -> dict:
+    from .multitask import load_spec, run_multitask
+
+    return run_multitask(load_spec(args.spec), args.out)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="cpt-trainer", description=__doc__.split("\n")[0])
+    p.add_argument("-v", "--verbose", action="store_true")
+    sub = p.add_subparsers(dest="command", required=True)
+    for stage in ("filter", "train", "evaluate"):
+        s = sub.add_parser(stage, help=f"run the {stage} stage of one task")
+        s.add_argument("--config", required=True, help="stage.yaml (cpt_operator.stage.StageConfig)")
+        s.add_argument("--workdir", help="scratch directory (default: a temporary one)")
+        s.set_defaults(func=cmd_stage, stage=stage)
+    s = sub.add_parser("synth", help="write a synthetic task as JSON Lines")
+    s.add_argument("name", help="add | sub | reverse | sort | copy | count | max (optionally synthetic:NAME)")
+    s.add_argument("--n", type=int, required=True)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--pool", choices=["train", "eval", "pretrain"], default="train")
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=cmd_synth)
+    s = sub.add_parser("build-base", help="build and pre-train the tiny char-level Llama base model")
+    s.add_argument("--out", required=True)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--steps", type=int)
+    s.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
+    s.set_defaults(func=cmd_build_base)
+    s = sub.add_parser("multitask", help="train on all tasks at once and evaluate (upper-bound baseline)")
+    s.add_argument("--spec", required=True, help="a ContinualPostTraining YAML or a bare spec")
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=cmd_multitask)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    _env_defaults()
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        summary = args.func(args)
+    except Exception as exc:
+        if isinstance(exc, _bad_input_errors()) or (isinstance(exc, ValueError) and args.command == "synth"):
+            print(f"cpt-trainer: error: {exc}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        raise
+    from .progress import result
+
+    result(summary)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

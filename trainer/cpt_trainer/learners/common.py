@@ -1,0 +1,87 @@
+"""What both learners share: device/distributed arguments, the DeepSpeed config, multi-task rewards.
+
+DeepSpeed is used only under a distributed launcher (WORLD_SIZE > 1: torchrun, deepspeed, a PyTorchJob);
+a single process trains with plain torch. On CPU: use_cpu=True, bf16=False, no gradient checkpointing
+(DESIGN.md section 7).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+import torch
+
+from ..tasks import Task
+
+
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def deepspeed_config(zero_stage: int) -> dict:
+    """A ZeRO config whose batch/lr/clipping values are filled from the TrainingArguments ("auto")."""
+    cuda = torch.cuda.is_available()
+    cfg = {
+        "zero_optimization": {"stage": zero_stage, "overlap_comm": False, "contiguous_gradients": True},
+        "train_micro_batch_size_per_gpu": "auto",
+        "gradient_accumulation_steps": "auto",
+        "train_batch_size": "auto",
+        "gradient_clipping": "auto",
+        "bf16": {"enabled": "auto"},
+        "fp16": {"enabled": False},
+        "zero_allow_untested_optimizer": True,
+        "steps_per_print": 10**9,
+        "wall_clock_breakdown": False,
+    }
+    if zero_stage == 3:
+        cfg["zero_optimization"].update(stage3_gather_16bit_weights_on_model_save=True)
+    if not cuda:
+        cfg["bf16"] = {"enabled": False}
+    return cfg
+
+
+def trainer_args(out_dir: str, seed: int, zero_stage: int, lr: float, epochs: int,
+                 max_steps: Optional[int]) -> dict:
+    """TrainingArguments fields common to GRPOConfig and SFTConfig."""
+    cuda = torch.cuda.is_available()
+    args = dict(
+        output_dir=out_dir, seed=seed, data_seed=seed, learning_rate=lr, num_train_epochs=epochs,
+        max_steps=max_steps or -1, lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0,
+        max_grad_norm=1.0, logging_steps=1, save_strategy="no", report_to=[], disable_tqdm=True,
+        use_cpu=not cuda, bf16=cuda and torch.cuda.is_bf16_supported(), gradient_checkpointing=False,
+        dataloader_num_workers=0, gradient_accumulation_steps=1,
+    )
+    if world_size() > 1:
+        args["deepspeed"] = deepspeed_config(zero_stage)
+        if not cuda:
+            args["ddp_backend"] = "gloo"
+    return args
+
+
+def combined_reward(tasks: list[Task]):
+    """One TRL reward over rows of several tasks (multi-task training): dispatch on the `task` column."""
+    by_name = {t.name: t for t in tasks}
+
+    def reward(prompts, completions, task, **kwargs) -> list[float]:
+        out: list[Optional[float]] = [None] * len(completions)
+        for name in set(task):
+            idx = [k for k, t in enumerate(task) if t == name]
+            sub = {key: [vals[k] for k in idx] for key, vals in kwargs.items() if isinstance(vals, list)
+                   and len(vals) == len(completions)}
+            values = by_name[name].reward(prompts=[prompts[k] for k in idx],
+                                          completions=[completions[k] for k in idx], **sub)
+            for k, v in zip(idx, values):
+                out[k] = v
+        return out
+
+    reward.__name__ = "reward"
+    return reward
+
+
+def extra_columns(rows: list[dict]) -> list[str]:
+    """Columns present in every row besides prompt/answer, passed through to rewards."""
+    keys = set(rows[0])
+    for r in rows[1:]:
+        keys &= set(r)
+    return sorted(keys - {"prompt", "answer", "task"})

@@ -1,0 +1,104 @@
+"""GRPO with TRL's GRPOTrainer: G sampled completions per prompt, group-normalised advantage, KL to the start.
+
+One optimizer step per generation batch (steps_per_generation=1): `promptsPerStep` prompts x `groupSize`
+completions, fully on-policy. Generation runs in the learner with transformers (`hf`) unless a vLLM engine is
+given, in which case TRL's `rollout_func` hook sends prompts to the server and weights are pushed after each
+optimizer step.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Optional
+
+from datasets import Dataset
+from transformers import PrinterCallback, TrainerCallback
+from trl import GRPOConfig, GRPOTrainer
+
+from ..progress import ProgressCallback
+from ..tasks import Task, prompt_text
+from .common import combined_reward, extra_columns, trainer_args, world_size
+
+
+def _dataset(tokenizer, tasks: list[Task]) -> Dataset:
+    rows = [dict(r, task=t.name) for t in tasks for r in t.rows]
+    keep = extra_columns(rows)
+    return Dataset.from_list([
+        {"prompt": prompt_text(tokenizer, r["prompt"]), "answer": r["answer"], "task": r["task"],
+         **{k: r[k] for k in keep}} for r in rows])
+
+
+class _Counter:
+    """Wraps the reward to count rollout tokens (completion ids TRL passes) and keep the reward curve."""
+
+    def __init__(self, fn):
+        self.fn, self.tokens = fn, 0
+        self.__name__ = "reward"
+
+    def __call__(self, prompts, completions, completion_ids=None, **kwargs):
+        if completion_ids is not None:
+            self.tokens += sum(len(ids) for ids in completion_ids)
+        return self.fn(prompts=prompts, completions=completions, **kwargs)
+
+
+class _PushWeights(TrainerCallback):
+    def __init__(self, engine):
+        self.engine = engine
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        self.engine.sync_weights(model)
+
+
+def _vllm_rollout(engine, tokenizer, temperature: float, max_tokens: int):
+    """TRL rollout_func: prompts arrive repeated G times; one completion each from the vLLM server."""
+
+    def rollout(prompts: list, trainer) -> dict:
+        groups = engine.generate(list(prompts), n=1, temperature=temperature, max_tokens=max_tokens)
+        comps = [g[0] for g in groups]
+        return {
+            "prompt_ids": [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts],
+            "completion_ids": [c.token_ids for c in comps],
+            "logprobs": [c.logprobs or [0.0] * len(c.token_ids) for c in comps],
+        }
+
+    return rollout
+
+
+def train_grpo(model, tokenizer, tasks: list[Task], out_dir: str, *, group_size: int = 8, lr: float = 1e-6,
+               kl_coef: float = 0.01, prompts_per_step: int = 64, epochs: int = 1, max_steps: Optional[int] = None,
+               max_completion_tokens: int = 64, temperature: float = 1.0, seed: int = 0, zero_stage: int = 2,
+               engine=None, task_index: int = 0, quiet: bool = False) -> dict:
+    """Train `model` in place on the union of tasks' rows; returns the train.json statistics."""
+    t0 = time.time()
+    ws = world_size()
+    completions_per_step = prompts_per_step * group_size
+    if completions_per_step % ws:
+        raise ValueError(f"promptsPerStep x groupSize ({completions_per_step}) must divide by WORLD_SIZE ({ws})")
+    config = GRPOConfig(
+        **trainer_args(out_dir, seed, zero_stage, lr, epochs, max_steps),
+        per_device_train_batch_size=completions_per_step // ws, steps_per_generation=1, num_iterations=1,
+        num_generations=group_size, beta=kl_coef, temperature=temperature, top_k=0, top_p=1.0,
+        max_completion_length=max_completion_tokens, log_completions=False, shuffle_dataset=True,
+        remove_unused_columns=False,
+    )
+    reward = _Counter(combined_reward(tasks))
+    progress = ProgressCallback("train", task_index, quiet=quiet)
+    callbacks = [progress]
+    rollout_func = None
+    if engine is not None and engine.name == "vllm":
+        rollout_func = _vllm_rollout(engine, tokenizer, temperature, max_completion_tokens)
+        callbacks.append(_PushWeights(engine))
+    trainer = GRPOTrainer(model=model, reward_funcs=[reward], args=config, train_dataset=_dataset(tokenizer, tasks),
+                          processing_class=tokenizer, callbacks=callbacks, rollout_func=rollout_func)
+    trainer.remove_callback(PrinterCallback)  # our ProgressCallback prints CPT_PROGRESS lines instead
+    trainer.train()
+    curve = progress.rewards
+    k = max(1, len(curve) // 10)
+    return {
+        "method": "grpo", "steps": trainer.state.global_step, "seconds": round(time.time() - t0, 3),
+        "rollout_tokens": reward.tokens * ws, "prompts": sum(len(t.rows) for t in tasks),
+        "mean_reward_first": sum(curve[:k]) / k if curve else None,
+        "mean_reward_last": sum(curve[-k:]) / k if curve else None,
+        "reward_curve": [round(r, 4) for r in curve], "loss": [round(x, 5) for x in progress.losses],
+        "tasks": [t.name for t in tasks],
+    }, trainer

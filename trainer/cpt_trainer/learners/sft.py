@@ -1,0 +1,51 @@
+"""SFT with TRL's SFTTrainer on reference answers (the baseline that forgets).
+
+Rows become prompt-completion pairs: the chat-templated prompt and `\\boxed{answer}` (or a row's own `solution`
+field when the task uses a custom answer format); the loss is on the completion only.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Optional
+
+from datasets import Dataset
+from transformers import PrinterCallback, TrainerCallback
+from trl import SFTConfig, SFTTrainer
+
+from ..progress import ProgressCallback
+from ..tasks import Task, prompt_text
+from .common import trainer_args, world_size
+
+
+def target(row: dict) -> str:
+    return str(row["solution"]) if "solution" in row else "\\boxed{" + str(row["answer"]) + "}"
+
+
+def train_sft(model, tokenizer, tasks: list[Task], out_dir: str, *, lr: float = 1e-5, batch_size: int = 24,
+              epochs: int = 1, max_steps: Optional[int] = None, seed: int = 0, zero_stage: int = 2,
+              task_index: int = 0, quiet: bool = False):
+    t0 = time.time()
+    ws = world_size()
+    data = Dataset.from_list([{"prompt": prompt_text(tokenizer, r["prompt"]), "completion": target(r)}
+                              for t in tasks for r in t.rows])
+    config = SFTConfig(
+        **trainer_args(out_dir, seed, zero_stage, lr, epochs, max_steps),
+        per_device_train_batch_size=max(1, batch_size // ws), packing=False, completion_only_loss=True,
+        max_length=None, dataset_num_proc=None, eos_token=tokenizer.eos_token, pad_token=tokenizer.pad_token,
+    )
+    progress = ProgressCallback("train", task_index, quiet=quiet)
+    trainer = SFTTrainer(model=model, args=config, train_dataset=data, processing_class=tokenizer,
+                         callbacks=[progress])
+    trainer.remove_callback(PrinterCallback)  # our ProgressCallback prints CPT_PROGRESS lines instead
+    trainer.train()
+    losses = progress.losses
+    k = max(1, len(losses) // 10)
+    return {
+        "method": "sft", "steps": trainer.state.global_step, "seconds": round(time.time() - t0, 3),
+        "rollout_tokens": 0, "prompts": len(data),
+        "loss_first": sum(losses[:k]) / k if losses else None, "loss_last": sum(losses[-k:]) / k if losses else None,
+        "loss": [round(x, 5) for x in losses],
+        "token_accuracy": [round(x, 4) for x in progress.accuracies],
+        "tasks": [t.name for t in tasks],
+    }, trainer

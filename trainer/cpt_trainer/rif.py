@@ -1,0 +1,53 @@
+"""RIF: rollout-based instance filtering (DESIGN.md section 1), run once per task before training.
+
+For each training prompt, N rollouts with the current model; a prompt solved fewer than minCorrect times is an
+"incompetent sample" (all-zero rewards give GRPO no gradient) and is dropped.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+
+from .rewards import is_correct
+from .tasks import Task, prompt_text, reward_values
+
+
+@dataclass
+class RifResult:
+    kept_rows: list[dict]
+    kept: int
+    dropped: int
+    filtered_fraction: float
+    rollouts: int
+    min_correct: int
+    rollout_tokens: int
+    seconds: float
+    mean_correct: float
+
+    def stats(self) -> dict:
+        d = asdict(self)
+        d.pop("kept_rows")
+        return d
+
+
+def run_rif(engine, tokenizer, task: Task, rollouts: int = 8, min_correct: int = 1, temperature: float = 1.0,
+            max_tokens: int = 64, seed: int = 0) -> RifResult:
+    t0 = time.time()
+    rows = task.rows
+    groups = engine.generate([prompt_text(tokenizer, r["prompt"]) for r in rows], n=rollouts,
+                             temperature=temperature, max_tokens=max_tokens, seed=seed)
+    flat_rows = [r for r in rows for _ in range(rollouts)]
+    flat = [c for g in groups for c in g]
+    rewards = reward_values(task, flat_rows, [c.text for c in flat])
+    kept, n_correct = [], []
+    for p, row in enumerate(rows):
+        correct = sum(is_correct(v) for v in rewards[p * rollouts:(p + 1) * rollouts])
+        n_correct.append(correct)
+        if correct >= min_correct:
+            kept.append(row)
+    dropped = len(rows) - len(kept)
+    return RifResult(
+        kept_rows=kept, kept=len(kept), dropped=dropped, filtered_fraction=dropped / len(rows),
+        rollouts=rollouts, min_correct=min_correct, rollout_tokens=sum(c.tokens for c in flat),
+        seconds=round(time.time() - t0, 3), mean_correct=sum(n_correct) / (len(rows) * rollouts))

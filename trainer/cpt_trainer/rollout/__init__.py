@@ -1,0 +1,77 @@
+"""Rollout engines: one interface for RIF, GRPO and evaluation.
+
+`hf` generates with transformers inside the learner process; `vllm` is a client of a vLLM OpenAI-compatible
+server (weights pushed from the learner over NCCL, see vllm_sync). `make_engine` picks one from the spec and
+falls back to `hf` with a logged reason when vLLM, CUDA or a server URL is missing.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from dataclasses import dataclass
+from typing import Optional, Protocol
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Completion:
+    text: str
+    token_ids: list[int]
+    logprobs: Optional[list[float]] = None
+
+    @property
+    def tokens(self) -> int:
+        return len(self.token_ids)
+
+
+class Engine(Protocol):
+    """Generates completions for text prompts (already chat-templated)."""
+
+    name: str
+
+    def generate(self, prompts: list[str], n: int = 1, temperature: float = 1.0, max_tokens: int = 64,
+                 seed: Optional[int] = None) -> list[list[Completion]]:
+        """n completions per prompt; temperature 0 means greedy (then n should be 1)."""
+        ...
+
+    def sync_weights(self, model) -> None:
+        """Make the engine generate with `model`'s current weights."""
+        ...
+
+    def close(self) -> None:
+        ...
+
+
+def vllm_unavailable_reason(rollout_url: Optional[str]) -> Optional[str]:
+    """Why the vllm engine cannot be used here, or None when it can."""
+    if not rollout_url:
+        return "no rollout server URL in the stage config"
+    if importlib.util.find_spec("vllm") is None:
+        return "vllm is not installed"
+    import torch
+
+    if not torch.cuda.is_available():
+        return "CUDA is not available (weight sync needs NCCL)"
+    return None
+
+
+def make_engine(engine: str, model, tokenizer, rollout_url: Optional[str] = None,
+                batch_size: int = 256) -> Engine:
+    """The engine the spec asks for, or `hf` with a logged reason when that cannot work here."""
+    from .hf import HfEngine
+
+    if engine == "vllm":
+        reason = vllm_unavailable_reason(rollout_url)
+        if reason is None:
+            from .vllm import VllmEngine
+            from .vllm_sync import NcclWeightSync
+
+            eng = VllmEngine(rollout_url, tokenizer, weight_sync=NcclWeightSync(rollout_url))
+            eng.sync_weights(model)
+            return eng
+        log.warning("rollout engine vllm unavailable (%s); falling back to hf", reason)
+    elif engine != "hf":
+        raise ValueError(f"unknown rollout engine {engine!r}")
+    return HfEngine(model, tokenizer, batch_size=batch_size)

@@ -1,0 +1,235 @@
+"""The three stage entry points (filter, train, evaluate) over a StageConfig and the run's storage.
+
+Each stage: validate every input first (datasets, rewards, the checkpoint it starts from) so bad input fails
+before any compute; load the model; do its one job; write its outputs under tasks/<i>-<name>/. `evaluate` writes
+eval.json and then commits the task (manifest last). The first stage of a task clears leftovers of an earlier
+attempt (storage.prepare_task); a stage of a task already committed for this spec_hash is a no-op.
+Only rank 0 does I/O; filter and evaluate run on rank 0 alone (other ranks return at once).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from typing import Optional
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
+
+from cpt_operator.api import CptSpec, RifSpec
+from cpt_operator.stage import StageConfig, stages_for
+
+from . import progress
+from .evaluate import evaluate_row
+from .learners.common import world_size
+from .rif import run_rif
+from .rollout import make_engine
+from .storage import fetch_checkpoint, layout, load_task, open_store, open_store_for_spec, prepare_task
+from .tasks import Task, TaskError, load_task as load_dataset_task, parse_jsonl
+
+log = logging.getLogger(__name__)
+
+
+class StageError(ValueError):
+    """A precondition of the stage is not met (e.g. the previous task is not committed). Exit code 2."""
+
+
+def rank() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
+def stage_seed(spec: CptSpec, index: int, stage: str) -> int:
+    return spec.seed * 1009 + index * 17 + {"filter": 1, "train": 2, "evaluate": 3}[stage]
+
+
+# ------------------------------------------------------------------------------------------------ inputs
+
+def train_task(spec: CptSpec, index: int) -> Task:
+    t = spec.tasks[index - 1]
+    return load_dataset_task(t.name, t.train, t.reward, t.answer_pattern, spec.storage)
+
+
+def eval_tasks(spec: CptSpec, index: int) -> tuple[list[Task], list[Task]]:
+    """Tasks seen so far (all tasks for the base row 0, to measure plasticity) and the general benchmarks."""
+    limit = spec.evaluation.max_samples
+    seen = spec.tasks if index == 0 else spec.tasks[:index]
+    tasks = [load_dataset_task(t.name, t.eval, t.reward, t.answer_pattern, spec.storage, limit) for t in seen]
+    general = [load_dataset_task(b.name, b.eval, b.reward, b.answer_pattern, spec.storage, limit)
+               for b in spec.general]
+    return tasks, general
+
+
+def fetch_model_uri(uri: str, spec: CptSpec, workdir: str) -> str:
+    """A local directory holding the model at `uri` (local path, file:// or s3:// prefix)."""
+    if uri.startswith("s3://"):
+        local = os.path.join(workdir, "model")
+        s = spec.storage
+        files = open_store(uri, endpoint=s.endpoint, region=s.region, path_style=s.path_style).download_dir("", local)
+        if not files:
+            raise StageError(f"model {uri} is empty or missing")
+        return local
+    path = uri[len("file://"):] if uri.startswith("file://") else uri
+    if not os.path.isfile(os.path.join(path, "config.json")):
+        raise StageError(f"model {uri}: no config.json (not a Hugging Face model directory)")
+    return path
+
+
+def start_model_dir(cfg: StageConfig, store, workdir: str) -> str:
+    """The model a stage starts from: evaluate uses this task's fresh checkpoint; filter/train use the previous
+    task's committed checkpoint, or the base model for task 1 (and for evaluation of row 0)."""
+    i, spec = cfg.task_index, cfg.spec
+    if cfg.stage == "evaluate" and i > 0:
+        prefix = layout.task_key(i, cfg.task_name, layout.CHECKPOINT)
+        if not store.list(prefix):
+            raise StageError(f"no checkpoint at {prefix}: run the train stage of task {i} first")
+        return store.download_dir(prefix, os.path.join(workdir, "model")) and os.path.join(workdir, "model")
+    if i <= 1:
+        return fetch_model_uri(spec.model, spec, workdir)
+    prev = spec.tasks[i - 2].name
+    committed = load_task(store, i - 1, prev)
+    if committed is None or committed.checkpoint is None:
+        raise StageError(f"task {i - 1} ({prev}) is not committed: its checkpoint cannot be used")
+    return fetch_checkpoint(store, committed, os.path.join(workdir, "model"))
+
+
+def load_model(path: str):
+    dtype = torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if torch.cuda.is_available():
+        model = model.to("cuda")
+    return model, tokenizer
+
+
+# ------------------------------------------------------------------------------------------------ stages
+
+def run_filter(cfg: StageConfig, store, workdir: str) -> dict:
+    spec, i = cfg.spec, cfg.task_index
+    task = train_task(spec, i)
+    model, tokenizer = load_model(start_model_dir(cfg, store, workdir))
+    rif = spec.rif_effective or spec.rif or RifSpec()
+    engine = make_engine(spec.rollout.engine, model, tokenizer, cfg.rollout_url)
+    progress.progress("filter", i, 0, 1)
+    res = run_rif(engine, tokenizer, task, rif.rollouts, rif.min_correct, spec.grpo.temperature,
+                  spec.grpo.max_completion_tokens, seed=stage_seed(spec, i, "filter"))
+    stats = dict(res.stats(), engine=engine.name)
+    store.put_bytes(layout.task_key(i, cfg.task_name, layout.KEPT),
+                    "".join(json.dumps(r) + "\n" for r in res.kept_rows).encode())
+    store.put_json(layout.task_key(i, cfg.task_name, layout.RIF), stats)
+    progress.progress("filter", i, 1, 1, kept=res.kept, dropped=res.dropped)
+    return stats
+
+
+def training_rows(cfg: StageConfig, store, task: Task) -> Task:
+    """For rif-grpo the kept prompts of the filter stage replace the pool."""
+    if cfg.spec.method != "rif-grpo":
+        return task
+    key = layout.task_key(cfg.task_index, cfg.task_name, layout.KEPT)
+    if not store.exists(key):
+        raise StageError(f"{key} is missing: run the filter stage of task {cfg.task_index} first")
+    data = store.get_bytes(key)
+    task.rows = parse_jsonl(data, key) if data.strip() else []
+    return task
+
+
+def learn(spec: CptSpec, model, tokenizer, tasks: list[Task], out_dir: str, task_index: int, engine=None,
+          seed: int = 0) -> tuple[dict, object]:
+    """One learner run over `tasks` with the spec's method and hyper-parameters (also the multi-task entry)."""
+    zero = spec.learner.zero_stage
+    if spec.method == "sft":
+        s = spec.sft
+        from .learners.sft import train_sft
+
+        return train_sft(model, tokenizer, tasks, out_dir, lr=s.learning_rate, batch_size=s.batch_size,
+                         epochs=s.epochs, max_steps=s.max_steps, seed=seed, zero_stage=zero, task_index=task_index)
+    g = spec.grpo
+    from .learners.grpo import train_grpo
+
+    return train_grpo(model, tokenizer, tasks, out_dir, group_size=g.group_size, lr=g.learning_rate,
+                      kl_coef=g.kl_coef, prompts_per_step=g.prompts_per_step, epochs=g.epochs, max_steps=g.max_steps,
+                      max_completion_tokens=g.max_completion_tokens, temperature=g.temperature, seed=seed,
+                      zero_stage=zero, engine=engine, task_index=task_index)
+
+
+def save_model(trainer, model, tokenizer, out_dir: str) -> None:
+    """Every rank calls this: under ZeRO-3 saving gathers shards collectively; rank 0 writes."""
+    if trainer is not None:
+        trainer.save_model(out_dir)
+    elif rank() == 0:
+        model.save_pretrained(out_dir)
+    if rank() == 0:
+        tokenizer.save_pretrained(out_dir)
+
+
+def run_train(cfg: StageConfig, store, workdir: str) -> dict:
+    spec, i = cfg.spec, cfg.task_index
+    task = training_rows(cfg, store, train_task(spec, i))
+    model, tokenizer = load_model(start_model_dir(cfg, store, workdir))
+    out_dir = os.path.join(workdir, "checkpoint")
+    trainer = None
+    if not task.rows:  # RIF dropped everything: nothing can teach; carry the model forward unchanged
+        stats = {"method": spec.method, "steps": 0, "seconds": 0.0, "rollout_tokens": 0, "prompts": 0,
+                 "skipped": "no training prompts left after RIF"}
+    else:
+        engine = None
+        if spec.method != "sft":
+            engine = make_engine(spec.rollout.engine, model, tokenizer, cfg.rollout_url)
+        stats, trainer = learn(spec, model, tokenizer, [task], os.path.join(workdir, "trainer"), i, engine,
+                               seed=stage_seed(spec, i, "train"))
+        stats["engine"] = getattr(engine, "name", None)
+    save_model(trainer, model, tokenizer, out_dir)
+    if rank() == 0:
+        prefix = layout.task_key(i, cfg.task_name, layout.CHECKPOINT)
+        store.delete_prefix(prefix)
+        store.upload_dir(out_dir, prefix)
+        store.put_json(layout.task_key(i, cfg.task_name, layout.TRAIN_STATS), stats)
+    return {k: v for k, v in stats.items() if k not in ("reward_curve", "loss", "token_accuracy")}
+
+
+def run_evaluate(cfg: StageConfig, store, workdir: str) -> dict:
+    from .storage import commit_task
+
+    spec, i = cfg.spec, cfg.task_index
+    tasks, general = eval_tasks(spec, i)
+    model, tokenizer = load_model(start_model_dir(cfg, store, workdir))
+    engine = make_engine(spec.rollout.engine, model, tokenizer, cfg.rollout_url)
+    set_seed(stage_seed(spec, i, "evaluate"))
+    progress.progress("evaluate", i, 0, 1)
+    row = evaluate_row(engine, tokenizer, i, tasks, general, spec.evaluation.max_completion_tokens)
+    row["engine"] = engine.name
+    store.put_json(layout.task_key(i, cfg.task_name, layout.EVAL), row)
+    summary = {"tasks": row["tasks"], "general": row["general"]}
+    commit_task(store, i, cfg.task_name, cfg.spec_hash, summary)
+    progress.progress("evaluate", i, 1, 1)
+    return {k: row[k] for k in ("task_index", "tasks", "general", "seconds")}
+
+
+RUNNERS = {"filter": run_filter, "train": run_train, "evaluate": run_evaluate}
+
+
+def run_stage(cfg: StageConfig, workdir: Optional[str] = None) -> dict:
+    """Run one stage; returns the CPT_RESULT summary. Raises TaskError/StageError for bad input."""
+    spec, i = cfg.spec, cfg.task_index
+    if i > len(spec.tasks):
+        raise StageError(f"task_index {i} is beyond the {len(spec.tasks)} tasks of the spec")
+    if cfg.stage not in stages_for(spec.method, i):
+        raise StageError(f"stage {cfg.stage!r} is not part of task {i} for method {spec.method}")
+    base = {"stage": cfg.stage, "task_index": i, "task": cfg.task_name, "run": cfg.run}
+    if cfg.stage in ("filter", "evaluate") and world_size() > 1 and rank() != 0:
+        return dict(base, skipped="rank > 0")
+    set_seed(stage_seed(spec, i, cfg.stage))
+    store = open_store_for_spec(spec.storage)
+    if rank() == 0:
+        if cfg.stage == stages_for(spec.method, i)[0]:
+            done = prepare_task(store, i, cfg.task_name, cfg.spec_hash)
+        else:
+            done = load_task(store, i, cfg.task_name)
+            done = done if done is not None and done.spec_hash == cfg.spec_hash else None
+        if done is not None:
+            return dict(base, skipped="already committed")
+    with tempfile.TemporaryDirectory(prefix=f"cpt-{cfg.stage}-") as tmp:
+        return dict(base, **RUNNERS[cfg.stage](cfg, store, workdir or tmp))

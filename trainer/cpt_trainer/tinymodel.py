@@ -1,0 +1,188 @@
+"""The tiny base model: a ~1M-parameter Llama with a character-level tokenizer, pre-trained locally.
+
+Why: CPT needs a base model that solves the example tasks sometimes (RL learns nothing from all-zero rewards)
+and holds a "general" skill firmly (so forgetting of general capability is measurable). Nothing is downloaded:
+the tokenizer is a WordLevel vocabulary of single characters, the weights come from `pretrain`.
+
+Llama, not Qwen2: transformers 5 forces Qwen2Tokenizer onto Qwen2 configs and drops spaces (DESIGN.md section 7).
+Pre-training is a plain torch loop (nanochat style): fast on CPU and deterministic given the seed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import string
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+from . import synthetic
+
+log = logging.getLogger(__name__)
+
+PAD, BOS, END, UNK = "<pad>", "<s>", "<|end|>", "<unk>"
+USER, ASSISTANT, SYSTEM = "<|user|>", "<|assistant|>", "<|system|>"
+SPECIALS = [PAD, BOS, END, UNK, USER, ASSISTANT, SYSTEM]
+CHARS = [chr(c) for c in range(32, 127)]  # printable ASCII: everything the synthetic tasks and \boxed{} use
+CHAT_TEMPLATE = (
+    "{% for m in messages %}"
+    "{% if m['role'] == 'system' %}<|system|>{{ m['content'] }}"
+    "{% elif m['role'] == 'user' %}<|user|>{{ m['content'] }}"
+    "{% else %}<|assistant|>{{ m['content'] }}<|end|>{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+
+
+def build_tokenizer() -> PreTrainedTokenizerFast:
+    """Char-level fast tokenizer with a chat template; specials are single tokens."""
+    vocab = {tok: i for i, tok in enumerate(SPECIALS + CHARS)}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    tok.decoder = decoders.Fuse()
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token=PAD, bos_token=BOS, eos_token=END, unk_token=UNK,
+        additional_special_tokens=[USER, ASSISTANT, SYSTEM], padding_side="left", model_max_length=128,
+    )
+    fast.chat_template = CHAT_TEMPLATE
+    return fast
+
+
+@dataclass
+class BaseModelConfig:
+    """Size and pre-training recipe of the tiny base. Defaults: ~1M params, a few minutes on 2 CPU cores."""
+
+    hidden_size: int = 128
+    layers: int = 4
+    heads: int = 4
+    intermediate_size: int = 352
+    max_positions: int = 64
+    steps: int = 1500
+    batch_size: int = 64
+    lr: float = 3e-3
+    warmup: int = 50
+    seed: int = 0
+    general: str = "copy"  # the skill held firmly: the general benchmark
+    mixture: dict[str, float] = field(default_factory=lambda: {
+        "copy": 0.25, "reverse": 0.1, "sort": 0.1, "max": 0.1, "add": 0.15, "sub": 0.15, "count": 0.15})
+    # The example tasks leave the mixture once a probe reaches this greedy accuracy, so the base solves them
+    # partly (RL needs some success) but leaves room to learn. Checked every probe_every steps.
+    targets: dict[str, float] = field(default_factory=lambda: {"add": 0.35, "sub": 0.35, "count": 0.35})
+    probe_every: int = 100
+    probe_size: int = 64
+
+
+def build_model(tokenizer: PreTrainedTokenizerFast, cfg: BaseModelConfig) -> LlamaForCausalLM:
+    torch.manual_seed(cfg.seed)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=cfg.hidden_size, intermediate_size=cfg.intermediate_size,
+        num_hidden_layers=cfg.layers, num_attention_heads=cfg.heads, num_key_value_heads=cfg.heads,
+        max_position_embeddings=cfg.max_positions, tie_word_embeddings=True, rope_theta=10000.0,
+        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    model = LlamaForCausalLM(config)
+    model.generation_config = GenerationConfig(
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id, do_sample=False, max_new_tokens=16)
+    return model
+
+
+def render(tokenizer, prompt, answer: str | None = None) -> str:
+    """Chat-formatted text: the generation prompt, plus `\\boxed{answer}<|end|>` when an answer is given."""
+    messages = prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}]
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return text if answer is None else text + "\\boxed{" + answer + "}" + END
+
+
+def _batch(tokenizer, rows: list[tuple[str, str]]):
+    """Right-padded input ids with labels only on the answer (loss on what the model must produce)."""
+    ids, labels = [], []
+    for prompt, answer in rows:
+        p = tokenizer(render(tokenizer, prompt), add_special_tokens=False)["input_ids"]
+        a = tokenizer("\\boxed{" + answer + "}" + END, add_special_tokens=False)["input_ids"]
+        ids.append(p + a)
+        labels.append([-100] * len(p) + a)
+    width = max(map(len, ids))
+    pad = tokenizer.pad_token_id
+    x = torch.tensor([s + [pad] * (width - len(s)) for s in ids])
+    y = torch.tensor([s + [-100] * (width - len(s)) for s in labels])
+    return x, y, (x != pad).long()
+
+
+def pretrain(model, tokenizer, cfg: BaseModelConfig, log_every: int = 100) -> list[dict]:
+    """Pre-train on the mixture, drawing only from each skill's `pretrain` pool. Returns the loss curve."""
+    rng = random.Random(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    skills = list(cfg.mixture)
+    weights = [cfg.mixture[s] for s in skills]
+    streams = {s: synthetic.sample(s, random.Random(f"pretrain:{s}:{cfg.seed}"), "pretrain") for s in skills}
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01, betas=(0.9, 0.95))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / cfg.warmup) * max(0.05, 1 - s / cfg.steps))
+    probes = {s: synthetic.generate(s, cfg.probe_size, seed=cfg.seed + 1, pool="train") for s in cfg.targets}
+    model.train()
+    curve = []
+    for step in range(cfg.steps):
+        if step and step % cfg.probe_every == 0:
+            for s, target in cfg.targets.items():
+                if weights[skills.index(s)] and greedy_accuracy(model, tokenizer, probes[s]) >= target:
+                    weights[skills.index(s)] = 0.0  # partly learned: stop teaching it
+                    log.info("pretrain step %d: %s reached its target %.2f, leaves the mixture", step, s, target)
+            model.train()
+        rows = [next(streams[s]) for s in rng.choices(skills, weights, k=cfg.batch_size)]
+        x, y, mask = _batch(tokenizer, rows)
+        loss = model(input_ids=x, attention_mask=mask, labels=y).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        if step % log_every == 0 or step == cfg.steps - 1:
+            curve.append({"step": step, "loss": round(loss.item(), 4)})
+            log.info("pretrain step %d/%d loss %.4f", step, cfg.steps, loss.item())
+    model.eval()
+    return curve
+
+
+@torch.no_grad()
+def greedy_accuracy(model, tokenizer, rows: list[dict], max_new_tokens: int = 16, batch: int = 128) -> float:
+    """Greedy exact-match accuracy of `\\boxed{answer}` on rows (used to report the base's starting point)."""
+    from .rewards import extract_answer
+
+    model.eval()
+    correct = 0
+    for k in range(0, len(rows), batch):
+        chunk = rows[k:k + batch]
+        enc = tokenizer([render(tokenizer, r["prompt"]) for r in chunk], return_tensors="pt", padding=True,
+                        add_special_tokens=False)
+        out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False)
+        texts = tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+        correct += sum(extract_answer(t) == r["answer"] for t, r in zip(texts, chunk))
+    return correct / max(1, len(rows))
+
+
+def build_base(out_dir: str, cfg: BaseModelConfig | None = None, probe: int = 200) -> dict:
+    """Build, pre-train and save the tiny base to out_dir (HF format). Returns a report with per-skill accuracy."""
+    cfg = cfg or BaseModelConfig()
+    t0 = time.time()
+    tokenizer = build_tokenizer()
+    model = build_model(tokenizer, cfg)
+    params = sum(p.numel() for p in model.parameters())
+    curve = pretrain(model, tokenizer, cfg)
+    acc = {s: round(greedy_accuracy(model, tokenizer, synthetic.generate(s, probe, seed=cfg.seed, pool="eval")), 3)
+           for s in cfg.mixture}
+    os.makedirs(out_dir, exist_ok=True)
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    report = {"params": params, "seconds": round(time.time() - t0, 1), "eval_accuracy": acc,
+              "config": asdict(cfg), "loss_curve": curve}
+    with open(os.path.join(out_dir, "build_report.json"), "w", encoding="utf-8") as fh:
+        json.dump(report, fh, indent=1)
+    return report
