@@ -278,7 +278,9 @@ RECONCILE_DURATION = Histogram("cpt_operator_reconcile_duration_seconds", "Wall 
 def publish(namespace: str, name: str, spec: Mapping, status: Mapping,
             stats: Optional[Mapping] = None, now: Optional[float] = None) -> None:
     """Set every per-run series of one resource from its spec and status (wire form, camelCase), replacing the
-    previous snapshot. Call after each reconcile pass (or local executor step) with the status just written."""
+    previous snapshot. Call after each reconcile pass (or local executor step) with the status just written.
+    API models (CptSpec / CptStatus) are accepted too and converted with `.wire()`."""
+    spec, status = (x.wire() if hasattr(x, "wire") else x for x in (spec, status))
     _RUNS.publish(namespace, name, spec or {}, status or {}, stats, time.time() if now is None else now)
 
 

@@ -190,3 +190,14 @@ def test_filtered_fraction_falls_back_to_kept_and_dropped():
     del status["tasks"][1]["filteredFraction"]
     got = {(s.name, s.labels[2:]): s.value for s in metrics.samples(NS, NAME, spec, status)}
     assert got[("cpt_rif_filtered_fraction", ("add",))] == 0.4
+
+
+def test_publish_accepts_api_models():
+    spec, status, _ = run()
+    metrics.publish(NS, NAME, CptSpec.model_validate(spec), CptStatus.model_validate(status))
+    try:
+        got = {s.labels["after_index"]: s.value for fam in metrics.REGISTRY.collect() for s in fam.samples
+               if s.name == "cpt_task_accuracy" and s.labels["cpt"] == NAME and s.labels["task"] == "add"}
+        assert got == {"0": 0.30, "1": 0.80, "2": 0.70}
+    finally:
+        metrics.forget(NS, NAME)
