@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -104,3 +105,63 @@ def test_dockerignore_keeps_the_context_to_the_sources():
             if word == "COPY" and "--from" not in args:
                 for src in args.split()[:-1]:
                     assert src.rstrip("/") in allowed, f"{dockerfile}: COPY {src} is excluded by .dockerignore"
+
+
+OPERATOR_IMPORT_PROBE = """
+import importlib.abc, importlib.metadata as md, json, sys
+from packaging.utils import canonicalize_name
+allowed = set(json.loads(sys.argv[1]))
+owners = {m: {canonicalize_name(d) for d in ds} for m, ds in md.packages_distributions().items()}
+ours = {"cpt_operator", "cpt_trainer"}
+
+class OnlyTheImage(importlib.abc.MetaPathFinder):
+    # Simulates the operator image: a module of a distribution outside the base dependencies is not there.
+    def find_spec(self, name, path=None, target=None):
+        top = name.split(".")[0]
+        if top in sys.stdlib_module_names or top in ours or top not in owners:
+            return None
+        if not owners[top] & allowed:
+            raise ImportError("not in the operator image: " + name)
+
+sys.meta_path.insert(0, OnlyTheImage())
+import cpt_operator.__main__, cpt_operator.handlers, cpt_operator.metrics  # what `python -m cpt_operator` loads
+print("ok")
+"""
+
+
+def _closure(requirements: list[str]) -> set[str]:
+    """Distributions that `pip install` of these requirements brings in (markers evaluated here, no extras)."""
+    import importlib.metadata as md
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    seen: set[str] = set()
+    todo = list(requirements)
+    while todo:
+        req = Requirement(todo.pop())
+        name = canonicalize_name(req.name)
+        if name in seen or (req.marker and not req.marker.evaluate({"extra": ""})):
+            continue
+        seen.add(name)
+        try:
+            todo.extend(md.requires(req.name) or [])
+        except md.PackageNotFoundError:
+            pass
+    return seen
+
+
+def test_operator_runs_on_the_base_dependencies_alone():
+    """What the operator image holds (`pip install .`, no extras) is enough for `python -m cpt_operator`: the
+    operator's modules import with every distribution outside the base dependencies' closure hidden (torch,
+    transformers and the dev tools included)."""
+    import importlib.util
+
+    if importlib.util.find_spec("cpt_operator.handlers") is None:
+        pytest.skip("cpt_operator.handlers does not exist yet")
+    base = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    allowed = sorted(_closure(base))
+    assert "torch" not in allowed
+    result = subprocess.run([sys.executable, "-c", OPERATOR_IMPORT_PROBE, json.dumps(allowed)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-3000:]
