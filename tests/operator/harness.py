@@ -194,8 +194,10 @@ def run_to_end(world: World, run: str, timeout: float = 60, step: Optional[Calla
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            status = world.status(run)
-            if status.get("phase") in ("Succeeded", "Failed"):
+            resource = world.get(run) or {}
+            status = resource.get("status") or {}
+            current = status.get("observedGeneration") == resource.get("metadata", {}).get("generation")
+            if current and status.get("phase") in ("Succeeded", "Failed"):
                 return status
             world.play_trainer(run, fail)
         except kubernetes.client.ApiException:
