@@ -20,7 +20,6 @@ LABEL_ATTEMPT = "cpt.dev/attempt"
 LABEL_COMPONENT = "app.kubernetes.io/component"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "cpt-operator", "app.kubernetes.io/part-of": "cpt-operator"}
 CONFIG_MOUNT = "/etc/cpt"
-NCCL_PORT = 51216  # TRL's weight-sync communicator port on the rollout server
 # Pods of a PyTorchJob are named <job>-worker-<n>; keep room for that suffix inside a 63-char DNS label.
 MAX_CHILD_NAME = 50
 
@@ -164,7 +163,8 @@ def pytorchjob(resource: dict, name: str, cfg: StageConfig, defaults: PlanDefaul
 
 def rollout_deployment(resource: dict, run: str, index: int, model_uri: str, spec: api.CptSpec,
                        defaults: PlanDefaults) -> dict:
-    """vLLM servers (TRL's `vllm-serve`: generation + NCCL weight sync from the learner) for one task."""
+    """vLLM servers (the rollout image runs `trl vllm-serve`: OpenAI-compatible generation plus NCCL weight
+    transfer from the learner) for one task."""
     name = rollout_name(run, index)
     pod_labels = labels(run, index, "rollout")
     selector = {LABEL_RUN: run, LABEL_TASK: str(index), LABEL_COMPONENT: "rollout"}
@@ -176,9 +176,8 @@ def rollout_deployment(resource: dict, run: str, index: int, model_uri: str, spe
         "args": ["--model", model_uri, "--tensor-parallel-size", str(spec.rollout.tensor_parallel),
                  "--host", "0.0.0.0", "--port", str(defaults.rollout_port)],
         "env": [*_storage_env(spec), {"name": "HF_HUB_OFFLINE", "value": "1"}],
-        "ports": [{"name": "http", "containerPort": defaults.rollout_port},
-                  {"name": "nccl", "containerPort": NCCL_PORT}],
-        "readinessProbe": {"httpGet": {"path": "/health/", "port": "http"}, "periodSeconds": 10},
+        "ports": [{"name": "http", "containerPort": defaults.rollout_port}],
+        "readinessProbe": {"httpGet": {"path": "/health", "port": "http"}, "periodSeconds": 10},
         "resources": resources,
         "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}],
         "securityContext": {"allowPrivilegeEscalation": False, "runAsNonRoot": True},
@@ -205,8 +204,9 @@ def rollout_service(resource: dict, run: str, index: int, defaults: PlanDefaults
         "metadata": _metadata(resource, name, labels(run, index, "rollout")),
         "spec": {
             "selector": {LABEL_RUN: run, LABEL_TASK: str(index), LABEL_COMPONENT: "rollout"},
-            "ports": [{"name": "http", "port": defaults.rollout_port, "targetPort": "http"},
-                      {"name": "nccl", "port": NCCL_PORT, "targetPort": "nccl"}],
+            # Weight sync: the learner hosts the NCCL rendezvous and the servers dial out to it, so only the
+            # HTTP port is served here.
+            "ports": [{"name": "http", "port": defaults.rollout_port, "targetPort": "http"}],
         },
     }
 

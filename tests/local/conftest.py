@@ -1,0 +1,56 @@
+"""Fixtures for `cpt run` tests: a tiny base model and synthetic datasets, built once per session."""
+
+import os
+import textwrap
+
+os.environ["OMP_NUM_THREADS"] = "1"
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TOKENIZERS_PARALLELISM"] = "false"
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def workspace(tmp_path_factory):
+    """A directory with `base/` (a partly trained tiny model) and train/eval JSONL for three skills."""
+    from cpt_trainer import synthetic
+    from cpt_trainer.tinymodel import BaseModelConfig, build_base
+
+    root = tmp_path_factory.mktemp("local-run")
+    cfg = BaseModelConfig(steps=300, batch_size=32, lr=3e-3, warmup=30, mixture={"copy": 0.6, "reverse": 0.4},
+                          targets={"reverse": 0.3}, probe_every=50)
+    build_base(str(root / "base"), cfg, probe=32)
+    for skill in ("copy", "reverse", "add"):
+        for pool in ("train", "eval"):
+            rows = synthetic.generate(skill, 24, seed=0, pool=pool)
+            synthetic.write_jsonl(rows, str(root / f"{skill}-{pool}.jsonl"))
+    return root
+
+
+def write_spec(directory, name="tiny", storage="out", method="rif-grpo", extra_tasks="", max_steps=3, **overrides):
+    """A small two-task spec (paths relative to the file, as users write them)."""
+    text = textwrap.dedent(f"""\
+        apiVersion: cpt.dev/v1alpha1
+        kind: ContinualPostTraining
+        metadata: {{name: {name}}}
+        spec:
+          model: base
+          method: {method}
+          tasks:
+            - {{name: reverse, train: reverse-train.jsonl, eval: reverse-eval.jsonl}}
+            - {{name: add, train: add-train.jsonl, eval: add-eval.jsonl, reward: numeric}}
+        {extra_tasks}  general:
+            - {{name: copy, eval: copy-eval.jsonl}}
+          grpo: {{groupSize: 4, learningRate: 5.0e-4, promptsPerStep: 8, maxSteps: {max_steps}, maxCompletionTokens: 12}}
+          sft: {{learningRate: 5.0e-4, batchSize: 8, maxSteps: {max_steps}}}
+          evaluation: {{maxCompletionTokens: 12, maxSamples: 16}}
+          retry: {{limit: 0, backoffSeconds: 0}}
+          storage: {{uri: {storage}}}
+        """)
+    if method == "rif-grpo":
+        text = text.replace("  evaluation:", "  rif: {rollouts: 4}\n  evaluation:")
+    for key, value in overrides.items():
+        text = text.replace(key, value)
+    path = directory / f"{name}.yaml"
+    path.write_text(text)
+    return path
