@@ -11,7 +11,7 @@ export HF_HUB_OFFLINE ?= 1
 export DS_BUILD_OPS ?= 0
 export PIP_DISABLE_PIP_VERSION_CHECK ?= 1
 
-.PHONY: demo test install promtool clean
+.PHONY: demo test install promtool tools clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -33,7 +33,11 @@ $(TOOLS)/promtool:
 
 promtool: $(TOOLS)/promtool
 
-demo: install
+# The tiny local base model (built once, ~1-2 minutes on 2 cores; no hub download).
+models/tiny-base/config.json: | $(BIN)/.installed
+	$(BIN)/cpt-trainer build-base --out models/tiny-base
+
+demo: install models/tiny-base/config.json
 	$(BIN)/cpt run examples/local.yaml
 
 test: install promtool
