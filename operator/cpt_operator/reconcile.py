@@ -8,6 +8,7 @@ the previous instance's in-flight pass instead of racing it.
 
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 import time
@@ -29,6 +30,25 @@ _LOCKS_GUARD = threading.Lock()
 def _lock(namespace: str, name: str) -> threading.Lock:
     with _LOCKS_GUARD:
         return _LOCKS.setdefault((namespace, name), threading.Lock())
+
+
+def effective_resource(resource: dict, settings: Settings) -> dict:
+    """The resource with the operator's storage defaults filled in where the spec leaves them out.
+
+    Applied before planning, so the operator reads storage where the stage jobs write it (their env and stage
+    config come from the same spec). Never written back: the user's object stays as they wrote it.
+    """
+    storage = (resource.get("spec") or {}).get("storage")
+    if not isinstance(storage, dict):
+        return resource
+    wanted = {"endpoint": settings.storage_endpoint, "region": settings.storage_region,
+              "pathStyle": settings.storage_path_style or None}
+    missing = {k: v for k, v in wanted.items() if v and not storage.get(k)}
+    if not missing:
+        return resource
+    out = copy.deepcopy(resource)
+    out["spec"]["storage"].update(missing)
+    return out
 
 
 @dataclass
@@ -68,6 +88,7 @@ class Reconciler:
             metrics.forget(namespace, name)
             return Outcome(exists=False)  # children go with it (ownerReferences); storage is left alone
         now = self.clock()
+        resource = effective_resource(resource, self.settings)
         world = observe(self.kube, resource, now, self.reader)
         plan = planner.plan(resource, world.observed, self.settings.plan_defaults)
         applied = apply(self.kube, world, plan, now)

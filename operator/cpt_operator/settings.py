@@ -21,7 +21,7 @@ ENV: dict[str, tuple[str, str]] = {
     "CPT_IMAGE_PULL_POLICY": ("IfNotPresent", "imagePullPolicy of every child container."),
     "CPT_LEARNER_SERVICE_ACCOUNT": ("", "serviceAccountName of learner pods (empty: the namespace default)."),
     "CPT_ROLLOUT_PORT": ("8000", "HTTP port of the vLLM rollout servers."),
-    "CPT_STORAGE_ENDPOINT": ("", "S3 endpoint for runs whose spec.storage.endpoint is unset (e.g. MinIO)."),
+    "CPT_STORAGE_ENDPOINT": ("", "S3 endpoint for runs whose spec.storage.endpoint is unset (MinIO); jobs get it too."),
     "CPT_STORAGE_REGION": ("", "S3 region for runs whose spec.storage.region is unset."),
     "CPT_STORAGE_PATH_STYLE": ("false", "Force path-style S3 addressing for every run (MinIO, Ceph)."),
     "CPT_RECONCILE_INTERVAL": ("30", "Seconds between passes of a run when nothing happens (re-reads storage)."),

@@ -65,12 +65,9 @@ class CommittedReader:
                 register_secret(value)
             creds = Credentials(data["AWS_ACCESS_KEY_ID"], data["AWS_SECRET_ACCESS_KEY"],
                                 data.get("AWS_SESSION_TOKEN") or None)
-        effective = SimpleNamespace(
-            uri=storage.uri,
-            endpoint=storage.endpoint or self.settings.storage_endpoint,
-            region=storage.region or self.settings.storage_region,
-            path_style=bool(storage.path_style or self.settings.storage_path_style),
-        )
+        # The operator's storage defaults are already in the spec (reconcile.effective_resource).
+        effective = SimpleNamespace(uri=storage.uri, endpoint=storage.endpoint, region=storage.region,
+                                    path_style=bool(storage.path_style))
         fingerprint = hashlib.sha256(repr((creds.access_key_id, creds.secret_access_key, creds.session_token)
                                           if creds else "").encode()).hexdigest()
         key = (effective.uri, effective.endpoint, effective.region, effective.path_style, fingerprint)
