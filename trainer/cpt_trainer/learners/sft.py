@@ -32,7 +32,7 @@ def train_sft(model, tokenizer, tasks: list[Task], out_dir: str, *, lr: float = 
     config = SFTConfig(
         **trainer_args(out_dir, seed, zero_stage, lr, epochs, max_steps),
         per_device_train_batch_size=max(1, batch_size // ws), packing=False, completion_only_loss=True,
-        max_length=None, dataset_num_proc=None, eos_token=tokenizer.eos_token, pad_token=tokenizer.pad_token,
+        max_length=None, dataset_num_proc=None, eos_token=tokenizer.eos_token,
     )
     progress = ProgressCallback("train", task_index, quiet=quiet)
     trainer = SFTTrainer(model=model, args=config, train_dataset=data, processing_class=tokenizer,
