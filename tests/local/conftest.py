@@ -1,7 +1,6 @@
 """Fixtures for `cpt run` tests: a tiny base model and synthetic datasets, built once per session."""
 
 import os
-import textwrap
 
 os.environ["OMP_NUM_THREADS"] = "1"
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -29,24 +28,26 @@ def workspace(tmp_path_factory):
 
 def write_spec(directory, name="tiny", storage="out", method="rif-grpo", extra_tasks="", max_steps=3, **overrides):
     """A small two-task spec (paths relative to the file, as users write them)."""
-    text = textwrap.dedent(f"""\
-        apiVersion: cpt.dev/v1alpha1
-        kind: ContinualPostTraining
-        metadata: {{name: {name}}}
-        spec:
-          model: base
-          method: {method}
-          tasks:
-            - {{name: reverse, train: reverse-train.jsonl, eval: reverse-eval.jsonl}}
-            - {{name: add, train: add-train.jsonl, eval: add-eval.jsonl, reward: numeric}}
-        {extra_tasks}  general:
-            - {{name: copy, eval: copy-eval.jsonl}}
-          grpo: {{groupSize: 4, learningRate: 5.0e-4, promptsPerStep: 8, maxSteps: {max_steps}, maxCompletionTokens: 12}}
-          sft: {{learningRate: 5.0e-4, batchSize: 8, maxSteps: {max_steps}}}
-          evaluation: {{maxCompletionTokens: 12, maxSamples: 16}}
-          retry: {{limit: 0, backoffSeconds: 0}}
-          storage: {{uri: {storage}}}
-        """)
+    text = (
+        "apiVersion: cpt.dev/v1alpha1\n"
+        "kind: ContinualPostTraining\n"
+        f"metadata: {{name: {name}}}\n"
+        "spec:\n"
+        "  model: base\n"
+        f"  method: {method}\n"
+        "  tasks:\n"
+        "    - {name: reverse, train: reverse-train.jsonl, eval: reverse-eval.jsonl}\n"
+        "    - {name: add, train: add-train.jsonl, eval: add-eval.jsonl, reward: numeric}\n"
+        f"{extra_tasks}"
+        "  general:\n"
+        "    - {name: copy, eval: copy-eval.jsonl}\n"
+        f"  grpo: {{groupSize: 4, learningRate: 5.0e-4, promptsPerStep: 8, maxSteps: {max_steps}, "
+        "maxCompletionTokens: 12}\n"
+        f"  sft: {{learningRate: 5.0e-4, batchSize: 8, maxSteps: {max_steps}}}\n"
+        "  evaluation: {maxCompletionTokens: 12, maxSamples: 16}\n"
+        "  retry: {limit: 0, backoffSeconds: 0}\n"
+        f"  storage: {{uri: {storage}}}\n"
+    )
     if method == "rif-grpo":
         text = text.replace("  evaluation:", "  rif: {rollouts: 4}\n  evaluation:")
     for key, value in overrides.items():

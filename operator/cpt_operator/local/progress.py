@@ -18,9 +18,9 @@ def _eta(seconds: Optional[float]) -> str:
 class ProgressDisplay:
     """Live progress of the current stage; `tty=False` degrades to a log line every `every` seconds."""
 
-    def __init__(self, out: TextIO = sys.stdout, tty: Optional[bool] = None, every: float = 10.0):
-        self.out = out
-        self.tty = out.isatty() if tty is None else tty
+    def __init__(self, out: Optional[TextIO] = None, tty: Optional[bool] = None, every: float = 10.0):
+        self.out = out or sys.stdout
+        self.tty = self.out.isatty() if tty is None else tty
         self.every = every
         self._label = ""
         self._started = 0.0
