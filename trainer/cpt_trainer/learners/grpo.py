@@ -50,11 +50,24 @@ class _PushWeights(TrainerCallback):
 
 
 def _vllm_rollout(engine, tokenizer, temperature: float, max_tokens: int):
-    """TRL rollout_func: prompts arrive repeated G times; one completion each from the vLLM server."""
+    """TRL rollout_func: TRL repeats each prompt G times in a row; ask the server for n=G samples of each run of
+    identical prompts (one request, shared prefix) and return them in TRL's order."""
 
     def rollout(prompts: list, trainer) -> dict:
-        groups = engine.generate(list(prompts), n=1, temperature=temperature, max_tokens=max_tokens)
-        comps = [g[0] for g in groups]
+        runs: list[list] = []  # [prompt, count]
+        for p in prompts:
+            if runs and runs[-1][0] == p:
+                runs[-1][1] += 1
+            else:
+                runs.append([p, 1])
+        comps = []
+        for n in sorted({n for _, n in runs}):
+            todo = [k for k, (_, c) in enumerate(runs) if c == n]
+            for k, group in zip(todo, engine.generate([runs[k][0] for k in todo], n=n, temperature=temperature,
+                                                      max_tokens=max_tokens)):
+                runs[k].append(group)
+        for _, _, group in runs:
+            comps.extend(group)
         return {
             "prompt_ids": [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts],
             "completion_ids": [c.token_ids for c in comps],

@@ -1,0 +1,166 @@
+"""The vllm engine against a fake OpenAI-compatible server on 127.0.0.1 (no vLLM, no GPU needed)."""
+
+import json
+import logging
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from cpt_trainer import synthetic
+from cpt_trainer.evaluate import accuracy
+from cpt_trainer.rewards import load_reward
+from cpt_trainer.rif import run_rif
+from cpt_trainer.rollout import make_engine
+from cpt_trainer.rollout.vllm import RolloutServerError, VllmEngine
+from cpt_trainer.tasks import Task, prompt_text
+from cpt_trainer.tinymodel import build_tokenizer
+
+
+class FakeServer:
+    """Answers `rev WORD` prompts: sample 0 correct, the others wrong; greedy (temperature 0) always correct."""
+
+    def __init__(self, token_ids=True):
+        self.requests, self.token_ids, self.fail = [], token_ids, False
+        self.tok = build_tokenizer()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def _send(self, code, obj):
+                data = json.dumps(obj).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self):
+                if self.path == "/v1/models":
+                    return self._send(200, {"object": "list", "data": [{"id": "tiny", "object": "model"}]})
+                self._send(404, {"error": "not found"})
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                outer.requests.append((self.path, body))
+                if outer.fail:
+                    return self._send(500, {"error": "boom"})
+                if self.path != "/v1/completions":
+                    return self._send(404, {"error": "not found"})
+                prompts = body["prompt"] if isinstance(body["prompt"], list) else [body["prompt"]]
+                choices = []
+                for p, prompt in enumerate(prompts):
+                    word = prompt.split("rev ")[-1].split("<")[0]
+                    for s in range(body.get("n", 1)):
+                        good = body["temperature"] == 0 or s == 0
+                        text = "\\boxed{" + (word[::-1] if good else word) + "}"
+                        c = {"index": p * body.get("n", 1) + s, "text": text, "finish_reason": "stop",
+                             "logprobs": {"token_logprobs": [-0.5] * len(text)}}
+                        if outer.token_ids:
+                            c["token_ids"] = outer.tok(text, add_special_tokens=False)["input_ids"] + [2]
+                        choices.append(c)
+                choices.reverse()  # the client must order by index
+                n_tok = sum(len(c["text"]) for c in choices)
+                self._send(200, {"id": "cmpl-1", "object": "text_completion", "model": body["model"],
+                                 "choices": choices, "usage": {"completion_tokens": n_tok}})
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def server():
+    s = FakeServer()
+    yield s
+    s.close()
+
+
+def _task(n=6):
+    return Task("reverse", synthetic.generate("reverse", n, pool="eval"), load_reward("exact"))
+
+
+def test_generate_groups_in_order(server):
+    tok = build_tokenizer()
+    eng = VllmEngine(server.url, tok, max_prompts_per_request=4)
+    prompts = [prompt_text(tok, r["prompt"]) for r in _task().rows]
+    groups = eng.generate(prompts, n=3, temperature=1.0, max_tokens=16, seed=7)
+    assert len(groups) == 6 and all(len(g) == 3 for g in groups)
+    word = _task().rows[0]["prompt"].split()[-1]
+    assert groups[0][0].text == "\\boxed{" + word[::-1] + "}" and groups[0][1].text == "\\boxed{" + word + "}"
+    assert groups[0][0].token_ids[-1] == tok.eos_token_id and groups[0][0].logprobs[0] == -0.5
+    paths = [p for p, _ in server.requests]
+    assert paths == ["/v1/completions", "/v1/completions"]  # 6 prompts in chunks of 4
+    body = server.requests[0][1]
+    assert body["model"] == "tiny" and body["n"] == 3 and body["max_tokens"] == 16 and body["seed"] == 7
+    assert body["prompt"][0].startswith("<|user|>rev ") and body["prompt"][0].endswith("<|assistant|>")
+
+
+def test_rif_and_eval_through_vllm(server):
+    tok = build_tokenizer()
+    eng = VllmEngine(server.url, tok)
+    res = run_rif(eng, tok, _task(), rollouts=4, min_correct=1)
+    assert res.kept == 6 and res.mean_correct == pytest.approx(0.25) and res.rollout_tokens > 0
+    strict = run_rif(eng, tok, _task(), rollouts=4, min_correct=2)
+    assert strict.kept == 0
+    acc, _ = accuracy(eng, tok, _task())
+    assert acc == 1.0 and server.requests[-1][1]["temperature"] == 0.0
+
+
+def test_token_ids_fallback_and_errors():
+    s = FakeServer(token_ids=False)
+    try:
+        tok = build_tokenizer()
+        eng = VllmEngine(s.url, tok)
+        g = eng.generate(["<|user|>rev abc<|assistant|>"], n=1, temperature=0)
+        assert g[0][0].token_ids == tok("\\boxed{cba}", add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+        s.fail = True
+        with pytest.raises(RolloutServerError, match="HTTP 500"):
+            eng.generate(["x"], n=1)
+    finally:
+        s.close()
+    with pytest.raises(RolloutServerError, match="unreachable"):
+        VllmEngine(s.url, build_tokenizer(), timeout=2)
+
+
+def test_make_engine_falls_back_to_hf(server, random_base, caplog):
+    from cpt_trainer.stages import load_model
+
+    model, tok = load_model(random_base)
+    with caplog.at_level(logging.WARNING):
+        eng = make_engine("vllm", model, tok, rollout_url=server.url)
+    assert eng.name == "hf" and "falling back to hf" in caplog.text
+    assert make_engine("vllm", model, tok, rollout_url=None).name == "hf"
+    with pytest.raises(ValueError):
+        make_engine("tgi", model, tok)
+
+
+def test_grpo_generates_through_the_vllm_engine(server, random_base, tmp_path):
+    """TRL's rollout_func path: completions come from the server, weights are pushed after each step."""
+    from cpt_trainer.learners.grpo import train_grpo
+    from cpt_trainer.stages import load_model
+
+    class RecordingSync:
+        pushes = 0
+
+        def push(self, model):
+            RecordingSync.pushes += 1
+
+        def close(self):
+            pass
+
+    model, tok = load_model(random_base)
+    eng = VllmEngine(server.url, tok, weight_sync=RecordingSync())
+    task = Task("reverse", synthetic.generate("reverse", 8, pool="train"), load_reward("exact"))
+    stats, _ = train_grpo(model, tok, [task], str(tmp_path), group_size=4, lr=1e-4, kl_coef=0.0,
+                          prompts_per_step=2, max_steps=2, max_completion_tokens=16, engine=eng, quiet=True)
+    assert stats["steps"] == 2 and RecordingSync.pushes == 2
+    # the fake server solves 1 of 4 samples: mean reward 0.9 * 0.25 + 0.1
+    assert stats["reward_curve"] == [pytest.approx(0.325, abs=1e-3)] * 2
+    assert sum(1 for p, b in server.requests if p == "/v1/completions") == 2
