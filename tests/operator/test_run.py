@@ -58,6 +58,13 @@ def test_three_tasks_end_to_end(world, operator):
              what="rollout servers removed")
     reasons = [e["reason"] for e in world.events("vl")]
     assert "StageStarted" in reasons and "TaskCommitted" in reasons and "Succeeded" in reasons
+    # Every pass published the run to the Prometheus exporter and counted itself.
+    from prometheus_client import generate_latest
+
+    from cpt_operator import metrics
+
+    exported = generate_latest(metrics.REGISTRY).decode()
+    assert 'cpt="vl"' in exported and "cpt_operator_reconcile" in exported
     # kopf kept its bookkeeping out of the strict status.
     assert set(world.status("vl")) <= {f for f in _status_fields()}
 
