@@ -8,9 +8,6 @@ times and to decide which events are new.
 
 from __future__ import annotations
 
-import hashlib
-import json
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Optional
 
@@ -19,70 +16,17 @@ from cpt_trainer import forgetting as fm
 from . import api, manifests
 from .conditions import build_conditions
 from .defaults import PlanDefaults
-from .observed import CommittedResult, Observed, ObservedJob
-from .stage import BASE_TASK_NAME, StageConfig, stages_for
+from .events import condition, transition_events
+from .observed import CommittedResult, Observed
+from .plantypes import ChildRef, Plan, PlanEvent
+from .progress import COMMIT_GRACE_SECONDS, Progress, committed_prefix, progress_of, task_names, task_spec_hash
+from .stage import StageConfig
 from .validation import Mode, SpecError, validate_resource
 
+__all__ = ["plan", "Plan", "ChildRef", "PlanEvent", "task_spec_hash", "task_names", "ACK_REGRESSION_ANNOTATION",
+           "COMMIT_GRACE_SECONDS"]
+
 ACK_REGRESSION_ANNOTATION = "cpt.dev/accept-regression-after-task"
-# How long a succeeded evaluate job may wait for its commit to become visible in storage before it is retried.
-COMMIT_GRACE_SECONDS = 120.0
-
-
-@dataclass(frozen=True)
-class ChildRef:
-    api_version: str
-    kind: str
-    name: str
-
-
-@dataclass(frozen=True)
-class PlanEvent:
-    type: str  # Normal | Warning
-    reason: str
-    message: str
-
-
-@dataclass
-class Plan:
-    status: dict
-    create: list[dict] = field(default_factory=list)
-    patch: list[tuple[ChildRef, dict]] = field(default_factory=list)  # merge patches for existing children
-    delete: list[ChildRef] = field(default_factory=list)
-    events: list[PlanEvent] = field(default_factory=list)
-    requeue_after: Optional[float] = None
-    valid: bool = True
-    stage_configs: dict[str, StageConfig] = field(default_factory=dict)  # job name -> config (local executor)
-
-
-@dataclass
-class _Progress:
-    """Where the run stands, derived from committed results and jobs."""
-
-    current: Optional[int] = None  # first task index (0 = base) that is not committed
-    stage: Optional[str] = None
-    job: Optional[ObservedJob] = None  # latest job of the current stage
-    attempt: int = 0  # attempt to run (or running) for the current stage
-    wait_until: Optional[datetime] = None  # retry backoff / commit grace
-    failed_reason: Optional[str] = None
-    retrying_reason: Optional[str] = None
-
-
-def task_spec_hash(spec: api.CptSpec, index: int) -> str:
-    """What a committed task's checkpoint depends on: model, method, seed and tasks 1..index.
-
-    Hyper-parameters are left out on purpose: changing them applies to the tasks still to come.
-    """
-    payload = {
-        "model": spec.model,
-        "method": spec.method,
-        "seed": spec.seed,
-        "tasks": [t.wire() for t in spec.tasks[:index]],
-    }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def task_names(spec: api.CptSpec) -> list[str]:
-    return [BASE_TASK_NAME] + [t.name for t in spec.tasks]
 
 
 def plan(resource: dict, observed: Observed, defaults: PlanDefaults = PlanDefaults(),
@@ -96,12 +40,12 @@ def plan(resource: dict, observed: Observed, defaults: PlanDefaults = PlanDefaul
         return _invalid_plan(old, generation, observed.now, exc)
     spec = cpt.spec
     run = cpt.metadata.name
-    committed, changed = _committed_prefix(spec, observed.committed)
+    committed, changed = committed_prefix(spec, observed.committed)
     matrix, general = _matrices(spec, committed)
     last_row = max(committed) if committed else None
     regressions = _regressions(spec, matrix, last_row, resource)
 
-    progress = _progress(spec, committed, observed)
+    progress = progress_of(spec, committed, observed)
     plan_ = Plan(status={})
     total = len(spec.tasks)
     completed = len([i for i in committed if i >= 1])
@@ -157,82 +101,14 @@ def plan(resource: dict, observed: Observed, defaults: PlanDefaults = PlanDefaul
         regression=_regression_message(spec, regressions, last_row) if regressions else None,
     )
     plan_.status = status
-    plan_.events = _events(old, status, plan_, observed)
+    plan_.events = transition_events(old, status, plan_, observed)
     return plan_
 
 
 # ------------------------------------------------------------------------------------------- progress
 
 
-def _committed_prefix(spec: api.CptSpec, committed: dict[int, CommittedResult]) -> tuple[dict, Optional[str]]:
-    """Committed tasks 0..k in order whose spec hash matches; a trained task that changed is refused."""
-    out: dict[int, CommittedResult] = {}
-    names = task_names(spec)
-    for index in range(0, len(spec.tasks) + 1):
-        result = committed.get(index)
-        if result is None:
-            break
-        if result.spec_hash != task_spec_hash(spec, index) or result.name != names[index]:
-            what = "the base model, method or seed" if index == 0 else f"spec.tasks[{index - 1}] ({result.name!r})"
-            return out, (f"{what} changed after it was trained (committed with spec hash {result.spec_hash}, "
-                         f"now {task_spec_hash(spec, index)}); trained tasks cannot change: revert the change, "
-                         "or create a new ContinualPostTraining (appending tasks is allowed)")
-        out[index] = result
-    return out, None
-
-
-def _progress(spec: api.CptSpec, committed: dict, observed: Observed) -> _Progress:
-    current = next((i for i in range(len(spec.tasks) + 1) if i not in committed), None)
-    progress = _Progress(current=current)
-    if current is None:
-        return progress
-    jobs = [j for j in observed.jobs if j.task_index == current]
-    retry = spec.retry
-    for stage in stages_for(spec.method, current):
-        attempts = sorted((j for j in jobs if j.stage == stage), key=lambda j: j.attempt)
-        if any(j.phase == "Succeeded" for j in attempts) and stage != "evaluate":
-            continue
-        progress.stage = stage
-        if not attempts:
-            return progress
-        latest = attempts[-1]
-        progress.job, progress.attempt = latest, latest.attempt
-        failures = [j for j in attempts if j.phase == "Failed"]
-        if latest.phase in ("Pending", "Running"):
-            return progress
-        if latest.phase == "Succeeded":  # evaluate succeeded, commit not visible yet
-            ready = _after(latest.finished_at, COMMIT_GRACE_SECONDS, observed.now)
-            if ready > observed.now:
-                progress.wait_until = ready
-                return progress
-            reason = "evaluate succeeded but the task was not committed in storage (no valid manifest)"
-        else:
-            reason = latest.message or "job failed"
-        if len(failures) + (latest.phase == "Succeeded") > retry.limit:
-            progress.failed_reason = (f"task {current} ({task_names(spec)[current]}) stage {stage} failed "
-                                      f"{latest.attempt + 1} time(s), retry limit {retry.limit}: {reason}")
-            return progress
-        delay = retry.backoff_seconds * (2 ** max(len(failures) - 1, 0))
-        ready = _after(latest.finished_at, delay, observed.now)
-        progress.attempt = latest.attempt + 1
-        if ready > observed.now:
-            progress.wait_until = ready
-            progress.retrying_reason = (f"stage {stage} of task {task_names(spec)[current]} failed ({reason}); "
-                                        f"attempt {progress.attempt + 1} starts at {ready.isoformat()}")
-            progress.job = None
-        else:
-            progress.job = None
-        return progress
-    return progress
-
-
-def _after(start: Optional[datetime], seconds: float, now: datetime) -> datetime:
-    from datetime import timedelta
-
-    return (start or now) + timedelta(seconds=seconds)
-
-
-def _desired_children(plan_: Plan, resource: dict, spec: api.CptSpec, run: str, progress: _Progress,
+def _desired_children(plan_: Plan, resource: dict, spec: api.CptSpec, run: str, progress: Progress,
                       observed: Observed, defaults: PlanDefaults, mode: Mode) -> None:
     index, stage = progress.current, progress.stage
     if index is None or stage is None:
@@ -268,7 +144,7 @@ def _previous_checkpoint_uri(spec: api.CptSpec, index: int) -> str:
 
 
 def _rollout_cleanup(plan_: Plan, run: str, spec: api.CptSpec, committed: dict, observed: Observed,
-                     progress: _Progress, keep: bool) -> None:
+                     progress: Progress, keep: bool) -> None:
     """Rollout servers hold GPUs: remove them once their task is committed (or the run is over)."""
     for kind, name in sorted(observed.children):
         if kind not in ("Deployment", "Service"):
@@ -320,7 +196,7 @@ def _regression_message(spec: api.CptSpec, regressions: dict[int, float], last_r
             f"or annotate {ACK_REGRESSION_ANNOTATION}={last_row}")
 
 
-def _stage_message(spec: api.CptSpec, progress: _Progress) -> str:
+def _stage_message(spec: api.CptSpec, progress: Progress) -> str:
     if progress.current is None:
         return ""
     if progress.current == 0:
@@ -329,7 +205,7 @@ def _stage_message(spec: api.CptSpec, progress: _Progress) -> str:
     return f"task {progress.current}/{len(spec.tasks)} {name!r}: stage {progress.stage}"
 
 
-def _task_statuses(spec: api.CptSpec, run: str, committed: dict, observed: Observed, progress: _Progress) -> list:
+def _task_statuses(spec: api.CptSpec, run: str, committed: dict, observed: Observed, progress: Progress) -> list:
     out = []
     for index, name in enumerate(task_names(spec)):
         jobs = [j for j in observed.jobs if j.task_index == index]
@@ -364,40 +240,6 @@ def _round(value) -> Optional[float]:
     return None if value is None else round(float(value), 6)
 
 
-# --------------------------------------------------------------------------------------------- events
-
-
-def _events(old: dict, new: dict, plan_: Plan, observed: Observed) -> list[PlanEvent]:
-    events: list[PlanEvent] = []
-    observed_names = {j.name for j in observed.jobs}
-    for name, cfg in plan_.stage_configs.items():
-        if name not in observed_names:
-            events.append(PlanEvent("Normal", "StageStarted",
-                                    f"task {cfg.task_index} {cfg.task_name!r}: stage {cfg.stage} "
-                                    f"(attempt {cfg.attempt + 1}) started as job {name}"))
-    old_tasks = {t.get("index"): t for t in old.get("tasks") or []}
-    for task in new.get("tasks") or []:
-        before = old_tasks.get(task["index"], {})
-        if task["phase"] == "Succeeded" and before.get("phase") != "Succeeded":
-            events.append(PlanEvent("Normal", "TaskCommitted", f"task {task['index']} {task['name']!r} committed"))
-        if task["phase"] == "Retrying" and before.get("message") != task.get("message"):
-            events.append(PlanEvent("Warning", "StageFailed", task.get("message", "")))
-    if old.get("phase") != new["phase"]:
-        kind = "Warning" if new["phase"] == "Failed" else "Normal"
-        reason = {"Running": "Running" if old.get("phase") != "Suspended" else "Resumed"}.get(
-            new["phase"], new["phase"])
-        events.append(PlanEvent(kind, reason, new.get("message") or new["phase"]))
-    old_reg = _condition(old, "ForgettingRegression")
-    new_reg = _condition(new, "ForgettingRegression")
-    if new_reg and new_reg["status"] == "True" and (not old_reg or old_reg.get("message") != new_reg["message"]):
-        events.append(PlanEvent("Warning", "ForgettingRegression", new_reg["message"]))
-    return events
-
-
-def _condition(status: dict, ctype: str) -> Optional[dict]:
-    return next((c for c in status.get("conditions") or [] if c.get("type") == ctype), None)
-
-
 def _invalid_plan(old: dict, generation: Optional[int], now: datetime, exc: SpecError) -> Plan:
     message = "; ".join(exc.problems)
     status = dict(old)
@@ -406,7 +248,7 @@ def _invalid_plan(old: dict, generation: Optional[int], now: datetime, exc: Spec
     status["conditions"] = build_conditions(old.get("conditions") or [], now, generation, phase="Failed",
                                             reason="InvalidSpec", message=message, valid=False)
     events = []
-    old_valid = _condition(old, "SpecValid")
+    old_valid = condition(old, "SpecValid")
     if not old_valid or old_valid.get("status") != "False" or old_valid.get("message") != message:
         events.append(PlanEvent("Warning", "InvalidSpec", message))
     return Plan(status=status, events=events, valid=False)
