@@ -17,23 +17,58 @@ ERROR_BODY = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>{code}</Code>
 
 class FaultProxy:
     """plan: one action per new connection, in order: "pass", "500", "503", "reset" (RST after the request
-    head), "cut:N" (RST after N request bytes went upstream), "cutdown:N" (RST after N response bytes)."""
+    head), "cut:N" (RST after N request bytes went upstream), "cutdown:N" (RST after N response bytes).
+    cut_requests / cut_responses reset whichever connections first carry more than N bytes (mid-transfer)."""
 
     def __init__(self, upstream: tuple[str, int]) -> None:
         self.upstream = upstream
         self.plan: deque[str] = deque()
         self.injected = 0
         self.connections = 0
+        self.cuts_fired = 0
+        self._cut_up: tuple[int, int] = (0, 0)  # (after_bytes, times left)
+        self._cut_down: tuple[int, int] = (0, 0)
         self._lock = threading.Lock()
         self._sock = socket.create_server(("127.0.0.1", 0))
         self.port = self._sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         self._stop = False
+        self._live: set[socket.socket] = set()
         threading.Thread(target=self._accept, daemon=True).start()
 
     def inject(self, *actions: str) -> None:
+        """Queue faults for the next new connections, and close the idle kept-alive ones so that the client's
+        next request needs a new connection (call it between requests, not during one)."""
         with self._lock:
             self.plan.extend(actions)
+            live, self._live = self._live, set()
+        for sock in live:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def cut_requests(self, after_bytes: int, times: int) -> None:
+        """Reset the next `times` connections whose request bytes exceed after_bytes (mid-upload)."""
+        with self._lock:
+            self._cut_up = (after_bytes, times)
+
+    def cut_responses(self, after_bytes: int, times: int) -> None:
+        """Reset the next `times` connections whose response bytes exceed after_bytes (mid-download)."""
+        with self._lock:
+            self._cut_down = (after_bytes, times)
+
+    def _take_cut(self, direction: str, sent: int) -> bool:
+        with self._lock:
+            after, left = self._cut_up if direction == "up" else self._cut_down
+            if left <= 0 or sent <= after:
+                return False
+            if direction == "up":
+                self._cut_up = (after, left - 1)
+            else:
+                self._cut_down = (after, left - 1)
+            self.cuts_fired += 1
+            return True
 
     def close(self) -> None:
         self._stop = True
@@ -70,46 +105,65 @@ class FaultProxy:
                 client.sendall(b"HTTP/1.1 " + action.encode() + b" " + reason + b"\r\nContent-Type: application/xml"
                                b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n"
                                + body)
-                client.close()
+                _linger_close(client)
                 return
             up_limit = int(action.split(":")[1]) if action.startswith("cut:") else None
             down_limit = int(action.split(":")[1]) if action.startswith("cutdown:") else None
             upstream = socket.create_connection(self.upstream)
-            threading.Thread(target=_pump, args=(client, upstream, up_limit), daemon=True).start()
-            _pump(upstream, client, down_limit)
+            with self._lock:
+                self._live.add(client)
+            threading.Thread(target=self._pump, args=(client, upstream, up_limit, "up"), daemon=True).start()
+            self._pump(upstream, client, down_limit, "down")
         except OSError:
             client.close()
 
+    def _pump(self, src: socket.socket, dst: socket.socket, limit: Optional[int], direction: str) -> None:
+        sent = 0
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                if (limit is not None and sent + len(data) > limit) or self._take_cut(direction, sent + len(data)):
+                    dst.sendall(data[: max(0, (limit or 0) - sent)] if limit is not None else data[:1])
+                    _rst(src)
+                    _rst(dst)
+                    return
+                dst.sendall(data)
+                sent += len(data)
+        except OSError:
+            pass
+        for sock in (src, dst):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+
 
 def _rst(sock: socket.socket) -> None:
+    """Abort with a TCP RST. SHUT_RD first wakes a thread blocked in recv on the same socket; without it the
+    close would wait for that thread and the peer would never see the reset."""
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.shutdown(socket.SHUT_RD)
+    except OSError:
+        pass
     finally:
         sock.close()
 
 
-def _pump(src: socket.socket, dst: socket.socket, limit: Optional[int]) -> None:
-    sent = 0
+def _linger_close(sock: socket.socket) -> None:
+    """Half-close after answering and swallow what the client still sends, so it reads our answer instead of
+    a reset (closing with unread input makes the kernel send RST)."""
     try:
-        while True:
-            data = src.recv(65536)
-            if not data:
-                break
-            if limit is not None and sent + len(data) > limit:
-                dst.sendall(data[: max(0, limit - sent)])
-                _rst(src)
-                _rst(dst)
-                return
-            dst.sendall(data)
-            sent += len(data)
+        sock.shutdown(socket.SHUT_WR)
+        sock.settimeout(0.3)
+        while sock.recv(65536):
+            pass
     except OSError:
         pass
-    for sock in (src, dst):
-        try:
-            sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        sock.close()
+    sock.close()
 
 
 def _read_head(sock: socket.socket) -> bytes:

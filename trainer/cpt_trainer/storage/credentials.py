@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -74,6 +75,8 @@ def _install_log_scrubber() -> None:
         clean = scrub(message)
         if clean != message:
             record.msg, record.args = clean, None
+        if record.exc_info and not record.exc_text:  # formatters reuse exc_text: pre-format it scrubbed
+            record.exc_text = scrub("".join(traceback.format_exception(*record.exc_info)).rstrip("\n"))
         return record
 
     logging.setLogRecordFactory(factory)

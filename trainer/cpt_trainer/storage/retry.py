@@ -59,7 +59,11 @@ def _transient_one(exc: BaseException) -> bool:
         if isinstance(exc, (bex.ConnectionError, bex.HTTPClientError, bex.ResponseStreamingError,
                             bex.IncompleteReadError, bex.ReadTimeoutError, bex.ConnectTimeoutError)):
             return True
-    return isinstance(exc, (ConnectionError, TimeoutError, socket.timeout))
+    try:
+        from urllib3.exceptions import HTTPError as Urllib3Error
+    except ImportError:  # pragma: no cover
+        Urllib3Error = ()  # type: ignore[assignment,misc]
+    return isinstance(exc, (ConnectionError, TimeoutError, socket.timeout, Urllib3Error))
 
 
 def retry_call(fn: Callable[[], T], *, policy: RetryPolicy = RetryPolicy(), what: str = "storage call",

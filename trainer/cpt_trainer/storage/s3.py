@@ -112,7 +112,7 @@ class S3Store(Store):
         config = Config(
             signature_version="s3v4",
             s3={"addressing_style": "path" if path_style else "auto"},
-            retries={"mode": "standard", "max_attempts": max_attempts},
+            retries={"mode": "standard", "total_max_attempts": max_attempts},
             max_pool_connections=int(self.transfer.max_request_concurrency) + 6,
             connect_timeout=10, read_timeout=120, tcp_keepalive=True,
         )
