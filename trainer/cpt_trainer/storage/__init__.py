@@ -41,14 +41,15 @@ def open_store(uri: str, endpoint: Optional[str] = None, region: Optional[str] =
         from .s3 import S3Store
 
         return S3Store(uri, endpoint=endpoint, region=region, path_style=path_style, **kwargs)
+    local_kwargs = {k: v for k, v in kwargs.items() if k == "workers"}  # S3-only options do not apply
     if uri.startswith("file://"):
         parsed = urlparse(uri)
         if parsed.netloc not in ("", "localhost"):
             raise StorageError(f"file URI with a host is not supported: {uri}")
-        return LocalStore(unquote(parsed.path), **kwargs)
+        return LocalStore(unquote(parsed.path), **local_kwargs)
     if "://" in uri:
         raise StorageError(f"unsupported storage URI scheme: {uri.split('://')[0]}://")
-    return LocalStore(os.path.abspath(uri), **kwargs)
+    return LocalStore(os.path.abspath(uri), **local_kwargs)
 
 
 def open_store_for_spec(storage_spec: Any, **kwargs: Any) -> Store:

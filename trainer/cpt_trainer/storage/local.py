@@ -135,6 +135,8 @@ class LocalStore(Store):
                     digest.update(chunk)
                     dst.write(chunk)
                     size += len(chunk)
+                dst.flush()
+                os.fsync(dst.fileno())  # durable before a manifest can name it
             os.replace(tmp, path)
         except FileNotFoundError as exc:
             raise StorageError(f"cannot upload {local_path}: {exc.strerror}") from None

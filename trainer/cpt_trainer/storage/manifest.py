@@ -8,7 +8,6 @@ operator reads one small object per task and imports no torch.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -17,7 +16,7 @@ from datetime import datetime, timezone
 from typing import Any, Literal, Mapping, Optional
 
 from . import layout
-from .base import FileInfo, Store, dump_json, sha256_bytes, sha256_file
+from .base import FileInfo, Store, dump_json, sha256_file
 from .errors import CommitConflict, CorruptTask, NotFound, StorageError
 
 log = logging.getLogger(__name__)
@@ -254,7 +253,7 @@ def _check_files(store: Store, files: tuple[ManifestFile, ...], sizes: Mapping[s
             return f"{f.key} has {sizes[f.key]} bytes, manifest says {f.size}"
     if verify == "sha256":
         actual = _parallel(lambda f: store.sha256(f.key), list(files))
-        for f, sha in zip(files, actual):
+        for f, sha in zip(files, actual, strict=True):
             if sha != f.sha256:
                 return f"{f.key} sha256 mismatch"
     return None
@@ -280,12 +279,8 @@ def fetch_checkpoint(store: Store, task: CommittedTask, local_dir: str | os.Path
                 return f.key
             return None
 
-        bad = [key for key in _parallel(check, list(zip(wanted, [p for _, p in pairs])), 4) if key]
+        bad = [key for key in _parallel(check, list(zip(wanted, [p for _, p in pairs], strict=True)), 4) if key]
         if bad:
             raise CorruptTask(f"{task.dir}: {len(bad)} checkpoint file(s) do not match the manifest: {bad[:3]}")
     return os.fspath(local_dir)
 
-
-def manifest_digest(manifest: dict[str, Any]) -> str:
-    """A short fingerprint of what a manifest commits (files and spec_hash), for status and logs."""
-    return sha256_bytes(json.dumps([manifest.get("spec_hash"), manifest.get("files")], sort_keys=True).encode())[:16]

@@ -32,6 +32,9 @@ class RetryPolicy:
         return min(self.max_delay, self.base_delay * 2 ** (attempt - 1)) * (0.5 + random.random() / 2)
 
 
+DEFAULT_RETRY = RetryPolicy()
+
+
 def is_transient(exc: BaseException) -> bool:
     """Could the same call succeed if tried again? Walks the exception's cause/context chain."""
     seen: set[int] = set()
@@ -66,7 +69,7 @@ def _transient_one(exc: BaseException) -> bool:
     return isinstance(exc, (ConnectionError, TimeoutError, socket.timeout, Urllib3Error))
 
 
-def retry_call(fn: Callable[[], T], *, policy: RetryPolicy = RetryPolicy(), what: str = "storage call",
+def retry_call(fn: Callable[[], T], *, policy: RetryPolicy = DEFAULT_RETRY, what: str = "storage call",
                transient: Callable[[BaseException], bool] = is_transient) -> T:
     """Call fn until it succeeds, a non-transient error occurs, or attempts run out (the last error is raised)."""
     attempt = 1

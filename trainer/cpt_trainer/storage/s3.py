@@ -25,7 +25,7 @@ from botocore.exceptions import ClientError
 from .base import FileInfo, Store, check_key, dir_prefix, sha256_bytes, sha256_file
 from .credentials import Credentials, load_credentials, register_secret
 from .errors import NotFound, StorageError
-from .retry import RetryPolicy, is_transient, retry_call
+from .retry import DEFAULT_RETRY, RetryPolicy, is_transient, retry_call
 
 log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
@@ -34,8 +34,10 @@ MiB = 1 << 20
 
 
 def default_transfer_config() -> TransferConfig:
-    """Multipart above 16 MiB in 16 MiB parts, 10 parts in flight across all files of one call."""
-    return TransferConfig(multipart_threshold=16 * MiB, multipart_chunksize=16 * MiB, max_concurrency=10,
+    """boto3's own defaults, spelled out: multipart above 8 MiB in 8 MiB parts (s3transfer grows the part size
+    for files above 80 GB, to stay under 10,000 parts), 10 requests in flight shared by all files of one call.
+    16 MiB parts measured no faster on moto; tune per site with open_store(..., transfer=TransferConfig(...))."""
+    return TransferConfig(multipart_threshold=8 * MiB, multipart_chunksize=8 * MiB, max_concurrency=10,
                           use_threads=True)
 
 
@@ -91,7 +93,7 @@ class S3Store(Store):
     def __init__(self, uri: str, *, endpoint: Optional[str] = None, region: Optional[str] = None,
                  path_style: bool = False, credentials: Optional[Credentials] = None,
                  transfer: Optional[TransferConfig] = None, max_attempts: int = 6,
-                 retry: RetryPolicy = RetryPolicy(), client: Any = None) -> None:
+                 retry: RetryPolicy = DEFAULT_RETRY, client: Any = None) -> None:
         self.bucket, self.prefix = parse_s3_uri(uri)
         self.uri = f"s3://{self.bucket}/{self.prefix}".rstrip("/")
         self.transfer = transfer or default_transfer_config()
@@ -191,7 +193,7 @@ class S3Store(Store):
         full = [self._k(key) for key in keys]
         for start in range(0, len(full), 1000):
             batch = {"Objects": [{"Key": k} for k in full[start:start + 1000]], "Quiet": True}
-            resp = self._retry(lambda: self.client.delete_objects(Bucket=self.bucket, Delete=batch), "delete")
+            resp = self._retry(lambda b=batch: self.client.delete_objects(Bucket=self.bucket, Delete=b), "delete")
             errors = resp.get("Errors") or []
             if errors:
                 first = errors[0]
