@@ -22,11 +22,11 @@ def pytest_configure(config):
 
 @pytest.fixture(scope="session")
 def tiny_cfg():
-    """A quick base: copy held firmly, `reverse` partly learned (it leaves the mixture at 30%)."""
+    """A quick base: copy learned first (phase 1), then `reverse` taught until a probe reaches 30% (phase 2)."""
     from cpt_trainer.tinymodel import BaseModelConfig
 
-    return BaseModelConfig(steps=300, batch_size=32, lr=3e-3, warmup=30,
-                           mixture={"copy": 0.6, "reverse": 0.4}, targets={"reverse": 0.3}, probe_every=50)
+    return BaseModelConfig(steps=250, batch_size=32, lr=3e-3, warmup=30, mixture={"copy": 1.0},
+                           targets={"reverse": 0.3}, tail_general=0.3, tail_lr=2e-3, tail_steps=400, probe_every=25)
 
 
 @pytest.fixture(scope="session")

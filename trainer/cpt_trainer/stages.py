@@ -84,7 +84,9 @@ def start_model_dir(cfg: StageConfig, store, workdir: str) -> str:
         prefix = layout.task_key(i, cfg.task_name, layout.CHECKPOINT)
         if not store.list(prefix):
             raise StageError(f"no checkpoint at {prefix}: run the train stage of task {i} first")
-        return store.download_dir(prefix, os.path.join(workdir, "model")) and os.path.join(workdir, "model")
+        local = os.path.join(workdir, "model")
+        store.download_dir(prefix, local)
+        return local
     if i <= 1:
         return fetch_model_uri(spec.model, spec, workdir)
     prev = spec.tasks[i - 2].name
@@ -112,7 +114,7 @@ def run_filter(cfg: StageConfig, store, workdir: str) -> dict:
     task = train_task(spec, i)
     model, tokenizer = load_model(start_model_dir(cfg, store, workdir))
     rif = spec.rif_effective or spec.rif or RifSpec()
-    engine = make_engine(spec.rollout.engine, model, tokenizer, cfg.rollout_url)
+    engine = make_engine(spec.rollout.engine, model, tokenizer, cfg.rollout_url, spec.rollout.tensor_parallel)
     progress.progress("filter", i, 0, 1)
     res = run_rif(engine, tokenizer, task, rif.rollouts, rif.min_correct, spec.grpo.temperature,
                   spec.grpo.max_completion_tokens, seed=stage_seed(spec, i, "filter"))
@@ -177,7 +179,7 @@ def run_train(cfg: StageConfig, store, workdir: str) -> dict:
     else:
         engine = None
         if spec.method != "sft":
-            engine = make_engine(spec.rollout.engine, model, tokenizer, cfg.rollout_url)
+            engine = make_engine(spec.rollout.engine, model, tokenizer, cfg.rollout_url, spec.rollout.tensor_parallel)
         stats, trainer = learn(spec, model, tokenizer, [task], os.path.join(workdir, "trainer"), i, engine,
                                seed=stage_seed(spec, i, "train"))
         stats["engine"] = getattr(engine, "name", None)
@@ -196,7 +198,7 @@ def run_evaluate(cfg: StageConfig, store, workdir: str) -> dict:
     spec, i = cfg.spec, cfg.task_index
     tasks, general = eval_tasks(spec, i)
     model, tokenizer = load_model(start_model_dir(cfg, store, workdir))
-    engine = make_engine(spec.rollout.engine, model, tokenizer, cfg.rollout_url)
+    engine = make_engine(spec.rollout.engine, model, tokenizer, cfg.rollout_url, spec.rollout.tensor_parallel)
     set_seed(stage_seed(spec, i, "evaluate"))
     progress.progress("evaluate", i, 0, 1)
     row = evaluate_row(engine, tokenizer, i, tasks, general, spec.evaluation.max_completion_tokens)

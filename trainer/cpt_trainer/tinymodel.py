@@ -63,18 +63,21 @@ class BaseModelConfig:
     heads: int = 4
     intermediate_size: int = 352
     max_positions: int = 64
-    steps: int = 1500
+    steps: int = 1000  # phase 1: the general skill and background knowledge, held firmly
     batch_size: int = 64
     lr: float = 3e-3
     warmup: int = 50
     seed: int = 0
     general: str = "copy"  # the skill held firmly: the general benchmark
-    mixture: dict[str, float] = field(default_factory=lambda: {
-        "copy": 0.25, "reverse": 0.1, "sort": 0.1, "max": 0.1, "add": 0.15, "sub": 0.15, "count": 0.15})
-    # The example tasks leave the mixture once a probe reaches this greedy accuracy, so the base solves them
-    # partly (RL needs some success) but leaves room to learn. Checked every probe_every steps.
-    targets: dict[str, float] = field(default_factory=lambda: {"add": 0.35, "sub": 0.35, "count": 0.35})
-    probe_every: int = 100
+    mixture: dict[str, float] = field(default_factory=lambda: {"copy": 0.6, "max": 0.2, "add": 0.2})
+    # Phase 2: the example tasks join (with the general skill) until a greedy probe on each reaches its target,
+    # then that task leaves the mixture; the phase ends when all have left (or after tail_steps). So the base
+    # solves each example task partly (RL needs some success) and leaves room to learn.
+    targets: dict[str, float] = field(default_factory=lambda: {"reverse": 0.4, "sort": 0.4, "count": 0.4})
+    tail_general: float = 0.3
+    tail_lr: float = 1e-3
+    tail_steps: int = 600
+    probe_every: int = 25
     probe_size: int = 64
 
 
@@ -116,37 +119,53 @@ def _batch(tokenizer, rows: list[tuple[str, str]]):
     return x, y, (x != pad).long()
 
 
+def _step(model, opt, tokenizer, rows) -> float:
+    x, y, mask = _batch(tokenizer, rows)
+    loss = model(input_ids=x, attention_mask=mask, labels=y).loss
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    return loss.item()
+
+
 def pretrain(model, tokenizer, cfg: BaseModelConfig, log_every: int = 100) -> list[dict]:
-    """Pre-train on the mixture, drawing only from each skill's `pretrain` pool. Returns the loss curve."""
+    """Two phases (see BaseModelConfig), drawing only from each skill's `pretrain` pool. Returns the loss curve."""
     rng = random.Random(cfg.seed)
     torch.manual_seed(cfg.seed)
-    skills = list(cfg.mixture)
-    weights = [cfg.mixture[s] for s in skills]
-    streams = {s: synthetic.sample(s, random.Random(f"pretrain:{s}:{cfg.seed}"), "pretrain") for s in skills}
+    all_skills = list(dict.fromkeys([*cfg.mixture, *cfg.targets, cfg.general]))
+    streams = {s: synthetic.sample(s, random.Random(f"pretrain:{s}:{cfg.seed}"), "pretrain") for s in all_skills}
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01, betas=(0.9, 0.95))
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / cfg.warmup) * max(0.05, 1 - s / cfg.steps))
-    probes = {s: synthetic.generate(s, cfg.probe_size, seed=cfg.seed + 1, pool="train") for s in cfg.targets}
     model.train()
     curve = []
+    skills, weights = list(cfg.mixture), list(cfg.mixture.values())
     for step in range(cfg.steps):
-        if step and step % cfg.probe_every == 0:
-            for s, target in cfg.targets.items():
-                if weights[skills.index(s)] and greedy_accuracy(model, tokenizer, probes[s]) >= target:
-                    weights[skills.index(s)] = 0.0  # partly learned: stop teaching it
-                    log.info("pretrain step %d: %s reached its target %.2f, leaves the mixture", step, s, target)
-            model.train()
-        rows = [next(streams[s]) for s in rng.choices(skills, weights, k=cfg.batch_size)]
-        x, y, mask = _batch(tokenizer, rows)
-        loss = model(input_ids=x, attention_mask=mask, labels=y).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
+        loss = _step(model, opt, tokenizer, [next(streams[s]) for s in rng.choices(skills, weights, k=cfg.batch_size)])
         sched.step()
-        opt.zero_grad(set_to_none=True)
         if step % log_every == 0 or step == cfg.steps - 1:
-            curve.append({"step": step, "loss": round(loss.item(), 4)})
-            log.info("pretrain step %d/%d loss %.4f", step, cfg.steps, loss.item())
+            curve.append({"step": step, "loss": round(loss, 4)})
+            log.info("pretrain step %d/%d loss %.4f", step, cfg.steps, loss)
+    # phase 2
+    for group in opt.param_groups:
+        group["lr"] = cfg.tail_lr
+    probes = {s: synthetic.generate(s, cfg.probe_size, seed=cfg.seed + 1, pool="train") for s in cfg.targets}
+    active = [s for s in cfg.targets if greedy_accuracy(model, tokenizer, probes[s]) < cfg.targets[s]]
+    model.train()
+    for step in range(cfg.tail_steps):
+        if not active:
+            break
+        weights = [cfg.tail_general] + [(1 - cfg.tail_general) / len(active)] * len(active)
+        picks = rng.choices([cfg.general, *active], weights, k=cfg.batch_size)
+        loss = _step(model, opt, tokenizer, [next(streams[s]) for s in picks])
+        if (step + 1) % cfg.probe_every == 0:
+            done = [s for s in active if greedy_accuracy(model, tokenizer, probes[s]) >= cfg.targets[s]]
+            for s in done:
+                log.info("pretrain tail step %d: %s reached %.2f, leaves the mixture", step, s, cfg.targets[s])
+            active = [s for s in active if s not in done]
+            model.train()
+            curve.append({"step": cfg.steps + step, "loss": round(loss, 4), "active": list(active)})
     model.eval()
     return curve
 
@@ -177,7 +196,7 @@ def build_base(out_dir: str, cfg: BaseModelConfig | None = None, probe: int = 20
     params = sum(p.numel() for p in model.parameters())
     curve = pretrain(model, tokenizer, cfg)
     acc = {s: round(greedy_accuracy(model, tokenizer, synthetic.generate(s, probe, seed=cfg.seed, pool="eval")), 3)
-           for s in cfg.mixture}
+           for s in dict.fromkeys([cfg.general, *cfg.targets, *cfg.mixture])}
     os.makedirs(out_dir, exist_ok=True)
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)

@@ -57,7 +57,7 @@ def vllm_unavailable_reason(rollout_url: Optional[str]) -> Optional[str]:
     return None
 
 
-def make_engine(engine: str, model, tokenizer, rollout_url: Optional[str] = None,
+def make_engine(engine: str, model, tokenizer, rollout_url: Optional[str] = None, tensor_parallel: int = 1,
                 batch_size: int = 256) -> Engine:
     """The engine the spec asks for, or `hf` with a logged reason when that cannot work here."""
     from .hf import HfEngine
@@ -68,7 +68,8 @@ def make_engine(engine: str, model, tokenizer, rollout_url: Optional[str] = None
             from .vllm import VllmEngine
             from .vllm_sync import NcclWeightSync
 
-            eng = VllmEngine(rollout_url, tokenizer, weight_sync=NcclWeightSync(rollout_url))
+            sync = NcclWeightSync(rollout_url, tensor_parallel=tensor_parallel)
+            eng = VllmEngine(rollout_url, tokenizer, weight_sync=sync)
             eng.sync_weights(model)
             return eng
         log.warning("rollout engine vllm unavailable (%s); falling back to hf", reason)
