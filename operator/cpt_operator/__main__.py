@@ -1,35 +1,38 @@
-"""`python -m cpt_operator`: run the operator (same as `kopf run -m cpt_operator.handlers` plus our settings).
+"""`python -m cpt_operator [--verbose] [--liveness=http://0.0.0.0:8080/healthz]`: run the operator.
 
-Namespaces come from CPT_NAMESPACES (empty = all namespaces); peering from CPT_PEERING (empty = standalone).
+Same as `kopf run -m cpt_operator.handlers` plus our settings. Namespaces come from CPT_NAMESPACES (empty = all
+namespaces); peering from CPT_PEERING (empty = standalone). kopf itself is only imported by `handlers`.
 """
 
 from __future__ import annotations
 
+import argparse
 import logging
 import sys
-
-import kopf
 
 from .settings import Settings, SettingsError
 
 
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m cpt_operator")
+    parser.add_argument("--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--liveness", default=None, metavar="URL",
+                        help="serve kopf's liveness probe here, e.g. http://0.0.0.0:8080/healthz")
+    return parser.parse_args(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
+    args = parse_args(list(sys.argv[1:] if argv is None else argv))
     try:
         cfg = Settings.from_env()
     except SettingsError as exc:
         print(f"cpt-operator: {exc}", file=sys.stderr)
         return 2
-    verbose = "--verbose" in (argv if argv is not None else sys.argv[1:])
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from . import handlers  # noqa: F401  (registers the handlers with kopf's default registry)
+    from .handlers import run_operator
 
-    kopf.run(
-        clusterwide=not cfg.namespaces,
-        namespaces=list(cfg.namespaces),
-        standalone=cfg.peering is None,
-        peering_name=cfg.peering,
-    )
+    run_operator(cfg, liveness_endpoint=args.liveness)
     return 0
 
 

@@ -142,3 +142,14 @@ def job_event(namespace: str, labels: kopf.Labels, memo: kopf.Memo, **_: Any) ->
     runtime: Optional[Runtime] = getattr(memo, "cpt", None)
     if runtime is not None:
         runtime.wake(namespace, labels[manifests.LABEL_RUN])
+
+
+def run_operator(cfg: Settings, liveness_endpoint: Optional[str] = None) -> None:
+    """Run kopf with this module's handlers (what `python -m cpt_operator` calls)."""
+    kopf.run(
+        clusterwide=not cfg.namespaces,
+        namespaces=list(cfg.namespaces),
+        standalone=cfg.peering is None,
+        peering_name=cfg.peering,
+        liveness_endpoint=liveness_endpoint,
+    )

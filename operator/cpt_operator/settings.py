@@ -26,7 +26,7 @@ ENV: dict[str, tuple[str, str]] = {
     "CPT_STORAGE_PATH_STYLE": ("false", "Force path-style S3 addressing for every run (MinIO, Ceph)."),
     "CPT_RECONCILE_INTERVAL": ("30", "Seconds between passes of a run when nothing happens (re-reads storage)."),
     "CPT_ERROR_BACKOFF": ("5", "Seconds before a failed pass (API or storage error) is retried."),
-    "CPT_METRICS_PORT": ("8080", "Port of the Prometheus /metrics endpoint; 0 disables it."),
+    "CPT_METRICS_PORT": ("9090", "Port of the Prometheus /metrics endpoint; 0 disables it."),
     "CPT_METRICS_ADDR": ("0.0.0.0", "Address the /metrics endpoint binds to."),
     "CPT_WATCH_TIMEOUT": ("300", "Server-side timeout of kopf's watch requests, seconds (then re-watched)."),
     "CPT_PEERING": ("", "kopf peering object name for several replicas; empty = standalone (one replica)."),
@@ -68,7 +68,7 @@ class Settings:
     storage_path_style: bool = False
     reconcile_interval: float = 30.0
     error_backoff: float = 5.0
-    metrics_port: int = 8080
+    metrics_port: int = 9090
     metrics_addr: str = "0.0.0.0"
     watch_timeout: float = 300.0
     peering: Optional[str] = None

@@ -13,23 +13,15 @@ import threading
 from types import SimpleNamespace
 from typing import Callable, Optional
 
-from cpt_trainer.storage import Credentials, Store, load_committed, open_store_for_spec, scrub
+from cpt_trainer.storage import Credentials, Store, open_store_for_spec, scrub
 from cpt_trainer.storage.credentials import register_secret
 
 from .observed import CommittedResult
+from .results import committed_results
 from .settings import Settings
 from .validation import SpecError, validate_resource
 
 log = logging.getLogger(__name__)
-
-
-def committed_results(store: Store) -> dict[int, CommittedResult]:
-    """Every verified task (manifest present, files with the recorded sizes), as the planner's type."""
-    return {
-        index: CommittedResult(index=t.index, name=t.name, spec_hash=t.spec_hash, eval=dict(t.eval or {}),
-                               rif=t.rif, train=t.train, checkpoint=t.checkpoint)
-        for index, t in load_committed(store).items()
-    }
 
 
 class CommittedReader:

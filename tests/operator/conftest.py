@@ -7,7 +7,6 @@ need the emulator's internals (fault injection, the log of creates) never run th
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
 import threading
@@ -20,11 +19,11 @@ import pytest
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ -> `kubeemu`
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/operator -> `harness`
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/operator -> `operator_harness`
 
 from kubeemu import EmulatorThread  # noqa: E402
 
-from harness import World  # noqa: E402
+from operator_harness import World, running_operator  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 CRD = yaml.safe_load((REPO / "crds" / "continualposttraining.yaml").read_text())
@@ -95,16 +94,6 @@ def emu_world(emulator: EmulatorThread, s3_endpoint: str, monkeypatch: pytest.Mo
     client = kubernetes.config.new_client_from_config(config_file=os.environ["KUBECONFIG"])
     yield World(client, "default", s3_endpoint)
     client.close()
-
-
-@contextlib.contextmanager
-def running_operator() -> Iterator[object]:
-    """The operator as `kopf run -A --standalone -m cpt_operator.handlers`, in a thread of this process."""
-    from kopf.testing import KopfRunner
-
-    with KopfRunner(["run", "-A", "--standalone", "-m", "cpt_operator.handlers"], timeout=60) as runner:
-        yield runner
-    assert runner.exception is None, runner.output[-3000:]
 
 
 @pytest.fixture

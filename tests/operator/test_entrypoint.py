@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 
-from harness import cpt_body, new_bucket, wait_for
+from operator_harness import cpt_body, new_bucket, wait_for
 
 
 def test_python_dash_m_runs_the_operator(emu_world, tmp_path):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from harness import cpt_body, new_bucket, run_to_end, wait_for
+from operator_harness import cpt_body, new_bucket, run_to_end, wait_for
 
 
 def _kubectl() -> str | None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from harness import cpt_body, new_bucket, run_to_end, wait_for
+from operator_harness import cpt_body, new_bucket, run_to_end, wait_for
 
 
 def _job_names(world, run):

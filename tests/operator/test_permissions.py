@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import base64
 
-from harness import cpt_body, new_bucket, run_to_end, wait_for
+from operator_harness import cpt_body, new_bucket, run_to_end, wait_for
 from kubeemu.semantics import parse_path
 
 from cpt_operator.permissions import CONDITIONAL_RULES, REQUIRED_RULES

@@ -9,8 +9,7 @@ import collections
 import random
 import time
 
-from conftest import running_operator
-from harness import cpt_body, new_bucket, run_to_end
+from operator_harness import cpt_body, new_bucket, run_to_end, running_operator
 from kubeemu import Fault
 
 
@@ -78,6 +77,6 @@ def test_api_faults_do_not_stop_a_run(emulator, emu_world, emu_operator):
     _assert_one_job_per_stage(emulator, world, "faulty")
     # rollout servers of finished tasks were deleted despite failing deletes
     run_to_end(world, "faulty", timeout=10)
-    from harness import wait_for
+    from operator_harness import wait_for
     wait_for(lambda: not {k for k in world.children("faulty") if k[0] == "Deployment"}, timeout=20,
              what="rollout deployments removed")

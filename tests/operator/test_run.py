@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from harness import accuracy, cpt_body, new_bucket, run_to_end, wait_for
+from operator_harness import accuracy, cpt_body, new_bucket, run_to_end, wait_for
 
 
 def test_three_tasks_end_to_end(world, operator):

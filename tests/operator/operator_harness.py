@@ -7,11 +7,13 @@ layer, as the evaluate stage would).
 
 from __future__ import annotations
 
+import contextlib
+
 import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import boto3
 import kubernetes
@@ -206,3 +208,13 @@ def run_to_end(world: World, run: str, timeout: float = 60, step: Optional[Calla
             step()
         time.sleep(0.1)
     raise AssertionError(f"run {run} did not finish in {timeout}s: {world.status(run)}")
+
+
+@contextlib.contextmanager
+def running_operator() -> Iterator[object]:
+    """The operator as `kopf run -A --standalone -m cpt_operator.handlers`, in a thread of this process."""
+    from kopf.testing import KopfRunner
+
+    with KopfRunner(["run", "-A", "--standalone", "-m", "cpt_operator.handlers"], timeout=60) as runner:
+        yield runner
+    assert runner.exception is None, runner.output[-3000:]
