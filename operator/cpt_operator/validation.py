@@ -29,11 +29,12 @@ def validate_resource(obj: Any, mode: Mode = "cluster") -> api.ContinualPostTrai
     """Parse and check a whole resource; raise SpecError listing every problem found."""
     if not isinstance(obj, dict):
         raise SpecError([f"the document must be a mapping (a Kubernetes object), got {type(obj).__name__}"])
+    raw = list(raw_problems(obj.get("spec")))
     try:
         resource = api.ContinualPostTraining.model_validate(_without_status(obj))
     except ValidationError as exc:
-        raise SpecError(_describe(exc, api.ContinualPostTraining)) from None
-    problems = list(cross_field_problems(resource.spec, mode))
+        raise SpecError(_describe(exc, api.ContinualPostTraining) + raw) from None
+    problems = raw + list(cross_field_problems(resource.spec, mode))
     if problems:
         raise SpecError(problems)
     return resource
@@ -46,13 +47,23 @@ def validate_spec(spec: Any, mode: Mode = "cluster") -> api.CptSpec:
     ).spec
 
 
-def cross_field_problems(spec: api.CptSpec, mode: Mode) -> Iterable[str]:
-    """Rules a structural schema cannot express."""
-    yield from _duplicates("spec.tasks", [t.name for t in spec.tasks], "task names must be unique")
-    yield from _duplicates("spec.general", [b.name for b in spec.general], "benchmark names must be unique")
-    if spec.rif is not None and spec.method != "rif-grpo":
-        yield (f"spec.rif: a rif block is only allowed with method rif-grpo (method is {spec.method}); "
+def raw_problems(spec: Any) -> Iterable[str]:
+    """Cross-field rules checked on the raw document, so they are reported beside schema errors."""
+    if not isinstance(spec, dict):
+        return
+    for key, rule in (("tasks", "task names must be unique"), ("general", "benchmark names must be unique")):
+        items = spec.get(key)
+        if isinstance(items, list):
+            names = [i.get("name") if isinstance(i, dict) else None for i in items]
+            yield from _duplicates(f"spec.{key}", [n for n in names if isinstance(n, str)], rule)
+    method = spec.get("method", "rif-grpo")
+    if spec.get("rif") is not None and method != "rif-grpo":
+        yield (f"spec.rif: a rif block is only allowed with method rif-grpo (method is {method}); "
                "remove it or set method: rif-grpo")
+
+
+def cross_field_problems(spec: api.CptSpec, mode: Mode) -> Iterable[str]:
+    """Rules a structural schema cannot express (those that need parsed values)."""
     rif = spec.rif_effective
     if rif is not None and rif.min_correct > rif.rollouts:
         yield (f"spec.rif.minCorrect: must be <= spec.rif.rollouts ({rif.min_correct} > {rif.rollouts}); "
