@@ -85,3 +85,21 @@ def test_imports_no_torch() -> None:
             "from cpt_trainer.storage import S3Store;"
             "assert not {'torch', 'transformers', 'kopf'} & set(sys.modules), 'heavy import'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_put_if_absent_without_server_support(moto_endpoint: str) -> None:
+    """Servers that answer 501 to If-None-Match still get a (HEAD-checked) write instead of an error."""
+    from botocore.exceptions import ClientError
+
+    st = s3_store(moto_endpoint, new_bucket(moto_endpoint))
+    real = st.client.put_object
+
+    def no_conditional(**kwargs: object) -> object:
+        if "IfNoneMatch" in kwargs:
+            raise ClientError({"Error": {"Code": "NotImplemented"}, "ResponseMetadata": {"HTTPStatusCode": 501}},
+                              "PutObject")
+        return real(**kwargs)
+
+    st.client.put_object = no_conditional
+    assert st.put_if_absent("m", b"1") and not st.put_if_absent("m", b"2")
+    assert st.get_bytes("m") == b"1"

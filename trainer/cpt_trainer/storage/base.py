@@ -113,7 +113,7 @@ class Store(abc.ABC):
     def download_files(self, pairs: list[tuple[str, str]]) -> None:
         """Download (key, local path) pairs, in parallel where the backend can; creates parent directories."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook, most backends hold nothing
         """Release pools; the store stays usable (they are recreated on demand)."""
 
     # -- conveniences built on the primitives

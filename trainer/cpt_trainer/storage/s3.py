@@ -158,6 +158,10 @@ class S3Store(Store):
             except ClientError as exc:
                 if _status(exc) == 412 or _code(exc) == "PreconditionFailed":
                     return False
+                if _status(exc) == 501 or _code(exc) == "NotImplemented":  # no conditional writes here:
+                    log.warning("%s does not support If-None-Match; falling back to HEAD-then-PUT", self.uri)
+                    self.client.put_object(Bucket=self.bucket, Key=self._k(key), Body=data, Metadata=meta)
+                    return True
                 raise  # 409 ConditionalRequestConflict is transient: retried
 
         return self._retry(once, f"conditional put {key}")
