@@ -127,7 +127,7 @@ def main(argv=None) -> int:
                                   mean(total_ratios["seconds"]), mean(aa_diff))
     cheap = all(cb.finite(x) and x >= GOAL_RATIO for x in (tok_r, step_r, sec_r))
     close = cb.finite(d_aa) and abs(d_aa) <= GOAL_AA
-    fmt = lambda x: "n/a" if x is None else f"{x:.2f}"  # noqa: E731
+    fmt = lambda x: "n/a " if x is None else f"{x:.2f}"  # noqa: E731
     verdict = (f"Goal: rif-grpo >= {GOAL_RATIO}x cheaper per task (tokens, steps, seconds) at AA within "
                f"{GOAL_AA:.2f}: cost ratios tokens {fmt(tok_r)}x, steps {fmt(step_r)}x, stage seconds "
                f"{fmt(sec_r)}x -> {'met' if cheap else 'NOT met'}; AA rif - grpo = "
