@@ -32,6 +32,8 @@ def run_stats(committed: dict[int, CommittedResult]) -> dict[int, dict]:
                      if d.get("seconds") is not None}
         out[index] = {
             "rolloutTokens": int(rif.get("rollout_tokens") or 0) + int(train.get("rollout_tokens") or 0),
+            "stageRolloutTokens": {"filter": int(rif.get("rollout_tokens") or 0),
+                                   "train": int(train.get("rollout_tokens") or 0)},
             "learnerSteps": int(train.get("steps") or 0),
             "stageDurations": durations,
         }

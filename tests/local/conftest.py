@@ -55,3 +55,18 @@ def write_spec(directory, name="tiny", storage="out", method="rif-grpo", extra_t
     path = directory / f"{name}.yaml"
     path.write_text(text)
     return path
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """A real S3 HTTP server (moto) on 127.0.0.1, with throwaway credentials in the environment."""
+    from moto.server import ThreadedMotoServer
+
+    for key, value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing-secret"),
+                       ("AWS_DEFAULT_REGION", "us-east-1")):
+        os.environ[key] = value
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()

@@ -42,7 +42,8 @@ def build_report(spec: dict, committed: dict[int, CommittedResult], status: Opti
         per_task.append({
             "index": i, "name": "base" if i == 0 else tasks[i - 1],
             "kept": rif.get("kept"), "dropped": rif.get("dropped"), "filteredFraction": rif.get("filtered_fraction"),
-            "rolloutTokens": stats[i]["rolloutTokens"], "learnerSteps": stats[i]["learnerSteps"],
+            "rolloutTokens": stats[i]["rolloutTokens"], "stageRolloutTokens": stats[i]["stageRolloutTokens"],
+            "learnerSteps": stats[i]["learnerSteps"],
             "seconds": stats[i]["stageDurations"],
             "rewardFirst": train.get("mean_reward_first"), "rewardLast": train.get("mean_reward_last"),
         })
@@ -110,14 +111,15 @@ def render_markdown(report: dict) -> str:
         for i, row in enumerate(report["general"]):
             w(f"| {labels[i]} | " + " | ".join(_fmt(v) for v in row) + " |\n")
     w("\n## RIF and cost per task\n\n")
-    w("| task | kept | dropped | filtered | rollout tokens | learner steps | reward first -> last | "
+    w("| task | kept | dropped | filtered | rollout tokens (filter + train) | learner steps | reward first -> last | "
       "filter s | train s | evaluate s |\n|---|---|---|---|---|---|---|---|---|---|\n")
     for t in report["perTask"]:
         secs = t["seconds"]
         reward = (f"{_fmt(t['rewardFirst'])} -> {_fmt(t['rewardLast'])}"
                   if t["rewardFirst"] is not None else "-")
         w(f"| {t['name']} | {_fmt(t['kept'])} | {_fmt(t['dropped'])} | {_fmt(t['filteredFraction'], 2)} | "
-          f"{t['rolloutTokens']} | {t['learnerSteps']} | {reward} | {_fmt(secs.get('filter'), 1)} | "
+          f"{t['stageRolloutTokens']['filter']} + {t['stageRolloutTokens']['train']} | {t['learnerSteps']} | "
+          f"{reward} | {_fmt(secs.get('filter'), 1)} | "
           f"{_fmt(secs.get('train'), 1)} | {_fmt(secs.get('evaluate'), 1)} |\n")
     totals = report["totals"]
     w(f"\nTotal: {totals['rolloutTokens']} rollout tokens, {totals['learnerSteps']} learner steps, "
