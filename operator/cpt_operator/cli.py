@@ -133,8 +133,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="run the whole continual post-training on this machine")
     p.add_argument("file")
-    p.add_argument("--workdir", default=None, help="scratch directory (default: <storage>/.work)")
-    p.add_argument("--metrics-port", type=int, default=9464, help="serve Prometheus metrics here (0: any free port, -1: off)")
+    p.add_argument("--workdir", default=None,
+                   help="stage configs, logs and live status (default: <storage>/.cpt-local, or .cpt/<name> for s3)")
+    p.add_argument("--metrics-port", type=int, default=9464,
+                   help="serve Prometheus metrics on 127.0.0.1 here (0: any free port, -1: off)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("status", help="print the report of a local run (finished or in progress)")
