@@ -212,7 +212,7 @@ def metrics_scrape(port: int) -> dict[str, float]:
 
 
 def run_phase(who: str, n: int, children: dict[str, list[dict]], endpoint: str, workdir: str, settle: float,
-              timeout: float, create_threads: int) -> Phase:
+              timeout: float, create_threads: int, profile: Optional[str] = None) -> Phase:
     phase = Phase(who, n)
     emu = Emulator(workdir)
     env = dict(os.environ, KUBECONFIG=emu.kubeconfig, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1",
@@ -230,6 +230,11 @@ def run_phase(who: str, n: int, children: dict[str, list[dict]], endpoint: str, 
         cmd = [sys.executable, str(HERE / "baseline.py"), str(children_file), NAMESPACE, str(workers)]
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=str(REPO))
     ps = psutil.Process(proc.pid)
+    spy = None
+    if profile and who == "operator":  # py-spy attached to the operator, from the warm-up to the last child
+        spy = subprocess.Popen([profile, "record", "--pid", str(proc.pid), "--rate", "100", "--format", "raw",
+                                "--threads", "--nonblocking", "-o", str(HERE / "profile.raw.txt")],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     sampler = Sampler(ps)
     sampler.start()
     client = kubernetes.config.new_client_from_config(config_file=emu.kubeconfig)
@@ -260,6 +265,9 @@ def run_phase(who: str, n: int, children: dict[str, list[dict]], endpoint: str, 
             list(pool.map(create, names))
         wait_children(n + 1, time.monotonic() + timeout)
         cpu1, emu1 = cpu_seconds(ps), cpu_seconds(emu.ps)
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)
+            spy.wait(60)
         phase.cpu_s, phase.emulator_cpu_s = cpu1 - cpu0, emu1 - emu0
         time.sleep(settle)
         phase.settle_cpu_pct = 100 * (cpu_seconds(ps) - cpu1) / settle if settle else math.nan
@@ -364,10 +372,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--create-threads", type=int, default=8)
     parser.add_argument("--out", default=None, help="write the markdown here (default RESULTS.md unless --quick)")
     parser.add_argument("--json", default=None, help="also write the rows as JSON here")
+    parser.add_argument("--profile", default=None, metavar="PY_SPY",
+                        help="path of a py-spy binary: profile the operator into bench/operator_scale/"
+                             "profile.raw.txt (collapsed stacks); its sampling costs CPU, so no RESULTS.md")
     args = parser.parse_args(argv)
     n = args.n or (20 if args.quick else 1000)
     settle = args.settle if args.settle is not None else (1.0 if args.quick else 10.0)
-    out = args.out or (None if args.quick else str(HERE / "RESULTS.md"))
+    out = args.out or (None if args.quick or args.profile else str(HERE / "RESULTS.md"))
     command = "OMP_NUM_THREADS=1 .venv/bin/python bench/operator_scale/run.py" + (
         " " + " ".join(argv if argv is not None else sys.argv[1:])).rstrip()
 
@@ -381,7 +392,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                 workdir = os.path.join(tmp, who)
                 os.makedirs(workdir)
                 phase = run_phase(who, n, children, endpoint, workdir, settle, args.timeout,
-                                  args.create_threads)
+                                  args.create_threads, args.profile)
                 rows[who] = phase.row()
                 print(f"{who}: p50 {rows[who]['p50_s']:.2f}s p99 {rows[who]['p99_s']:.2f}s "
                       f"rss {rows[who]['peak_rss_mb']:.0f}MB cpu {rows[who]['cpu_s']:.1f}s", file=sys.stderr)
