@@ -70,11 +70,13 @@ class BaseModelConfig:
     seed: int = 0
     general: str = "copy"  # the skill held firmly: the general benchmark
     mixture: dict[str, float] = field(default_factory=lambda: {"copy": 0.6, "max": 0.2, "add": 0.2})
-    # Phase 2: the example tasks join (with the general skill) until a greedy probe on each reaches its target,
-    # then that task leaves the mixture; the phase ends when all have left (or after tail_steps). So the base
-    # solves each example task partly (RL needs some success) and leaves room to learn.
-    targets: dict[str, float] = field(default_factory=lambda: {"reverse": 0.4, "sort": 0.4, "count": 0.4})
+    # Phase 2: the example tasks join (with the general skill) until a greedy probe on each reaches its target;
+    # a task that reached it stays at the small weight tail_keep (leaving outright lets it decay to 0 while slower
+    # tasks catch up); the phase ends when all reached (or after tail_steps). So the base solves each example
+    # task partly (RL needs some success) and leaves room to learn.
+    targets: dict[str, float] = field(default_factory=lambda: {"reverse": 0.35, "sort": 0.35, "count": 0.35})
     tail_general: float = 0.3
+    tail_keep: float = 0.05
     tail_lr: float = 1e-3
     tail_steps: int = 600
     probe_every: int = 25
@@ -156,13 +158,15 @@ def pretrain(model, tokenizer, cfg: BaseModelConfig, log_every: int = 100) -> li
     for step in range(cfg.tail_steps):
         if not active:
             break
-        weights = [cfg.tail_general] + [(1 - cfg.tail_general) / len(active)] * len(active)
-        picks = rng.choices([cfg.general, *active], weights, k=cfg.batch_size)
+        kept = [s for s in cfg.targets if s not in active]
+        share = (1 - cfg.tail_general - cfg.tail_keep * len(kept)) / len(active)
+        picks = rng.choices([cfg.general, *kept, *active],
+                            [cfg.tail_general] + [cfg.tail_keep] * len(kept) + [share] * len(active), k=cfg.batch_size)
         loss = _step(model, opt, tokenizer, [next(streams[s]) for s in picks])
         if (step + 1) % cfg.probe_every == 0:
             done = [s for s in active if greedy_accuracy(model, tokenizer, probes[s]) >= cfg.targets[s]]
             for s in done:
-                log.info("pretrain tail step %d: %s reached %.2f, leaves the mixture", step, s, cfg.targets[s])
+                log.info("pretrain tail step %d: %s reached %.2f, kept at a small weight", step, s, cfg.targets[s])
             active = [s for s in active if s not in done]
             model.train()
             curve.append({"step": cfg.steps + step, "loss": round(loss, 4), "active": list(active)})
