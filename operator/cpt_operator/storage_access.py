@@ -11,7 +11,7 @@ import hashlib
 import logging
 import threading
 from types import SimpleNamespace
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 from cpt_trainer.storage import Credentials, Store, open_store_for_spec, scrub
 from cpt_trainer.storage.credentials import register_secret
@@ -25,12 +25,19 @@ log = logging.getLogger(__name__)
 
 
 class CommittedReader:
-    """`reader(resource) -> (committed, error)`; keeps one Store per (location, credentials) between passes."""
+    """`reader(resource) -> (committed, error)`; keeps one S3 client per (endpoint, region, addressing,
+    credentials) between passes and runs.
+
+    Not one per run: a boto3 client costs ~140 ms of CPU (it parses botocore's S3 model and endpoint rules,
+    per Session) and ~13 MB, which with 1,000 runs (each its own URI) was 70% of the operator's CPU and most of
+    its memory (bench/operator_scale/RESULTS.md). A Store over a shared client is a few attributes; clients
+    are thread-safe.
+    """
 
     def __init__(self, settings: Settings, read_secret: Callable[[str, str], dict[str, str]]) -> None:
         self.settings = settings
         self.read_secret = read_secret
-        self._stores: dict[tuple, Store] = {}
+        self._clients: dict[tuple, Any] = {}
         self._lock = threading.Lock()
 
     def __call__(self, resource: dict) -> tuple[dict[int, CommittedResult], Optional[str]]:
@@ -60,20 +67,24 @@ class CommittedReader:
         # The operator's storage defaults are already in the spec (reconcile.effective_resource).
         effective = SimpleNamespace(uri=storage.uri, endpoint=storage.endpoint, region=storage.region,
                                     path_style=bool(storage.path_style))
+        if not storage.uri.startswith("s3://"):
+            return open_store_for_spec(effective)  # a local directory (`cpt run`): nothing worth sharing
         fingerprint = hashlib.sha256(repr((creds.access_key_id, creds.secret_access_key, creds.session_token)
                                           if creds else "").encode()).hexdigest()
-        key = (effective.uri, effective.endpoint, effective.region, effective.path_style, fingerprint)
+        key = (effective.endpoint, effective.region, effective.path_style, fingerprint)
         with self._lock:
-            if key not in self._stores:
-                kwargs = {"credentials": creds} if creds and storage.uri.startswith("s3://") else {}
-                self._stores[key] = open_store_for_spec(effective, **kwargs)
-            return self._stores[key]
+            client = self._clients.get(key)
+            if client is None:
+                store = open_store_for_spec(effective, **({"credentials": creds} if creds else {}))
+                self._clients[key] = store.client
+                return store
+        return open_store_for_spec(effective, client=client)
 
     def close(self) -> None:
         with self._lock:
-            for store in self._stores.values():
+            for client in self._clients.values():
                 try:
-                    store.close()
+                    client.close()
                 except Exception:  # closing is best effort
                     pass
-            self._stores.clear()
+            self._clients.clear()
