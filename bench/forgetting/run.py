@@ -179,11 +179,12 @@ class Bench:
             results[method][seed] = res
         # 2. matched-learning SFT control: the rule, on the first seed only
         target = results["grpo"][seeds[0]]["plasticity"]
-        scan = []
+        scan, scan_runs = [], []
         chosen = None
         for steps in p["control_schedule"]:
             res = self.sequential("sft", seeds[0], steps)()
             scan.append({"maxSteps": steps, "plasticity": res["plasticity"], "bwt": res["backwardTransfer"]})
+            scan_runs.append(res)
             if res["plasticity"] is not None and res["plasticity"] >= target:
                 chosen = steps
                 results["sft-matched"][seeds[0]] = res
@@ -194,7 +195,8 @@ class Bench:
             jobs = [self.sequential("sft", seed, chosen) for seed in seeds[1:]]
             for seed, res in zip(seeds[1:], cb.run_all(jobs, self.parallel)):
                 results["sft-matched"][seed] = res
-        return {"results": results, "control": {"target_plasticity": target, "scan": scan, "chosen": chosen}}
+        return {"results": results, "control": {"target_plasticity": target, "scan": scan, "chosen": chosen,
+                                                 "scan_runs": scan_runs}}
 
 
 # ------------------------------------------------------------------------------------------------ table
@@ -319,6 +321,17 @@ def render_matrices(out: dict, p: dict) -> str:
     return "\n".join(parts)
 
 
+def sum_wall(out: dict) -> float:
+    """Wall time of every distinct run (the control scan's runs included), as first measured."""
+    seen = {}
+    for method in out["results"].values():
+        for res in method.values():
+            seen[id(res)] = res["wallSeconds"]
+    for scan in out["control"].get("scan_runs", []):
+        seen[id(scan)] = scan["wallSeconds"]
+    return sum(seen.values())
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="smoke run: tiny base, 2 tasks, 2 steps, 1 seed")
@@ -357,7 +370,8 @@ def main(argv=None) -> int:
         describe(p),
         "",
         f"Command: `{cmd}`  ",
-        f"Date: {started.strftime('%Y-%m-%d %H:%M UTC')}, benchmark wall time {elapsed / 60:.1f} min  ",
+        f"Date: {started.strftime('%Y-%m-%d %H:%M UTC')}; sum of the runs' wall times "
+        f"{sum_wall(out) / 60:.1f} min (base build excluded), this invocation {elapsed / 60:.1f} min  ",
         f"Machine: {machine}  ",
         f"Code measured: {code}",
         "",
@@ -374,6 +388,9 @@ def main(argv=None) -> int:
         "",
         render_matrices(out, p),
     ])
+    notes = HERE / "NOTES.md"  # analysis written after reading the results; appended verbatim
+    if notes.is_file() and not args.quick:
+        doc += "\n" + notes.read_text()
     results.parent.mkdir(parents=True, exist_ok=True)
     results.write_text(doc)
     (work / "summary.json").write_text(json.dumps({"protocol": p, "summary": summary, "elapsed_s": elapsed},

@@ -163,6 +163,9 @@ def main(argv=None) -> int:
         verdict,
         "",
     ])
+    notes = HERE / "NOTES.md"  # analysis written after reading the results; appended verbatim
+    if notes.is_file() and not args.quick:
+        doc += "\n" + notes.read_text()
     results_path.parent.mkdir(parents=True, exist_ok=True)
     results_path.write_text(doc)
     print(f"wrote {results_path}")

@@ -188,6 +188,9 @@ def main(argv=None) -> int:
         verdict,
         "",
     ])
+    notes = HERE / "NOTES.md"  # analysis written after reading the results; appended verbatim
+    if notes.is_file() and not args.quick:
+        doc += "\n" + notes.read_text()
     results.parent.mkdir(parents=True, exist_ok=True)
     results.write_text(doc)
     (work / "summary.json").write_text(json.dumps({"ours": ours, "bare": bare, "overhead": overhead,
