@@ -142,7 +142,7 @@ def heatmap_png(report: dict) -> Optional[bytes]:
     fig, ax = plt.subplots(figsize=(1.2 + 1.1 * max(len(report["tasks"]), 1), 1.0 + 0.6 * len(data)))
     image = ax.imshow(data, vmin=0.0, vmax=1.0, cmap="viridis", aspect="auto")
     ax.set_xticks(range(len(report["tasks"])), report["tasks"])
-    ax.set_yticks(range(len(data)), [f"after {labels[i]}" for i in range(len(data))])
+    ax.set_yticks(range(len(data)), ["base model"] + [f"after {labels[i]}" for i in range(1, len(data))])
     for i, row in enumerate(rows):
         for j, v in enumerate(row):
             if v is not None:
