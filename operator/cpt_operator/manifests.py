@@ -22,6 +22,8 @@ MANAGED_BY = {"app.kubernetes.io/managed-by": "cpt-operator", "app.kubernetes.io
 CONFIG_MOUNT = "/etc/cpt"
 # Pods of a PyTorchJob are named <job>-worker-<n>; keep room for that suffix inside a 63-char DNS label.
 MAX_CHILD_NAME = 50
+# vLLM worker extension (cpt_trainer.rollout.vllm_worker) that receives weights broadcast by the learner.
+WEIGHT_RECEIVER = "cpt_trainer.rollout.vllm_worker.WeightReceiver"
 
 
 def child_name(run: str, index: int, suffix: str) -> str:
@@ -109,6 +111,8 @@ def _learner_pod(resource: dict, cfg: StageConfig, configmap: str, defaults: Pla
         resources["requests"]["memory"] = spec.learner.memory
         resources["limits"]["memory"] = spec.learner.memory
     env = [
+        # The learner hosts the NCCL rendezvous for weight sync; rollout servers dial this address.
+        {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
         {"name": "CPT_RUN", "value": cfg.run},
         {"name": "CPT_STAGE", "value": cfg.stage},
         {"name": "CPT_TASK_INDEX", "value": str(cfg.task_index)},
@@ -163,19 +167,24 @@ def pytorchjob(resource: dict, name: str, cfg: StageConfig, defaults: PlanDefaul
 
 def rollout_deployment(resource: dict, run: str, index: int, model_uri: str, spec: api.CptSpec,
                        defaults: PlanDefaults) -> dict:
-    """vLLM servers (the rollout image runs `trl vllm-serve`: OpenAI-compatible generation plus NCCL weight
-    transfer from the learner) for one task."""
+    """vLLM OpenAI-compatible servers for one task; the learner pushes new weights to them over NCCL after
+    every step through cpt_trainer's worker extension (see cpt_trainer.rollout.vllm_sync)."""
     name = rollout_name(run, index)
     pod_labels = labels(run, index, "rollout")
     selector = {LABEL_RUN: run, LABEL_TASK: str(index), LABEL_COMPONENT: "rollout"}
     resources = {"limits": {"nvidia.com/gpu": spec.rollout.gpus}} if spec.rollout.gpus else {}
+    args = [model_uri, "--tensor-parallel-size", str(spec.rollout.tensor_parallel), "--host", "0.0.0.0",
+            "--port", str(defaults.rollout_port), "--worker-extension-cls", WEIGHT_RECEIVER]
+    if model_uri.startswith("s3://"):
+        args += ["--load-format", "runai_streamer"]  # stream safetensors straight from S3
     container = {
         "name": "vllm",
         "image": spec.rollout.image or defaults.rollout_image,
         "imagePullPolicy": defaults.image_pull_policy,
-        "args": ["--model", model_uri, "--tensor-parallel-size", str(spec.rollout.tensor_parallel),
-                 "--host", "0.0.0.0", "--port", str(defaults.rollout_port)],
-        "env": [*_storage_env(spec), {"name": "HF_HUB_OFFLINE", "value": "1"}],
+        "args": args,  # the image's entrypoint is `vllm serve`
+        # DEV_MODE exposes POST /collective_rpc, through which the learner drives the NCCL weight broadcast.
+        "env": [*_storage_env(spec), {"name": "HF_HUB_OFFLINE", "value": "1"},
+                {"name": "VLLM_SERVER_DEV_MODE", "value": "1"}],
         "ports": [{"name": "http", "containerPort": defaults.rollout_port}],
         "readinessProbe": {"httpGet": {"path": "/health", "port": "http"}, "periodSeconds": 10},
         "resources": resources,

@@ -90,7 +90,8 @@ def test_rollout_image_serves_vllm_with_the_trainers_trl():
     assert f'"{trl_pin}"' in text, f"rollout image must install {trl_pin}, the trainer's TRL"
     assert '"./[vllm]"' in text
     # manifests.py passes `--model ... --port 8000` as args: the entrypoint is TRL's vLLM server.
-    assert ("ENTRYPOINT", '["trl", "vllm-serve"]') in ins
+    # vLLM's OpenAI server; weight sync is cpt_trainer's worker extension (installed with the package)
+    assert ("ENTRYPOINT", '["vllm", "serve"]') in ins
 
 
 def test_dockerignore_keeps_the_context_to_the_sources():
