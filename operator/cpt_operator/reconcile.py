@@ -18,6 +18,7 @@ from typing import Callable, Optional
 
 from . import metrics, planner
 from .kube import Applied, Kube, apply, observe
+from .results import run_stats
 from .settings import Settings
 from .storage_access import CommittedReader
 
@@ -92,7 +93,8 @@ class Reconciler:
         world = observe(self.kube, resource, now, self.reader)
         plan = planner.plan(resource, world.observed, self.settings.plan_defaults)
         applied = apply(self.kube, world, plan, now)
-        metrics.publish(namespace, name, resource.get("spec") or {}, plan.status)
+        metrics.publish(namespace, name, resource.get("spec") or {}, plan.status,
+                        run_stats(world.observed.committed))
         changes = applied.created + applied.deleted + applied.patched
         if changes or applied.status_written:
             log.info("%s/%s: phase=%s %s%s", namespace, name, plan.status.get("phase"),
