@@ -229,11 +229,12 @@ def run_phase(who: str, n: int, children: dict[str, list[dict]], endpoint: str, 
         cmd = [sys.executable, str(HERE / "baseline.py"), str(children_file), NAMESPACE, str(workers)]
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=str(REPO))
     ps = psutil.Process(proc.pid)
-    spy = None
-    if profile and who == "operator":  # py-spy attached to the operator, from the warm-up to the last child
-        spy = subprocess.Popen([profile, "record", "--pid", str(proc.pid), "--rate", "100", "--format", "raw",
-                                "--threads", "--nonblocking", "-o", str(HERE / "profile.raw.txt")],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    spies = []
+    if profile and who == "operator":  # py-spy on the operator and the emulator, from the warm-up to the last child
+        spies = [subprocess.Popen([profile, "record", "--pid", str(pid), "--rate", "100", "--format", "raw",
+                                   "--threads", "--nonblocking", "-o", str(HERE / f"profile.{what}.txt")],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                 for what, pid in (("operator", proc.pid), ("emulator", emu.proc.pid))]
     sampler = Sampler(ps)
     sampler.start()
     client = kubernetes.config.new_client_from_config(config_file=emu.kubeconfig)
@@ -264,7 +265,7 @@ def run_phase(who: str, n: int, children: dict[str, list[dict]], endpoint: str, 
             list(pool.map(create, names))
         wait_children(n + 1, time.monotonic() + timeout)
         cpu1, emu1 = cpu_seconds(ps), cpu_seconds(emu.ps)
-        if spy is not None:
+        for spy in spies:
             spy.send_signal(signal.SIGINT)
             spy.wait(60)
         phase.cpu_s, phase.emulator_cpu_s = cpu1 - cpu0, emu1 - emu0
@@ -372,8 +373,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--out", default=None, help="write the markdown here (default RESULTS.md unless --quick)")
     parser.add_argument("--json", default=None, help="also write the rows as JSON here")
     parser.add_argument("--profile", default=None, metavar="PY_SPY",
-                        help="path of a py-spy binary: profile the operator into bench/operator_scale/"
-                             "profile.raw.txt (collapsed stacks); its sampling costs CPU, so no RESULTS.md")
+                        help="path of a py-spy binary: profile the operator and the emulator into bench/operator_scale/"
+                             "profile.{operator,emulator}.txt (collapsed stacks); sampling costs CPU, so no "
+                             "RESULTS.md")
     args = parser.parse_args(argv)
     n = args.n or (20 if args.quick else 1000)
     settle = args.settle if args.settle is not None else (1.0 if args.quick else 10.0)

@@ -22,6 +22,7 @@ import kopf
 
 from . import api, manifests, metrics
 from .kube import Kube
+from .kube_observe import job_phase
 from .reconcile import Reconciler
 from .settings import Settings
 
@@ -37,6 +38,7 @@ class Runtime:
     reconciler: Reconciler
     wakeups: dict[tuple[str, str], asyncio.Event] = field(default_factory=dict)
     seen: dict[tuple[str, str], Any] = field(default_factory=dict)
+    jobs_seen: dict[tuple[str, str], tuple] = field(default_factory=dict)  # (namespace, job) -> job_fingerprint
     metrics_server: Optional[metrics.Server] = None
 
     def wake(self, namespace: str, name: str) -> None:
@@ -118,8 +120,13 @@ async def reconcile_loop(namespace: str, name: str, memo: kopf.Memo, stopped: ko
 
 
 @kopf.on.event(api.GROUP, api.VERSION, api.PLURAL)
-def resource_event(event: dict, namespace: str, name: str, meta: kopf.Meta, memo: kopf.Memo, **_: Any) -> None:
-    """Wake the run on what a user changes (spec -> generation, our annotations, deletion); not on status."""
+async def resource_event(event: dict, namespace: str, name: str, meta: kopf.Meta, memo: kopf.Memo,
+                         **_: Any) -> None:
+    """Wake the run on what a user changes (spec -> generation, our annotations, deletion); not on status.
+
+    async (in the loop, like the daemons' asyncio.Events it sets: Event.set is not thread-safe): a sync handler
+    would cost a hop to kopf's executor for every event of every run.
+    """
     runtime: Optional[Runtime] = getattr(memo, "cpt", None)
     if runtime is None:
         return
@@ -136,11 +143,37 @@ def resource_event(event: dict, namespace: str, name: str, meta: kopf.Meta, memo
         runtime.wake(namespace, name)
 
 
+def job_fingerprint(body: Any) -> tuple:
+    """What the planner reads of a job (kube_observe.observed_job): its phase, suspension, deletion."""
+    phase, _ = job_phase(body.get("status"))
+    suspended = bool(((body.get("spec") or {}).get("runPolicy") or {}).get("suspend"))
+    return phase, suspended, bool((body.get("metadata") or {}).get("deletionTimestamp"))
+
+
 @kopf.on.event("kubeflow.org", "v1", "pytorchjobs", labels={manifests.LABEL_RUN: kopf.PRESENT})
-def job_event(namespace: str, labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:
-    """A stage job changed (started, succeeded, failed, deleted): its run should look now, not at the resync."""
+async def job_event(event: dict, body: kopf.Body, namespace: str, name: str, labels: kopf.Labels,
+                    memo: kopf.Memo, **_: Any) -> None:
+    """A stage job changed (started, succeeded, failed, deleted): its run should look now, not at the resync.
+
+    Not on a job's first sight while it is still Pending: the pass that created it already knows it (at scale,
+    that self-inflicted wake-up was a second full pass per run; bench/operator_scale). Not on status changes the
+    planner does not read (replica counts). A restarted operator loses nothing: every daemon starts with a pass.
+    """
     runtime: Optional[Runtime] = getattr(memo, "cpt", None)
-    if runtime is not None:
+    if runtime is None:
+        return
+    key = (namespace, name)
+    if event.get("type") == "DELETED":
+        runtime.jobs_seen.pop(key, None)
+        runtime.wake(namespace, labels[manifests.LABEL_RUN])
+        return
+    fingerprint = job_fingerprint(body)
+    previous = runtime.jobs_seen.get(key)
+    runtime.jobs_seen[key] = fingerprint
+    if previous is None:
+        if fingerprint[0] != "Pending" or fingerprint[2]:
+            runtime.wake(namespace, labels[manifests.LABEL_RUN])
+    elif previous != fingerprint:
         runtime.wake(namespace, labels[manifests.LABEL_RUN])
 
 
