@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import collections
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -76,6 +77,8 @@ def main() -> int:
             else:
                 out = {"error": f"unknown command {cmd!r}"}
             print(json.dumps(out), flush=True)
+        sys.stdout.flush()
+        os._exit(0)  # no graceful stop: with thousands of objects and open watches it takes longer than it tells
     return 0
 
 

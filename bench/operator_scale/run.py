@@ -23,6 +23,7 @@ import math
 import os
 import platform
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -211,7 +212,8 @@ def metrics_scrape(port: int) -> dict[str, float]:
 
 
 def run_phase(who: str, n: int, children: dict[str, list[dict]], endpoint: str, workdir: str, settle: float,
-              timeout: float, create_threads: int, profile: Optional[str] = None) -> Phase:
+              timeout: float, create_threads: int, profile: Optional[str] = None,
+              keep_logs: Optional[str] = None) -> Phase:
     phase = Phase(who, n)
     emu = Emulator(workdir)
     env = dict(os.environ, KUBECONFIG=emu.kubeconfig, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1",
@@ -285,8 +287,11 @@ def run_phase(who: str, n: int, children: dict[str, list[dict]], endpoint: str, 
         log.close()
         client.close()
         emu.stop()
+    if keep_logs:
+        os.makedirs(keep_logs, exist_ok=True)
+        shutil.copy(log_path, os.path.join(keep_logs, log_path.name))
     phase.log_warnings = sum(1 for line in log_path.read_text(errors="replace").splitlines()
-                             if " WARNING " in line or " ERROR " in line)
+                             if (" WARNING " in line or " ERROR " in line) and "is cancelled" not in line)
 
     # latencies from the emulator's create times
     children = {k: v for k, v in children.items() if k != "warmup"}
@@ -372,6 +377,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--create-threads", type=int, default=8)
     parser.add_argument("--out", default=None, help="write the markdown here (default RESULTS.md unless --quick)")
     parser.add_argument("--json", default=None, help="also write the rows as JSON here")
+    parser.add_argument("--keep-logs", default=None, metavar="DIR", help="copy the controllers' logs here")
     parser.add_argument("--profile", default=None, metavar="PY_SPY",
                         help="path of a py-spy binary: profile the operator and the emulator into bench/operator_scale/"
                              "profile.{operator,emulator}.txt (collapsed stacks); sampling costs CPU, so no "
@@ -393,7 +399,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                 workdir = os.path.join(tmp, who)
                 os.makedirs(workdir)
                 phase = run_phase(who, n, children, endpoint, workdir, settle, args.timeout,
-                                  args.create_threads, args.profile)
+                                  args.create_threads, args.profile, args.keep_logs)
                 rows[who] = phase.row()
                 print(f"{who}: p50 {rows[who]['p50_s']:.2f}s p99 {rows[who]['p99_s']:.2f}s "
                       f"rss {rows[who]['peak_rss_mb']:.0f}MB cpu {rows[who]['cpu_s']:.1f}s", file=sys.stderr)
