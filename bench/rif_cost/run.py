@@ -127,11 +127,13 @@ def main(argv=None) -> int:
                                   mean(total_ratios["seconds"]), mean(aa_diff))
     cheap = all(cb.finite(x) and x >= GOAL_RATIO for x in (tok_r, step_r, sec_r))
     close = cb.finite(d_aa) and abs(d_aa) <= GOAL_AA
+    not_worse = cb.finite(d_aa) and d_aa >= -GOAL_AA
     fmt = lambda x: "n/a " if x is None else f"{x:.2f}"  # noqa: E731
     verdict = (f"Goal: rif-grpo >= {GOAL_RATIO}x cheaper per task (tokens, steps, seconds) at AA within "
                f"{GOAL_AA:.2f}: cost ratios tokens {fmt(tok_r)}x, steps {fmt(step_r)}x, stage seconds "
                f"{fmt(sec_r)}x -> {'met' if cheap else 'NOT met'}; AA rif - grpo = "
-               f"{'n/a' if d_aa is None else f'{d_aa:+.3f}'} -> {'met' if close else 'NOT met'}.")
+               f"{'n/a' if d_aa is None else f'{d_aa:+.3f}'} -> within ±{GOAL_AA:.2f}: {'met' if close else 'NOT met'}, "
+               f"not worse by more than {GOAL_AA:.2f}: {'met' if not_worse else 'NOT met'}.")
     elapsed = time.monotonic() - t0
     print("\n" + cost + "\n" + quality + "\n" + verdict)
     cmd = "OMP_NUM_THREADS=1 .venv/bin/python bench/rif_cost/run.py" + (" --quick" if args.quick else "") + (
