@@ -168,6 +168,8 @@ def main(argv=None) -> int:
     cmd = "OMP_NUM_THREADS=1 .venv/bin/python bench/trainer_overhead/run.py" + (" --quick" if args.quick else "")
     if args.snapshot:
         cmd += f" --snapshot {args.snapshot}"
+    if args.base:
+        cmd += f" --base {args.base}"
     if args.repeats or args.steps:
         cmd += (f" --repeats {repeats}" if args.repeats else "") + (f" --steps {steps}" if args.steps else "")
     doc = "\n".join([
