@@ -26,6 +26,7 @@ class ProgressDisplay:
         self._started = 0.0
         self._last_print = 0.0
         self._live = False
+        self._rate_origin: Optional[tuple[float, int]] = None  # (time, step) of the first step reported
         self.last: dict = {}
 
     def log(self, text: str) -> None:
@@ -39,6 +40,7 @@ class ProgressDisplay:
         self._label = f"{where} {stage}"
         self._started = time.monotonic()
         self._last_print = 0.0
+        self._rate_origin = None
         self.last = {}
         retry = f" (attempt {attempt + 1})" if attempt else ""
         self.log(f"==> {where}: {stage}{retry}  [{job}]")
@@ -47,7 +49,7 @@ class ProgressDisplay:
         """A CPT_PROGRESS event from the stage process."""
         self.last = event
         now = time.monotonic()
-        line = self.render(event, now - self._started)
+        line = self.render(event, now)
         if self.tty:
             width = shutil.get_terminal_size((100, 20)).columns
             self.out.write("\r" + line[: width - 1].ljust(min(width - 1, len(line) + 2)))
@@ -57,8 +59,10 @@ class ProgressDisplay:
             self._last_print = now
             self.log(line)
 
-    def render(self, event: dict, elapsed: float) -> str:
+    def render(self, event: dict, now: float) -> str:
         step, total = event.get("step") or 0, event.get("total_steps") or 0
+        elapsed = now - self._started
+        eta = self._eta(step, total, now)
         parts = [f"    {self._label}", f"step {step}/{total}" if total else f"step {step}"]
         if event.get("reward") is not None:
             parts.append(f"reward {event['reward']:.3f}")
@@ -66,10 +70,19 @@ class ProgressDisplay:
             parts.append(f"loss {event['loss']:.4f}")
         if event.get("accuracy") is not None:
             parts.append(f"acc {event['accuracy']:.3f}")
-        eta = elapsed / step * (total - step) if step and total else None
         parts.append(f"elapsed {_eta(elapsed)}")
         parts.append(f"ETA {_eta(eta)}")
         return "  ".join(parts)
+
+    def _eta(self, step: int, total: int, now: float) -> Optional[float]:
+        """Remaining time from the step rate since the first reported step (process start-up excluded)."""
+        if self._rate_origin is None or step < self._rate_origin[1]:
+            self._rate_origin = (now, step)
+            return None
+        origin_time, origin_step = self._rate_origin
+        if not total or step <= origin_step:
+            return None
+        return (now - origin_time) / (step - origin_step) * (total - step)
 
     def stage_finished(self, ok: bool, seconds: float, detail: str = "") -> None:
         mark = "done" if ok else "FAILED"
