@@ -22,6 +22,17 @@ PROTOCOL (fixed before any result was looked at; see PROTOCOL below and the top 
 - Multi-task baseline: GRPO on the union of the three pools, same hyper-parameters and epochs (so the same
   total number of optimizer steps as the three sequential GRPO tasks), evaluated once at the end.
 - All numbers as measured; mean ± sample std over seeds.
+
+PROTOCOL v2 (`--protocol v2`; registered 2026-11-22 after v1's results were seen, before any v2 run)
+- Why: under v1 (lr 5e-4) GRPO collapsed on the current base (plasticity -0.07, general skill copy 1.00 -> 0.01,
+  sort driven from ~0.3 to ~0.1), so v1 cannot compare SFT and GRPO at equal learning. The trainer's author
+  measured that lr 3e-4 already over-trains this base and recommends 1e-4 (examples/local.yaml uses 1e-4).
+- The only change: learning rate 1e-4 for SFT and for GRPO / RIF-GRPO / multi-task GRPO (the same lr for both, as
+  DESIGN.md section 1 requires). Everything else is v1's: the same base (v1's build, work/full/base-seed0-default,
+  reused, not rebuilt), tasks, pools and eval sets (v1's data directories), budgets (16 epochs), seeds 0 1 2, RIF
+  settings, matched-learning SFT control rule (schedule [5, 10, 20, 40, 80] on seed 0, smallest budget whose
+  plasticity reaches GRPO's) and multi-task baseline. Its runs go to work/full/runs-v2/ (v1's runs stay), and its
+  table is written as the section "Protocol v2 (lr 1e-4)" at the end of RESULTS.md (v1's part is left as it is).
 """
 
 from __future__ import annotations
@@ -54,6 +65,14 @@ PROTOCOL = {
     "seeds": [0, 1, 2],
     "multitask_method": "grpo",
 }
+
+# v2: v1 with lr 1e-4 for both SFT and GRPO; nothing else changes (see the docstring for why and when).
+PROTOCOL_V2 = json.loads(json.dumps(PROTOCOL))
+PROTOCOL_V2["grpo"]["learningRate"] = 1.0e-4
+PROTOCOL_V2["sft"]["learningRate"] = 1.0e-4
+PROTOCOLS = {"v1": PROTOCOL, "v2": PROTOCOL_V2}
+RUNS_DIR = {"v1": "runs", "v2": "runs-v2"}  # per protocol, under the shared work dir (base and data are shared)
+V2_HEADING = "## Protocol v2 (lr 1e-4)"  # RESULTS.md: everything from this heading on is v2's section
 
 QUICK = {
     "base": {"seed": 0, "steps": 40, "overrides": {"tail_steps": 0, "probe_size": 8}},
@@ -113,8 +132,8 @@ def describe(p: dict) -> str:
 # ------------------------------------------------------------------------------------------------ runs
 
 class Bench:
-    def __init__(self, p: dict, work: Path, nice: int, parallel: int):
-        self.p, self.work, self.nice, self.parallel = p, work, nice, parallel
+    def __init__(self, p: dict, work: Path, nice: int, parallel: int, runs: str = "runs"):
+        self.p, self.work, self.nice, self.parallel, self.runs = p, work, nice, parallel, runs
         self.base = work / f"base-seed{p['base']['seed']}-{p['base']['steps'] or 'default'}"
 
     def prepare(self) -> dict:
@@ -141,7 +160,7 @@ class Bench:
     def sequential(self, method: str, seed: int, sft_steps=None):
         tag = method if sft_steps is None else f"sft-steps{sft_steps}"
         name = f"{tag}-s{seed}"
-        run_dir = self.work / "runs" / name
+        run_dir = self.work / self.runs / name
 
         def job():
             t0 = time.monotonic()
@@ -154,7 +173,7 @@ class Bench:
 
     def multitask(self, seed: int):
         name = f"multitask-s{seed}"
-        run_dir = self.work / "runs" / name
+        run_dir = self.work / self.runs / name
 
         def job():
             res = cb.run_multitask(run_dir, self.doc(name, self.p["multitask_method"], seed, run_dir), self.nice)
@@ -332,9 +351,58 @@ def sum_wall(out: dict) -> float:
     return sum(seen.values())
 
 
+COLUMNS = (
+    "Columns: final AA = mean accuracy over all tasks after the last task; plasticity = mean over tasks of "
+    "a[j][j] - a[0][j]; BWT = mean over j < T of a[T][j] - a[j][j] (negative = forgetting); forgetting = "
+    "Chaudhry (positive = forgetting); general change = general score after the last task minus the base's; "
+    "RIF filtered = mean fraction of training prompts dropped; rollout tokens include RIF's filter rollouts; "
+    "wall s = the whole `cpt run` (all stages, process start-up and evaluation included).")
+
+
+def v2_section(p, out, table, cmd, started, elapsed, machine, code) -> str:
+    """Protocol v2's section of RESULTS.md (appended after v1's part, which is left unchanged)."""
+    parts = [
+        V2_HEADING,
+        "",
+        "**Registered after seeing v1's results** (in bench/forgetting/run.py, `--protocol v2`, committed before "
+        "any v2 run). Why: at v1's lr 5e-4 GRPO collapsed on this base (plasticity -0.07, general skill copy "
+        "1.00 -> 0.01), so v1 says little about SFT vs GRPO at equal learning; the trainer's author measured that "
+        "lr 3e-4 already over-trains this base and recommends 1e-4 (examples/local.yaml). **The only change from "
+        "v1 is the learning rate, 1e-4 for SFT and for GRPO / RIF-GRPO / multi-task GRPO alike**; the base (v1's "
+        "build, reused), tasks, pools, eval sets, budgets (16 epochs), seeds, RIF settings, matched-learning "
+        "control rule and multi-task baseline are v1's.",
+        "",
+        "### v2 protocol",
+        "",
+        describe(p),
+        "",
+        f"Command: `{cmd}`  ",
+        f"Date: {started.strftime('%Y-%m-%d %H:%M UTC')}; sum of the runs' wall times "
+        f"{sum_wall(out) / 60:.1f} min (base build excluded), this invocation {elapsed / 60:.1f} min  ",
+        f"Machine: {machine}  ",
+        f"Code measured: {code}",
+        "",
+        "### v2 results (mean ± std over seeds " + ", ".join(map(str, p["seeds"])) + ")",
+        "",
+        COLUMNS,
+        "",
+        table,
+        "### v2 per-seed accuracy matrices",
+        "",
+        render_matrices(out, p),
+    ]
+    doc = "\n".join(parts)
+    notes = HERE / "NOTES-v2.md"  # v2 analysis written after reading v2's results; appended verbatim
+    if notes.is_file():
+        doc += "\n" + notes.read_text()
+    return doc
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="smoke run: tiny base, 2 tasks, 2 steps, 1 seed")
+    ap.add_argument("--protocol", choices=sorted(PROTOCOLS), default="v1",
+                    help="v1 (default, lr 5e-4) or v2 (lr 1e-4 for SFT and GRPO, registered after v1; see docstring)")
     ap.add_argument("--seeds", type=int, nargs="+", help="override the protocol's seeds")
     ap.add_argument("--work", type=Path, help="scratch directory (default bench/forgetting/work[/quick])")
     ap.add_argument("--results", type=Path, help="where to write the markdown (default RESULTS.md; quick: in --work)")
@@ -343,7 +411,8 @@ def main(argv=None) -> int:
     ap.add_argument("--snapshot", metavar="REV", help="measure git revision REV (git archive of trainer/ and "
                     "operator/) instead of the working tree")
     args = ap.parse_args(argv)
-    p = json.loads(json.dumps(QUICK if args.quick else PROTOCOL))
+    v2 = args.protocol == "v2" and not args.quick
+    p = json.loads(json.dumps(QUICK if args.quick else PROTOCOLS[args.protocol]))
     if args.seeds:
         p["seeds"] = args.seeds
     work = (args.work or HERE / "work" / ("quick" if args.quick else "full")).resolve()
@@ -354,47 +423,57 @@ def main(argv=None) -> int:
     started = datetime.datetime.now(datetime.timezone.utc)
     machine = cb.machine()
     t0 = time.monotonic()
-    out = Bench(p, work, args.nice, parallel).run()
+    out = Bench(p, work, args.nice, parallel, RUNS_DIR[args.protocol]).run()
     elapsed = time.monotonic() - t0
     summary = summarize(out, p)
     table = render(summary, p)
     print("\n" + table)
     cmd = "OMP_NUM_THREADS=1 .venv/bin/python bench/forgetting/run.py" + (" --quick" if args.quick else "") + (
+        " --protocol v2" if v2 else "") + (
         f" --seeds {' '.join(map(str, args.seeds))}" if args.seeds else "") + (
         f" --snapshot {args.snapshot}" if args.snapshot else "")
-    doc = "\n".join([
-        "# bench/forgetting: SFT vs GRPO vs RIF-GRPO vs multi-task" + (" (QUICK smoke run)" if args.quick else ""),
-        "",
-        "## Protocol (fixed in bench/forgetting/run.py before any result was looked at)",
-        "",
-        describe(p),
-        "",
-        f"Command: `{cmd}`  ",
-        f"Date: {started.strftime('%Y-%m-%d %H:%M UTC')}; sum of the runs' wall times "
-        f"{sum_wall(out) / 60:.1f} min (base build excluded), this invocation {elapsed / 60:.1f} min  ",
-        f"Machine: {machine}  ",
-        f"Code measured: {code}",
-        "",
-        "## Results (mean ± std over seeds " + ", ".join(map(str, p["seeds"])) + ")",
-        "",
-        "Columns: final AA = mean accuracy over all tasks after the last task; plasticity = mean over tasks of "
-        "a[j][j] - a[0][j]; BWT = mean over j < T of a[T][j] - a[j][j] (negative = forgetting); forgetting = "
-        "Chaudhry (positive = forgetting); general change = general score after the last task minus the base's; "
-        "RIF filtered = mean fraction of training prompts dropped; rollout tokens include RIF's filter rollouts; "
-        "wall s = the whole `cpt run` (all stages, process start-up and evaluation included).",
-        "",
-        table,
-        "## Per-seed accuracy matrices",
-        "",
-        render_matrices(out, p),
-    ])
-    notes = HERE / "NOTES.md"  # analysis written after reading the results; appended verbatim
-    if notes.is_file() and not args.quick:
-        doc += "\n" + notes.read_text()
+    if v2:
+        doc = v2_section(p, out, table, cmd, started, elapsed, machine, code)
+        text = results.read_text() if results.is_file() else ""
+        cut = text.find("\n" + V2_HEADING)
+        doc = (text if cut < 0 else text[:cut]).rstrip("\n") + "\n\n" + doc
+        summary_file = work / "summary-v2.json"
+    else:
+        doc = "\n".join([
+            "# bench/forgetting: SFT vs GRPO vs RIF-GRPO vs multi-task" + (" (QUICK smoke run)" if args.quick else ""),
+            "",
+            "## Protocol (fixed in bench/forgetting/run.py before any result was looked at)",
+            "",
+            describe(p),
+            "",
+            f"Command: `{cmd}`  ",
+            f"Date: {started.strftime('%Y-%m-%d %H:%M UTC')}; sum of the runs' wall times "
+            f"{sum_wall(out) / 60:.1f} min (base build excluded), this invocation {elapsed / 60:.1f} min  ",
+            f"Machine: {machine}  ",
+            f"Code measured: {code}",
+            "",
+            "## Results (mean ± std over seeds " + ", ".join(map(str, p["seeds"])) + ")",
+            "",
+            COLUMNS,
+            "",
+            table,
+            "## Per-seed accuracy matrices",
+            "",
+            render_matrices(out, p),
+        ])
+        notes = HERE / "NOTES.md"  # analysis written after reading the results; appended verbatim
+        if notes.is_file() and not args.quick:
+            doc += "\n" + notes.read_text()
+        if results.is_file() and not args.quick:  # keep protocol v2's section when v1's part is regenerated
+            text = results.read_text()
+            cut = text.find("\n" + V2_HEADING)
+            if cut >= 0:
+                doc = doc.rstrip("\n") + "\n\n" + text[cut + 1:]
+        summary_file = work / "summary.json"
     results.parent.mkdir(parents=True, exist_ok=True)
     results.write_text(doc)
-    (work / "summary.json").write_text(json.dumps({"protocol": p, "summary": summary, "elapsed_s": elapsed},
-                                                  indent=1, default=str))
+    summary_file.write_text(json.dumps({"protocol": p, "summary": summary, "elapsed_s": elapsed},
+                                       indent=1, default=str))
     print(f"wrote {results} ({elapsed / 60:.1f} min)")
     return 0
 
