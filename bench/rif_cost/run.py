@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """bench/rif_cost: what RIF saves. rif-grpo vs grpo on the same task sequence, seeds and budget.
 
-    OMP_NUM_THREADS=1 .venv/bin/python bench/rif_cost/run.py [--quick] [--seeds 0 1 2]
+    OMP_NUM_THREADS=1 .venv/bin/python bench/rif_cost/run.py [--quick] [--seeds 0 1 2] [--protocol v1|v2]
 
 The runs are bench/forgetting's grpo and rif-grpo runs (same protocol constant, same scratch directory): when
 bench/forgetting has already run them, their report.json files are reused (the spec files must be
@@ -9,6 +9,10 @@ byte-identical, else they are run again); otherwise this script runs them itself
 Per task: rollout tokens (RIF's filter rollouts included), learner steps, stage seconds (filter + train, measured
 in the stage processes) and their grpo / rif-grpo ratios; final AA and BWT. Goal (issue 9): rif-grpo at least
 1.7x cheaper per task at AA within 1 point (0.01).
+
+`--protocol v2` uses bench/forgetting's protocol v2 (lr 1e-4 for SFT and GRPO, registered after v1; see
+bench/forgetting/run.py) and its runs (work/full/runs-v2/); its table is written as the section
+"Protocol v2 (lr 1e-4)" at the end of RESULTS.md, after v1's part, which is left as it is.
 """
 
 from __future__ import annotations
@@ -54,6 +58,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="smoke run (bench/forgetting's quick protocol)")
     ap.add_argument("--seeds", type=int, nargs="+")
+    ap.add_argument("--protocol", choices=["v1", "v2"], default="v1",
+                    help="bench/forgetting's protocol whose runs to use (default v1)")
     ap.add_argument("--work", type=Path, help="bench/forgetting's scratch directory (shared, so runs are reused)")
     ap.add_argument("--results", type=Path)
     ap.add_argument("--parallel", type=int)
@@ -61,7 +67,8 @@ def main(argv=None) -> int:
     ap.add_argument("--snapshot", metavar="REV", help="measure git revision REV (as bench/forgetting --snapshot)")
     args = ap.parse_args(argv)
     fr = _forgetting_module()
-    p = json.loads(json.dumps(fr.QUICK if args.quick else fr.PROTOCOL))
+    v2 = args.protocol == "v2" and not args.quick
+    p = json.loads(json.dumps(fr.QUICK if args.quick else fr.PROTOCOLS[args.protocol]))
     if args.seeds:
         p["seeds"] = args.seeds
     work = (args.work or FORGETTING / "work" / ("quick" if args.quick else "full")).resolve()
@@ -72,7 +79,7 @@ def main(argv=None) -> int:
     started = datetime.datetime.now(datetime.timezone.utc)
     machine = cb.machine()
     t0 = time.monotonic()
-    bench = fr.Bench(p, work, args.nice, parallel)
+    bench = fr.Bench(p, work, args.nice, parallel, fr.RUNS_DIR[args.protocol])
     bench.prepare()
     seeds = p["seeds"]
     jobs = [bench.sequential(m, s) for s in seeds for m in ("grpo", "rif-grpo")]
@@ -137,6 +144,7 @@ def main(argv=None) -> int:
     elapsed = time.monotonic() - t0
     print("\n" + cost + "\n" + quality + "\n" + verdict)
     cmd = "OMP_NUM_THREADS=1 .venv/bin/python bench/rif_cost/run.py" + (" --quick" if args.quick else "") + (
+        " --protocol v2" if v2 else "") + (
         f" --seeds {' '.join(map(str, args.seeds))}" if args.seeds else "") + (
         f" --snapshot {args.snapshot}" if args.snapshot else "")
     doc = "\n".join([
@@ -144,7 +152,7 @@ def main(argv=None) -> int:
         "",
         f"Command: `{cmd}`  ",
         f"Date: {started.strftime('%Y-%m-%d %H:%M UTC')}; {reused} of {len(res)} runs reused from bench/forgetting "
-        f"(identical spec files in {work.name}/runs), {elapsed / 60:.1f} min here  ",
+        f"(identical spec files in {work.name}/{bench.runs}), {elapsed / 60:.1f} min here  ",
         f"Machine: {machine}  ",
         f"Code measured: {code}",
         "",
@@ -165,9 +173,24 @@ def main(argv=None) -> int:
         verdict,
         "",
     ])
-    notes = HERE / "NOTES.md"  # analysis written after reading the results; appended verbatim
-    if notes.is_file() and not args.quick:
-        doc += "\n" + notes.read_text()
+    text = results_path.read_text() if results_path.is_file() and not args.quick else ""
+    cut = text.find("\n" + fr.V2_HEADING)
+    if v2:
+        # v2's section: same content, headings one level down, appended after v1's part (left unchanged)
+        body = doc.split("\n", 1)[1].replace("\n## ", "\n### ")
+        body = body.replace("Protocol: bench/forgetting's (see", "Protocol: bench/forgetting's v2 (see")
+        doc = fr.V2_HEADING + "\n\nrif-grpo vs grpo under bench/forgetting's protocol v2 (lr 1e-4 for SFT and " \
+            "GRPO; registered after v1's results were seen, the only change from v1).\n" + body
+        notes = HERE / "NOTES-v2.md"
+        if notes.is_file():
+            doc += "\n" + notes.read_text()
+        doc = (text if cut < 0 else text[:cut]).rstrip("\n") + "\n\n" + doc
+    else:
+        notes = HERE / "NOTES.md"  # analysis written after reading the results; appended verbatim
+        if notes.is_file() and not args.quick:
+            doc += "\n" + notes.read_text()
+        if cut >= 0:  # keep protocol v2's section when v1's part is regenerated
+            doc = doc.rstrip("\n") + "\n\n" + text[cut + 1:]
     results_path.parent.mkdir(parents=True, exist_ok=True)
     results_path.write_text(doc)
     print(f"wrote {results_path}")
