@@ -24,57 +24,20 @@ import json
 import random
 import string
 import uuid
-from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import aiohttp.web
 import attrs
 import kmock
-from kmock._internal import apps, parsing, rendering
+from kmock._internal import apps, rendering
 
+from . import kmock_patch  # noqa: F401  (fixes kmock 0.8's path parser before use)
 from . import semantics as sem
+from .faults import Fault, Stats  # noqa: F401  (Fault is re-exported by the package)
 
 assert kmock.__version__.startswith("0.8"), "tests/kubeemu is written against kmock==0.8"
 
-_kmock_parse_path = parsing.parse_path
-
-
-def _parse_path_fixed(path: str) -> parsing.ParsedPath:
-    """kmock 0.8 raises on `/api/v1/namespaces` (kopf lists it); fall back to our parser for the request log."""
-    try:
-        return _kmock_parse_path(path)
-    except ValueError:
-        p = sem.parse_path(path)
-        assert p is not None
-        return parsing.ParsedPath(p.group, p.version, p.plural, p.namespace, p.name, p.subresource)
-
-
-parsing.parse_path = _parse_path_fixed  # rendering.Request._parse looks it up on the module at call time
-
 LOG_LIMIT = 20000  # watch events kept for resuming; older resourceVersions get 410 Expired
-
-
-@dataclass
-class Fault:
-    """Fail matching requests without applying them. action: create|update|replace|delete|watch|list|fetch|*."""
-
-    action: str = "*"
-    plural: str = "*"
-    status: int = 500
-    times: int = 1  # how many requests to fail; -1 = forever
-    probability: float = 1.0
-    subresource: Optional[str] = "*"
-
-    def matches(self, action: str, path: sem.Path) -> bool:
-        return (self.times != 0 and self.action in ("*", action) and self.plural in ("*", path.plural)
-                and (self.subresource == "*" or self.subresource == path.subresource))
-
-
-@dataclass
-class Stats:
-    creates: list = field(default_factory=list)  # (plural, namespace, name, uid) of every successful create
-    faults_injected: int = 0
-    watches_dropped: int = 0
 
 
 def _now() -> str:

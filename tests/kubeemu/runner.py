@@ -8,7 +8,6 @@ touched from its own loop (`call()` hops there), so no locking is needed anywher
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import os
 import threading
 from typing import Any, Callable, Optional
