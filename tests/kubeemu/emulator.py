@@ -55,7 +55,10 @@ class StrictEmulator(kmock.KubernetesEmulator):
     _rv: int = attrs.field(default=0, init=False)
     _log: list = attrs.field(factory=list, init=False)  # (rv, plural-resource, event)
     _log_first_rv: int = attrs.field(default=0, init=False)
-    _cond: Optional[asyncio.Condition] = attrs.field(default=None, init=False)
+    # Set (and replaced) on every change. Deliberately no asyncio.Lock/Condition: all state lives in one loop and
+    # every mutation is synchronous, and the test server cancels handlers on disconnect; a cancel landing inside
+    # wait_for(Condition.wait()) could leave the lock held by a finished task and hang every later request.
+    _changed: Optional[asyncio.Event] = attrs.field(default=None, init=False)
     _drop_epoch: int = attrs.field(default=0, init=False)
 
     # ------------------------------------------------------------------ public helpers (call in the loop)
@@ -69,6 +72,13 @@ class StrictEmulator(kmock.KubernetesEmulator):
     def drop_watches(self) -> None:
         """Close every open watch stream (the clients must re-list/re-watch)."""
         self._drop_epoch += 1
+        self._notify()
+
+    def _notify(self) -> None:
+        """Wake every watch waiting for a change (each waits on the event current when it started waiting)."""
+        if self._changed is not None:
+            self._changed.set()
+        self._changed = asyncio.Event()
 
     def live(self, plural: str, namespace: Optional[str] = None) -> list[dict]:
         """Current objects of a resource (any group), for assertions."""
@@ -108,24 +118,24 @@ class StrictEmulator(kmock.KubernetesEmulator):
         else:
             raise _error(405, "MethodNotAllowed", f"{method} {request.url.path} is not supported")
         self._maybe_fault(action, path)
-        if self._cond is None:
-            self._cond = asyncio.Condition()
         if action == "watch":
             return await self._watch(request, path, info)
         if action == "list":
             return aiohttp.web.json_response(self._list(path, info, params))
-        async with self._cond:
-            if action == "fetch":
-                result = self._get(path).raw
-            elif action == "create":
-                result = self._create(path, info, request.data)
-            elif action == "update":
-                result = self._update(path, info, request.data, request.headers.get("Content-Type", ""))
-            elif action == "replace":
-                result = self._update(path, info, request.data, "replace")
-            else:
-                result = self._delete(path, params)
-            self._cond.notify_all()
+        if action == "fetch":
+            result = self._get(path).raw
+        else:
+            try:
+                if action == "create":
+                    result = self._create(path, info, request.data)
+                elif action == "update":
+                    result = self._update(path, info, request.data, request.headers.get("Content-Type", ""))
+                elif action == "replace":
+                    result = self._update(path, info, request.data, "replace")
+                else:
+                    result = self._delete(path, params)
+            finally:
+                self._notify()
         return aiohttp.web.json_response(result, status=201 if action == "create" else 200)
 
     def _info(self, path: sem.Path) -> kmock.ResourceInfo:
@@ -343,54 +353,53 @@ class StrictEmulator(kmock.KubernetesEmulator):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout if timeout else None
         epoch = self._drop_epoch
-        since = params.get("resourceVersion") or "0"
-        async with self._cond:
-            if since == "0":
-                pending = [{"type": "ADDED", "object": json.loads(json.dumps(o))}
-                           for o in self._matching(path, params)]
-                position = len(self._log)
-            elif int(since) < self._log_first_rv:
-                pending = [{"type": "ERROR", "object": {"kind": "Status", "apiVersion": "v1", "status": "Failure",
-                                                        "code": 410, "reason": "Expired",
-                                                        "message": f"too old resource version: {since}"}}]
-                position = None
-            else:
-                position = next((i for i, (rv, _, _) in enumerate(self._log) if rv > int(since)), len(self._log))
-                pending = []
+        pending, position = self._watch_start(path, params)
         try:
             while True:
                 for event in pending:
                     await response.write(json.dumps(event).encode() + b"\n")
                 if position is None:
                     break
-                pending = []
-                async with self._cond:
-                    while position >= len(self._log) and self._drop_epoch == epoch:
-                        if deadline is not None and loop.time() >= deadline:
-                            break
-                        if request._raw_request.transport is None or request._raw_request.transport.is_closing():
-                            break
-                        try:
-                            await asyncio.wait_for(self._cond.wait(), 0.5)
-                        except asyncio.TimeoutError:
-                            pass
-                    else:
-                        pass
-                    if self._drop_epoch != epoch:
-                        self.stats.watches_dropped += 1
+                while position >= len(self._log) and self._drop_epoch == epoch:
+                    transport = request._raw_request.transport
+                    if (deadline is not None and loop.time() >= deadline) or transport is None \
+                            or transport.is_closing():
                         break
-                    if position >= len(self._log):
-                        break  # timed out or the client went away
-                    for rv, r, event in self._log[position:]:
-                        obj = event["object"]
-                        if r == res and (not path.namespace or obj["metadata"].get("namespace") == path.namespace) \
-                                and (not path.name or obj["metadata"]["name"] == path.name) \
-                                and sem.label_selector_matches(params.get("labelSelector"),
-                                                               obj["metadata"].get("labels")) \
-                                and sem.field_selector_matches(params.get("fieldSelector"), obj):
-                            pending.append(event)
-                    position = len(self._log)
+                    if self._changed is None:
+                        self._changed = asyncio.Event()
+                    try:  # Event.wait holds nothing, so a cancel here (client gone) leaves no state behind
+                        await asyncio.wait_for(self._changed.wait(), 0.5)
+                    except asyncio.TimeoutError:
+                        pass
+                if self._drop_epoch != epoch:
+                    self.stats.watches_dropped += 1
+                    break
+                if position >= len(self._log):
+                    break  # timed out or the client went away
+                pending = [event for _, r, event in self._log[position:]
+                           if r == res and self._watch_matches(path, params, event["object"])]
+                position = len(self._log)
             await response.write_eof()
-        except (ConnectionError, RuntimeError):
+        except ConnectionError:
             pass  # the client went away
         return response
+
+    def _watch_start(self, path: sem.Path, params: dict) -> tuple[list[dict], Optional[int]]:
+        """The first events of a watch and its position in the log (None: the stream ends after them)."""
+        since = params.get("resourceVersion") or "0"
+        if since == "0":
+            return [{"type": "ADDED", "object": json.loads(json.dumps(o))}
+                    for o in self._matching(path, params)], len(self._log)
+        if int(since) < self._log_first_rv:
+            return [{"type": "ERROR", "object": {"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                                                 "code": 410, "reason": "Expired",
+                                                 "message": f"too old resource version: {since}"}}], None
+        return [], next((i for i, (rv, _, _) in enumerate(self._log) if rv > int(since)), len(self._log))
+
+    @staticmethod
+    def _watch_matches(path: sem.Path, params: dict, obj: dict) -> bool:
+        meta = obj["metadata"]
+        return (not path.namespace or meta.get("namespace") == path.namespace) \
+            and (not path.name or meta["name"] == path.name) \
+            and sem.label_selector_matches(params.get("labelSelector"), meta.get("labels")) \
+            and sem.field_selector_matches(params.get("fieldSelector"), obj)

@@ -115,3 +115,43 @@ def test_watch_resumes_from_a_resource_version_and_expires_old_ones(emu):
         list(kubernetes.watch.Watch().stream(emu.core.list_namespaced_config_map, "default",
                                              resource_version=rv, timeout_seconds=1))
     assert _status(exc) == 410  # the client must re-list, as kopf does
+
+
+def test_watch_clients_vanishing_mid_wait_never_wedge_the_server(emu):
+    """Regression (a CI run hung 900 s on a GET): the test server cancels a watch handler when its client goes
+    away; a cancel landing while the handler waits for changes must leave nothing behind that blocks later
+    requests. Many watchers are cut at random moments while writes keep the wait/notify path busy."""
+    import random
+    import socket
+    import threading
+    import time
+    from urllib.parse import urlparse
+
+    url = urlparse(emu.url)
+    rng = random.Random(7)
+    stop = time.monotonic() + 4
+
+    def writer() -> None:
+        i = 0
+        while time.monotonic() < stop:
+            emu.core.create_namespaced_config_map("default", {"metadata": {"name": f"churn-{i}"}})
+            i += 1
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    while time.monotonic() < stop:
+        sock = socket.create_connection((url.hostname, url.port))
+        sock.sendall(b"GET /api/v1/namespaces/default/configmaps?watch=true&resourceVersion=1 HTTP/1.1\r\n"
+                     b"Host: x\r\n\r\n")
+        time.sleep(rng.choice([0.0, 0.001, 0.01, 0.05, 0.49, 0.5, 0.51]))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        sock.close()  # an abrupt reset, as a killed operator leaves
+    thread.join()
+    # Every kind of request still answers promptly.
+    assert emu.core.read_namespaced_config_map("churn-0", "default", _request_timeout=5).metadata.name == "churn-0"
+    emu.core.patch_namespaced_config_map("churn-0", "default", {"data": {"k": "v"}}, _request_timeout=5)
+    events = list(kubernetes.watch.Watch().stream(emu.core.list_namespaced_config_map, "default",
+                                                  resource_version=emu.core.list_namespaced_config_map(
+                                                      "default", _request_timeout=5).metadata.resource_version,
+                                                  timeout_seconds=1, _request_timeout=5))
+    assert events == []

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/operator -> `o
 
 from kubeemu import EmulatorThread  # noqa: E402
 
-from operator_harness import World, running_operator  # noqa: E402
+from operator_harness import World, api_client, running_operator  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 CRD = yaml.safe_load((REPO / "crds" / "continualposttraining.yaml").read_text())
@@ -75,7 +75,7 @@ def backend(request: pytest.FixtureRequest) -> EmulatorThread | None:
 def world(backend: EmulatorThread | None, s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
     for key, value in OPERATOR_ENV.items():
         monkeypatch.setenv(key, value)
-    client = kubernetes.config.new_client_from_config(config_file=os.environ["KUBECONFIG"])
+    client = api_client(os.environ["KUBECONFIG"])
     namespace = "default"
     if backend is None:  # a real cluster: one namespace per test, removed afterwards
         namespace = f"cpt-test-{uuid.uuid4().hex[:6]}"
@@ -91,7 +91,7 @@ def emu_world(emulator: EmulatorThread, s3_endpoint: str, monkeypatch: pytest.Mo
     """Emulator-only tests (fault injection, create log)."""
     for key, value in OPERATOR_ENV.items():
         monkeypatch.setenv(key, value)
-    client = kubernetes.config.new_client_from_config(config_file=os.environ["KUBECONFIG"])
+    client = api_client(os.environ["KUBECONFIG"])
     yield World(client, "default", s3_endpoint)
     client.close()
 

@@ -27,6 +27,23 @@ GROUP, VERSION, PLURAL = api.GROUP, api.VERSION, api.PLURAL
 JOBS = ("kubeflow.org", "v1", "pytorchjobs")
 
 
+REQUEST_TIMEOUT = (5, 60)  # (connect, read) seconds: a wedged server fails the test in a minute, not at pytest's 900 s
+
+
+def api_client(kubeconfig: str) -> kubernetes.client.ApiClient:
+    """A client whose every request is bounded by REQUEST_TIMEOUT unless the call sets its own."""
+    client = kubernetes.config.new_client_from_config(config_file=kubeconfig)
+    call_api = client.call_api
+
+    def bounded_call_api(*args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("_request_timeout") is None:
+            kwargs["_request_timeout"] = REQUEST_TIMEOUT
+        return call_api(*args, **kwargs)
+
+    client.call_api = bounded_call_api  # type: ignore[method-assign]
+    return client
+
+
 def now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
