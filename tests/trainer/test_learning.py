@@ -34,8 +34,9 @@ def test_rif_keeps_a_sensible_fraction_on_a_partly_trained_model(tiny_base):
     again = run_rif(make_engine("hf", model, tok), tok, task, rollouts=8, min_correct=1, max_tokens=16, seed=0)
     assert strict.kept <= res.kept and again.kept_rows == res.kept_rows
     # the general skill (copy), which the base knows better, keeps a larger fraction
-    copy = run_rif(make_engine("hf", model, tok), tok, _task("copy", "train", 32), rollouts=4, max_tokens=16)
-    assert copy.kept / 32 > res.kept / 64 and copy.mean_correct > res.mean_correct
+    copy = run_rif(make_engine("hf", model, tok), tok, _task("copy", "train"), rollouts=8, min_correct=3,
+                   max_tokens=16, seed=0)
+    assert copy.kept > strict.kept and copy.mean_correct > res.mean_correct + 0.2, (copy.stats(), res.stats())
 
 
 def test_grpo_raises_reward_on_a_partly_solved_task(tiny_base, tmp_path):

@@ -5,7 +5,9 @@ and holds a "general" skill firmly (so forgetting of general capability is measu
 the tokenizer is a WordLevel vocabulary of single characters, the weights come from `pretrain`.
 
 Llama, not Qwen2: transformers 5 forces Qwen2Tokenizer onto Qwen2 configs and drops spaces (DESIGN.md section 7).
-Pre-training is a plain torch loop (nanochat style): fast on CPU and deterministic given the seed.
+Pre-training is a plain torch loop (nanochat style): fast on CPU and deterministic given the seed on one
+machine. Float rounding differs between CPU types and training a model this small amplifies it, so phase 2
+steers by greedy probes (targets and a floor for the general skill), not by fixed step counts.
 """
 
 from __future__ import annotations
@@ -79,8 +81,14 @@ class BaseModelConfig:
     tail_keep: float = 0.05
     tail_lr: float = 1e-3
     tail_steps: int = 600
-    probe_every: int = 25
+    # Phase 2 starts from phase 1's decayed learning rate; jumping straight to tail_lr wiped the general skill
+    # in ~10 steps and made the result depend on the CPU's float rounding. Ramp up over tail_warmup steps.
+    tail_warmup: int = 20
+    probe_every: int = 10
     probe_size: int = 64
+    # The general skill must still hold at the end: after the targets are reached, phase 2 goes on with mostly
+    # the general skill until its probe is back at general_floor (still within tail_steps).
+    general_floor: float = 0.85
 
 
 def build_model(tokenizer: PreTrainedTokenizerFast, cfg: BaseModelConfig) -> LlamaForCausalLM:
@@ -149,29 +157,51 @@ def pretrain(model, tokenizer, cfg: BaseModelConfig, log_every: int = 100) -> li
         if step % log_every == 0 or step == cfg.steps - 1:
             curve.append({"step": step, "loss": round(loss, 4)})
             log.info("pretrain step %d/%d loss %.4f", step, cfg.steps, loss)
-    # phase 2
-    for group in opt.param_groups:
-        group["lr"] = cfg.tail_lr
-    probes = {s: synthetic.generate(s, cfg.probe_size, seed=cfg.seed + 1, pool="train") for s in cfg.targets}
-    active = [s for s in cfg.targets if greedy_accuracy(model, tokenizer, probes[s]) < cfg.targets[s]]
-    model.train()
-    for step in range(cfg.tail_steps):
-        if not active:
-            break
-        kept = [s for s in cfg.targets if s not in active]
-        share = (1 - cfg.tail_general - cfg.tail_keep * len(kept)) / len(active)
-        picks = rng.choices([cfg.general, *kept, *active],
-                            [cfg.tail_general] + [cfg.tail_keep] * len(kept) + [share] * len(active), k=cfg.batch_size)
-        loss = _step(model, opt, tokenizer, [next(streams[s]) for s in picks])
-        if (step + 1) % cfg.probe_every == 0:
-            done = [s for s in active if greedy_accuracy(model, tokenizer, probes[s]) >= cfg.targets[s]]
-            for s in done:
-                log.info("pretrain tail step %d: %s reached %.2f, kept at a small weight", step, s, cfg.targets[s])
-            active = [s for s in active if s not in done]
-            model.train()
-            curve.append({"step": cfg.steps + step, "loss": round(loss, 4), "active": list(active)})
+    curve += _pretrain_tail(model, tokenizer, cfg, opt, rng, streams)
     model.eval()
     return curve
+
+
+def _pretrain_tail(model, tokenizer, cfg: BaseModelConfig, opt, rng: random.Random, streams: dict) -> list[dict]:
+    """Phase 2: each target task up to its target while the general skill stays at general_floor.
+
+    A feedback loop on greedy probes: a skill below its goal gets the larger share of the batch, one at its goal
+    a small rehearsal share (leaving outright lets it decay to 0 in a few steps on a model this small); the
+    phase ends at the first probe where every goal holds at once, or after tail_steps.
+    """
+    probes = {s: synthetic.generate(s, cfg.probe_size, seed=cfg.seed + 1, pool="train")
+              for s in dict.fromkeys([*cfg.targets, cfg.general])}
+    goals = {**cfg.targets, cfg.general: cfg.general_floor}
+    curve: list[dict] = []
+    for step in range(cfg.tail_steps + 1):
+        if step % cfg.probe_every == 0:
+            acc = {s: greedy_accuracy(model, tokenizer, probes[s]) for s in probes}
+            below = [s for s in goals if acc[s] < goals[s]]
+            model.train()
+            if step:
+                curve.append({"step": cfg.steps + step, "loss": round(loss, 4), "below": below})
+            if not below or step == cfg.tail_steps:
+                break
+        for group in opt.param_groups:
+            group["lr"] = cfg.tail_lr * min(1.0, (step + 1) / max(1, cfg.tail_warmup))
+        loss = _step(model, opt, tokenizer, [next(streams[s]) for s in _tail_mix(cfg, below, rng)])
+    if below:
+        log.warning("pretrain tail: after %d steps %s still below the goal (%s)", cfg.tail_steps, below,
+                    {s: round(acc[s], 2) for s in below})
+    return curve
+
+
+def _tail_mix(cfg: BaseModelConfig, below: list[str], rng: random.Random) -> list[str]:
+    """One batch of skill names: the general skill at tail_general (at least half while it is below its floor),
+    targets below their goal share the rest, targets at their goal are rehearsed at tail_keep each."""
+    general = cfg.tail_general if cfg.general not in below else max(cfg.tail_general, 0.5)
+    active = [s for s in cfg.targets if s in below]
+    kept = [s for s in cfg.targets if s not in below]
+    if active:
+        weights = [cfg.tail_keep] * len(kept) + [(1 - general - cfg.tail_keep * len(kept)) / len(active)] * len(active)
+    else:
+        weights = [(1 - general) / max(1, len(kept))] * len(kept)
+    return rng.choices([cfg.general, *kept, *active], [general, *weights], k=cfg.batch_size)
 
 
 @torch.no_grad()
