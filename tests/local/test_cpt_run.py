@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,9 +22,22 @@ def cpt(*args, cwd, timeout=600):
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
-def test_two_task_run_prints_and_writes_report(workspace):
-    spec = write_spec(workspace, name="e2e", storage="out-e2e")
-    proc = cpt("run", spec.name, "--metrics-port", "-1", cwd=workspace)
+USER_REWARD = """import re
+
+
+def boxed_exact(completions, answer, **kwargs):
+    found = [re.search(r"\\\\boxed\\{([^}]*)\\}", c) for c in completions]
+    return [0.9 * (m is not None and m.group(1).strip() == a) + 0.1 * (m is not None) for m, a in zip(found, answer)]
+"""
+
+
+def test_two_task_run_prints_and_writes_report(workspace, tmp_path):
+    # A user reward module next to the file, and a run started from another folder: paths in the file (and the
+    # module) are relative to the file.
+    (workspace / "e2e_rewards.py").write_text(USER_REWARD)
+    spec = write_spec(workspace, name="e2e", storage="out-e2e",
+                      **{"reverse-eval.jsonl}": "reverse-eval.jsonl, reward: 'e2e_rewards:boxed_exact'}"})
+    proc = cpt("run", f"{workspace.name}/{spec.name}", "--metrics-port", "-1", cwd=workspace.parent)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = proc.stdout
     # what a person sees: stages in order, then the report
@@ -58,6 +72,13 @@ def test_two_task_run_prints_and_writes_report(workspace):
     assert again.returncode == 0
     assert "==>" not in again.stdout  # nothing redone
     assert "task 2 'add': already committed, not redone" in again.stdout
+
+    # The project folder moved (or cloned elsewhere): the run is still recognised, nothing is redone.
+    moved = tmp_path / "elsewhere" / "project"
+    shutil.copytree(workspace, moved)
+    after_move = cpt("run", str(moved / spec.name), "--metrics-port", "-1", cwd=tmp_path)
+    assert after_move.returncode == 0, after_move.stdout[-3000:] + after_move.stderr[-3000:]
+    assert "==>" not in after_move.stdout and "task 2 'add': already committed, not redone" in after_move.stdout
 
 
 def _free_port():

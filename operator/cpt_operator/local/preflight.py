@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 from pathlib import Path
-from typing import Any
+from typing import Iterator
 
 from ..api import CptSpec
 
@@ -18,33 +20,45 @@ class PreflightError(ValueError):
 
 
 def resolve_paths(doc: dict, base: Path) -> dict:
-    """Make local paths in the spec absolute, relative to the resource file (like docker compose)."""
+    """Make the storage path absolute, relative to the resource file (like docker compose).
+
+    Model and dataset paths stay as written: they are part of what identifies a trained task (its spec hash), so
+    a project folder that is moved or cloned elsewhere still resumes. Stage processes run in `base`, where those
+    relative paths mean what the user wrote; `check` resolves them against `base` too.
+    """
     spec = doc.get("spec") or {}
-
-    def fix(value: Any) -> Any:
-        if not isinstance(value, str) or "://" in value or os.path.isabs(value):
-            return value
-        return str((base / value).resolve())
-
-    if "model" in spec:
-        spec["model"] = fix(spec["model"])
-    if isinstance(spec.get("storage"), dict) and "uri" in spec["storage"]:
-        spec["storage"]["uri"] = fix(spec["storage"]["uri"])
-    for item in list(spec.get("tasks") or []) + list(spec.get("general") or []):
-        if isinstance(item, dict):
-            for key in ("train", "eval"):
-                if key in item:
-                    item[key] = fix(item[key])
+    if isinstance(spec.get("storage"), dict) and isinstance(spec["storage"].get("uri"), str):
+        spec["storage"]["uri"] = local_path(spec["storage"]["uri"], base)
     return doc
 
 
-def check(spec: CptSpec) -> None:
-    """Datasets readable and well-formed, rewards loadable, base model present. Raises PreflightError."""
+def local_path(value: str, base: Path) -> str:
+    """`value` resolved against `base` when it is a relative local path; URIs and absolute paths unchanged."""
+    if "://" in value or os.path.isabs(value):
+        return value
+    return str((base / value).resolve())
+
+
+@contextlib.contextmanager
+def importable_from(base: Path) -> Iterator[None]:
+    """`module:function` rewards next to the resource file import as they will in its stage processes."""
+    sys.path.insert(0, str(base))
+    try:
+        yield
+    finally:
+        sys.path.remove(str(base))
+
+
+def check(spec: CptSpec, base: Path) -> None:
+    """Datasets readable and well-formed, rewards loadable, base model present. Raises PreflightError.
+
+    Relative local paths are resolved against `base`, the resource file's folder."""
     from cpt_trainer.tasks import TaskError, load_rows, make_reward
 
     problems: list[str] = []
-    if "://" not in spec.model and not (Path(spec.model) / "config.json").is_file():
-        problems.append(f"spec.model: no model at {spec.model} (expected a Hugging Face model directory with "
+    model = local_path(spec.model, base)
+    if "://" not in model and not (Path(model) / "config.json").is_file():
+        problems.append(f"spec.model: no model at {model} (expected a Hugging Face model directory with "
                         "config.json; build the tiny example model with `cpt-trainer build-base --out DIR`)")
     storage = _storage(spec)
     sets = [(f"spec.tasks[{i}]", t.name, t.reward, t.answer_pattern, [("train", t.train), ("eval", t.eval)])
@@ -53,10 +67,12 @@ def check(spec: CptSpec) -> None:
              for i, b in enumerate(spec.general)]
     for path, name, reward, pattern, files in sets:
         try:
-            make_reward(reward, pattern)
+            with importable_from(base):
+                make_reward(reward, pattern)
         except (TaskError, ValueError) as exc:
             problems.append(f"{path}.reward ({name}): {exc}")
         for key, uri in files:
+            uri = local_path(uri, base)
             try:
                 if not load_rows(uri, storage=storage, limit=None):
                     problems.append(f"{path}.{key} ({name}): {uri} holds no rows")

@@ -67,6 +67,7 @@ class LocalRun:
     spec: CptSpec
     workdir: Path
     display: ProgressDisplay
+    base: Path  # the resource file's folder: stage processes run here, so relative paths mean what was written
     jobs: dict[str, ObservedJob] = field(default_factory=dict)
     fatal: Optional[str] = None
     started: dict[str, float] = field(default_factory=dict)
@@ -78,9 +79,10 @@ class LocalRun:
 
 def run_file(path: str, workdir: Optional[str] = None, metrics_port: int = 9464) -> int:
     display = ProgressDisplay()
+    base = Path(path).resolve().parent
     try:
         doc, spec = load_resource(path)
-        check(spec)
+        check(spec, base)
     except (SpecError, PreflightError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         print("nothing was trained.", file=sys.stderr)
@@ -90,7 +92,7 @@ def run_file(path: str, workdir: Optional[str] = None, metrics_port: int = 9464)
     store = open_store_for_spec(spec.storage)
     state_dir = Path(workdir) if workdir else _default_workdir(spec, doc["metadata"]["name"])
     state_dir.mkdir(parents=True, exist_ok=True)
-    run = LocalRun(doc=doc, spec=spec, workdir=state_dir, display=display)
+    run = LocalRun(doc=doc, spec=spec, workdir=state_dir.resolve(), display=display, base=base)
     server = _serve_metrics(metrics_port, display)
     display.log(f"cpt run {doc['metadata']['name']}: {spec.method}, {len(spec.tasks)} tasks, storage {spec.storage.uri}")
     try:
@@ -187,7 +189,7 @@ def _run_stage(run: LocalRun, name: str, cfg: StageConfig) -> None:
     result: dict = {}
     with open(log_path, "w", encoding="utf-8") as log:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
-                                env=env, preexec_fn=_die_with_parent)
+                                env=env, cwd=run.base, preexec_fn=_die_with_parent)
         try:
             for line in proc.stdout:
                 log.write(line)
