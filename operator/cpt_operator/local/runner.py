@@ -8,11 +8,9 @@ Resume is free: a rerun observes the committed tasks and the planner continues a
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -29,6 +27,7 @@ from ..planner import Plan, plan
 from ..results import committed_results, run_stats
 from ..stage import StageConfig
 from ..validation import SpecError, validate_resource
+from .launch import Launcher
 from .preflight import PreflightError, check, resolve_paths
 from .progress import ProgressDisplay
 from .report import LOCAL_STATE_DIR, STATUS_FILE, build_report, render_markdown, write_report
@@ -68,6 +67,7 @@ class LocalRun:
     workdir: Path
     display: ProgressDisplay
     base: Path  # the resource file's folder: stage processes run here, so relative paths mean what was written
+    launcher: Launcher
     jobs: dict[str, ObservedJob] = field(default_factory=dict)
     fatal: Optional[str] = None
     started: dict[str, float] = field(default_factory=dict)
@@ -92,7 +92,9 @@ def run_file(path: str, workdir: Optional[str] = None, metrics_port: int = 9464)
     store = open_store_for_spec(spec.storage)
     state_dir = Path(workdir) if workdir else _default_workdir(spec, doc["metadata"]["name"])
     state_dir.mkdir(parents=True, exist_ok=True)
-    run = LocalRun(doc=doc, spec=spec, workdir=state_dir.resolve(), display=display, base=base)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"}
+    launcher = Launcher(env, state_dir.resolve(), log=display.log)
+    run = LocalRun(doc=doc, spec=spec, workdir=state_dir.resolve(), display=display, base=base, launcher=launcher)
     server = _serve_metrics(metrics_port, display)
     display.log(f"cpt run {doc['metadata']['name']}: {spec.method}, {len(spec.tasks)} tasks, storage {spec.storage.uri}")
     try:
@@ -101,6 +103,7 @@ def run_file(path: str, workdir: Optional[str] = None, metrics_port: int = 9464)
         display.log("interrupted: committed tasks are kept; rerun the same command to continue after the last one.")
         return EXIT_INTERRUPTED
     finally:
+        launcher.close()
         if server is not None:
             server.shutdown()
     report = build_report(doc["spec"], committed_results(store), result.status)
@@ -184,14 +187,11 @@ def _run_stage(run: LocalRun, name: str, cfg: StageConfig) -> None:
     run.display.stage_started(cfg.task_index, len(run.spec.tasks), cfg.task_name, cfg.stage, cfg.attempt, name)
     run.jobs[name] = ObservedJob(name, cfg.task_index, cfg.stage, cfg.attempt, "Running")
     started = time.monotonic()
-    cmd = [sys.executable, "-m", "cpt_trainer.cli", cfg.stage, "--config", str(config_path)]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"}
     result: dict = {}
     with open(log_path, "w", encoding="utf-8") as log:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
-                                env=env, cwd=run.base, preexec_fn=_die_with_parent)
+        proc = run.launcher.start([cfg.stage, "--config", str(config_path)], run.base)
         try:
-            for line in proc.stdout:
+            for line in proc.lines():
                 log.write(line)
                 if line.startswith("CPT_PROGRESS "):
                     run.display.update(_json(line))
@@ -200,11 +200,10 @@ def _run_stage(run: LocalRun, name: str, cfg: StageConfig) -> None:
                     result = _json(line)
             code = proc.wait()
         except BaseException:
-            proc.send_signal(signal.SIGINT)
-            try:
+            proc.signal(signal.SIGINT)
+            if proc.wait(timeout=30) is None:
+                proc.signal(signal.SIGKILL)
                 proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
             raise
     seconds = time.monotonic() - started
     ok = code == 0
@@ -253,12 +252,3 @@ def _json(line: str) -> dict:
         return json.loads(line.split(" ", 1)[1])
     except (ValueError, IndexError):
         return {}
-
-
-def _die_with_parent() -> None:
-    """A stage process must not outlive a killed `cpt run` (it could commit behind a rerun's back)."""
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
