@@ -35,6 +35,8 @@ from .report import LOCAL_STATE_DIR, STATUS_FILE, build_report, render_markdown,
 EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
 EXIT_INTERRUPTED = 130
+EXIT_BUSY = 75  # EX_TEMPFAIL: another `cpt run` holds this run; try again when it is done
+LOCK_FILE = "run.lock"
 LOG_TAIL_LINES = 25
 LOCAL_NAMESPACE = "local"
 
@@ -92,6 +94,13 @@ def run_file(path: str, workdir: Optional[str] = None, metrics_port: int = 9464)
     store = open_store_for_spec(spec.storage)
     state_dir = Path(workdir) if workdir else _default_workdir(spec, doc["metadata"]["name"])
     state_dir.mkdir(parents=True, exist_ok=True)
+    lock = _claim(state_dir)
+    if lock is None:
+        holder = (state_dir / LOCK_FILE).read_text(encoding="utf-8", errors="replace").strip() or "unknown"
+        print(f"error: another `cpt run` is already running this run ({holder}; lock {state_dir / LOCK_FILE}); "
+              "wait for it to finish or stop it, then rerun", file=sys.stderr)
+        print("nothing was changed.", file=sys.stderr)
+        return EXIT_BUSY
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"}
     launcher = Launcher(env, state_dir.resolve(), log=display.log)
     run = LocalRun(doc=doc, spec=spec, workdir=state_dir.resolve(), display=display, base=base, launcher=launcher)
@@ -104,6 +113,7 @@ def run_file(path: str, workdir: Optional[str] = None, metrics_port: int = 9464)
         return EXIT_INTERRUPTED
     finally:
         launcher.close()
+        lock.close()
         if server is not None:
             server.shutdown()
     report = build_report(doc["spec"], committed_results(store), result.status)
@@ -119,6 +129,27 @@ def run_file(path: str, workdir: Optional[str] = None, metrics_port: int = 9464)
         return 0
     print(f"error: run {phase}: {result.status.get('message')}", file=sys.stderr)
     return EXIT_BAD_INPUT if run.fatal else EXIT_FAILED
+
+
+def _claim(state_dir: Path):
+    """Hold the run's lock for this process's lifetime (the kernel drops it on any exit), or None if taken.
+
+    Two `cpt run`s of one run would train the same stage twice and race each other's commits. The lock lives in
+    the state folder, so it covers runs on this machine (for s3:// storage: started from the same folder).
+    """
+    import fcntl
+
+    fh = open(state_dir / LOCK_FILE, "a+", encoding="utf-8")
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        fh.close()
+        return None
+    fh.seek(0)
+    fh.truncate()
+    fh.write(f"pid {os.getpid()} since {datetime.now(timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ')}\n")
+    fh.flush()
+    return fh
 
 
 def _default_workdir(spec: CptSpec, name: str) -> Path:
