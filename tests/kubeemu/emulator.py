@@ -58,7 +58,7 @@ class StrictEmulator(kmock.KubernetesEmulator):
     # Set (and replaced) on every change. Deliberately no asyncio.Lock/Condition: all state lives in one loop and
     # every mutation is synchronous, and the test server cancels handlers on disconnect; a cancel landing inside
     # wait_for(Condition.wait()) could leave the lock held by a finished task and hang every later request.
-    _changed: Optional[asyncio.Event] = attrs.field(default=None, init=False)
+    _changed: asyncio.Event = attrs.field(factory=asyncio.Event, init=False)
     _drop_epoch: int = attrs.field(default=0, init=False)
 
     # ------------------------------------------------------------------ public helpers (call in the loop)
@@ -76,8 +76,7 @@ class StrictEmulator(kmock.KubernetesEmulator):
 
     def _notify(self) -> None:
         """Wake every watch waiting for a change (each waits on the event current when it started waiting)."""
-        if self._changed is not None:
-            self._changed.set()
+        self._changed.set()
         self._changed = asyncio.Event()
 
     def live(self, plural: str, namespace: Optional[str] = None) -> list[dict]:
@@ -326,17 +325,8 @@ class StrictEmulator(kmock.KubernetesEmulator):
     # ------------------------------------------------------------------ reading
     def _matching(self, path: sem.Path, params: dict) -> list[dict]:
         res = kmock.resource(path.group, path.version, path.plural)
-        out = []
-        for (r, ns, name), obj in self.objects.items():
-            if r != res or obj.deleted or (path.namespace and ns != path.namespace):
-                continue
-            raw = obj.raw
-            if path.name and name != path.name:
-                continue
-            if sem.label_selector_matches(params.get("labelSelector"), raw["metadata"].get("labels")) and \
-                    sem.field_selector_matches(params.get("fieldSelector"), raw):
-                out.append(raw)
-        return out
+        return [obj.raw for (r, _, _), obj in self.objects.items()
+                if r == res and not obj.deleted and sem.object_matches(path, params, obj.raw)]
 
     def _list(self, path: sem.Path, info: kmock.ResourceInfo, params: dict) -> dict:
         items = sorted(self._matching(path, params), key=lambda o: int(o["metadata"]["resourceVersion"]))
@@ -365,8 +355,6 @@ class StrictEmulator(kmock.KubernetesEmulator):
                     if (deadline is not None and loop.time() >= deadline) or transport is None \
                             or transport.is_closing():
                         break
-                    if self._changed is None:
-                        self._changed = asyncio.Event()
                     try:  # Event.wait holds nothing, so a cancel here (client gone) leaves no state behind
                         await asyncio.wait_for(self._changed.wait(), 0.5)
                     except asyncio.TimeoutError:
@@ -377,7 +365,7 @@ class StrictEmulator(kmock.KubernetesEmulator):
                 if position >= len(self._log):
                     break  # timed out or the client went away
                 pending = [event for _, r, event in self._log[position:]
-                           if r == res and self._watch_matches(path, params, event["object"])]
+                           if r == res and sem.object_matches(path, params, event["object"])]
                 position = len(self._log)
             await response.write_eof()
         except ConnectionError:
@@ -395,11 +383,3 @@ class StrictEmulator(kmock.KubernetesEmulator):
                                                  "code": 410, "reason": "Expired",
                                                  "message": f"too old resource version: {since}"}}], None
         return [], next((i for i, (rv, _, _) in enumerate(self._log) if rv > int(since)), len(self._log))
-
-    @staticmethod
-    def _watch_matches(path: sem.Path, params: dict, obj: dict) -> bool:
-        meta = obj["metadata"]
-        return (not path.namespace or meta.get("namespace") == path.namespace) \
-            and (not path.name or meta["name"] == path.name) \
-            and sem.label_selector_matches(params.get("labelSelector"), meta.get("labels")) \
-            and sem.field_selector_matches(params.get("fieldSelector"), obj)

@@ -155,6 +155,15 @@ def field_selector_matches(selector: Optional[str], obj: dict) -> bool:
     return True
 
 
+def object_matches(path: Path, params: dict, obj: dict) -> bool:
+    """Whether a list or watch request (namespace, name, label and field selectors) selects obj."""
+    meta = obj["metadata"]
+    return (not path.namespace or meta.get("namespace") == path.namespace) \
+        and (not path.name or meta["name"] == path.name) \
+        and label_selector_matches(params.get("labelSelector"), meta.get("labels")) \
+        and field_selector_matches(params.get("fieldSelector"), obj)
+
+
 def name_problems(plural: str, name: str) -> list[str]:
     """What the API server's name validation would reject."""
     if plural == "services" and (len(name) > 63 or not DNS1035_LABEL.match(name)):

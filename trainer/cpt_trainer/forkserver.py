@@ -58,7 +58,7 @@ def _child(request: dict, out: int) -> None:
         os.dup2(null, 0)  # the server's stdin carries requests, not for the stage
         os.close(null)
         signal.signal(signal.SIGINT, signal.default_int_handler)
-        _die_with_parent()
+        die_with_parent()
         os.chdir(request["cwd"])
         sys.path.insert(0, request["cwd"])  # like `python -m` run there: reward modules next to the spec import
         from . import cli
@@ -79,8 +79,9 @@ def _child(request: dict, out: int) -> None:
             os._exit(code if isinstance(code, int) else 1)
 
 
-def _die_with_parent() -> None:
-    """A stage must not outlive the server (which itself dies with `cpt run`)."""
+def die_with_parent() -> None:
+    """This process must not outlive its parent: a stage its server, the server `cpt run` (a stage left behind
+    could commit behind a rerun's back)."""
     try:
         import ctypes
 
@@ -116,7 +117,7 @@ def serve_one(request: dict) -> int:
 
 def main() -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _die_with_parent()
+    die_with_parent()
     preload()
     _write(f"{READY}\n".encode())
     for line in sys.stdin:

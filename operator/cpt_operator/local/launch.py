@@ -7,7 +7,6 @@ is the fallback when the server cannot start, and what `CPT_FORKSERVER=0` asks f
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import select
@@ -18,19 +17,10 @@ import time
 from pathlib import Path
 from typing import Iterator, Optional
 
-READY = "CPT_FORKSERVER_READY"  # the protocol's words; cpt_trainer.forkserver is the other side
-PID = "CPT_FORKSERVER_PID "
-EXIT = "CPT_FORKSERVER_EXIT "
+# The protocol and the parent-death guard live with the server; importing that module loads no torch.
+from cpt_trainer.forkserver import EXIT, PID, READY, die_with_parent
+
 START_TIMEOUT = 300.0  # importing the trainer on a loaded machine
-
-
-def die_with_parent() -> None:
-    """A stage process must not outlive a killed `cpt run` (it could commit behind a rerun's back)."""
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
 
 
 class _Lines:
