@@ -76,16 +76,16 @@ def body(name: str, endpoint: str) -> dict:
 def first_stage_children(names: list[str], endpoint: str) -> dict[str, list[dict]]:
     """What the operator's planner creates for each run's first pass (owner uid left as "__UID__")."""
     from cpt_operator import planner
-    from cpt_operator.defaults import PlanDefaults
-    from cpt_operator.observed import Observed
+    from cpt_operator.kube.children import render
 
     out = {}
     for name in names:
         resource = body(name, endpoint)
         resource["metadata"].update(namespace=NAMESPACE, uid="__UID__", generation=1)
-        plan = planner.plan(resource, Observed(now=datetime.now(timezone.utc)), PlanDefaults())
-        assert plan.create, f"the planner creates nothing for {name}: {plan.status.get('message')}"
-        out[name] = plan.create
+        plan = planner.plan(resource, planner.Observed(now=datetime.now(timezone.utc)))
+        children = render(plan, resource, ()).create
+        assert children, f"the planner creates nothing for {name}: {plan.status.get('message')}"
+        out[name] = children
     return out
 
 

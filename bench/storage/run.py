@@ -1,4 +1,4 @@
-"""Storage benchmark: checkpoint upload/download through cpt_trainer.storage vs raw boto3 on the same bytes,
+"""Storage benchmark: checkpoint upload/download through cpt_core.storage vs raw boto3 on the same bytes,
 and resume time (finding the newest committed task of a run with many tasks).
 
     .venv/bin/python bench/storage/run.py            # full: 256 MiB checkpoint, 300-task run; writes RESULTS.md
@@ -28,9 +28,8 @@ import boto3
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 
-from cpt_trainer.storage import (Credentials, commit_task, fetch_checkpoint, latest_committed, layout,
-                                 load_committed, open_store)
-from cpt_trainer.storage.s3 import default_transfer_config  # == boto3's defaults: both sides use the same
+from cpt_core.storage import Credentials, commit_task, fetch_checkpoint, layout, load_committed, open_store
+from cpt_core.storage.s3 import default_transfer_config  # == boto3's defaults: both sides use the same
 
 MiB = 1 << 20
 ACCESS, SECRET = "AKIABENCH00000000000", "benchSecretKey0000000000000000000000000"
@@ -163,7 +162,7 @@ def bench(quick: bool) -> tuple[list[Row], dict[str, str]]:
 
 
 def resume_times(s3_store: object, local_root: Path, ntasks: int) -> dict[str, str]:
-    """Seconds for latest_committed on a run with ntasks committed tasks (each: eval.json, rif.json, a small
+    """Seconds for load_committed (what a resume reads) on a run with ntasks committed tasks (each: eval.json, rif.json, a small
     checkpoint file), on S3 and on a local directory."""
     out = {}
     for label, store in (("s3", s3_store), ("local", open_store(str(local_root)))):
@@ -173,9 +172,8 @@ def resume_times(s3_store: object, local_root: Path, ntasks: int) -> dict[str, s
             store.put_json(layout.task_key(i, f"t{i}", layout.RIF), {"kept": i})  # type: ignore[attr-defined]
             store.put_bytes(layout.task_key(i, f"t{i}", "checkpoint/model.safetensors"), b"w" * 4096)  # type: ignore
             commit_task(store, i, f"t{i}", f"h{i}", {})  # type: ignore[arg-type]
-        t = min(timed(lambda st=store: latest_committed(st)) for _ in range(3))  # type: ignore[arg-type]
-        last = latest_committed(store)  # type: ignore[arg-type]
-        assert last is not None and last.index == ntasks - 1
+        t = min(timed(lambda st=store: load_committed(st)) for _ in range(3))  # type: ignore[arg-type]
+        assert sorted(load_committed(store)) == list(range(ntasks))  # type: ignore[arg-type]
         out[f"resume_{label}_s"] = f"{t:.3f}"
     return out
 
@@ -189,7 +187,7 @@ def table(rows: list[Row], info: dict[str, str]) -> str:
                      f"{r.nbytes / MiB / r.base_s:.0f} | {r.ratio:.2f}x | {r.spread[0]:.2f}-{r.spread[1]:.2f} "
                      f"| {r.note} |")
     lines.append("")
-    lines.append(f"Resume (latest_committed, verify=size) on a run with {info['tasks']} committed tasks: "
+    lines.append(f"Resume (load_committed, verify=size) on a run with {info['tasks']} committed tasks: "
                  f"S3 {info['resume_s3_s']} s, local {info['resume_local_s']} s.")
     lines.append(f"Checkpoint: {info['checkpoint']}; medians of {info['repeats']} alternating runs; "
                  f"{info['machine']}.")

@@ -73,8 +73,8 @@ def bare_is_step(line: str) -> bool:
 
 
 def stage_config(base: Path, train: Path, storage: Path, steps: int, seed: int) -> str:
-    from cpt_operator.api import CptSpec
-    from cpt_operator.stage import StageConfig
+    from cpt_core.api import CptSpec
+    from cpt_core.stage import StageConfig
 
     spec = CptSpec.model_validate({
         "model": str(base), "method": "grpo", "seed": seed,
@@ -117,7 +117,7 @@ def main(argv=None) -> int:
     seed = 0
     # the stage's training seed (cpt_trainer.stages.stage_seed) so both sides sample the same completions
     from cpt_trainer.stages import stage_seed
-    from cpt_operator.api import CptSpec
+    from cpt_core.api import CptSpec
 
     train_seed = stage_seed(CptSpec.model_validate({"model": "m", "tasks": [{"name": TASK, "train": "t", "eval": "e"}],
                                                     "storage": {"uri": "s"}, "seed": seed}), 1, "train")

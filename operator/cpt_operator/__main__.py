@@ -1,6 +1,6 @@
 """`python -m cpt_operator [--verbose] [--liveness=http://0.0.0.0:8080/healthz]`: run the operator.
 
-Same as `kopf run -m cpt_operator.handlers` plus our settings. Namespaces come from CPT_NAMESPACES (empty = all
+Same as `kopf run -m cpt_operator.kube.handlers` plus our settings. Namespaces come from CPT_NAMESPACES (empty = all
 namespaces); peering from CPT_PEERING (empty = standalone). kopf itself is only imported by `handlers`.
 """
 
@@ -10,7 +10,7 @@ import argparse
 import logging
 import sys
 
-from .settings import Settings, SettingsError
+from cpt_operator.kube.settings import Settings, SettingsError
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from .handlers import run_operator
+    from cpt_operator.kube.handlers import run_operator
 
     run_operator(cfg, liveness_endpoint=args.liveness)
     return 0

@@ -9,30 +9,25 @@ from __future__ import annotations
 import argparse
 import sys
 from datetime import datetime, timezone
-from pathlib import Path
 
 import yaml
 
 EXIT_INVALID = 2
 
 
-def _load_documents(path: str) -> list[dict]:
+def _load_documents(path: str) -> list:
+    from cpt_core.resource_file import read_documents
+    from cpt_core.validation import SpecError
+
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise SystemExit(f"error: cannot read {path}: {exc.strerror}") from None
-    try:
-        docs = [d for d in yaml.safe_load_all(text) if d is not None]
-    except yaml.YAMLError as exc:
-        raise SystemExit(f"error: {path} is not valid YAML: {exc}") from None
-    if not docs:
-        raise SystemExit(f"error: {path} holds no document")
-    return docs
+        return read_documents(path)
+    except SpecError as exc:
+        raise SystemExit("error: " + "; ".join(exc.problems)) from None
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
     """Validate every document; without --mode, s3:// storage means a cluster run and anything else a local one."""
-    from .validation import SpecError, validate_resource
+    from cpt_core.validation import SpecError, validate_resource
 
     failed = False
     for path in args.files:
@@ -58,9 +53,9 @@ def _guess_mode(doc: object) -> str:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from .observed import Observed
-    from .planner import plan
-    from .validation import SpecError, validate_resource
+    from cpt_core.validation import SpecError, validate_resource
+    from cpt_operator.kube.children import render
+    from cpt_operator.planner import Observed, plan
 
     out = []
     for doc in _load_documents(args.file):
@@ -72,7 +67,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         doc.setdefault("metadata", {}).setdefault("namespace", args.namespace)
         committed = _committed_for(doc) if args.storage else {}
         result = plan(doc, Observed(now=datetime.now(timezone.utc), committed=committed), mode=args.mode)
-        out.extend(result.create)
+        out.extend(render(result, doc, ()).create)
         if args.show_status:
             print("# status: " + yaml.safe_dump(result.status, sort_keys=False).replace("\n", "\n# "),
                   file=sys.stderr)
@@ -82,33 +77,33 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 def _committed_for(doc: dict) -> dict:
     """Committed results of the run from its storage (for `cpt plan --storage`)."""
-    from .api import CptSpec
-    from .results import read_committed
+    from cpt_core.api import CptSpec
+    from cpt_core.storage import load_committed, open_store_for_spec
 
-    return read_committed(CptSpec.model_validate(doc["spec"]).storage)
+    return load_committed(open_store_for_spec(CptSpec.model_validate(doc["spec"]).storage))
 
 
 def cmd_crd(args: argparse.Namespace) -> int:
-    from .crdgen import render
+    from cpt_operator.kube.crdgen import render
 
     sys.stdout.write(render())
     return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .local.runner import run_file
+    from cpt_operator.local.runner import run_file
 
     return run_file(args.file, workdir=args.workdir, metrics_port=args.metrics_port)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from .local.report import print_status
+    from cpt_operator.local.status import print_status
 
     return print_status(args.target)
 
 
 def cmd_operator(args: argparse.Namespace) -> int:
-    from .__main__ import main as operator_main
+    from cpt_operator.__main__ import main as operator_main
 
     return operator_main(args.kopf_args)
 

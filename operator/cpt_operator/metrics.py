@@ -10,7 +10,7 @@ Labels stay bounded: `namespace`, `cpt`, task and benchmark names (at most 100 +
 `after_task` (a matrix row: `base` or a task name) with its `after_index` (0..T, 1:1 with after_task: it only
 exists so that Grafana can sort rows chronologically), `stage` (filter|train|evaluate), `phase` (5 values).
 
-The operator imports no torch; `cpt_trainer.forgetting` is a pure module and supplies the per-row AA/BWT/forgetting.
+The operator imports no torch; `cpt_core.forgetting` is a pure module and supplies the per-row AA/BWT/forgetting.
 """
 
 from __future__ import annotations
@@ -24,11 +24,13 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from cpt_trainer import forgetting as fm
+from cpt_core import api
+from cpt_core import forgetting as fm
+from cpt_core.stage import BASE_TASK_NAME
 
-BASE = "base"  # after_task / task label of matrix row 0 (the base model), as in cpt_operator.stage
-STAGES = ("filter", "train", "evaluate")
-PHASES = ("Pending", "Running", "Suspended", "Succeeded", "Failed")
+BASE = BASE_TASK_NAME  # after_task / task label of matrix row 0 (the base model)
+STAGES = api.STAGES
+PHASES = api.PHASES
 ACTIVE_TASK_PHASES = ("Running", "Retrying")
 DEFAULT_MAX_DROP = 0.05
 

@@ -9,9 +9,10 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from cpt_operator.observed import CommittedResult, Observed
-from cpt_operator.planner import plan, task_spec_hash
-from cpt_operator.validation import validate_resource
+from cpt_core.results import CommittedTask
+from cpt_core.validation import validate_resource
+from cpt_operator.kube.children import render
+from cpt_operator.planner import Observed, plan, task_spec_hash
 
 ROOT = Path(__file__).resolve().parents[2]
 KUBE_VERSION = "1.30.0"
@@ -85,11 +86,11 @@ def test_plan_of_a_task_with_rollout_servers_is_valid():
     doc = yaml.safe_load((ROOT / "examples" / "cpt.yaml").read_text())
     doc["metadata"]["uid"] = "0f7e4a5e-1111-2222-3333-444455556666"
     spec = validate_resource(doc).spec
-    base = CommittedResult(0, "base", task_spec_hash(spec, 0), {"tasks": {}})
-    result = plan(doc, Observed(now=datetime.now(timezone.utc), committed={0: base}))
-    kinds = sorted(o["kind"] for o in result.create)
+    base = CommittedTask(0, "base", task_spec_hash(spec, 0), {"tasks": {}})
+    children = render(plan(doc, Observed(now=datetime.now(timezone.utc), committed={0: base})), doc, ()).create
+    kinds = sorted(o["kind"] for o in children)
     assert kinds == ["ConfigMap", "Deployment", "PyTorchJob", "Service"]
-    for obj in result.create:
+    for obj in children:
         validate_builtin(obj)
 
 

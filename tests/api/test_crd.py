@@ -7,10 +7,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cpt_operator import api, crdgen
-from cpt_operator.observed import CommittedResult, Observed
+from cpt_core import api
+from cpt_operator.kube import crdgen
+from cpt_core.results import CommittedTask
+from cpt_operator.planner.observed import Observed
 from cpt_operator.planner import plan, task_spec_hash
-from cpt_operator.validation import validate_resource
+from cpt_core.validation import validate_resource
 
 from .crdschema import crd_validator
 
@@ -19,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_committed_crd_is_generated_from_models():
     committed = (ROOT / "crds" / "continualposttraining.yaml").read_text()
-    assert committed == crdgen.render(), "run: python -m cpt_operator.crdgen > crds/continualposttraining.yaml"
+    assert committed == crdgen.render(), "run: python -m cpt_operator.kube.crdgen > crds/continualposttraining.yaml"
 
 
 def test_crd_identity(crd):
@@ -120,8 +122,8 @@ def test_planner_status_validates_against_crd(crd, resource):
     validator = crd_validator(crd)
     spec = validate_resource(resource).spec
     committed = {
-        0: CommittedResult(0, "base", task_spec_hash(spec, 0), {"tasks": {"add": 0.2}, "general": {"copy": 0.9}}),
-        1: CommittedResult(1, "add", task_spec_hash(spec, 1), {"tasks": {"add": 0.7}, "general": {"copy": 0.8}},
+        0: CommittedTask(0, "base", task_spec_hash(spec, 0), {"tasks": {"add": 0.2}, "general": {"copy": 0.9}}),
+        1: CommittedTask(1, "add", task_spec_hash(spec, 1), {"tasks": {"add": 0.7}, "general": {"copy": 0.8}},
                            rif={"kept": 6, "dropped": 4, "filtered_fraction": 0.4}, checkpoint="tasks/1-add/checkpoint"),
     }
     result = plan(resource, Observed(now=datetime(2026, 1, 1, tzinfo=timezone.utc), committed=committed))

@@ -9,15 +9,18 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 import yaml
 
-from cpt_operator.observed import CommittedResult, Observed, ObservedJob
-from cpt_operator.planner import ACK_REGRESSION_ANNOTATION, plan, task_spec_hash
-from cpt_operator.validation import validate_resource
+from cpt_core.results import CommittedTask
+from cpt_core.validation import validate_resource
+from cpt_operator.kube.children import render
+from cpt_operator.planner import ACK_REGRESSION_ANNOTATION, Observed, ObservedJob, Plan, task_spec_hash
+from cpt_operator.planner import plan as plan_intents
 
 GOLDEN = Path(__file__).parent / "golden"
 NOW = datetime(2026, 11, 1, 12, 0, 0, tzinfo=timezone.utc)
@@ -26,13 +29,32 @@ NOW = datetime(2026, 11, 1, 12, 0, 0, tzinfo=timezone.utc)
 def committed(resource, index, tasks, general=None, rif=None):
     spec = validate_resource(resource).spec
     names = ["base"] + [t.name for t in spec.tasks]
-    return CommittedResult(index, names[index], task_spec_hash(spec, index),
+    return CommittedTask(index, names[index], task_spec_hash(spec, index),
                            {"tasks": tasks, "general": general or {}}, rif=rif,
                            checkpoint=None if index == 0 else f"tasks/{index}-{names[index]}/checkpoint")
 
 
 def job(name, index, stage, phase, attempt=0, finished=None, message="", suspended=False):
     return ObservedJob(name, index, stage, attempt, phase, finished, message, suspended)
+
+
+@dataclass
+class KubePlan:
+    """The planner's intents and their rendering as Kubernetes children (what the golden files record)."""
+
+    intents: Plan
+    create: list
+    patch: list
+    delete: list
+
+    def __getattr__(self, name):
+        return getattr(self.intents, name)
+
+
+def plan(resource, observed, children=()):
+    p = plan_intents(resource, observed)
+    c = render(p, resource, children)
+    return KubePlan(p, c.create, c.patch, c.delete)
 
 
 def summary(p):
@@ -83,8 +105,8 @@ def test_base_done_starts_task1_filter_with_rollout(resource, base_done):
 
 def test_stage_success_moves_to_next_stage(resource, base_done):
     jobs = (job("demo-1-filter", 1, "filter", "Succeeded", finished=NOW),)
-    p = plan(resource, Observed(now=NOW, committed=base_done, jobs=jobs,
-                                children=frozenset({("Deployment", "demo-1-rollout"), ("Service", "demo-1-rollout")})))
+    p = plan(resource, Observed(now=NOW, committed=base_done, jobs=jobs),
+             children=frozenset({("Deployment", "demo-1-rollout"), ("Service", "demo-1-rollout")}))
     got = check_golden("03-filter-done", p)
     assert "PyTorchJob/demo-1-train" in got["create"]
     assert p.status["tasks"][1]["stage"] == "train"
@@ -179,7 +201,7 @@ def test_last_task_done_succeeds_with_metrics_and_removes_rollout(resource, base
     done[3] = committed(resource, 3, {"add": 0.75, "reverse": 0.5, "sort": 0.9}, {"copy": 0.85},
                         rif={"kept": 50, "dropped": 50, "filtered_fraction": 0.5})
     children = frozenset({("Deployment", "demo-3-rollout"), ("Service", "demo-3-rollout")})
-    p = plan(resource, Observed(now=NOW, committed=done, children=children))
+    p = plan(resource, Observed(now=NOW, committed=done), children=children)
     got = check_golden("10-succeeded", p)
     st = p.status
     assert st["phase"] == "Succeeded" and st["progress"] == "3/3" and "currentTask" not in st
@@ -268,7 +290,7 @@ def test_pytorchjob_shape(resource, base_done):
     assert pj["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
     assert pj["metadata"]["labels"]["cpt.dev/run"] == "demo"
     cm = next(o for o in p.create if o["kind"] == "ConfigMap")
-    from cpt_operator.stage import StageConfig
+    from cpt_core.stage import StageConfig
 
     cfg = StageConfig.model_validate(yaml.safe_load(cm["data"]["stage.yaml"]))
     assert cfg.stage == "filter" and cfg.task_index == 1 and cfg.rollout_url.endswith(":8000")
@@ -290,7 +312,7 @@ def test_plan_is_deterministic(resource, base_done):
 
 
 def test_planner_imports_neither_torch_nor_kopf():
-    code = ("import sys, cpt_operator.planner, cpt_operator.cli, cpt_operator.results; "
+    code = ("import sys, cpt_operator.planner, cpt_operator.cli; "
             "bad = [m for m in ('torch', 'kopf', 'transformers') if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)

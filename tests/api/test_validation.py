@@ -4,7 +4,7 @@ import copy
 
 import pytest
 
-from cpt_operator.validation import SpecError, validate_resource
+from cpt_core.validation import SpecError, validate_resource
 
 
 def _set(obj: dict, path: str, value):

@@ -40,7 +40,7 @@ def test_ports_and_extra_peers_are_configurable(render):
 
 def test_selectors_match_the_pods_the_operator_creates(render):
     """The policy is useless if its selectors miss the labels manifests.py puts on rollout and learner pods."""
-    manifests = pytest.importorskip("cpt_operator.manifests")
+    manifests = pytest.importorskip("cpt_operator.kube.manifests")
     (policy,) = _policies(render, {}).values()
     rollout_labels = manifests.labels("run", 1, "rollout")
     learner_labels = manifests.labels("run", 1, "learner", "train", 0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from chart_common import NAMESPACE, by_kind, one
 
-from cpt_operator.permissions import REQUIRED_RULES
+from cpt_operator.kube.permissions import REQUIRED_RULES
 
 # Resources that exist outside namespaces: a Role cannot grant them.
 CLUSTER_SCOPED = {("apiextensions.k8s.io", "customresourcedefinitions"), ("", "namespaces")}

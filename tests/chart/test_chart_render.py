@@ -12,7 +12,8 @@ import pytest
 import yaml
 from chart_common import CHART_DIR, DASHBOARD_FILE, RULES_FILE, CUSTOM_KINDS, FULL_VALUES, KUBE_VERSION, NAMESPACE, ROOT, by_kind, helm, one
 
-from cpt_operator import __version__, defaults
+from cpt_operator import __version__
+from cpt_operator.kube import defaults
 
 CASES = {
     "default": {},
@@ -154,7 +155,7 @@ NOT_SET_BY_CHART = {
 def test_env_vars_are_exactly_the_operators_settings(render):
     """Every CPT_* variable the chart sets is one settings.py reads (no silent no-op), and every setting is
     either exposed as a value or deliberately left out (a new setting gets noticed here)."""
-    settings = pytest.importorskip("cpt_operator.settings")
+    settings = pytest.importorskip("cpt_operator.kube.settings")
     _, c = _container(render(FULL_VALUES))
     set_by_chart = {name for name in _env(c) if name.startswith("CPT_")}
     assert not set_by_chart - set(settings.ENV), "the chart sets variables the operator never reads"
@@ -163,7 +164,7 @@ def test_env_vars_are_exactly_the_operators_settings(render):
 
 def test_the_chart_env_parses_with_the_operators_settings(render):
     """The rendered environment (default and full values) is accepted by Settings.from_env."""
-    settings = pytest.importorskip("cpt_operator.settings")
+    settings = pytest.importorskip("cpt_operator.kube.settings")
     for values in ({}, FULL_VALUES):
         _, c = _container(render(values))
         env = {k: v for k, v in _env(c).items() if isinstance(v, str)}

@@ -10,7 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from cpt_operator import metrics
 from cpt_operator.local.runner import load_resource, run_file
 from cpt_operator.planner import task_spec_hash
-from cpt_trainer.storage import commit_task, layout, open_store
+from cpt_core.storage import commit_task, layout, open_store
 
 from .conftest import write_spec
 

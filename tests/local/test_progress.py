@@ -3,8 +3,8 @@
 import io
 import re
 
-from cpt_operator.local import progress as progress_mod
-from cpt_operator.local.progress import ProgressDisplay
+from cpt_operator.local import display as progress_mod
+from cpt_operator.local.display import ProgressDisplay
 
 
 def test_plain_lines_when_not_a_terminal(monkeypatch):

@@ -7,7 +7,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from cpt_operator import metrics
-from cpt_operator.api import CptSpec, CptStatus
+from cpt_core.api import CptSpec, CptStatus
 from obs_fixtures import MATRIX, run
 
 NS, NAME = "research", "toy"

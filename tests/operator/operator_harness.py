@@ -19,9 +19,10 @@ import boto3
 import kubernetes
 from botocore.config import Config
 
-from cpt_operator import api, planner
-from cpt_operator.validation import validate_resource
-from cpt_trainer.storage import commit_task, layout, open_store
+from cpt_core import api
+from cpt_operator import planner
+from cpt_core.validation import validate_resource
+from cpt_core.storage import commit_task, layout, open_store
 
 GROUP, VERSION, PLURAL = api.GROUP, api.VERSION, api.PLURAL
 JOBS = ("kubeflow.org", "v1", "pytorchjobs")
@@ -229,9 +230,9 @@ def run_to_end(world: World, run: str, timeout: float = 60, step: Optional[Calla
 
 @contextlib.contextmanager
 def running_operator() -> Iterator[object]:
-    """The operator as `kopf run -A --standalone -m cpt_operator.handlers`, in a thread of this process."""
+    """The operator as `kopf run -A --standalone -m cpt_operator.kube.handlers`, in a thread of this process."""
     from kopf.testing import KopfRunner
 
-    with KopfRunner(["run", "-A", "--standalone", "-m", "cpt_operator.handlers"], timeout=60) as runner:
+    with KopfRunner(["run", "-A", "--standalone", "-m", "cpt_operator.kube.handlers"], timeout=60) as runner:
         yield runner
     assert runner.exception is None, runner.output[-3000:]

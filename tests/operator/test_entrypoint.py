@@ -1,4 +1,4 @@
-"""`python -m cpt_operator` starts the operator (the tests elsewhere use `kopf run -m cpt_operator.handlers`)."""
+"""`python -m cpt_operator` starts the operator (the tests elsewhere use `kopf run -m cpt_operator.kube.handlers`)."""
 
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ import base64
 from operator_harness import cpt_body, new_bucket, run_to_end, wait_for
 from kubeemu.semantics import parse_path
 
-from cpt_operator.permissions import CONDITIONAL_RULES, REQUIRED_RULES
+from cpt_operator.kube.permissions import CONDITIONAL_RULES, REQUIRED_RULES
 
 OPERATOR_AGENTS = ("kopf/", "cpt-operator/")
 

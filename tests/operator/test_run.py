@@ -70,6 +70,6 @@ def test_three_tasks_end_to_end(world, operator):
 
 
 def _status_fields() -> set[str]:
-    from cpt_operator import api
+    from cpt_core import api
 
     return {api.to_camel(n) for n in api.CptStatus.model_fields}

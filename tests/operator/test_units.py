@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from cpt_operator.kube_observe import event_body, job_phase, merge_patch_for, observed_job, owned_by
-from cpt_operator.settings import ENV, Settings, SettingsError
+from cpt_operator.kube.observe import event_body, job_phase, merge_patch_for, observed_job, owned_by
+from cpt_operator.kube.settings import ENV, Settings, SettingsError
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -83,7 +83,7 @@ def test_docs_list_every_setting():
 
 
 def test_storage_defaults_fill_only_what_the_spec_leaves_out():
-    from cpt_operator.reconcile import effective_resource
+    from cpt_operator.kube.reconcile import effective_resource
 
     cfg = Settings.from_env({"CPT_STORAGE_ENDPOINT": "http://minio:9000", "CPT_STORAGE_PATH_STYLE": "true"})
     resource = {"spec": {"storage": {"uri": "s3://b/r/", "region": "eu-west-1"}}}

@@ -23,7 +23,7 @@ def _load(name: str, file: str) -> Any:
 faultproxy = _load("storage_faultproxy", "faultproxy.py")
 testlib = _load("storage_testlib", "testlib.py")
 
-from cpt_trainer.storage import Store, open_store  # noqa: E402
+from cpt_core.storage import Store, open_store  # noqa: E402
 
 
 @pytest.fixture(scope="session")

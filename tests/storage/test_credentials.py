@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import ClientError
 
-from cpt_trainer.storage import Credentials, NotFound, StorageError, load_credentials, open_store, open_store_for_spec
-from cpt_trainer.storage.s3 import S3Store
+from cpt_core.storage import Credentials, NotFound, StorageError, load_credentials, open_store, open_store_for_spec
+from cpt_core.storage.s3 import S3Store
 from storage_testlib import new_bucket
 
 FAKE_ID = "AKIATESTLEAKID123456"
@@ -109,7 +109,7 @@ def test_env_credentials_are_registered_for_scrubbing(monkeypatch: pytest.Monkey
 
 
 def test_open_store_for_spec(moto_endpoint: str, secret_dir: Path, tmp_path: Path) -> None:
-    from cpt_operator.api import StorageSpec
+    from cpt_core.api import StorageSpec
 
     bucket = new_bucket(moto_endpoint)
     spec = StorageSpec(uri=f"s3://{bucket}/runs/x/", endpoint=moto_endpoint, path_style=True,

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from cpt_trainer.storage import (RetryPolicy, StorageError, commit_task, fetch_checkpoint, is_transient,
-                                 latest_committed, retry_call)
-from storage_testlib import MiB, new_bucket, raw_client, s3_store, write_task
+from cpt_core.storage import (RetryPolicy, StorageError, commit_task, fetch_checkpoint, is_transient,
+                                 retry_call)
+from storage_testlib import MiB, new_bucket, raw_client, s3_store, write_task, resume_point
 
 
 def _via_proxy(proxy: Any, bucket: str, **kwargs: Any) -> Any:
@@ -51,7 +51,7 @@ def test_upload_cut_mid_part_is_retried(proxy: Any, moto_endpoint: str, ckpt: tu
     write_task(st, 1, "a", src)
     assert proxy.cuts_fired == 2
     commit_task(st, 1, "a", "h1", {})
-    task = latest_committed(st, verify="sha256")
+    task = resume_point(st, verify="sha256")
     assert task is not None and task.index == 1
     proxy.cut_responses(after_bytes=1 * MiB, times=2)  # and the download is cut twice too
     out = tmp_path / "out"

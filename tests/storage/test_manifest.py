@@ -10,10 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from cpt_trainer.storage import (CommitConflict, CorruptTask, LocalStore, StorageError, Store, commit_task,
-                                 fetch_checkpoint, latest_committed, layout, load_committed, prepare_task,
-                                 read_run_record, reset_task)
-from storage_testlib import ACCESS_KEY, SECRET_KEY, raw_client, write_task
+from cpt_core.storage import (CommitConflict, CorruptTask, LocalStore, StorageError, Store, commit_task,
+                              fetch_checkpoint, layout, load_committed, prepare_task, reset_task)
+from storage_testlib import ACCESS_KEY, SECRET_KEY, raw_client, write_task, resume_point
 
 Ckpt = tuple[Path, dict[str, bytes]]
 
@@ -42,16 +41,15 @@ def test_checkpoint_round_trip(store: Store, ckpt: Ckpt, tmp_path: Path) -> None
         "tasks/1-add/eval.json", "tasks/1-add/rif.json", "tasks/1-add/train.json"}
     committed = load_committed(store, verify="sha256")
     assert sorted(committed) == [0, 1]
-    task = latest_committed(store)
-    assert task is not None and task.index == 1 and task.name == "add" and task.spec_hash == "h1"
+    task = committed[1]
+    assert task.index == 1 and task.name == "add" and task.spec_hash == "h1"
     assert task.eval == {"tasks": {"add": 0.75}, "general": {}}
     assert task.rif == {"kept": 6, "total": 10, "filtered_fraction": 0.4} and task.train == {"steps": 3}
-    assert task.checkpoint == "tasks/1-add/checkpoint" and task.summary == {"attempt": 0}
+    assert task.checkpoint == "tasks/1-add/checkpoint"
     assert committed[0].checkpoint is None and committed[0].rif is None
     out = tmp_path / "restored"
     fetch_checkpoint(store, task, out)
     assert {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()} == files
-    assert read_run_record(store)["tasks"]["1"]["spec_hash"] == "h1"
 
 
 def test_commit_is_idempotent_and_needs_eval(store: Store, ckpt: Ckpt) -> None:
@@ -77,14 +75,14 @@ def test_upload_killed_halfway_is_not_committed(store: Store, ckpt: Ckpt) -> Non
     _commit(store, 3, "c", src)
     store.delete_keys(["tasks/3-c/checkpoint/tokenizer.json"])
     assert sorted(load_committed(store)) == [0, 1]
-    assert latest_committed(store).index == 1  # 3 does not count: 2 before it is missing, and 3 is broken
+    assert resume_point(store).index == 1  # 3 does not count: 2 before it is missing, and 3 is broken
     assert prepare_task(store, 2, "b", "h2") is None
     assert store.list("tasks/2-b") == []
     _commit(store, 2, "b", src)
-    assert latest_committed(store).index == 2
+    assert resume_point(store).index == 2
     assert prepare_task(store, 3, "c", "h3") is None  # broken commit: reset, redone
     _commit(store, 3, "c", src)
-    assert latest_committed(store).index == 3
+    assert resume_point(store).index == 3
     assert prepare_task(store, 3, "c", "h3").index == 3  # committed for this spec: skipped, kept
 
 
@@ -101,7 +99,7 @@ def test_process_killed_mid_upload(store: Store, tmp_path: Path) -> None:
         opener = (f"open_store({store.uri!r}, endpoint={store.client.meta.endpoint_url!r}, path_style=True, "
                   f"credentials=Credentials({ACCESS_KEY!r}, {SECRET_KEY!r}))")
     child = (
-        "import time, pathlib; from cpt_trainer.storage import open_store, commit_task, Credentials\n"
+        "import time, pathlib; from cpt_core.storage import open_store, commit_task, Credentials\n"
         f"st = {opener}\n"
         f"for p in sorted(pathlib.Path({str(src)!r}).iterdir()):\n"
         "    st.upload_file(p, 'tasks/1-a/checkpoint/' + p.name); time.sleep(0.05)\n"
@@ -114,11 +112,11 @@ def test_process_killed_mid_upload(store: Store, tmp_path: Path) -> None:
     proc.wait()
     assert 0 < len(store.list("tasks/1-a")) < 40
     assert sorted(load_committed(store)) == [0]
-    assert latest_committed(store).index == 0
+    assert resume_point(store).index == 0
     assert prepare_task(store, 1, "a", "h1") is None and store.list("tasks/1-a") == []
     write_task(store, 1, "a", src)
     commit_task(store, 1, "a", "h1", {})
-    assert latest_committed(store, verify="sha256").index == 1
+    assert resume_point(store, verify="sha256").index == 1
 
 
 def test_corrupted_file_is_refused(store: Store, ckpt: Ckpt, tmp_path: Path) -> None:
@@ -130,7 +128,7 @@ def test_corrupted_file_is_refused(store: Store, ckpt: Ckpt, tmp_path: Path) -> 
     data = bytearray(files["model.safetensors"])
     data[len(data) // 2] ^= 0xFF  # same size, one flipped byte: only sha256 can tell
     _overwrite(store, key, bytes(data))
-    assert latest_committed(store, verify="sha256").index == 1
+    assert resume_point(store, verify="sha256").index == 1
     task = load_committed(store, verify="size")[2]  # a size check cannot see it ...
     with pytest.raises(CorruptTask):  # ... but fetching verifies every byte and refuses it
         fetch_checkpoint(store, task, tmp_path / "out")
@@ -151,16 +149,15 @@ def test_stale_spec_hash_is_not_taken(store: Store, ckpt: Ckpt) -> None:
     src, _ = ckpt
     _commit(store, 0, "base", None)
     _commit(store, 1, "a", src, spec_hash="old")
-    want = {0: "h0", 1: "new1"}
-    assert latest_committed(store, spec_hashes=want).index == 0
+    assert load_committed(store)[1].spec_hash == "old1"
     store.put_json("tasks/1-a/eval.json", {"tasks": {"a": 0.9}})  # the new attempt's results ...
     with pytest.raises(CommitConflict):  # ... cannot be committed over the old manifest
         commit_task(store, 1, "a", "new1", {})
     assert prepare_task(store, 1, "a", "new1") is None  # stale: wiped
-    assert store.list("tasks/1-a") == [] and "1" not in read_run_record(store)["tasks"]
+    assert store.list("tasks/1-a") == [] and sorted(load_committed(store)) == [0]
     write_task(store, 1, "a", src, acc=0.9)
     commit_task(store, 1, "a", "new1", {})
-    task = latest_committed(store, spec_hashes=want)
+    task = load_committed(store)[1]
     assert task.index == 1 and task.spec_hash == "new1" and task.eval["tasks"] == {"a": 0.9}
 
 
@@ -176,11 +173,10 @@ def test_reset_task_removes_everything(store: Store, ckpt: Ckpt) -> None:
     _commit(store, 2, "b", None)
     reset_task(store, 1, "a")
     assert store.list("tasks/1-a") == [] and sorted(load_committed(store)) == [2]
-    assert list(read_run_record(store)["tasks"]) == ["2"]
 
 
 def test_many_tasks_resume(store: Store) -> None:
     for i in range(30):
         _commit(store, i, f"t{i}", None)
     store.delete_keys(["tasks/17-t17/eval.json"])
-    assert latest_committed(store).index == 16
+    assert sorted(load_committed(store)) == [i for i in range(30) if i != 17]

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from cpt_trainer.storage import NotFound, StorageError, Store, open_store
-from cpt_trainer.storage.local import LocalStore
+from cpt_core.storage import NotFound, StorageError, Store, open_store
+from cpt_core.storage.local import LocalStore
 from storage_testlib import new_bucket, raw_client, s3_store
 
 
@@ -81,8 +81,8 @@ def test_multipart_used_for_large_files(moto_endpoint: str, ckpt: tuple[Path, di
 
 def test_imports_no_torch() -> None:
     """The operator imports this package: no torch, no transformers, and boto3 only when S3 is used."""
-    code = ("import sys, cpt_trainer.storage as s; s.open_store('/tmp/cpt-no-torch').list('');"
-            "from cpt_trainer.storage import S3Store;"
+    code = ("import sys, cpt_core.storage as s; s.open_store('/tmp/cpt-no-torch').list('');"
+            "from cpt_core.storage import S3Store;"
             "assert not {'torch', 'transformers', 'kopf'} & set(sys.modules), 'heavy import'")
     subprocess.run([sys.executable, "-c", code], check=True)
 

@@ -10,7 +10,7 @@ import boto3
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 
-from cpt_trainer.storage import Credentials, RetryPolicy, Store, layout, open_store
+from cpt_core.storage import Credentials, RetryPolicy, Store, layout, open_store
 
 ACCESS_KEY = "AKIAFAKEACCESS000001"
 SECRET_KEY = "fakeSecretKey/DoNotLeak+0123456789abcdefXYZ"
@@ -62,3 +62,15 @@ def write_task(store: Store, index: int, name: str, ckpt_src: Path | None = None
         store.put_json(layout.task_key(index, name, layout.RIF), {"kept": 6, "total": 10, "filtered_fraction": 0.4})
         store.put_json(layout.task_key(index, name, layout.TRAIN_STATS), {"steps": 3})
     store.put_json(layout.task_key(index, name, layout.EVAL), {"tasks": {name: acc}, "general": {}})
+
+
+def resume_point(store: Store, verify: str = "size"):  # type: ignore[no-untyped-def]
+    """The newest task such that it and every earlier one (from the base row 0) are committed, or None:
+    where a resumed run continues."""
+    from cpt_core.storage import load_committed
+
+    committed = load_committed(store, verify=verify)  # type: ignore[arg-type]
+    last, i = None, 0
+    while i in committed:
+        last, i = committed[i], i + 1
+    return last

@@ -9,8 +9,8 @@ import sys
 import pytest
 from safetensors.torch import load_file
 
-from cpt_operator.stage import StageConfig
-from cpt_trainer.storage import layout, open_store
+from cpt_core.stage import StageConfig
+from cpt_core.storage import layout, open_store
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from cpt_trainer import forgetting as F
+from cpt_core import forgetting as F
 
 # rows: 0 = base, 1..3 = after task i; columns: tasks 1..3
 M = [
@@ -80,5 +80,5 @@ def test_summary():
 def test_no_torch_import():
     assert "torch" not in F.__dict__
     import subprocess
-    code = "import sys, cpt_trainer.forgetting; assert 'torch' not in sys.modules"
+    code = "import sys, cpt_core.forgetting; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -1,14 +1,15 @@
 """The science, at toy scale: RIF filters, GRPO and SFT learn (real training on the tiny model, CPU)."""
 
+from cpt_core.api import GrpoSpec, SftSpec
+from cpt_core.rewards import load_reward
+from cpt_core.tasks import Task
 from cpt_trainer import synthetic
 from cpt_trainer.evaluate import accuracy
 from cpt_trainer.learners.grpo import train_grpo
 from cpt_trainer.learners.sft import train_sft
-from cpt_trainer.rewards import load_reward
 from cpt_trainer.rif import run_rif
 from cpt_trainer.rollout import make_engine
 from cpt_trainer.stages import load_model
-from cpt_trainer.tasks import Task
 
 
 def _task(skill, pool, n=64):
@@ -17,7 +18,7 @@ def _task(skill, pool, n=64):
 
 def test_rif_drops_everything_on_a_random_model(random_base):
     model, tok = load_model(random_base)
-    res = run_rif(make_engine("hf", model, tok), tok, _task("reverse", "train", 32), rollouts=4, max_tokens=16)
+    res = run_rif(make_engine("hf", model, tok), tok, _task("reverse", "train", 32), rollouts=4, min_correct=1, temperature=1.0, max_tokens=16)
     assert res.kept == 0 and res.dropped == 32 and res.filtered_fraction == 1.0
     assert res.rollout_tokens > 0 and res.kept_rows == []
 
@@ -25,17 +26,17 @@ def test_rif_drops_everything_on_a_random_model(random_base):
 def test_rif_keeps_a_sensible_fraction_on_a_partly_trained_model(tiny_base):
     model, tok = load_model(tiny_base)
     task = _task("reverse", "train")
-    res = run_rif(make_engine("hf", model, tok), tok, task, rollouts=8, min_correct=1, max_tokens=16, seed=0)
+    res = run_rif(make_engine("hf", model, tok), tok, task, rollouts=8, min_correct=1, temperature=1.0, max_tokens=16, seed=0)
     assert 0.05 <= res.kept / 64 <= 0.95, res.stats()
     assert res.kept + res.dropped == 64 and abs(res.filtered_fraction - res.dropped / 64) < 1e-9
     assert all(r in task.rows for r in res.kept_rows)
     # a stricter threshold keeps a subset; the same seed gives the same result
-    strict = run_rif(make_engine("hf", model, tok), tok, task, rollouts=8, min_correct=3, max_tokens=16, seed=0)
-    again = run_rif(make_engine("hf", model, tok), tok, task, rollouts=8, min_correct=1, max_tokens=16, seed=0)
+    strict = run_rif(make_engine("hf", model, tok), tok, task, rollouts=8, min_correct=3, temperature=1.0, max_tokens=16, seed=0)
+    again = run_rif(make_engine("hf", model, tok), tok, task, rollouts=8, min_correct=1, temperature=1.0, max_tokens=16, seed=0)
     assert strict.kept <= res.kept and again.kept_rows == res.kept_rows
     # the general skill (copy), which the base knows better, keeps a larger fraction
     copy = run_rif(make_engine("hf", model, tok), tok, _task("copy", "train"), rollouts=8, min_correct=3,
-                   max_tokens=16, seed=0)
+                   temperature=1.0, max_tokens=16, seed=0)
     assert copy.kept > strict.kept and copy.mean_correct > res.mean_correct + 0.2, (copy.stats(), res.stats())
 
 
@@ -44,8 +45,9 @@ def test_grpo_raises_reward_on_a_partly_solved_task(tiny_base, tmp_path):
     engine = make_engine("hf", model, tok)
     evalset = _task("reverse", "eval")
     before, _ = accuracy(engine, tok, evalset, max_tokens=16)
-    stats, _ = train_grpo(model, tok, [_task("reverse", "train")], str(tmp_path), group_size=8, lr=1e-4,
-                          kl_coef=0.0, prompts_per_step=8, max_steps=20, max_completion_tokens=16, seed=0,
+    stats, _ = train_grpo(model, tok, [_task("reverse", "train")], str(tmp_path),
+                          GrpoSpec(group_size=8, learning_rate=1e-4, kl_coef=0.0, prompts_per_step=8, max_steps=20,
+                                   max_completion_tokens=16), seed=0,
                           quiet=True)
     after, _ = accuracy(engine, tok, evalset, max_tokens=16)
     curve = stats["reward_curve"]
@@ -59,8 +61,8 @@ def test_sft_raises_accuracy(tiny_base, tmp_path):
     engine = make_engine("hf", model, tok)
     evalset = _task("reverse", "eval")
     before, _ = accuracy(engine, tok, evalset, max_tokens=16)
-    stats, _ = train_sft(model, tok, [_task("reverse", "train")], str(tmp_path), lr=5e-4, batch_size=16,
-                         epochs=1, max_steps=30, seed=0, quiet=True)
+    stats, _ = train_sft(model, tok, [_task("reverse", "train")], str(tmp_path),
+                         SftSpec(learning_rate=5e-4, batch_size=16, epochs=1, max_steps=30), seed=0, quiet=True)
     after, samples = accuracy(engine, tok, evalset, max_tokens=16)
     assert stats["steps"] == 30 and stats["loss_last"] < stats["loss_first"]
     assert after >= before + 0.15, (before, after)

@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from cpt_trainer import rewards as R
+from cpt_core import rewards as R
 from cpt_trainer import synthetic
-from cpt_trainer.tasks import TaskError, load_rows, load_task
+from cpt_core.tasks import TaskError, load_rows, load_task
 
 
 def test_extract_answer():

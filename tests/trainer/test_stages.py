@@ -6,10 +6,10 @@ import os
 import pytest
 import yaml
 
-from cpt_operator.stage import StageConfig
+from cpt_core.stage import StageConfig
 from cpt_trainer import cli
 from cpt_trainer.stages import load_model
-from cpt_trainer.storage import layout, load_committed, open_store
+from cpt_core.storage import layout, load_committed, open_store
 from cpt_trainer.tinymodel import greedy_accuracy
 
 
@@ -75,7 +75,9 @@ def test_stage_pipeline(tiny_base, data_dir, tmp_path, capsys):
     assert rc == 0 and rif["kept"] + rif["dropped"] == 64 and 0 < rif["kept"] < 64 and rif["engine"] == "hf"
     kept = store.get_bytes(layout.task_key(1, "reverse", layout.KEPT)).decode().splitlines()
     assert len(kept) == rif["kept"]
-    assert {"stage": "filter", "task_index": 1, "step": 1, "total_steps": 1} | lines[-2] == lines[-2]
+    expected = {"stage": "filter", "task_index": 1, "step": 1, "total_steps": 1, "kept": rif["kept"],
+                "dropped": rif["dropped"]}
+    assert {key: lines[-2].get(key) for key in expected} == expected
 
     rc, lines, res = _run(capsys, "train", "--config", _write(tmp_path, spec, "train", 1))
     progress = [x for x in lines if "total_steps" in x]

@@ -9,11 +9,12 @@ import pytest
 
 from cpt_trainer import synthetic
 from cpt_trainer.evaluate import accuracy
-from cpt_trainer.rewards import load_reward
+from cpt_core.api import GrpoSpec
+from cpt_core.rewards import load_reward
 from cpt_trainer.rif import run_rif
 from cpt_trainer.rollout import make_engine
 from cpt_trainer.rollout.vllm import RolloutServerError, VllmEngine
-from cpt_trainer.tasks import Task, prompt_text
+from cpt_core.tasks import Task, prompt_text
 from cpt_trainer.tinymodel import build_tokenizer
 
 
@@ -105,9 +106,9 @@ def test_generate_groups_in_order(server):
 def test_rif_and_eval_through_vllm(server):
     tok = build_tokenizer()
     eng = VllmEngine(server.url, tok)
-    res = run_rif(eng, tok, _task(), rollouts=4, min_correct=1)
+    res = run_rif(eng, tok, _task(), rollouts=4, min_correct=1, temperature=1.0, max_tokens=64)
     assert res.kept == 6 and res.mean_correct == pytest.approx(0.25) and res.rollout_tokens > 0
-    strict = run_rif(eng, tok, _task(), rollouts=4, min_correct=2)
+    strict = run_rif(eng, tok, _task(), rollouts=4, min_correct=2, temperature=1.0, max_tokens=64)
     assert strict.kept == 0
     acc, _ = accuracy(eng, tok, _task())
     assert acc == 1.0 and server.requests[-1][1]["temperature"] == 0.0
@@ -158,8 +159,9 @@ def test_grpo_generates_through_the_vllm_engine(server, random_base, tmp_path):
     model, tok = load_model(random_base)
     eng = VllmEngine(server.url, tok, weight_sync=RecordingSync())
     task = Task("reverse", synthetic.generate("reverse", 8, pool="train"), load_reward("exact"))
-    stats, _ = train_grpo(model, tok, [task], str(tmp_path), group_size=4, lr=1e-4, kl_coef=0.0,
-                          prompts_per_step=2, max_steps=2, max_completion_tokens=16, engine=eng, quiet=True)
+    stats, _ = train_grpo(model, tok, [task], str(tmp_path),
+                          GrpoSpec(group_size=4, learning_rate=1e-4, kl_coef=0.0, prompts_per_step=2, max_steps=2,
+                                   max_completion_tokens=16), engine=eng, quiet=True)
     assert stats["steps"] == 2 and RecordingSync.pushes == 2
     # the fake server solves 1 of 4 samples: mean reward 0.9 * 0.25 + 0.1
     assert stats["reward_curve"] == [pytest.approx(0.325, abs=1e-3)] * 2

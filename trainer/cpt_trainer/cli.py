@@ -12,12 +12,12 @@ Exit codes: 0 success, 2 bad input (missing dataset, unknown reward, bad config;
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
 
-EXIT_BAD_INPUT = 2
+from cpt_core.api import STAGES
+from cpt_core.protocol import EXIT_BAD_INPUT
 
 
 def _env_defaults() -> None:
@@ -29,8 +29,8 @@ def _env_defaults() -> None:
 def _bad_input_errors() -> tuple:
     from pydantic import ValidationError
 
-    from .rewards import RewardError
-    from .tasks import TaskError
+    from cpt_core.rewards import RewardError
+    from cpt_core.tasks import TaskError
 
     errors = [ValidationError, RewardError, TaskError, FileNotFoundError]
     if "cpt_trainer.stages" in sys.modules:
@@ -39,9 +39,9 @@ def _bad_input_errors() -> tuple:
 
 
 def cmd_stage(args) -> dict:
-    from cpt_operator.stage import StageConfig
+    from cpt_core.stage import StageConfig
 
-    from .stages import run_stage
+    from cpt_trainer.stages import run_stage
 
     cfg = StageConfig.load(args.config)
     if args.stage != cfg.stage:
@@ -50,7 +50,7 @@ def cmd_stage(args) -> dict:
 
 
 def cmd_synth(args) -> dict:
-    from . import synthetic
+    from cpt_trainer import synthetic
 
     name = args.name.removeprefix("synthetic:")
     rows = synthetic.generate(name, args.n, args.seed, args.pool)
@@ -63,7 +63,7 @@ def cmd_synth(args) -> dict:
 def cmd_build_base(args) -> dict:
     import torch
 
-    from .tinymodel import BaseModelConfig, build_base
+    from cpt_trainer.tinymodel import BaseModelConfig, build_base
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -73,7 +73,7 @@ def cmd_build_base(args) -> dict:
 
 
 def cmd_multitask(args) -> dict:
-    from .multitask import load_spec, run_multitask
+    from cpt_trainer.multitask import load_spec, run_multitask
 
     return run_multitask(load_spec(args.spec), args.out)
 
@@ -82,9 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cpt-trainer", description=__doc__.split("\n")[0])
     p.add_argument("-v", "--verbose", action="store_true")
     sub = p.add_subparsers(dest="command", required=True)
-    for stage in ("filter", "train", "evaluate"):
+    for stage in STAGES:
         s = sub.add_parser(stage, help=f"run the {stage} stage of one task")
-        s.add_argument("--config", required=True, help="stage.yaml (cpt_operator.stage.StageConfig)")
+        s.add_argument("--config", required=True, help="stage.yaml (cpt_core.stage.StageConfig)")
         s.add_argument("--workdir", help="scratch directory (default: a temporary one)")
         s.set_defaults(func=cmd_stage, stage=stage)
     s = sub.add_parser("synth", help="write a synthetic task as JSON Lines")
@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"cpt-trainer: error: {exc}", file=sys.stderr)
             return EXIT_BAD_INPUT
         raise
-    from .progress import result
+    from cpt_core.protocol import result
 
     result(summary)
     return 0

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import time
 
-from .rewards import is_correct
-from .tasks import Task, prompt_text, reward_values
+from cpt_core.rewards import is_correct
+from cpt_core.tasks import Task, prompt_text, reward_values
 
 
 def accuracy(engine, tokenizer, task: Task, max_tokens: int = 64, samples: int = 3) -> tuple[float, list[dict]]:

@@ -22,14 +22,13 @@ import signal
 import sys
 import traceback
 
-READY = "CPT_FORKSERVER_READY"
-PID = "CPT_FORKSERVER_PID "
-EXIT = "CPT_FORKSERVER_EXIT "
+from cpt_core.protocol import FORKSERVER_EXIT as EXIT, FORKSERVER_PID as PID, FORKSERVER_READY as READY
+from cpt_core.protocol import die_with_parent
 
 
 def preload() -> None:
     """Import what every stage imports, so a forked stage starts with it loaded."""
-    from . import cli
+    from cpt_trainer import cli
 
     cli._env_defaults()
     import torch  # noqa: F401
@@ -37,9 +36,9 @@ def preload() -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: F401
     from trl import GRPOConfig, GRPOTrainer, SFTConfig, SFTTrainer  # noqa: F401
 
-    from . import evaluate, rif, stages  # noqa: F401
-    from .learners import grpo, sft  # noqa: F401
-    from .rollout import hf  # noqa: F401
+    from cpt_trainer import evaluate, rif, stages  # noqa: F401
+    from cpt_trainer.learners import grpo, sft  # noqa: F401
+    from cpt_trainer.rollout import hf  # noqa: F401
 
 
 def _write(data: bytes) -> None:
@@ -61,7 +60,7 @@ def _child(request: dict, out: int) -> None:
         die_with_parent()
         os.chdir(request["cwd"])
         sys.path.insert(0, request["cwd"])  # like `python -m` run there: reward modules next to the spec import
-        from . import cli
+        from cpt_trainer import cli
 
         sys.argv = ["cpt-trainer", *request["argv"]]
         code = cli.main(list(request["argv"]))
@@ -77,17 +76,6 @@ def _child(request: dict, out: int) -> None:
             sys.stderr.flush()
         finally:
             os._exit(code if isinstance(code, int) else 1)
-
-
-def die_with_parent() -> None:
-    """This process must not outlive its parent: a stage its server, the server `cpt run` (a stage left behind
-    could commit behind a rerun's back)."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
 
 
 def serve_one(request: dict) -> int:

@@ -9,23 +9,23 @@ from __future__ import annotations
 import json
 import os
 
-import yaml
 from transformers import set_seed
 
-from cpt_operator.api import CptSpec
+from cpt_core.api import CptSpec
+from cpt_core.resource_file import read_one
 
 
 def load_spec(path: str) -> CptSpec:
-    with open(path, encoding="utf-8") as fh:
-        doc = yaml.safe_load(fh)
+    """A ContinualPostTraining file, or a bare spec."""
+    doc = read_one(path)
     return CptSpec.model_validate(doc["spec"] if isinstance(doc, dict) and "spec" in doc else doc)
 
 
 def run_multitask(spec: CptSpec, out_dir: str) -> dict:
-    from .evaluate import evaluate_row
-    from .rollout import make_engine
-    from .stages import eval_tasks, fetch_model_uri, learn, load_model, save_model
-    from .tasks import load_task
+    from cpt_trainer.evaluate import evaluate_row
+    from cpt_trainer.rollout import make_engine
+    from cpt_trainer.stages import eval_tasks, fetch_model_uri, learn, load_model, save_model
+    from cpt_core.tasks import load_task
 
     tasks = [load_task(t.name, t.train, t.reward, t.answer_pattern, spec.storage) for t in spec.tasks]
     evals, general = eval_tasks(spec, 0)

@@ -9,8 +9,8 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass
 
-from .rewards import is_correct
-from .tasks import Task, prompt_text, reward_values
+from cpt_core.rewards import is_correct
+from cpt_core.tasks import Task, prompt_text, reward_values
 
 
 @dataclass
@@ -31,8 +31,10 @@ class RifResult:
         return d
 
 
-def run_rif(engine, tokenizer, task: Task, rollouts: int = 8, min_correct: int = 1, temperature: float = 1.0,
-            max_tokens: int = 64, seed: int = 0) -> RifResult:
+def run_rif(engine, tokenizer, task: Task, *, rollouts: int, min_correct: int, temperature: float,
+            max_tokens: int, seed: int = 0) -> RifResult:
+    """Filter `task`'s rows. The settings have no defaults here: their one declaration is the spec
+    (cpt_core.api.RifSpec for rollouts/minCorrect, GrpoSpec for the sampling)."""
     t0 = time.time()
     rows = task.rows
     groups = engine.generate([prompt_text(tokenizer, r["prompt"]) for r in rows], n=rollouts,

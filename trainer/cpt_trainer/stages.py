@@ -18,16 +18,16 @@ from typing import Optional
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
 
-from cpt_operator.api import CptSpec, RifSpec
-from cpt_operator.stage import StageConfig, stages_for
+from cpt_core.api import STAGES, CptSpec
+from cpt_core.stage import StageConfig, stages_for
 
-from . import progress
-from .evaluate import evaluate_row
-from .learners.common import world_size
-from .rif import run_rif
-from .rollout import make_engine
-from .storage import fetch_checkpoint, layout, load_task, open_store, open_store_for_spec, prepare_task
-from .tasks import Task, TaskError, load_task as load_dataset_task, parse_jsonl
+from cpt_core import protocol
+from cpt_trainer.evaluate import evaluate_row
+from cpt_trainer.learners.common import world_size
+from cpt_trainer.rif import run_rif
+from cpt_trainer.rollout import make_engine
+from cpt_core.storage import fetch_checkpoint, layout, load_task, open_store, open_store_for_spec, prepare_task
+from cpt_core.tasks import Task, load_task as load_dataset_task, parse_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ def rank() -> int:
 
 
 def stage_seed(spec: CptSpec, index: int, stage: str) -> int:
-    return spec.seed * 1009 + index * 17 + {"filter": 1, "train": 2, "evaluate": 3}[stage]
+    return spec.seed * 1009 + index * 17 + STAGES.index(stage) + 1
 
 
 # ------------------------------------------------------------------------------------------------ inputs
@@ -113,16 +113,19 @@ def run_filter(cfg: StageConfig, store, workdir: str) -> dict:
     spec, i = cfg.spec, cfg.task_index
     task = train_task(spec, i)
     model, tokenizer = load_model(start_model_dir(cfg, store, workdir))
-    rif = spec.rif_effective or spec.rif or RifSpec()
+    rif = spec.rif_effective
+    if rif is None:
+        raise StageError(f"the filter stage runs only with method rif-grpo, not {spec.method}")
     engine = make_engine(spec.rollout.engine, model, tokenizer, cfg.rollout_url, spec.rollout.tensor_parallel)
-    progress.progress("filter", i, 0, 1)
-    res = run_rif(engine, tokenizer, task, rif.rollouts, rif.min_correct, spec.grpo.temperature,
-                  spec.grpo.max_completion_tokens, seed=stage_seed(spec, i, "filter"))
+    protocol.progress("filter", i, 0, 1)
+    res = run_rif(engine, tokenizer, task, rollouts=rif.rollouts, min_correct=rif.min_correct,
+                  temperature=spec.grpo.temperature, max_tokens=spec.grpo.max_completion_tokens,
+                  seed=stage_seed(spec, i, "filter"))
     stats = dict(res.stats(), engine=engine.name)
     store.put_bytes(layout.task_key(i, cfg.task_name, layout.KEPT),
                     "".join(json.dumps(r) + "\n" for r in res.kept_rows).encode())
     store.put_json(layout.task_key(i, cfg.task_name, layout.RIF), stats)
-    progress.progress("filter", i, 1, 1, kept=res.kept, dropped=res.dropped)
+    protocol.progress("filter", i, 1, 1, kept=res.kept, dropped=res.dropped)
     return stats
 
 
@@ -143,18 +146,14 @@ def learn(spec: CptSpec, model, tokenizer, tasks: list[Task], out_dir: str, task
     """One learner run over `tasks` with the spec's method and hyper-parameters (also the multi-task entry)."""
     zero = spec.learner.zero_stage
     if spec.method == "sft":
-        s = spec.sft
-        from .learners.sft import train_sft
+        from cpt_trainer.learners.sft import train_sft
 
-        return train_sft(model, tokenizer, tasks, out_dir, lr=s.learning_rate, batch_size=s.batch_size,
-                         epochs=s.epochs, max_steps=s.max_steps, seed=seed, zero_stage=zero, task_index=task_index)
-    g = spec.grpo
-    from .learners.grpo import train_grpo
+        return train_sft(model, tokenizer, tasks, out_dir, spec.sft, seed=seed, zero_stage=zero,
+                         task_index=task_index)
+    from cpt_trainer.learners.grpo import train_grpo
 
-    return train_grpo(model, tokenizer, tasks, out_dir, group_size=g.group_size, lr=g.learning_rate,
-                      kl_coef=g.kl_coef, prompts_per_step=g.prompts_per_step, epochs=g.epochs, max_steps=g.max_steps,
-                      max_completion_tokens=g.max_completion_tokens, temperature=g.temperature, seed=seed,
-                      zero_stage=zero, engine=engine, task_index=task_index)
+    return train_grpo(model, tokenizer, tasks, out_dir, spec.grpo, seed=seed, zero_stage=zero, engine=engine,
+                      task_index=task_index)
 
 
 def save_model(trainer, model, tokenizer, out_dir: str) -> None:
@@ -193,20 +192,20 @@ def run_train(cfg: StageConfig, store, workdir: str) -> dict:
 
 
 def run_evaluate(cfg: StageConfig, store, workdir: str) -> dict:
-    from .storage import commit_task
+    from cpt_core.storage import commit_task
 
     spec, i = cfg.spec, cfg.task_index
     tasks, general = eval_tasks(spec, i)
     model, tokenizer = load_model(start_model_dir(cfg, store, workdir))
     engine = make_engine(spec.rollout.engine, model, tokenizer, cfg.rollout_url, spec.rollout.tensor_parallel)
     set_seed(stage_seed(spec, i, "evaluate"))
-    progress.progress("evaluate", i, 0, 1)
+    protocol.progress("evaluate", i, 0, 1)
     row = evaluate_row(engine, tokenizer, i, tasks, general, spec.evaluation.max_completion_tokens)
     row["engine"] = engine.name
     store.put_json(layout.task_key(i, cfg.task_name, layout.EVAL), row)
     summary = {"tasks": row["tasks"], "general": row["general"]}
     commit_task(store, i, cfg.task_name, cfg.spec_hash, summary)
-    progress.progress("evaluate", i, 1, 1)
+    protocol.progress("evaluate", i, 1, 1)
     return {k: row[k] for k in ("task_index", "tasks", "general", "seconds")}
 
 

@@ -24,7 +24,7 @@ import torch
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from . import synthetic
+from cpt_trainer import synthetic
 
 log = logging.getLogger(__name__)
 
@@ -207,7 +207,7 @@ def _tail_mix(cfg: BaseModelConfig, below: list[str], rng: random.Random) -> lis
 @torch.no_grad()
 def greedy_accuracy(model, tokenizer, rows: list[dict], max_new_tokens: int = 16, batch: int = 128) -> float:
     """Greedy exact-match accuracy of `\\boxed{answer}` on rows (used to report the base's starting point)."""
-    from .rewards import extract_answer
+    from cpt_core.rewards import extract_answer
 
     model.eval()
     correct = 0

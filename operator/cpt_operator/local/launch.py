@@ -2,7 +2,8 @@
 
 Both give the runner the same handle (output lines, exit code, interrupt, kill). The fork server
 (`cpt_trainer.forkserver`) saves each stage the ~4-5 s of importing torch/transformers/TRL; the plain subprocess
-is the fallback when the server cannot start, and what `CPT_FORKSERVER=0` asks for. Neither imports torch here.
+is the fallback when the server cannot start, and what `CPT_FORKSERVER=0` asks for. Both are started as processes
+(`python -m ...`): nothing of the trainer is imported here.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ import time
 from pathlib import Path
 from typing import Iterator, Optional
 
-# The protocol and the parent-death guard live with the server; importing that module loads no torch.
-from cpt_trainer.forkserver import EXIT, PID, READY, die_with_parent
+from cpt_core.protocol import FORKSERVER_EXIT as EXIT, FORKSERVER_PID as PID, FORKSERVER_READY as READY
+from cpt_core.protocol import die_with_parent
 
 START_TIMEOUT = 300.0  # importing the trainer on a loaded machine
 

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Iterator
 
-from ..api import CptSpec
+from cpt_core.api import CptSpec
 
 
 class PreflightError(ValueError):
@@ -53,7 +53,7 @@ def check(spec: CptSpec, base: Path) -> None:
     """Datasets readable and well-formed, rewards loadable, base model present. Raises PreflightError.
 
     Relative local paths are resolved against `base`, the resource file's folder."""
-    from cpt_trainer.tasks import TaskError, load_rows, make_reward
+    from cpt_core.tasks import TaskError, load_rows, make_reward
 
     problems: list[str] = []
     model = local_path(spec.model, base)
@@ -87,6 +87,6 @@ def _storage(spec: CptSpec):
     uris = [spec.model] + [t.train for t in spec.tasks] + [t.eval for t in spec.tasks] + [b.eval for b in spec.general]
     if not any(u.startswith("s3://") for u in uris):
         return None
-    from cpt_trainer.storage import open_store_for_spec
+    from cpt_core.storage import open_store_for_spec
 
     return open_store_for_spec(spec.storage)

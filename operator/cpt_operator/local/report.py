@@ -9,30 +9,20 @@ from __future__ import annotations
 
 import io
 import json
-import sys
-from pathlib import Path
 from typing import Any, Optional
 
-from cpt_trainer import forgetting as fm
-
-from ..observed import CommittedResult
-from ..results import run_stats
-
-LOCAL_STATE_DIR = ".cpt-local"
-STATUS_FILE = "status.json"
+from cpt_core import forgetting as fm
+from cpt_core.results import CommittedTask, run_stats
+from cpt_core.stage import BASE_TASK_NAME
 
 
-def build_report(spec: dict, committed: dict[int, CommittedResult], status: Optional[dict] = None) -> dict:
+def build_report(spec: dict, committed: dict[int, CommittedTask], status: Optional[dict] = None) -> dict:
     """A JSON-able report. `spec` is the wire-form spec; rows are the committed prefix 0..k."""
     tasks = [t["name"] for t in spec.get("tasks") or []]
     benches = [b["name"] for b in spec.get("general") or []]
-    rows = []
-    for index in range(0, len(tasks) + 1):
-        if index not in committed:
-            break
-        rows.append(index)
-    matrix = [[_get(committed[i].eval, "tasks", n) for n in tasks] for i in rows]
-    general = [[_get(committed[i].eval, "general", b) for b in benches] for i in rows]
+    matrix, general = fm.accuracy_rows(committed, tasks, benches)
+    rows = list(range(min(len(matrix), len(tasks) + 1)))
+    matrix, general = matrix[:len(rows)], general[:len(rows)]
     last = rows[-1] if rows else 0
     stats = run_stats({i: committed[i] for i in rows})
     per_task = []
@@ -40,7 +30,7 @@ def build_report(spec: dict, committed: dict[int, CommittedResult], status: Opti
         rif = committed[i].rif or {}
         train = committed[i].train or {}
         per_task.append({
-            "index": i, "name": "base" if i == 0 else tasks[i - 1],
+            "index": i, "name": BASE_TASK_NAME if i == 0 else tasks[i - 1],
             "kept": rif.get("kept"), "dropped": rif.get("dropped"), "filteredFraction": rif.get("filtered_fraction"),
             "rolloutTokens": stats[i]["rolloutTokens"], "stageRolloutTokens": stats[i]["stageRolloutTokens"],
             "learnerSteps": stats[i]["learnerSteps"],
@@ -71,11 +61,6 @@ def build_report(spec: dict, committed: dict[int, CommittedResult], status: Opti
     }
 
 
-def _get(row: dict, group: str, name: str) -> Optional[float]:
-    value = (row or {}).get(group, {}).get(name)
-    return None if value is None else float(value)
-
-
 def _fmt(value: Any, digits: int = 3) -> str:
     if value is None:
         return "-"
@@ -98,7 +83,7 @@ def render_markdown(report: dict) -> str:
     w("## Accuracy matrix a[i][j] (row: after training task i; column: evaluated on task j)\n\n")
     w("| after \\ on | " + " | ".join(report["tasks"]) + " |\n")
     w("|---|" + "---|" * len(report["tasks"]) + "\n")
-    labels = ["base"] + report["tasks"]
+    labels = [BASE_TASK_NAME] + report["tasks"]
     for i, row in enumerate(report["matrix"]):
         w(f"| {labels[i]} | " + " | ".join(_fmt(v) for v in row) + " |\n")
     w("\n## Forgetting metrics (after the last committed task)\n\n")
@@ -136,7 +121,7 @@ def heatmap_png(report: dict) -> Optional[bytes]:
         import matplotlib.pyplot as plt
     except ImportError:
         return None
-    labels = ["base"] + report["tasks"]
+    labels = [BASE_TASK_NAME] + report["tasks"]
     rows = report["matrix"]
     data = [[float("nan") if v is None else v for v in row] for row in rows] or [[float("nan")] * len(report["tasks"])]
     fig, ax = plt.subplots(figsize=(1.2 + 1.1 * max(len(report["tasks"]), 1), 1.0 + 0.6 * len(data)))
@@ -166,42 +151,3 @@ def write_report(store, report: dict) -> list[str]:
         store.put_bytes("accuracy.png", png)
         keys.append("accuracy.png")
     return keys
-
-
-def print_status(target: str) -> int:
-    """`cpt status DIR|FILE`: the report of a run, finished or in progress, plus its live stage if any."""
-    from cpt_trainer.storage import open_store
-
-    from ..results import committed_results
-
-    path = Path(target)
-    live: dict = {}
-    if path.is_file():
-        from .runner import load_resource
-
-        doc, spec = load_resource(str(path))
-        store_uri = spec.storage.uri
-        spec_wire = doc["spec"]
-    else:
-        store_uri = str(path)
-        state = path / LOCAL_STATE_DIR / STATUS_FILE
-        if not state.is_file():
-            print(f"error: {target} is not a local run directory (no {LOCAL_STATE_DIR}/{STATUS_FILE}); "
-                  "pass the run's ContinualPostTraining file instead", file=sys.stderr)
-            return 2
-        live = json.loads(state.read_text())
-        spec_wire = live["spec"]
-    if path.is_file():
-        from cpt_trainer.storage import open_store_for_spec
-
-        store = open_store_for_spec(spec.storage)
-        state = Path(store_uri) / LOCAL_STATE_DIR / STATUS_FILE if "://" not in store_uri else None
-        if state is not None and state.is_file():
-            live = json.loads(state.read_text())
-    else:
-        store = open_store(store_uri)
-    report = build_report(spec_wire, committed_results(store), live.get("status"))
-    sys.stdout.write(render_markdown(report))
-    if live.get("live") and report["phase"] not in ("Succeeded", "Failed"):
-        sys.stdout.write(f"\nNow: {live['live']}\n")
-    return 0

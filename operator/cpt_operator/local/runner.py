@@ -1,8 +1,8 @@
 """`cpt run FILE`: the same planner as the operator, with stage jobs run as local processes.
 
-Loop: observe (committed results in storage + the stage processes this invocation ran) -> plan -> run the
-PyTorchJob the plan asks for as `python -m cpt_trainer.cli STAGE --config FILE` -> repeat. Rollout servers and
-ConfigMaps are cluster objects: locally the trainer generates with its `hf` engine and the config is a file.
+Loop: observe (committed results in storage + the stage processes this invocation ran) -> plan -> start the
+stage the plan asks for as a `cpt-trainer STAGE --config FILE` process -> repeat. The stage config is a file in
+the run's state folder.
 Resume is free: a rerun observes the committed tasks and the planner continues after the last one.
 """
 
@@ -18,46 +18,24 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional
 
-import yaml
+from cpt_core.api import CptSpec
+from cpt_core.protocol import EXIT_BAD_INPUT, EXIT_FAILED, PROGRESS, RESULT, parse
+from cpt_core.results import run_stats
+from cpt_core.stage import StageConfig
+from cpt_core.storage import load_committed, open_store_for_spec
+from cpt_core.validation import SpecError
+from cpt_operator import metrics
+from cpt_operator.local.display import ProgressDisplay
+from cpt_operator.local.launch import Launcher
+from cpt_operator.local.preflight import PreflightError, check
+from cpt_operator.local.report import build_report, render_markdown, write_report
+from cpt_operator.local.resource import LOCAL_NAMESPACE, LOCAL_STATE_DIR, STATUS_FILE, load_resource
+from cpt_operator.planner import Observed, ObservedJob, Plan, plan
 
-from .. import metrics
-from ..api import CptSpec
-from ..observed import Observed, ObservedJob
-from ..planner import Plan, plan
-from ..results import committed_results, run_stats
-from ..stage import StageConfig
-from ..validation import SpecError, validate_resource
-from .launch import Launcher
-from .preflight import PreflightError, check, resolve_paths
-from .progress import ProgressDisplay
-from .report import LOCAL_STATE_DIR, STATUS_FILE, build_report, render_markdown, write_report
-
-EXIT_BAD_INPUT = 2
-EXIT_FAILED = 1
 EXIT_INTERRUPTED = 130
 EXIT_BUSY = 75  # EX_TEMPFAIL: another `cpt run` holds this run; try again when it is done
 LOCK_FILE = "run.lock"
 LOG_TAIL_LINES = 25
-LOCAL_NAMESPACE = "local"
-
-
-def load_resource(path: str) -> tuple[dict, CptSpec]:
-    """Read, resolve relative paths against the file, validate for a local run."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise SpecError([f"cannot read {path}: {exc.strerror}"]) from None
-    try:
-        docs = [d for d in yaml.safe_load_all(text) if d is not None]
-    except yaml.YAMLError as exc:
-        raise SpecError([f"{path} is not valid YAML: {exc}"]) from None
-    if len(docs) != 1:
-        raise SpecError([f"{path} must hold exactly one ContinualPostTraining (found {len(docs)} documents)"])
-    doc = resolve_paths(docs[0], Path(path).resolve().parent) if isinstance(docs[0], dict) else docs[0]
-    resource = validate_resource(doc, mode="local")
-    doc.setdefault("metadata", {})["namespace"] = LOCAL_NAMESPACE
-    doc["spec"] = resource.spec.wire()
-    return doc, resource.spec
 
 
 @dataclass
@@ -89,8 +67,6 @@ def run_file(path: str, workdir: Optional[str] = None, metrics_port: int = 9464)
         print(f"error: {exc}", file=sys.stderr)
         print("nothing was trained.", file=sys.stderr)
         return EXIT_BAD_INPUT
-    from cpt_trainer.storage import open_store_for_spec
-
     store = open_store_for_spec(spec.storage)
     state_dir = Path(workdir) if workdir else _default_workdir(spec, doc["metadata"]["name"])
     state_dir.mkdir(parents=True, exist_ok=True)
@@ -116,7 +92,7 @@ def run_file(path: str, workdir: Optional[str] = None, metrics_port: int = 9464)
         lock.close()
         if server is not None:
             server.shutdown()
-    report = build_report(doc["spec"], committed_results(store), result.status)
+    report = build_report(doc["spec"], load_committed(store), result.status)
     keys = write_report(store, report)
     display.log("")
     display.log(render_markdown(report))
@@ -174,7 +150,7 @@ def _loop(run: LocalRun, store) -> Plan:
     """Observe -> plan -> run one stage, until the plan has nothing left to run."""
     announced: set[int] = set()
     while True:
-        committed = committed_results(store)
+        committed = load_committed(store)
         observed = Observed(now=datetime.now(timezone.utc), jobs=tuple(run.jobs.values()), committed=committed)
         current = plan(run.doc, observed, mode="local")
         run.doc["status"] = current.status
@@ -188,7 +164,7 @@ def _loop(run: LocalRun, store) -> Plan:
             current.status["phase"] = "Failed"
             current.status["message"] = run.fatal
             return current
-        todo = [(name, cfg) for name, cfg in current.stage_configs.items() if name not in run.jobs]
+        todo = [(s.job, s.config) for s in current.start if s.job not in run.jobs]
         if not todo:
             if current.status["phase"] in ("Succeeded", "Failed", "Suspended"):
                 return current
@@ -224,11 +200,12 @@ def _run_stage(run: LocalRun, name: str, cfg: StageConfig) -> None:
         try:
             for line in proc.lines():
                 log.write(line)
-                if line.startswith("CPT_PROGRESS "):
-                    run.display.update(_json(line))
+                message = parse(line)
+                if message and message[0] == PROGRESS:
+                    run.display.update(message[1])
                     _publish_live(run)
-                elif line.startswith("CPT_RESULT "):
-                    result = _json(line)
+                elif message and message[0] == RESULT:
+                    result = message[1]
             code = proc.wait()
         except BaseException:
             proc.signal(signal.SIGINT)
@@ -276,10 +253,3 @@ def _summary(result: dict) -> str:
     if isinstance(result.get("tasks"), dict):
         parts.append("acc " + ", ".join(f"{k} {v:.2f}" for k, v in result["tasks"].items() if v is not None))
     return ", ".join(parts)
-
-
-def _json(line: str) -> dict:
-    try:
-        return json.loads(line.split(" ", 1)[1])
-    except (ValueError, IndexError):
-        return {}

@@ -12,7 +12,7 @@ from typing import Optional
 
 import torch
 
-from ..tasks import Task
+from cpt_core.tasks import Task
 
 
 def world_size() -> int:

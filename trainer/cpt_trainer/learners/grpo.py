@@ -9,15 +9,14 @@ optimizer step.
 from __future__ import annotations
 
 import time
-from typing import Optional
-
 from datasets import Dataset
 from transformers import PrinterCallback, TrainerCallback
 from trl import GRPOConfig, GRPOTrainer
 
-from ..progress import ProgressCallback
-from ..tasks import Task, prompt_text
-from .common import combined_reward, extra_columns, trainer_args, world_size
+from cpt_trainer.progress_callback import ProgressCallback
+from cpt_core.api import GrpoSpec
+from cpt_core.tasks import Task, prompt_text
+from cpt_trainer.learners.common import combined_reward, extra_columns, trainer_args, world_size
 
 
 def _dataset(tokenizer, tasks: list[Task]) -> Dataset:
@@ -77,21 +76,21 @@ def _vllm_rollout(engine, tokenizer, temperature: float, max_tokens: int):
     return rollout
 
 
-def train_grpo(model, tokenizer, tasks: list[Task], out_dir: str, *, group_size: int = 8, lr: float = 1e-6,
-               kl_coef: float = 0.01, prompts_per_step: int = 64, epochs: int = 1, max_steps: Optional[int] = None,
-               max_completion_tokens: int = 64, temperature: float = 1.0, seed: int = 0, zero_stage: int = 2,
-               engine=None, task_index: int = 0, quiet: bool = False) -> dict:
-    """Train `model` in place on the union of tasks' rows; returns the train.json statistics."""
+def train_grpo(model, tokenizer, tasks: list[Task], out_dir: str, grpo: GrpoSpec, *, seed: int = 0,
+               zero_stage: int = 2, engine=None, task_index: int = 0, quiet: bool = False) -> tuple[dict, GRPOTrainer]:
+    """Train `model` in place on the union of tasks' rows with the spec's GRPO settings (their one declaration,
+    with their defaults, is cpt_core.api.GrpoSpec); returns the train.json statistics and the trainer."""
     t0 = time.time()
     ws = world_size()
-    completions_per_step = prompts_per_step * group_size
+    g = grpo
+    completions_per_step = g.prompts_per_step * g.group_size
     if completions_per_step % ws:
         raise ValueError(f"promptsPerStep x groupSize ({completions_per_step}) must divide by WORLD_SIZE ({ws})")
     config = GRPOConfig(
-        **trainer_args(out_dir, seed, zero_stage, lr, epochs, max_steps),
+        **trainer_args(out_dir, seed, zero_stage, g.learning_rate, g.epochs, g.max_steps),
         per_device_train_batch_size=completions_per_step // ws, steps_per_generation=1, num_iterations=1,
-        num_generations=group_size, beta=kl_coef, temperature=temperature, top_k=0, top_p=1.0,
-        max_completion_length=max_completion_tokens, log_completions=False, shuffle_dataset=True,
+        num_generations=g.group_size, beta=g.kl_coef, temperature=g.temperature, top_k=0, top_p=1.0,
+        max_completion_length=g.max_completion_tokens, log_completions=False, shuffle_dataset=True,
         remove_unused_columns=False,
     )
     reward = _Counter(combined_reward(tasks))
@@ -99,7 +98,7 @@ def train_grpo(model, tokenizer, tasks: list[Task], out_dir: str, *, group_size:
     callbacks = [progress]
     rollout_func = None
     if engine is not None and engine.name == "vllm":
-        rollout_func = _vllm_rollout(engine, tokenizer, temperature, max_completion_tokens)
+        rollout_func = _vllm_rollout(engine, tokenizer, g.temperature, g.max_completion_tokens)
         callbacks.append(_PushWeights(engine))
     trainer = GRPOTrainer(model=model, reward_funcs=[reward], args=config, train_dataset=_dataset(tokenizer, tasks),
                           processing_class=tokenizer, callbacks=callbacks, rollout_func=rollout_func)

@@ -7,31 +7,30 @@ field when the task uses a custom answer format); the loss is on the completion 
 from __future__ import annotations
 
 import time
-from typing import Optional
-
 from datasets import Dataset
-from transformers import PrinterCallback, TrainerCallback
+from transformers import PrinterCallback
 from trl import SFTConfig, SFTTrainer
 
-from ..progress import ProgressCallback
-from ..tasks import Task, prompt_text
-from .common import trainer_args, world_size
+from cpt_trainer.progress_callback import ProgressCallback
+from cpt_core.api import SftSpec
+from cpt_core.tasks import Task, prompt_text
+from cpt_trainer.learners.common import trainer_args, world_size
 
 
 def target(row: dict) -> str:
     return str(row["solution"]) if "solution" in row else "\\boxed{" + str(row["answer"]) + "}"
 
 
-def train_sft(model, tokenizer, tasks: list[Task], out_dir: str, *, lr: float = 1e-5, batch_size: int = 24,
-              epochs: int = 1, max_steps: Optional[int] = None, seed: int = 0, zero_stage: int = 2,
-              task_index: int = 0, quiet: bool = False):
+def train_sft(model, tokenizer, tasks: list[Task], out_dir: str, sft: SftSpec, *, seed: int = 0,
+              zero_stage: int = 2, task_index: int = 0, quiet: bool = False) -> tuple[dict, SFTTrainer]:
+    """Train `model` in place with the spec's SFT settings (declared once, in cpt_core.api.SftSpec)."""
     t0 = time.time()
     ws = world_size()
     data = Dataset.from_list([{"prompt": prompt_text(tokenizer, r["prompt"]), "completion": target(r)}
                               for t in tasks for r in t.rows])
     config = SFTConfig(
-        **trainer_args(out_dir, seed, zero_stage, lr, epochs, max_steps),
-        per_device_train_batch_size=max(1, batch_size // ws), packing=False, completion_only_loss=True,
+        **trainer_args(out_dir, seed, zero_stage, sft.learning_rate, sft.epochs, sft.max_steps),
+        per_device_train_batch_size=max(1, sft.batch_size // ws), packing=False, completion_only_loss=True,
         max_length=None, dataset_num_proc=None, eos_token=tokenizer.eos_token,
     )
     progress = ProgressCallback("train", task_index, quiet=quiet)

@@ -60,13 +60,13 @@ def vllm_unavailable_reason(rollout_url: Optional[str]) -> Optional[str]:
 def make_engine(engine: str, model, tokenizer, rollout_url: Optional[str] = None, tensor_parallel: int = 1,
                 batch_size: int = 256) -> Engine:
     """The engine the spec asks for, or `hf` with a logged reason when that cannot work here."""
-    from .hf import HfEngine
+    from cpt_trainer.rollout.hf import HfEngine
 
     if engine == "vllm":
         reason = vllm_unavailable_reason(rollout_url)
         if reason is None:
-            from .vllm import VllmEngine
-            from .vllm_sync import NcclWeightSync
+            from cpt_trainer.rollout.vllm import VllmEngine
+            from cpt_trainer.rollout.vllm_sync import NcclWeightSync
 
             sync = NcclWeightSync(rollout_url, tensor_parallel=tensor_parallel)
             eng = VllmEngine(rollout_url, tokenizer, weight_sync=sync)

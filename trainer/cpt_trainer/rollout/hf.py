@@ -10,7 +10,7 @@ from typing import Optional
 
 import torch
 
-from . import Completion
+from cpt_trainer.rollout import Completion
 
 
 class HfEngine:

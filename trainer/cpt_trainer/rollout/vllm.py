@@ -14,7 +14,7 @@ import urllib.error
 import urllib.request
 from typing import Optional
 
-from . import Completion
+from cpt_trainer.rollout import Completion
 
 log = logging.getLogger(__name__)
 

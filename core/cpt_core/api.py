@@ -1,0 +1,265 @@
+"""The ContinualPostTraining API: spec and status models (camelCase on the wire, no I/O).
+
+These models are the single source of truth: `crdgen` turns them into the CRD's openAPIV3Schema, and a test
+checks that `crds/continualposttraining.yaml` is what `crdgen` produces. Cross-field rules that a structural
+schema cannot express (unique task names, a `rif` block only with rif-grpo, ...) live in `validation`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Optional, get_args
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+GROUP = "cpt.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "ContinualPostTraining"
+PLURAL = "continualposttrainings"
+SINGULAR = "continualposttraining"
+SHORT_NAMES = ["cpt"]
+
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+# A dataset or model location: s3://bucket/key, file:///abs/path, or a plain local path (local mode).
+URI_PATTERN = r"^(s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/.*)?|file:///.*|[^:\s]+)$"
+HTTP_URL_PATTERN = r"^https?://[^\s/]+(/\S*)?$"
+# A built-in reward name or `module.path:function`.
+REWARD_PATTERN = r"^([a-z][a-z0-9_]*|[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*)$"
+
+Method = Literal["sft", "grpo", "rif-grpo"]
+Uri = Annotated[str, Field(pattern=URI_PATTERN, min_length=1)]
+Reward = Annotated[str, Field(pattern=REWARD_PATTERN)]
+
+
+class Wire(BaseModel):
+    """Base for every wire model: camelCase aliases, unknown fields rejected (catches misspelled keys)."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", validate_default=True
+    )
+
+    def wire(self) -> dict:
+        """The object as it appears in Kubernetes: camelCase keys, unset optional fields left out."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+class TaskSpec(Wire):
+    """One task of the sequence: a training pool, an eval set and how to score an answer."""
+
+    name: str = Field(pattern=DNS_LABEL, min_length=1, max_length=40,
+                      description="Unique, DNS-label safe; used in child and storage names.")
+    train: Uri = Field(description="JSON Lines with `prompt` and `answer` (s3://, file:// or local path).")
+    eval: Uri = Field(description="JSON Lines evaluated greedily after every task.")
+    reward: Reward = Field("exact", description="exact | numeric | choice, or module:function.")
+    answer_pattern: Optional[str] = Field(
+        None, min_length=1, description="Regex with one group that extracts the answer (default: \\boxed{...}).")
+
+
+class BenchmarkSpec(Wire):
+    """A general-capability benchmark, evaluated after every task to catch collateral damage."""
+
+    name: str = Field(pattern=DNS_LABEL, min_length=1, max_length=40)
+    eval: Uri
+    reward: Reward = "exact"
+    answer_pattern: Optional[str] = Field(None, min_length=1)
+
+
+class GrpoSpec(Wire):
+    """GRPO hyper-parameters (paper defaults for a 7B model)."""
+
+    group_size: int = Field(8, ge=2, le=256, description="Completions sampled per prompt (G).")
+    learning_rate: float = Field(1.0e-6, gt=0, le=1)
+    kl_coef: float = Field(0.01, ge=0, le=10)
+    prompts_per_step: int = Field(64, ge=1, le=65536)
+    epochs: int = Field(1, ge=1, le=1000)
+    max_steps: Optional[int] = Field(None, ge=1, description="Caps optimizer steps per task (overrides epochs).")
+    max_completion_tokens: int = Field(1024, ge=1, le=131072)
+    temperature: float = Field(1.0, gt=0, le=10)
+
+
+class SftSpec(Wire):
+    """Supervised fine-tuning hyper-parameters (the baseline)."""
+
+    learning_rate: float = Field(1.0e-5, gt=0, le=1)
+    batch_size: int = Field(24, ge=1, le=65536)
+    epochs: int = Field(1, ge=1, le=1000)
+    max_steps: Optional[int] = Field(None, ge=1, description="Caps optimizer steps per task (overrides epochs).")
+
+
+class RifSpec(Wire):
+    """Rollout-based instance filtering: drop prompts the model never solves in N rollouts."""
+
+    rollouts: int = Field(8, ge=1, le=256)
+    min_correct: int = Field(1, ge=1, le=256)
+
+
+class EvaluationSpec(Wire):
+    """How the accuracy matrix is measured (greedy decoding)."""
+
+    max_completion_tokens: int = Field(1024, ge=1, le=131072)
+    max_samples: Optional[int] = Field(None, ge=1, description="Evaluate at most this many rows per set.")
+
+
+class RolloutSpec(Wire):
+    """vLLM rollout servers (GRPO methods on a cluster); `engine: hf` generates inside the learner instead."""
+
+    engine: Literal["vllm", "hf"] = "vllm"
+    replicas: int = Field(1, ge=1, le=64)
+    gpus: int = Field(1, ge=0, le=16)
+    tensor_parallel: int = Field(1, ge=1, le=16)
+    image: Optional[str] = Field(None, min_length=1)
+
+
+class LearnerSpec(Wire):
+    """DeepSpeed learner ranks of the stage PyTorchJob (Master + replicas-1 Workers)."""
+
+    replicas: int = Field(1, ge=1, le=512)
+    gpus_per_replica: int = Field(1, ge=0, le=16)
+    zero_stage: int = Field(2, ge=0, le=3)
+    image: Optional[str] = Field(None, min_length=1)
+    cpu: Optional[str] = Field(None, pattern=r"^[0-9]+(\.[0-9]+)?m?$")
+    memory: Optional[str] = Field(None, pattern=r"^[0-9]+(\.[0-9]+)?([KMGTPE]i?)?$")
+
+
+class StorageSpec(Wire):
+    """Where checkpoints and results go. Credentials come from `secretRef` or the environment, never the spec."""
+
+    uri: Uri
+    endpoint: Optional[str] = Field(None, pattern=HTTP_URL_PATTERN)
+    region: Optional[str] = Field(None, pattern=r"^[a-z0-9-]+$")
+    path_style: bool = Field(False, description="Path-style S3 addressing (MinIO, Ceph, moto).")
+    secret_ref: Optional[str] = Field(None, pattern=DNS_LABEL, max_length=253,
+                                      description="Secret with AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY.")
+
+
+class ForgettingSpec(Wire):
+    """The forgetting guard: a task dropping more than maxDrop below its best accuracy is a regression."""
+
+    max_drop: float = Field(0.05, ge=0, le=1)
+    on_regression: Literal["alert", "pause"] = "alert"
+
+
+class RetrySpec(Wire):
+    """Retries of a failed stage job, with exponential backoff."""
+
+    limit: int = Field(2, ge=0, le=20)
+    backoff_seconds: int = Field(30, ge=0, le=86400)
+
+
+class CptSpec(Wire):
+    """What to train: a base model, an ordered list of tasks and the method."""
+
+    model: Uri = Field(description="Base model: s3:// URI, or a local path in local mode.")
+    method: Method = "rif-grpo"
+    tasks: list[TaskSpec] = Field(min_length=1, max_length=100)
+    general: list[BenchmarkSpec] = Field(default_factory=list, max_length=50)
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+    grpo: GrpoSpec = Field(default_factory=GrpoSpec)
+    sft: SftSpec = Field(default_factory=SftSpec)
+    rif: Optional[RifSpec] = Field(None, description="Only with method rif-grpo (defaults apply when absent).")
+    evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
+    rollout: RolloutSpec = Field(default_factory=RolloutSpec)
+    learner: LearnerSpec = Field(default_factory=LearnerSpec)
+    storage: StorageSpec
+    forgetting: ForgettingSpec = Field(default_factory=ForgettingSpec)
+    retry: RetrySpec = Field(default_factory=RetrySpec)
+    suspend: bool = False
+
+    @property
+    def rif_effective(self) -> Optional[RifSpec]:
+        """The RIF settings in force: defaults for rif-grpo, none for other methods."""
+        if self.method != "rif-grpo":
+            return None
+        return self.rif or RifSpec()
+
+
+# ---------------------------------------------------------------------------------------------- status
+
+Phase = Literal["Pending", "Running", "Suspended", "Succeeded", "Failed"]
+TaskPhase = Literal["Pending", "Running", "Retrying", "Succeeded", "Failed"]
+Stage = Literal["filter", "train", "evaluate"]
+STAGES: tuple[str, ...] = get_args(Stage)  # in the order a task runs them
+PHASES: tuple[str, ...] = get_args(Phase)
+
+
+class Condition(Wire):
+    """metav1.Condition."""
+
+    type: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9]*$", max_length=316)
+    status: Literal["True", "False", "Unknown"]
+    reason: str = Field(pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$", max_length=1024)
+    message: str = Field("", max_length=32768)
+    last_transition_time: str = Field(description="RFC 3339 time of the last status change.")
+    observed_generation: Optional[int] = Field(None, ge=0)
+
+
+class TaskStatus(Wire):
+    """Per-task progress, rebuilt from the stage jobs and the committed results on every pass."""
+
+    index: int = Field(ge=0)
+    name: str
+    phase: TaskPhase = "Pending"
+    stage: Optional[Stage] = None
+    job: Optional[str] = None
+    attempts: int = Field(0, ge=0)
+    checkpoint: Optional[str] = None
+    filtered_fraction: Optional[float] = Field(None, ge=0, le=1)
+    kept: Optional[int] = Field(None, ge=0)
+    dropped: Optional[int] = Field(None, ge=0)
+    message: Optional[str] = None
+
+
+class AccuracyMatrix(Wire):
+    """a[i][j]: accuracy on task j after training task i; row 0 is the base model. Null = not evaluated."""
+
+    tasks: list[str] = Field(default_factory=list)
+    matrix: list[list[Optional[float]]] = Field(default_factory=list)
+
+
+class GeneralScores(Wire):
+    """Scores of the general benchmarks after each task (row 0: the base model)."""
+
+    benchmarks: list[str] = Field(default_factory=list)
+    matrix: list[list[Optional[float]]] = Field(default_factory=list)
+
+
+class CptStatus(Wire):
+    """Observed state of a run; every field is recomputed from the world on each pass."""
+
+    phase: Phase = "Pending"
+    current_task: Optional[str] = None
+    completed_tasks: int = Field(0, ge=0)
+    total_tasks: int = Field(0, ge=0)
+    progress: str = Field("0/0", description="completed/total, for `kubectl get`.")
+    observed_generation: Optional[int] = Field(None, ge=0)
+    conditions: list[Condition] = Field(default_factory=list)
+    tasks: list[TaskStatus] = Field(default_factory=list)
+    accuracy: AccuracyMatrix = Field(default_factory=AccuracyMatrix)
+    general: GeneralScores = Field(default_factory=GeneralScores)
+    average_accuracy: Optional[float] = None
+    backward_transfer: Optional[float] = None
+    forgetting: Optional[float] = None
+    plasticity: Optional[float] = None
+    message: Optional[str] = None
+
+
+class Metadata(BaseModel):
+    """The part of metadata the planner needs (names, owner reference, generation)."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str = Field(pattern=DNS_LABEL, max_length=63)
+    namespace: str = "default"
+    uid: Optional[str] = None
+    generation: Optional[int] = None
+
+
+class ContinualPostTraining(BaseModel):
+    """The whole resource as read from a file or the API."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    api_version: Literal[API_VERSION] = Field(alias="apiVersion")  # type: ignore[valid-type]
+    kind: Literal["ContinualPostTraining"]
+    metadata: Metadata
+    spec: CptSpec
+    status: Optional[CptStatus] = None

@@ -1,0 +1,26 @@
+"""Where things live under a run's storage URI (docs/design.md, storage). Pure names, no I/O.
+
+<uri>/tasks/<index>-<name>/checkpoint/   HF safetensors model + tokenizer (train stage)
+<uri>/tasks/<index>-<name>/rif.json      RIF statistics (filter stage);  kept.jsonl  the kept prompts
+<uri>/tasks/<index>-<name>/train.json    learner statistics (steps, rewards, rollout tokens, seconds)
+<uri>/tasks/<index>-<name>/eval.json     this task's row of the accuracy matrix (evaluate stage)
+<uri>/tasks/<index>-<name>/manifest.json every file's key, size, sha256; written last = committed
+Index 0 is the base model ("0-base"): only eval.json + manifest.json.
+"""
+
+TASKS = "tasks"
+CHECKPOINT = "checkpoint"
+RIF = "rif.json"
+KEPT = "kept.jsonl"
+TRAIN_STATS = "train.json"
+EVAL = "eval.json"
+MANIFEST = "manifest.json"
+
+
+def task_dir(index: int, name: str) -> str:
+    """Relative prefix of one task, e.g. `tasks/2-reverse`."""
+    return f"{TASKS}/{index}-{name}"
+
+
+def task_key(index: int, name: str, leaf: str) -> str:
+    return f"{task_dir(index, name)}/{leaf}"

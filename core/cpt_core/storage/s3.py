@@ -1,0 +1,299 @@
+"""S3 (or any S3-compatible server: MinIO, Ceph, moto) as a Store, with boto3 only.
+
+Transfers go through boto3's transfer manager (multipart above `multipart_threshold`, `max_concurrency` threads
+shared by all files of a call). Transient failures are retried by botocore per request (standard mode) and by
+`retry.retry_call` around what botocore does not cover (body reads, files whose transfer ran out of attempts).
+Each uploaded object carries its sha256 as metadata (x-amz-meta-sha256) so a manifest can be written later by
+another process without reading the bytes back. Errors leave as StorageError with scrubbed messages.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+import os
+import time
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from typing import Any, Callable, Iterable, Optional, TypeVar
+
+import boto3
+from boto3.s3.transfer import TransferConfig, create_transfer_manager
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from cpt_core.storage.base import FileInfo, Store, check_key, dir_prefix, sha256_bytes, sha256_file
+from cpt_core.storage.credentials import Credentials, load_credentials, register_secret
+from cpt_core.storage.errors import NotFound, StorageError
+from cpt_core.storage.retry import DEFAULT_RETRY, RetryPolicy, is_transient, retry_call
+
+log = logging.getLogger(__name__)
+F = TypeVar("F", bound=Callable[..., Any])
+SHA_META = "sha256"
+MiB = 1 << 20
+
+
+def default_transfer_config() -> TransferConfig:
+    """boto3's own defaults, spelled out: multipart above 8 MiB in 8 MiB parts (s3transfer grows the part size
+    for files above 80 GB, to stay under 10,000 parts), 10 requests in flight shared by all files of one call.
+    16 MiB parts measured no faster on moto; tune per site with open_store(..., transfer=TransferConfig(...))."""
+    return TransferConfig(multipart_threshold=8 * MiB, multipart_chunksize=8 * MiB, max_concurrency=10,
+                          use_threads=True)
+
+
+def _guard(op: str) -> Callable[[F], F]:
+    """Turn any non-storage exception into a StorageError whose message is scrubbed and which carries no
+    chained exception (the original could hold request details); NotFound for 404s."""
+
+    def wrap(fn: F) -> F:
+        @functools.wraps(fn)
+        def inner(self: "S3Store", *args: Any, **kwargs: Any) -> Any:
+            try:
+                return fn(self, *args, **kwargs)
+            except StorageError as exc:
+                err: StorageError = exc
+            except Exception as exc:  # noqa: BLE001 - every backend error is translated
+                err = _translate(exc, f"S3 {op} in {self.uri}")
+            err.__cause__ = err.__context__ = None
+            err.__suppress_context__ = True
+            raise err
+
+        return inner  # type: ignore[return-value]
+
+    return wrap
+
+
+def _translate(exc: BaseException, where: str) -> StorageError:
+    if _code(exc) != "NoSuchBucket" and (_status(exc) == 404 or _code(exc) in ("NoSuchKey", "404", "NotFound")):
+        return NotFound(f"{where}: not found")
+    return StorageError(f"{where}: {type(exc).__name__}: {exc}", transient=is_transient(exc))
+
+
+def _code(exc: BaseException) -> str:
+    return str(exc.response.get("Error", {}).get("Code", "")) if isinstance(exc, ClientError) else ""
+
+
+def _status(exc: BaseException) -> int:
+    if isinstance(exc, ClientError):
+        return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+    return 0
+
+
+def parse_s3_uri(uri: str) -> tuple[str, str]:
+    """'s3://bucket/some/prefix/' -> ('bucket', 'some/prefix')."""
+    if not uri.startswith("s3://"):
+        raise StorageError(f"not an s3:// URI: {uri}")
+    bucket, _, prefix = uri[len("s3://"):].partition("/")
+    if not bucket:
+        raise StorageError(f"no bucket in {uri}")
+    return bucket, prefix.strip("/")
+
+
+class S3Store(Store):
+    def __init__(self, uri: str, *, endpoint: Optional[str] = None, region: Optional[str] = None,
+                 path_style: bool = False, credentials: Optional[Credentials] = None,
+                 transfer: Optional[TransferConfig] = None, max_attempts: int = 6,
+                 retry: RetryPolicy = DEFAULT_RETRY, client: Any = None) -> None:
+        self.bucket, self.prefix = parse_s3_uri(uri)
+        self.uri = f"s3://{self.bucket}/{self.prefix}".rstrip("/")
+        self.transfer = transfer or default_transfer_config()
+        self.retry = retry
+        self.client = client or self._make_client(endpoint, region, path_style, credentials, max_attempts)
+
+    def _make_client(self, endpoint: Optional[str], region: Optional[str], path_style: bool,
+                     credentials: Optional[Credentials], max_attempts: int) -> Any:
+        creds = credentials or load_credentials()
+        kwargs: dict[str, Any] = {}
+        if creds is not None:
+            for value in (creds.access_key_id, creds.secret_access_key, creds.session_token):
+                register_secret(value)
+            kwargs = dict(aws_access_key_id=creds.access_key_id, aws_secret_access_key=creds.secret_access_key,
+                          aws_session_token=creds.session_token)
+        region = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+        session = boto3.session.Session(region_name=region, **kwargs)
+        config = Config(
+            signature_version="s3v4",
+            s3={"addressing_style": "path" if path_style else "auto"},
+            retries={"mode": "standard", "total_max_attempts": max_attempts},
+            max_pool_connections=int(self.transfer.max_request_concurrency) + 6,
+            connect_timeout=10, read_timeout=120, tcp_keepalive=True,
+        )
+        return session.client("s3", endpoint_url=endpoint, config=config)
+
+    def _k(self, key: str) -> str:
+        check_key(key)
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def _rel(self, full: str) -> str:
+        return full[len(self.prefix) + 1:] if self.prefix else full
+
+    def _retry(self, fn: Callable[[], Any], what: str) -> Any:
+        return retry_call(fn, policy=self.retry, what=what)
+
+    # -- primitives
+    @_guard("put")
+    def put_bytes(self, key: str, data: bytes) -> None:
+        meta = {SHA_META: sha256_bytes(data)}
+        self._retry(lambda: self.client.put_object(Bucket=self.bucket, Key=self._k(key), Body=data,
+                                                   Metadata=meta), f"put {key}")
+
+    @_guard("get")
+    def get_bytes(self, key: str) -> bytes:
+        def once() -> bytes:
+            return self.client.get_object(Bucket=self.bucket, Key=self._k(key))["Body"].read()
+
+        return self._retry(once, f"get {key}")
+
+    @_guard("conditional put")
+    def put_if_absent(self, key: str, data: bytes) -> bool:
+        if self.head(key) is not None:  # also protects servers that ignore If-None-Match
+            return False
+        meta = {SHA_META: sha256_bytes(data)}
+
+        def once() -> bool:
+            try:
+                self.client.put_object(Bucket=self.bucket, Key=self._k(key), Body=data, Metadata=meta,
+                                       IfNoneMatch="*")
+                return True
+            except ClientError as exc:
+                if _status(exc) == 412 or _code(exc) == "PreconditionFailed":
+                    return False
+                if _status(exc) == 501 or _code(exc) == "NotImplemented":  # no conditional writes here:
+                    log.warning("%s does not support If-None-Match; falling back to HEAD-then-PUT", self.uri)
+                    self.client.put_object(Bucket=self.bucket, Key=self._k(key), Body=data, Metadata=meta)
+                    return True
+                raise  # 409 ConditionalRequestConflict is transient: retried
+
+        return self._retry(once, f"conditional put {key}")
+
+    @_guard("head")
+    def head(self, key: str) -> Optional[FileInfo]:
+        def once() -> Optional[FileInfo]:
+            try:
+                resp = self.client.head_object(Bucket=self.bucket, Key=self._k(key))
+            except ClientError as exc:
+                if _status(exc) == 404 or _code(exc) in ("404", "NoSuchKey", "NotFound"):
+                    return None
+                raise
+            return FileInfo(key, int(resp["ContentLength"]), resp.get("Metadata", {}).get(SHA_META))
+
+        return self._retry(once, f"head {key}")
+
+    @_guard("list")
+    def list_info(self, prefix: str = "") -> list[FileInfo]:
+        rel = dir_prefix(prefix)
+        full = f"{self.prefix}/{rel}" if self.prefix else rel
+
+        def once() -> list[FileInfo]:
+            out = []
+            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=full):
+                out.extend(FileInfo(self._rel(obj["Key"]), int(obj["Size"])) for obj in page.get("Contents", []))
+            return out
+
+        return sorted(self._retry(once, f"list {prefix}"), key=lambda info: info.key)
+
+    @_guard("delete")
+    def delete_keys(self, keys: Iterable[str]) -> None:
+        full = [self._k(key) for key in keys]
+        for start in range(0, len(full), 1000):
+            batch = {"Objects": [{"Key": k} for k in full[start:start + 1000]], "Quiet": True}
+            resp = self._retry(lambda b=batch: self.client.delete_objects(Bucket=self.bucket, Delete=b), "delete")
+            errors = resp.get("Errors") or []
+            if errors:
+                first = errors[0]
+                raise StorageError(f"delete failed for {len(errors)} keys, e.g. {first.get('Key')}: "
+                                   f"{first.get('Code')}", transient=first.get("Code") in ("InternalError",
+                                                                                            "SlowDown"))
+
+    @_guard("hash")
+    def sha256(self, key: str) -> str:
+        def once() -> str:
+            body = self.client.get_object(Bucket=self.bucket, Key=self._k(key))["Body"]
+            digest = hashlib.sha256()
+            for chunk in body.iter_chunks(chunk_size=1 << 20):
+                digest.update(chunk)
+            return digest.hexdigest()
+
+        return self._retry(once, f"hash {key}")
+
+    # -- transfers
+    @_guard("upload")
+    def upload_files(self, pairs: list[tuple[str, str]]) -> list[FileInfo]:
+        """Hash files (largest first, two threads) and submit each upload as soon as its hash is known, so
+        hashing overlaps the transfers; then retry whole files that failed transiently."""
+        for _, key in pairs:
+            check_key(key)
+        sizes = {path: os.path.getsize(path) for path, _ in pairs}
+        infos: dict[int, FileInfo] = {}
+        todo = list(range(len(pairs)))
+        hashes: dict[int, str] = {}
+        attempt = 1
+        while True:
+            failed = self._upload_round(pairs, todo, sizes, hashes, infos)
+            if not failed:
+                return [infos[i] for i in range(len(pairs))]
+            exc = failed[0][1]
+            if attempt >= self.retry.attempts or not all(is_transient(e) for _, e in failed):
+                raise exc
+            log.warning("upload of %d file(s) failed (%s), retry %d/%d", len(failed), type(exc).__name__,
+                        attempt, self.retry.attempts - 1)
+            time.sleep(self.retry.delay(attempt))
+            todo, attempt = [i for i, _ in failed], attempt + 1
+
+    def _upload_round(self, pairs: list[tuple[str, str]], todo: list[int], sizes: dict[str, int],
+                      hashes: dict[int, str], infos: dict[int, FileInfo]) -> list[tuple[int, BaseException]]:
+        failed: list[tuple[int, BaseException]] = []
+        uploads: dict[Future[Any], int] = {}
+        with create_transfer_manager(self.client, self.transfer) as manager, ThreadPoolExecutor(2) as hasher:
+            def submit(i: int) -> None:
+                path, key = pairs[i]
+                extra = {"Metadata": {SHA_META: hashes[i]}}
+                uploads[manager.upload(path, self.bucket, self._k(key), extra_args=extra)] = i  # type: ignore
+
+            pending = {}
+            for i in sorted(todo, key=lambda j: -sizes[pairs[j][0]]):
+                if i in hashes:
+                    submit(i)
+                else:
+                    pending[hasher.submit(sha256_file, pairs[i][0])] = i
+            for fut in as_completed(pending):
+                i = pending[fut]
+                try:
+                    hashes[i] = fut.result()
+                except OSError as exc:
+                    failed.append((i, StorageError(f"cannot read {pairs[i][0]}: {exc.strerror}")))
+                    continue
+                submit(i)
+            for fut, i in list(uploads.items()):
+                try:
+                    fut.result()
+                    infos[i] = FileInfo(pairs[i][1], sizes[pairs[i][0]], hashes[i])
+                except Exception as exc:  # noqa: BLE001 - collected, classified by the caller
+                    failed.append((i, exc))
+        return failed
+
+    @_guard("download")
+    def download_files(self, pairs: list[tuple[str, str]]) -> None:
+        """Parallel downloads (the transfer manager writes a temp file and renames it); failed files retried."""
+        for key, path in pairs:
+            check_key(key)
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        todo, attempt = list(range(len(pairs))), 1
+        while True:
+            failed: list[tuple[int, BaseException]] = []
+            with create_transfer_manager(self.client, self.transfer) as manager:
+                futures = {i: manager.download(self.bucket, self._k(pairs[i][0]), pairs[i][1]) for i in todo}
+                for i, fut in futures.items():
+                    try:
+                        fut.result()
+                    except Exception as exc:  # noqa: BLE001
+                        failed.append((i, exc))
+            if not failed:
+                return
+            exc = failed[0][1]
+            if attempt >= self.retry.attempts or not all(is_transient(e) for _, e in failed):
+                raise exc
+            log.warning("download of %d file(s) failed (%s), retry %d/%d", len(failed), type(exc).__name__,
+                        attempt, self.retry.attempts - 1)
+            time.sleep(self.retry.delay(attempt))
+            todo, attempt = [i for i, _ in failed], attempt + 1

@@ -1,0 +1,193 @@
+"""Validation of a ContinualPostTraining with errors that name the field and the rule.
+
+The same function runs in `cpt validate`, `cpt plan`, `cpt run` and the operator's planner, so a spec that
+passes here never crashes the operator. Schema-level rules come from the pydantic models (`api`); rules that
+span fields live below.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any, Iterable, Literal
+
+from pydantic import BaseModel, ValidationError
+
+from cpt_core import api
+
+Mode = Literal["cluster", "local"]
+
+
+class SpecError(ValueError):
+    """A resource that cannot be trained; `problems` holds one line per broken rule."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("invalid ContinualPostTraining:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+def validate_resource(obj: Any, mode: Mode = "cluster") -> api.ContinualPostTraining:
+    """Parse and check a whole resource; raise SpecError listing every problem found."""
+    if not isinstance(obj, dict):
+        raise SpecError([f"the document must be a mapping (a Kubernetes object), got {type(obj).__name__}"])
+    raw = list(raw_problems(obj.get("spec")))
+    try:
+        resource = api.ContinualPostTraining.model_validate(_without_status(obj))
+    except ValidationError as exc:
+        raise SpecError(_describe(exc, api.ContinualPostTraining) + raw) from None
+    problems = raw + list(cross_field_problems(resource.spec, mode))
+    if problems:
+        raise SpecError(problems)
+    return resource
+
+
+def raw_problems(spec: Any) -> Iterable[str]:
+    """Cross-field rules checked on the raw document, so they are reported beside schema errors."""
+    if not isinstance(spec, dict):
+        return
+    for key, rule in (("tasks", "task names must be unique"), ("general", "benchmark names must be unique")):
+        items = spec.get(key)
+        if isinstance(items, list):
+            names = [i.get("name") if isinstance(i, dict) else None for i in items]
+            yield from _duplicates(f"spec.{key}", [n for n in names if isinstance(n, str)], rule)
+    method = spec.get("method", "rif-grpo")
+    if spec.get("rif") is not None and method != "rif-grpo":
+        yield (f"spec.rif: a rif block is only allowed with method rif-grpo (method is {method}); "
+               "remove it or set method: rif-grpo")
+
+
+def cross_field_problems(spec: api.CptSpec, mode: Mode) -> Iterable[str]:
+    """Rules a structural schema cannot express (those that need parsed values)."""
+    rif = spec.rif_effective
+    if rif is not None and rif.min_correct > rif.rollouts:
+        yield (f"spec.rif.minCorrect: must be <= spec.rif.rollouts ({rif.min_correct} > {rif.rollouts}); "
+               "no prompt could ever be kept")
+    if spec.rollout.gpus and spec.rollout.tensor_parallel > spec.rollout.gpus:
+        yield (f"spec.rollout.tensorParallel: must be <= spec.rollout.gpus "
+               f"({spec.rollout.tensor_parallel} > {spec.rollout.gpus})")
+    if mode == "cluster":
+        if not spec.storage.uri.startswith("s3://"):
+            yield (f"spec.storage.uri: must be an s3:// URI on a cluster (got {spec.storage.uri!r}); "
+                   "local paths only work with `cpt run`")
+    elif spec.storage.secret_ref:
+        yield "spec.storage.secretRef: Secrets only exist on a cluster; locally use the AWS_* environment variables"
+    for i, task in enumerate(spec.tasks):
+        yield from _regex_problem(f"spec.tasks[{i}].answerPattern", task.answer_pattern)
+    for i, bench in enumerate(spec.general):
+        yield from _regex_problem(f"spec.general[{i}].answerPattern", bench.answer_pattern)
+
+
+def _regex_problem(path: str, pattern: str | None) -> Iterable[str]:
+    import re
+
+    if pattern is None:
+        return
+    try:
+        compiled = re.compile(pattern)
+    except re.error as exc:
+        yield f"{path}: not a valid regular expression ({exc})"
+        return
+    if compiled.groups < 1:
+        yield f"{path}: needs one capture group that holds the answer (got {pattern!r})"
+
+
+def _duplicates(path: str, names: list[str], rule: str) -> Iterable[str]:
+    seen: dict[str, int] = {}
+    for i, name in enumerate(names):
+        if name in seen:
+            yield f"{path}[{i}].name: duplicate name {name!r} (also {path}[{seen[name]}]); {rule}"
+        else:
+            seen[name] = i
+
+
+def _without_status(obj: dict) -> dict:
+    """Status is written by the operator, never validated as user input."""
+    return {k: v for k, v in obj.items() if k != "status"}
+
+
+def _describe(exc: ValidationError, root: type[BaseModel]) -> list[str]:
+    """Turn pydantic errors into `path: rule (got value)` lines with camelCase paths and suggestions."""
+    lines = []
+    for err in exc.errors(include_url=False):
+        loc = err["loc"]
+        path = _path(loc)
+        kind = err["type"]
+        if kind == "extra_forbidden":
+            field = str(loc[-1])
+            known = _known_fields(root, loc[:-1])
+            hint = difflib.get_close_matches(field, known, n=1)
+            suggestion = f"; did you mean {hint[0]!r}?" if hint else (f"; known fields: {', '.join(known)}" if known else "")
+            lines.append(f"{path}: unknown field {field!r}{suggestion}")
+        elif kind == "missing":
+            lines.append(f"{path}: required field is missing")
+        elif kind == "string_pattern_mismatch":
+            lines.append(f"{path}: {_pattern_rule(loc, err.get('input'))} (got {err.get('input')!r})")
+        elif kind == "literal_error":
+            lines.append(f"{path}: {err['msg'].lower()} (got {err.get('input')!r})")
+        else:
+            lines.append(f"{path}: {err['msg']} (got {err.get('input')!r})")
+    return lines
+
+
+def _pattern_rule(loc: tuple, value: Any = None) -> str:
+    last = str(loc[-1])
+    if isinstance(value, str) and value.startswith("s3://"):
+        return "must be s3://bucket/key with a valid bucket name (3-63 lowercase letters, digits, '.' or '-')"
+    if last == "name":
+        return "must be a DNS label: lowercase letters, digits and '-', starting and ending with a letter or digit"
+    if last in ("train", "eval", "model", "uri"):
+        return "must be a URI: s3://bucket/key, file:///absolute/path or a local path"
+    if last == "reward":
+        return "must be a built-in reward name (exact, numeric, choice) or module:function"
+    if last == "endpoint":
+        return "must be an http:// or https:// URL"
+    return "does not match the required format"
+
+
+def _path(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + _camel(str(part))
+    return out or "<root>"
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(p[:1].upper() + p[1:] for p in rest)
+
+
+def _known_fields(root: type[BaseModel], loc: tuple) -> list[str]:
+    """The wire names of the model found at `loc`, for 'did you mean' hints."""
+    model: Any = root
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = _field_by_wire_name(model, str(part))
+        if field is None:
+            return []
+        model = _inner_model(field.annotation)
+        if model is None:
+            return []
+    return sorted(f.alias or n for n, f in model.model_fields.items())
+
+
+def _field_by_wire_name(model: Any, name: str):
+    for field_name, field in getattr(model, "model_fields", {}).items():
+        if name in (field_name, field.alias):
+            return field
+    return None
+
+
+def _inner_model(annotation: Any):
+    """The BaseModel inside Optional[...] / list[...] annotations, if any."""
+    import typing
+
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _inner_model(arg)
+        if found is not None:
+            return found
+    return None

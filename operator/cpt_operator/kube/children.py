@@ -1,0 +1,62 @@
+"""The planner's intents as Kubernetes children: what to create, patch and delete (pure, no API calls).
+
+A stage to start becomes its ConfigMap (the stage config) and PyTorchJob; rollout servers to start become a
+Deployment and Service; rollout servers of any other task are deleted (they hold GPUs); a suspension becomes a
+merge patch of the job's runPolicy. `client.apply` then makes the cluster match.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable
+
+from cpt_operator.kube import manifests
+from cpt_operator.kube.defaults import PlanDefaults
+from cpt_operator.planner.intents import Plan
+from cpt_operator.planner.names import rollout_name
+
+
+@dataclass(frozen=True)
+class ChildRef:
+    api_version: str
+    kind: str
+    name: str
+
+
+@dataclass
+class Changes:
+    create: list[dict] = field(default_factory=list)
+    patch: list[tuple[ChildRef, dict]] = field(default_factory=list)  # merge patches for existing children
+    delete: list[ChildRef] = field(default_factory=list)
+
+
+def render(plan: Plan, resource: dict, present: Iterable[tuple[str, str]],
+           defaults: PlanDefaults = PlanDefaults()) -> Changes:
+    """Children for `plan`; `present` is the (kind, name) of every child observed now (for deletions)."""
+    out = Changes()
+    spec = plan.spec
+    if spec is None:
+        return out  # an invalid spec: touch nothing
+    run = resource["metadata"]["name"]
+    urls = {}
+    for servers in plan.rollout:
+        if servers.start:
+            out.create.append(manifests.rollout_deployment(resource, run, servers.task_index, servers.model_uri,
+                                                           spec, defaults))
+            out.create.append(manifests.rollout_service(resource, run, servers.task_index, defaults))
+        urls[servers.task_index] = manifests.rollout_url(resource, run, servers.task_index, defaults)
+    for start in plan.start:
+        cfg = start.config
+        if cfg.task_index in urls:
+            cfg = cfg.model_copy(update={"rollout_url": urls[cfg.task_index]})
+        out.create.append(manifests.stage_configmap(resource, start.job, cfg))
+        out.create.append(manifests.pytorchjob(resource, start.job, cfg, defaults))
+    for job in plan.suspend:
+        out.patch.append((ChildRef("kubeflow.org/v1", "PyTorchJob", job.job),
+                          {"spec": {"runPolicy": {"suspend": job.suspended}}}))
+    wanted = {rollout_name(run, s.task_index) for s in plan.rollout}
+    servers_of_run = {rollout_name(run, index) for index in range(1, len(spec.tasks) + 1)}
+    for kind, name in sorted(present):
+        if kind in ("Deployment", "Service") and name in servers_of_run and name not in wanted:
+            out.delete.append(ChildRef("apps/v1" if kind == "Deployment" else "v1", kind, name))
+    return out

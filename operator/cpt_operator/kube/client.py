@@ -1,0 +1,217 @@
+"""The only module that talks to the Kubernetes API (kopf's own watching aside).
+
+Synchronous (the kubernetes client), called from a worker thread by `reconcile`. Every call is idempotent:
+"already exists" on create and "not found" on delete are success, status is written as a merge patch only when
+it changed, so a pass can be repeated or cut short at any point. Every verb used here is listed in
+`permissions.REQUIRED_RULES` (the chart's RBAC is tested against it).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import socket
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Callable, Optional
+
+import kubernetes
+
+from cpt_operator import __version__
+from cpt_core import api
+from cpt_operator.kube import manifests
+from cpt_operator.kube.observe import KINDS, collection_path, event_body, merge_patch_for, object_path, observed_job, owned_by
+from cpt_core.results import CommittedTask
+from cpt_operator.kube.children import Changes
+from cpt_operator.planner.intents import Plan
+from cpt_operator.planner.observed import Observed
+
+log = logging.getLogger(__name__)
+USER_AGENT = f"cpt-operator/{__version__}"
+TIMEOUT = (5, 30)  # connect, read (seconds)
+
+
+class ApiError(Exception):
+    """An API call failed: status code, the server's reason and message."""
+
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(f"{status} {reason}: {message}")
+        self.status, self.reason, self.message = status, reason, message
+
+
+@dataclass
+class World:
+    """One pass's observation: the resource, its children by (kind, name), and the planner's view of it."""
+
+    resource: dict
+    children: dict[tuple[str, str], dict]
+    observed: Observed
+
+
+@dataclass
+class Applied:
+    created: list[str] = field(default_factory=list)
+    existed: list[str] = field(default_factory=list)
+    patched: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    status_written: bool = False
+    events: int = 0
+
+
+class Kube:
+    """A thin REST layer over kubernetes.client.ApiClient: JSON in, JSON out, ApiError on failure."""
+
+    def __init__(self, client: kubernetes.client.ApiClient) -> None:
+        self.client = client
+        self.client.user_agent = USER_AGENT
+        self.instance = os.environ.get("HOSTNAME") or socket.gethostname()
+
+    @classmethod
+    def connect(cls, kubeconfig: Optional[str] = None) -> "Kube":
+        """In-cluster service account if there is one, else KUBECONFIG / ~/.kube/config."""
+        config = kubernetes.client.Configuration()
+        if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
+            kubernetes.config.load_incluster_config(client_configuration=config)
+        else:
+            kubernetes.config.load_kube_config(config_file=kubeconfig or os.environ.get("KUBECONFIG"),
+                                               client_configuration=config)
+        return cls(kubernetes.client.ApiClient(configuration=config))
+
+    def close(self) -> None:
+        self.client.close()
+
+    def request(self, method: str, path: str, body: Any = None, query: Optional[dict] = None,
+                content_type: str = "application/json") -> Any:
+        try:
+            data = self.client.call_api(
+                path, method, query_params=list((query or {}).items()), body=body,
+                header_params={"Accept": "application/json", "Content-Type": content_type},
+                response_types_map=None, auth_settings=["BearerToken"], _return_http_data_only=True,
+                _preload_content=False, _request_timeout=TIMEOUT)
+        except kubernetes.client.ApiException as exc:
+            try:
+                status = json.loads(exc.body or "{}")
+            except ValueError:
+                status = {}
+            raise ApiError(exc.status or 0, status.get("reason") or str(exc.reason), status.get("message") or "") \
+                from None
+        raw = data.data
+        return json.loads(raw) if raw else None
+
+    # ---------------------------------------------------------------- reads
+    def get_resource(self, namespace: str, name: str) -> Optional[dict]:
+        try:
+            return self.request("GET", object_path(api.API_VERSION, api.PLURAL, namespace, name))
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def list_children(self, resource: dict) -> dict[tuple[str, str], dict]:
+        """Every child of the run, found by the cpt.dev/run label and owned by this very resource (uid)."""
+        meta = resource["metadata"]
+        selector = f"{manifests.LABEL_RUN}={meta['name']}"
+        out: dict[tuple[str, str], dict] = {}
+        for kind, (api_version, plural) in KINDS.items():
+            listing = self.request("GET", collection_path(api_version, plural, meta["namespace"]),
+                                   query={"labelSelector": selector})
+            for item in listing.get("items") or []:
+                if owned_by(item, meta.get("uid")):
+                    out[(kind, item["metadata"]["name"])] = item
+        return out
+
+    def read_secret(self, namespace: str, name: str) -> dict[str, str]:
+        """A Secret's data, decoded. Values are credentials: never log or return them in errors."""
+        secret = self.request("GET", object_path("v1", "secrets", namespace, name))
+        return {k: base64.b64decode(v).decode() for k, v in (secret.get("data") or {}).items()}
+
+    # ---------------------------------------------------------------- writes
+    def create(self, obj: dict, namespace: str) -> bool:
+        """Create a child; False if it already existed (success: names are deterministic)."""
+        api_version, plural = KINDS[obj["kind"]]
+        try:
+            self.request("POST", collection_path(api_version, plural, namespace), body=obj)
+            return True
+        except ApiError as exc:
+            if exc.status == 409 and exc.reason == "AlreadyExists":
+                return False
+            raise
+
+    def patch(self, kind: str, namespace: str, name: str, body: dict) -> None:
+        api_version, plural = KINDS[kind]
+        self.request("PATCH", object_path(api_version, plural, namespace, name), body=body,
+                     content_type="application/merge-patch+json")
+
+    def delete(self, kind: str, namespace: str, name: str) -> bool:
+        """Delete a child and, in the background, what it owns; False if it was already gone."""
+        api_version, plural = KINDS[kind]
+        try:
+            self.request("DELETE", object_path(api_version, plural, namespace, name),
+                         body={"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"})
+            return True
+        except ApiError as exc:
+            if exc.status == 404:
+                return False
+            raise
+
+    def patch_status(self, resource: dict, status: dict) -> bool:
+        """Write the full new status as a merge patch against what was read; no request if nothing changed."""
+        patch = merge_patch_for(resource.get("status") or {}, status)
+        if not patch:
+            return False
+        meta = resource["metadata"]
+        self.request("PATCH", object_path(api.API_VERSION, api.PLURAL, meta["namespace"], meta["name"], "status"),
+                     body={"status": patch}, content_type="application/merge-patch+json")
+        return True
+
+    def post_event(self, resource: dict, event_type: str, reason: str, message: str, now: datetime) -> None:
+        body = event_body(resource, event_type, reason, message, now, self.instance)
+        self.request("POST", collection_path("v1", "events", resource["metadata"]["namespace"]), body=body)
+
+
+# -------------------------------------------------------------------- observe / apply
+
+
+def observe(kube: Kube, resource: dict, now: datetime,
+            read_committed: Callable[[dict], tuple[dict[int, CommittedTask], Optional[str]]]) -> World:
+    """Children from the API, committed results from storage (`read_committed(resource)` -> (results, error))."""
+    children = kube.list_children(resource)
+    jobs = tuple(j for (kind, _), obj in sorted(children.items()) if kind == "PyTorchJob"
+                 for j in [observed_job(obj)] if j is not None)
+    committed, storage_error = read_committed(resource)
+    observed = Observed(now=now, jobs=jobs, committed=committed, storage_error=storage_error)
+    return World(resource=resource, children=children, observed=observed)
+
+
+def apply(kube: Kube, world: World, changes: Changes, plan: Plan, now: datetime) -> Applied:
+    """Make the world match: deletes, creates (existing = success), child patches, then the plan's status, events.
+
+    Status goes before events: if the pass dies in between, the next pass sees the new status and does not
+    post the same transitions again (events are best effort; a lost one is better than a repeated one).
+    """
+    resource = world.resource
+    namespace = resource["metadata"]["namespace"]
+    done = Applied()
+    for ref in changes.delete:
+        if kube.delete(ref.kind, namespace, ref.name):
+            done.deleted.append(f"{ref.kind}/{ref.name}")
+    for obj in changes.create:
+        key = (obj["kind"], obj["metadata"]["name"])
+        if key in world.children:
+            continue
+        (done.created if kube.create(obj, namespace) else done.existed).append("/".join(key))
+    for ref, body in changes.patch:
+        if (ref.kind, ref.name) in world.children:
+            kube.patch(ref.kind, namespace, ref.name, body)
+            done.patched.append(f"{ref.kind}/{ref.name}")
+    done.status_written = kube.patch_status(resource, plan.status)
+    for event in plan.events:
+        try:
+            kube.post_event(resource, event.type, event.reason, event.message, now)
+            done.events += 1
+        except ApiError as exc:
+            log.warning("could not post event %s on %s/%s: %s", event.reason, namespace,
+                        resource["metadata"]["name"], exc)
+    return done

@@ -1,0 +1,23 @@
+"""Defaults the planner fills in when the spec leaves them out; the operator's settings override them from env."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cpt_operator import __version__
+
+IMAGE_REPOSITORY = "ghcr.io/cpt-operator"
+OPERATOR_IMAGE = f"{IMAGE_REPOSITORY}/operator:{__version__}"
+LEARNER_IMAGE = f"{IMAGE_REPOSITORY}/learner:{__version__}"
+ROLLOUT_IMAGE = f"{IMAGE_REPOSITORY}/rollout:{__version__}"
+
+
+@dataclass(frozen=True)
+class PlanDefaults:
+    """Cluster-wide choices that are not part of a run's spec."""
+
+    learner_image: str = LEARNER_IMAGE
+    rollout_image: str = ROLLOUT_IMAGE
+    learner_service_account: str | None = None
+    image_pull_policy: str = "IfNotPresent"
+    rollout_port: int = 8000

@@ -1,0 +1,190 @@
+"""kopf wiring: the only module that imports kopf. Thin: it schedules reconcile passes, nothing else.
+
+One daemon per ContinualPostTraining runs a loop: pass, then sleep until woken or until the next pass is due
+(the planner's requeue_after for retry backoff, else the resync interval that re-reads storage). Events on the
+resource (spec or annotation changes) and on its PyTorchJobs wake it. Every pass is a full, level-triggered
+reconcile (see `reconcile`), so a missed wake-up only delays work by one interval, and a restart loses nothing.
+
+kopf's own bookkeeping (progress, diff base, finalizer) lives in metadata with the `cpt.dev` prefix: the strict
+status schema of the CRD would drop kopf's status fields. kopf's posting of log lines as Events is off: the
+Events a user sees are the run's transitions, posted by `kube`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import kopf
+
+from cpt_core import api
+from cpt_operator.kube import manifests
+from cpt_operator import metrics
+from cpt_operator.kube.client import Kube
+from cpt_operator.kube.observe import job_phase
+from cpt_operator.kube.reconcile import Reconciler
+from cpt_operator.kube.settings import Settings
+
+log = logging.getLogger(__name__)
+PREFIX = api.GROUP
+
+
+@dataclass
+class Runtime:
+    """Per-operator state, kept in kopf's memo (a restarted operator in the same process starts fresh)."""
+
+    settings: Settings
+    reconciler: Reconciler
+    wakeups: dict[tuple[str, str], asyncio.Event] = field(default_factory=dict)
+    seen: dict[tuple[str, str], Any] = field(default_factory=dict)
+    jobs_seen: dict[tuple[str, str], tuple] = field(default_factory=dict)  # (namespace, job) -> job_fingerprint
+    metrics_server: Optional[metrics.Server] = None
+
+    def wake(self, namespace: str, name: str) -> None:
+        event = self.wakeups.get((namespace, name))
+        if event is not None:
+            event.set()
+
+
+@kopf.on.login()
+def login(**kwargs: Any) -> Optional[kopf.ConnectionInfo]:
+    """In a pod: the service account. Elsewhere: KUBECONFIG (read now, not when the client library was imported)."""
+    if os.environ.get("KUBERNETES_SERVICE_HOST") and not os.environ.get("KUBECONFIG"):
+        return kopf.login_with_service_account(**kwargs)
+    return kopf.login_with_kubeconfig(**kwargs)
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    cfg = Settings.from_env()
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PREFIX)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=PREFIX, key="last-handled-configuration")
+    settings.persistence.finalizer = f"{PREFIX}/kopf-finalizer"
+    settings.posting.enabled = False
+    settings.watching.server_timeout = cfg.watch_timeout
+    settings.watching.client_timeout = cfg.watch_timeout + 30
+    settings.watching.connect_timeout = 10
+    first = min(cfg.error_backoff, 1.0)
+    settings.networking.error_backoffs = tuple(min(first * 2 ** i, 30.0) for i in range(6))
+    settings.execution.default_backoff = cfg.error_backoff
+    settings.queueing.idle_timeout = min(5.0, cfg.reconcile_interval)
+    if cfg.peering:
+        settings.peering.name = cfg.peering
+        settings.peering.standalone = False
+    server = None
+    if cfg.metrics_port:
+        server = metrics.serve(cfg.metrics_port, cfg.metrics_addr)
+    memo.cpt = Runtime(settings=cfg, reconciler=Reconciler(Kube.connect(), cfg), metrics_server=server)
+
+
+@kopf.on.cleanup()
+def shutdown(memo: kopf.Memo, **_: Any) -> None:
+    runtime: Optional[Runtime] = getattr(memo, "cpt", None)
+    if runtime is None:
+        return
+    if runtime.metrics_server is not None:
+        runtime.metrics_server.shutdown()
+    runtime.reconciler.close()
+
+
+@kopf.daemon(api.GROUP, api.VERSION, api.PLURAL, id="reconcile", cancellation_timeout=10.0)
+async def reconcile_loop(namespace: str, name: str, memo: kopf.Memo, stopped: kopf.DaemonStopped,
+                         **_: Any) -> None:
+    runtime: Runtime = memo.cpt
+    cfg = runtime.settings
+    key = (namespace, name)
+    wake = runtime.wakeups.setdefault(key, asyncio.Event())
+    try:
+        while not stopped:
+            wake.clear()
+            try:
+                outcome = await asyncio.to_thread(runtime.reconciler.reconcile, namespace, name)
+            except Exception as exc:  # API or storage hiccup: every step is idempotent, just go again
+                log.warning("%s/%s: reconcile failed, retrying in %.1fs: %s", namespace, name, cfg.error_backoff,
+                            exc)
+                delay = cfg.error_backoff
+            else:
+                if not outcome.exists:
+                    return
+                delay = cfg.reconcile_interval
+                if outcome.requeue_after is not None:
+                    delay = min(delay, max(outcome.requeue_after, 0.05))
+            try:
+                await asyncio.wait_for(wake.wait(), timeout=delay)
+            except asyncio.TimeoutError:
+                pass
+    finally:
+        runtime.wakeups.pop(key, None)
+
+
+@kopf.on.event(api.GROUP, api.VERSION, api.PLURAL)
+async def resource_event(event: dict, namespace: str, name: str, meta: kopf.Meta, memo: kopf.Memo,
+                         **_: Any) -> None:
+    """Wake the run on what a user changes (spec -> generation, our annotations, deletion); not on status.
+
+    async (in the loop, like the daemons' asyncio.Events it sets: Event.set is not thread-safe): a sync handler
+    would cost a hop to kopf's executor for every event of every run.
+    """
+    runtime: Optional[Runtime] = getattr(memo, "cpt", None)
+    if runtime is None:
+        return
+    key = (namespace, name)
+    if event.get("type") == "DELETED":
+        runtime.seen.pop(key, None)
+        metrics.forget(namespace, name)
+        return
+    ours = {k: v for k, v in (meta.get("annotations") or {}).items()
+            if k.startswith(f"{PREFIX}/") and k not in (f"{PREFIX}/last-handled-configuration",)}
+    fingerprint = (meta.get("generation"), tuple(sorted(ours.items())), meta.get("deletionTimestamp"))
+    if runtime.seen.get(key) != fingerprint:
+        runtime.seen[key] = fingerprint
+        runtime.wake(namespace, name)
+
+
+def job_fingerprint(body: Any) -> tuple:
+    """What the planner reads of a job (kube_observe.observed_job): its phase, suspension, deletion."""
+    phase, _ = job_phase(body.get("status"))
+    suspended = bool(((body.get("spec") or {}).get("runPolicy") or {}).get("suspend"))
+    return phase, suspended, bool((body.get("metadata") or {}).get("deletionTimestamp"))
+
+
+@kopf.on.event("kubeflow.org", "v1", "pytorchjobs", labels={manifests.LABEL_RUN: kopf.PRESENT})
+async def job_event(event: dict, body: kopf.Body, namespace: str, name: str, labels: kopf.Labels,
+                    memo: kopf.Memo, **_: Any) -> None:
+    """A stage job changed (started, succeeded, failed, deleted): its run should look now, not at the resync.
+
+    Not on a job's first sight while it is still Pending: the pass that created it already knows it (at scale,
+    that self-inflicted wake-up was a second full pass per run; bench/operator_scale). Not on status changes the
+    planner does not read (replica counts). A restarted operator loses nothing: every daemon starts with a pass.
+    """
+    runtime: Optional[Runtime] = getattr(memo, "cpt", None)
+    if runtime is None:
+        return
+    key = (namespace, name)
+    if event.get("type") == "DELETED":
+        runtime.jobs_seen.pop(key, None)
+        runtime.wake(namespace, labels[manifests.LABEL_RUN])
+        return
+    fingerprint = job_fingerprint(body)
+    previous = runtime.jobs_seen.get(key)
+    runtime.jobs_seen[key] = fingerprint
+    if previous is None:
+        if fingerprint[0] != "Pending" or fingerprint[2]:
+            runtime.wake(namespace, labels[manifests.LABEL_RUN])
+    elif previous != fingerprint:
+        runtime.wake(namespace, labels[manifests.LABEL_RUN])
+
+
+def run_operator(cfg: Settings, liveness_endpoint: Optional[str] = None) -> None:
+    """Run kopf with this module's handlers (what `python -m cpt_operator` calls)."""
+    kopf.run(
+        clusterwide=not cfg.namespaces,
+        namespaces=list(cfg.namespaces),
+        standalone=cfg.peering is None,
+        peering_name=cfg.peering,
+        liveness_endpoint=liveness_endpoint,
+    )

@@ -1,0 +1,205 @@
+"""Pure builders for the children of a ContinualPostTraining: plain dicts, no I/O.
+
+Names are deterministic (`<cpt>-<task-index>-<stage>[-r<attempt>]`) so that a restarted operator finds what it
+created; every child carries an ownerReference (garbage collection) and labels (observation by selector).
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from cpt_core import api
+from cpt_operator.kube.defaults import PlanDefaults
+from cpt_core.stage import STAGE_CONFIG_FILE, StageConfig
+from cpt_operator.planner.names import rollout_name
+
+LABEL_RUN = f"{api.GROUP}/run"
+LABEL_TASK = f"{api.GROUP}/task-index"
+LABEL_STAGE = f"{api.GROUP}/stage"
+LABEL_ATTEMPT = f"{api.GROUP}/attempt"
+LABEL_COMPONENT = "app.kubernetes.io/component"
+MANAGED_BY = {"app.kubernetes.io/managed-by": "cpt-operator", "app.kubernetes.io/part-of": "cpt-operator"}
+CONFIG_MOUNT = "/etc/cpt"
+# vLLM worker extension (cpt_trainer.rollout.vllm_worker) that receives weights broadcast by the learner.
+WEIGHT_RECEIVER = "cpt_trainer.rollout.vllm_worker.WeightReceiver"
+
+
+def owner_reference(resource: dict) -> dict:
+    meta = resource["metadata"]
+    return {
+        "apiVersion": api.API_VERSION,
+        "kind": api.KIND,
+        "name": meta["name"],
+        "uid": meta.get("uid") or "",
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def labels(run: str, index: int, component: str, stage: Optional[str] = None, attempt: Optional[int] = None) -> dict:
+    out = {**MANAGED_BY, LABEL_RUN: run, LABEL_TASK: str(index), LABEL_COMPONENT: component}
+    if stage is not None:
+        out[LABEL_STAGE] = stage
+    if attempt is not None:
+        out[LABEL_ATTEMPT] = str(attempt)
+    return out
+
+
+def _metadata(resource: dict, name: str, child_labels: dict) -> dict:
+    return {
+        "name": name,
+        "namespace": resource["metadata"].get("namespace", "default"),
+        "labels": child_labels,
+        "ownerReferences": [owner_reference(resource)],
+    }
+
+
+def stage_configmap(resource: dict, name: str, cfg: StageConfig) -> dict:
+    """The stage configuration the learner pods read from CONFIG_MOUNT/stage.yaml."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _metadata(resource, name, labels(cfg.run, cfg.task_index, "stage-config", cfg.stage, cfg.attempt)),
+        "data": {STAGE_CONFIG_FILE: cfg.dump_yaml()},
+    }
+
+
+def _storage_env(spec: api.CptSpec) -> list[dict]:
+    env = [{"name": "CPT_STORAGE_URI", "value": spec.storage.uri}]
+    if spec.storage.endpoint:
+        env.append({"name": "AWS_ENDPOINT_URL_S3", "value": spec.storage.endpoint})
+    if spec.storage.region:
+        env.append({"name": "AWS_DEFAULT_REGION", "value": spec.storage.region})
+    if spec.storage.secret_ref:
+        for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+            env.append({"name": key, "valueFrom": {
+                "secretKeyRef": {"name": spec.storage.secret_ref, "key": key}}})
+        env.append({"name": "AWS_SESSION_TOKEN", "valueFrom": {
+            "secretKeyRef": {"name": spec.storage.secret_ref, "key": "AWS_SESSION_TOKEN", "optional": True}}})
+    return env
+
+
+def _learner_pod(resource: dict, cfg: StageConfig, configmap: str, defaults: PlanDefaults) -> dict:
+    spec = cfg.spec
+    gpus = spec.learner.gpus_per_replica
+    resources: dict = {"requests": {}, "limits": {}}
+    if gpus:
+        resources["limits"]["nvidia.com/gpu"] = gpus
+    if spec.learner.cpu:
+        resources["requests"]["cpu"] = spec.learner.cpu
+    if spec.learner.memory:
+        resources["requests"]["memory"] = spec.learner.memory
+        resources["limits"]["memory"] = spec.learner.memory
+    env = [
+        # The learner hosts the NCCL rendezvous for weight sync; rollout servers dial this address.
+        {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+        {"name": "CPT_RUN", "value": cfg.run},
+        {"name": "CPT_STAGE", "value": cfg.stage},
+        {"name": "CPT_TASK_INDEX", "value": str(cfg.task_index)},
+        {"name": "CPT_ATTEMPT", "value": str(cfg.attempt)},
+        {"name": "HF_HUB_OFFLINE", "value": "1"},
+        *_storage_env(spec),
+    ]
+    if cfg.rollout_url:
+        env.append({"name": "CPT_ROLLOUT_URL", "value": cfg.rollout_url})
+    container = {
+        "name": "pytorch",  # the Kubeflow training operator requires this container name
+        "image": spec.learner.image or defaults.learner_image,
+        "imagePullPolicy": defaults.image_pull_policy,
+        "command": ["torchrun", "--nproc-per-node", str(max(gpus, 1)), "-m", "cpt_trainer.cli",
+                    cfg.stage, "--config", f"{CONFIG_MOUNT}/{STAGE_CONFIG_FILE}"],
+        "env": env,
+        "resources": {k: v for k, v in resources.items() if v},
+        "volumeMounts": [{"name": "stage-config", "mountPath": CONFIG_MOUNT, "readOnly": True},
+                         {"name": "dshm", "mountPath": "/dev/shm"}],
+        "securityContext": {"allowPrivilegeEscalation": False, "runAsNonRoot": True},
+    }
+    pod_spec: dict = {
+        "containers": [container],
+        "volumes": [{"name": "stage-config", "configMap": {"name": configmap}},
+                    {"name": "dshm", "emptyDir": {"medium": "Memory"}}],
+    }
+    if defaults.learner_service_account:
+        pod_spec["serviceAccountName"] = defaults.learner_service_account
+    return {"metadata": {"labels": labels(cfg.run, cfg.task_index, "learner", cfg.stage, cfg.attempt)},
+            "spec": pod_spec}
+
+
+def pytorchjob(resource: dict, name: str, cfg: StageConfig, defaults: PlanDefaults, suspend: bool = False) -> dict:
+    """A PyTorchJob (kubeflow.org/v1): one Master and replicas-1 Workers running the stage entry point."""
+    replicas = cfg.spec.learner.replicas
+    pod = _learner_pod(resource, cfg, name, defaults)
+    specs = {"Master": {"replicas": 1, "restartPolicy": "Never", "template": pod}}
+    if replicas > 1:
+        specs["Worker"] = {"replicas": replicas - 1, "restartPolicy": "Never", "template": pod}
+    return {
+        "apiVersion": "kubeflow.org/v1",
+        "kind": "PyTorchJob",
+        "metadata": _metadata(resource, name, labels(cfg.run, cfg.task_index, "learner", cfg.stage, cfg.attempt)),
+        "spec": {
+            # Retries are the operator's (new attempt, new name), so the job itself never restarts pods.
+            "runPolicy": {"cleanPodPolicy": "None", "backoffLimit": 0, "suspend": suspend},
+            "nprocPerNode": str(max(cfg.spec.learner.gpus_per_replica, 1)),
+            "pytorchReplicaSpecs": specs,
+        },
+    }
+
+
+def rollout_deployment(resource: dict, run: str, index: int, model_uri: str, spec: api.CptSpec,
+                       defaults: PlanDefaults) -> dict:
+    """vLLM OpenAI-compatible servers for one task; the learner pushes new weights to them over NCCL after
+    every step through cpt_trainer's worker extension (see cpt_trainer.rollout.vllm_sync)."""
+    name = rollout_name(run, index)
+    pod_labels = labels(run, index, "rollout")
+    selector = {LABEL_RUN: run, LABEL_TASK: str(index), LABEL_COMPONENT: "rollout"}
+    resources = {"limits": {"nvidia.com/gpu": spec.rollout.gpus}} if spec.rollout.gpus else {}
+    args = [model_uri, "--tensor-parallel-size", str(spec.rollout.tensor_parallel), "--host", "0.0.0.0",
+            "--port", str(defaults.rollout_port), "--worker-extension-cls", WEIGHT_RECEIVER]
+    if model_uri.startswith("s3://"):
+        args += ["--load-format", "runai_streamer"]  # stream safetensors straight from S3
+    container = {
+        "name": "vllm",
+        "image": spec.rollout.image or defaults.rollout_image,
+        "imagePullPolicy": defaults.image_pull_policy,
+        "args": args,  # the image's entrypoint is `vllm serve`
+        # DEV_MODE exposes POST /collective_rpc, through which the learner drives the NCCL weight broadcast.
+        "env": [*_storage_env(spec), {"name": "HF_HUB_OFFLINE", "value": "1"},
+                {"name": "VLLM_SERVER_DEV_MODE", "value": "1"}],
+        "ports": [{"name": "http", "containerPort": defaults.rollout_port}],
+        "readinessProbe": {"httpGet": {"path": "/health", "port": "http"}, "periodSeconds": 10},
+        "resources": resources,
+        "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}],
+        "securityContext": {"allowPrivilegeEscalation": False, "runAsNonRoot": True},
+    }
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _metadata(resource, name, pod_labels),
+        "spec": {
+            "replicas": spec.rollout.replicas,
+            "selector": {"matchLabels": selector},
+            "template": {"metadata": {"labels": pod_labels},
+                         "spec": {"containers": [container],
+                                  "volumes": [{"name": "dshm", "emptyDir": {"medium": "Memory"}}]}},
+        },
+    }
+
+
+def rollout_service(resource: dict, run: str, index: int, defaults: PlanDefaults) -> dict:
+    name = rollout_name(run, index)
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(resource, name, labels(run, index, "rollout")),
+        "spec": {
+            "selector": {LABEL_RUN: run, LABEL_TASK: str(index), LABEL_COMPONENT: "rollout"},
+            # Weight sync: the learner hosts the NCCL rendezvous and the servers dial out to it, so only the
+            # HTTP port is served here.
+            "ports": [{"name": "http", "port": defaults.rollout_port, "targetPort": "http"}],
+        },
+    }
+
+
+def rollout_url(resource: dict, run: str, index: int, defaults: PlanDefaults) -> str:
+    namespace = resource["metadata"].get("namespace", "default")
+    return f"http://{rollout_name(run, index)}.{namespace}.svc:{defaults.rollout_port}"

@@ -1,0 +1,118 @@
+"""Pure translations between Kubernetes objects and the planner's world (no I/O; `kube` does the calls).
+
+Kept apart from `kube` so the mapping rules (a PyTorchJob's conditions -> a job phase, a full status -> a
+merge patch) are unit-tested without any API server.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any, Optional
+
+from cpt_operator.kube import manifests
+from cpt_operator.planner.observed import ObservedJob
+
+# kind -> (apiVersion, plural): every kind the operator creates, patches or deletes.
+KINDS: dict[str, tuple[str, str]] = {
+    "PyTorchJob": ("kubeflow.org/v1", "pytorchjobs"),
+    "Deployment": ("apps/v1", "deployments"),
+    "Service": ("v1", "services"),
+    "ConfigMap": ("v1", "configmaps"),
+}
+
+
+def collection_path(api_version: str, plural: str, namespace: Optional[str]) -> str:
+    """/api/v1/namespaces/ns/configmaps, /apis/kubeflow.org/v1/namespaces/ns/pytorchjobs, ..."""
+    root = f"/api/{api_version}" if "/" not in api_version else f"/apis/{api_version}"
+    return f"{root}/namespaces/{namespace}/{plural}" if namespace else f"{root}/{plural}"
+
+
+def object_path(api_version: str, plural: str, namespace: Optional[str], name: str, sub: str = "") -> str:
+    return f"{collection_path(api_version, plural, namespace)}/{name}" + (f"/{sub}" if sub else "")
+
+
+def parse_time(value: Any) -> Optional[datetime]:
+    if not value or not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+def job_phase(status: Optional[dict]) -> tuple[str, Optional[dict]]:
+    """A PyTorchJob's phase from status.conditions: the terminal condition wins, then Running, else Pending."""
+    conditions = [c for c in (status or {}).get("conditions") or [] if isinstance(c, dict)]
+    true = {c.get("type"): c for c in conditions if str(c.get("status")) == "True"}
+    for phase in ("Failed", "Succeeded", "Running"):
+        if phase in true:
+            return phase, true[phase]
+    return "Pending", None
+
+
+def observed_job(obj: dict) -> Optional[ObservedJob]:
+    """A stage job as the planner sees it, identified by its labels; None if the labels are not ours."""
+    meta = obj.get("metadata") or {}
+    labels = meta.get("labels") or {}
+    try:
+        index = int(labels[manifests.LABEL_TASK])
+        attempt = int(labels.get(manifests.LABEL_ATTEMPT, "0"))
+        stage = labels[manifests.LABEL_STAGE]
+    except (KeyError, ValueError):
+        return None
+    status = obj.get("status") or {}
+    phase, condition = job_phase(status)
+    finished = None
+    message = ""
+    if phase in ("Succeeded", "Failed"):
+        finished = parse_time(status.get("completionTime")) or parse_time((condition or {}).get("lastTransitionTime"))
+        message = (condition or {}).get("message") or (condition or {}).get("reason") or ""
+    suspended = bool(((obj.get("spec") or {}).get("runPolicy") or {}).get("suspend"))
+    return ObservedJob(name=meta["name"], task_index=index, stage=stage, attempt=attempt, phase=phase,
+                       finished_at=finished, message=message, suspended=suspended)
+
+
+def owned_by(obj: dict, uid: Optional[str]) -> bool:
+    """Children of an earlier resource with the same name (awaiting garbage collection) are not ours."""
+    refs = (obj.get("metadata") or {}).get("ownerReferences") or []
+    return uid is None or any(ref.get("uid") == uid for ref in refs)
+
+
+def merge_patch_for(old: Any, new: Any) -> Any:
+    """The RFC 7386 merge patch that turns `old` into `new` (keys that disappeared become null); {} if equal."""
+    if not isinstance(old, dict) or not isinstance(new, dict):
+        return new
+    patch: dict = {}
+    for key in old.keys() - new.keys():
+        patch[key] = None
+    for key, value in new.items():
+        if key not in old:
+            patch[key] = value
+        elif old[key] != value:
+            sub = merge_patch_for(old[key], value)
+            patch[key] = sub if isinstance(value, dict) and isinstance(old[key], dict) else value
+    return patch
+
+
+def event_body(resource: dict, event_type: str, reason: str, message: str, now: datetime, instance: str) -> dict:
+    """A core/v1 Event on the resource (what `kubectl describe` lists)."""
+    meta = resource["metadata"]
+    stamp = now.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"generateName": f"{meta['name']}.", "namespace": meta.get("namespace", "default")},
+        "involvedObject": {"apiVersion": resource.get("apiVersion"), "kind": resource.get("kind"),
+                           "name": meta["name"], "namespace": meta.get("namespace", "default"),
+                           "uid": meta.get("uid"), "resourceVersion": meta.get("resourceVersion")},
+        "type": event_type,
+        "reason": reason,
+        "message": message[:1024],
+        "source": {"component": "cpt-operator"},
+        "reportingComponent": "cpt-operator",
+        "reportingInstance": instance,
+        "firstTimestamp": stamp,
+        "lastTimestamp": stamp,
+        "count": 1,
+    }

@@ -1,0 +1,104 @@
+"""Operator settings, read once from environment variables (the Helm chart sets them; docs/operator.md lists them).
+
+Everything here is a cluster-wide choice of whoever runs the operator; what one run wants is in its spec. A bad
+value fails at start with the variable's name, not somewhere deep in a reconcile pass.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Mapping, Optional
+
+from cpt_operator.kube import defaults as dflt
+from cpt_operator.kube.defaults import PlanDefaults
+
+# name -> (default, meaning): the single list docs/operator.md is checked against.
+ENV: dict[str, tuple[str, str]] = {
+    "CPT_NAMESPACES": ("", "Comma-separated namespaces (globs allowed) to watch; empty = all namespaces."),
+    "CPT_LEARNER_IMAGE": (dflt.LEARNER_IMAGE, "Learner image for stage PyTorchJobs when spec.learner.image is unset."),
+    "CPT_ROLLOUT_IMAGE": (dflt.ROLLOUT_IMAGE, "vLLM rollout image when spec.rollout.image is unset."),
+    "CPT_IMAGE_PULL_POLICY": ("IfNotPresent", "imagePullPolicy of every child container."),
+    "CPT_LEARNER_SERVICE_ACCOUNT": ("", "serviceAccountName of learner pods (empty: the namespace default)."),
+    "CPT_ROLLOUT_PORT": ("8000", "HTTP port of the vLLM rollout servers."),
+    "CPT_STORAGE_ENDPOINT": ("", "S3 endpoint for runs whose spec.storage.endpoint is unset (MinIO); jobs get it too."),
+    "CPT_STORAGE_REGION": ("", "S3 region for runs whose spec.storage.region is unset."),
+    "CPT_STORAGE_PATH_STYLE": ("false", "Force path-style S3 addressing for every run (MinIO, Ceph)."),
+    "CPT_RECONCILE_INTERVAL": ("30", "Seconds between passes of a run when nothing happens (re-reads storage)."),
+    "CPT_ERROR_BACKOFF": ("5", "Seconds before a failed pass (API or storage error) is retried."),
+    "CPT_METRICS_PORT": ("9090", "Port of the Prometheus /metrics endpoint; 0 disables it."),
+    "CPT_METRICS_ADDR": ("0.0.0.0", "Address the /metrics endpoint binds to."),
+    "CPT_WATCH_TIMEOUT": ("300", "Server-side timeout of kopf's watch requests, seconds (then re-watched)."),
+    "CPT_PEERING": ("", "kopf peering object name for several replicas; empty = standalone (one replica)."),
+}
+
+
+class SettingsError(ValueError):
+    pass
+
+
+def _float(env: Mapping[str, str], name: str, minimum: float = 0.0) -> float:
+    raw = env.get(name) or ENV[name][0]
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a number") from None
+    if value < minimum:
+        raise SettingsError(f"{name}={raw!r} must be >= {minimum}")
+    return value
+
+
+def _bool(env: Mapping[str, str], name: str) -> bool:
+    raw = (env.get(name) or ENV[name][0]).strip().lower()
+    if raw not in ("1", "0", "true", "false", "yes", "no"):
+        raise SettingsError(f"{name}={raw!r} is not a boolean (true/false)")
+    return raw in ("1", "true", "yes")
+
+
+def _str(env: Mapping[str, str], name: str) -> str:
+    return (env.get(name) or ENV[name][0]).strip()
+
+
+@dataclass(frozen=True)
+class Settings:
+    namespaces: tuple[str, ...] = ()
+    plan_defaults: PlanDefaults = field(default_factory=PlanDefaults)
+    storage_endpoint: Optional[str] = None
+    storage_region: Optional[str] = None
+    storage_path_style: bool = False
+    reconcile_interval: float = 30.0
+    error_backoff: float = 5.0
+    metrics_port: int = 9090
+    metrics_addr: str = "0.0.0.0"
+    watch_timeout: float = 300.0
+    peering: Optional[str] = None
+
+    @classmethod
+    def from_env(cls, env: Optional[Mapping[str, str]] = None) -> "Settings":
+        env = os.environ if env is None else env
+        port = _float(env, "CPT_METRICS_PORT")
+        rollout_port = _float(env, "CPT_ROLLOUT_PORT", 1)
+        if port != int(port) or port > 65535 or rollout_port != int(rollout_port) or rollout_port > 65535:
+            raise SettingsError("CPT_METRICS_PORT and CPT_ROLLOUT_PORT must be integer ports")
+        policy = _str(env, "CPT_IMAGE_PULL_POLICY")
+        if policy not in ("Always", "IfNotPresent", "Never"):
+            raise SettingsError(f"CPT_IMAGE_PULL_POLICY={policy!r} must be Always, IfNotPresent or Never")
+        return cls(
+            namespaces=tuple(n.strip() for n in _str(env, "CPT_NAMESPACES").split(",") if n.strip()),
+            plan_defaults=PlanDefaults(
+                learner_image=_str(env, "CPT_LEARNER_IMAGE"),
+                rollout_image=_str(env, "CPT_ROLLOUT_IMAGE"),
+                learner_service_account=_str(env, "CPT_LEARNER_SERVICE_ACCOUNT") or None,
+                image_pull_policy=policy,
+                rollout_port=int(rollout_port),
+            ),
+            storage_endpoint=_str(env, "CPT_STORAGE_ENDPOINT") or None,
+            storage_region=_str(env, "CPT_STORAGE_REGION") or None,
+            storage_path_style=_bool(env, "CPT_STORAGE_PATH_STYLE"),
+            reconcile_interval=_float(env, "CPT_RECONCILE_INTERVAL", 0.05),
+            error_backoff=_float(env, "CPT_ERROR_BACKOFF", 0.01),
+            metrics_port=int(port),
+            metrics_addr=_str(env, "CPT_METRICS_ADDR"),
+            watch_timeout=_float(env, "CPT_WATCH_TIMEOUT", 1),
+            peering=_str(env, "CPT_PEERING") or None,
+        )

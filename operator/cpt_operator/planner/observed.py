@@ -1,0 +1,38 @@
+"""What an executor observed of the world: the planner's only input besides the resource itself.
+
+Kubernetes (`kube.client.observe`) and the local executor both build these; the planner never looks anywhere else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal, Optional
+
+from cpt_core.results import CommittedTask
+
+JobPhase = Literal["Pending", "Running", "Succeeded", "Failed"]
+
+
+@dataclass(frozen=True)
+class ObservedJob:
+    """One stage job (a PyTorchJob on a cluster, a process locally), identified by its labels."""
+
+    name: str
+    task_index: int
+    stage: str  # filter | train | evaluate
+    attempt: int
+    phase: JobPhase
+    finished_at: Optional[datetime] = None  # when it reached Succeeded/Failed
+    message: str = ""
+    suspended: bool = False
+
+
+@dataclass(frozen=True)
+class Observed:
+    """Everything the planner may know: stage jobs, committed results, time."""
+
+    now: datetime
+    jobs: tuple[ObservedJob, ...] = ()
+    committed: dict[int, CommittedTask] = field(default_factory=dict)
+    storage_error: Optional[str] = None  # storage could not be read this pass: plan nothing new

@@ -1,0 +1,213 @@
+"""The pure planner: (resource, observed world) -> intents (stages to start, rollout servers, suspensions),
+status and events.
+
+No I/O, no kopf, no clock (time comes in `Observed.now`), no Kubernetes objects. Both executors call it: the
+operator with what it observes through the Kubernetes API and storage, `cpt run` with local processes. Status is
+recomputed from the observation on every call (kubebuilder style); the previous status is only read to keep
+condition transition times and to decide which events are new.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Optional
+
+from cpt_core import api
+from cpt_core import forgetting as fm
+from cpt_core.results import CommittedTask
+from cpt_core.stage import StageConfig
+from cpt_core.validation import Mode, SpecError, validate_resource
+from cpt_operator.planner.conditions import build_conditions
+from cpt_operator.planner.events import condition, transition_events
+from cpt_operator.planner.intents import Plan, PlanEvent, RolloutServers, SetSuspended, StartStage
+from cpt_operator.planner.names import job_name
+from cpt_operator.planner.observed import Observed
+from cpt_operator.planner.position import Progress, committed_prefix, progress_of, task_names, task_spec_hash
+
+ACK_REGRESSION_ANNOTATION = f"{api.GROUP}/accept-regression-after-task"
+
+
+def plan(resource: dict, observed: Observed, mode: Mode = "cluster") -> Plan:
+    """Compute what should exist and what the status is. Never raises on user input."""
+    old = resource.get("status") or {}
+    generation = resource.get("metadata", {}).get("generation")
+    try:
+        cpt = validate_resource(resource, mode)
+    except SpecError as exc:
+        return _invalid_plan(old, generation, observed.now, exc)
+    spec = cpt.spec
+    run = cpt.metadata.name
+    committed, changed = committed_prefix(spec, observed.committed)
+    matrix, general = _rounded(fm.accuracy_rows(committed, [t.name for t in spec.tasks], [b.name for b in spec.general]))
+    last_row = max(committed) if committed else None
+    regressions = _regressions(spec, matrix, last_row, resource)
+
+    progress = progress_of(spec, committed, observed)
+    plan_ = Plan(status={}, spec=spec)
+    total = len(spec.tasks)
+    completed = len([i for i in committed if i >= 1])
+    paused = bool(regressions) and spec.forgetting.on_regression == "pause" and progress.current is not None
+    if changed:
+        phase, reason, message = "Failed", "TrainedTaskChanged", changed
+    elif progress.failed_reason:
+        phase, reason, message = "Failed", "RetriesExhausted", progress.failed_reason
+    elif progress.current is None:
+        phase, reason, message = "Succeeded", "AllTasksCommitted", f"all {total} tasks trained and evaluated"
+    elif spec.suspend:
+        phase, reason, message = "Suspended", "UserSuspended", "spec.suspend is true"
+    elif paused:
+        phase, reason, message = "Suspended", "ForgettingRegression", _regression_message(spec, regressions, last_row)
+    elif observed.storage_error:
+        phase, reason, message = (old.get("phase") or "Pending"), "StorageUnavailable", observed.storage_error
+    else:
+        phase = "Running" if (committed or observed.jobs) or progress.stage else "Pending"
+        reason, message = "StageRunning", _stage_message(spec, progress)
+        if progress.retrying_reason:
+            reason, message = "RetryBackoff", progress.retrying_reason
+        if phase == "Pending":
+            phase = "Running"
+
+    active = phase == "Running" and reason in ("StageRunning", "RetryBackoff")
+    if active:
+        _start_stage(plan_, resource, spec, run, progress)
+    if phase in ("Running", "Suspended") and _uses_rollout_servers(spec, progress.current):
+        plan_.rollout.append(RolloutServers(progress.current, _start_model_uri(spec, committed, progress.current),
+                                            start=active))
+    plan_.suspend = [SetSuspended(job.name, phase == "Suspended") for job in observed.jobs
+                     if job.phase in ("Pending", "Running") and job.suspended != (phase == "Suspended")]
+    if progress.wait_until is not None and phase == "Running":
+        plan_.requeue_after = max(0.0, (progress.wait_until - observed.now).total_seconds())
+
+    summary = fm.summary(matrix, general) if committed else {}
+    status = api.CptStatus(
+        phase=phase,
+        current_task=None if progress.current is None else task_names(spec)[progress.current],
+        completed_tasks=completed,
+        total_tasks=total,
+        progress=f"{completed}/{total}",
+        observed_generation=generation,
+        tasks=_task_statuses(spec, run, committed, observed, progress),
+        accuracy=api.AccuracyMatrix(tasks=[t.name for t in spec.tasks], matrix=matrix),
+        general=api.GeneralScores(benchmarks=[b.name for b in spec.general], matrix=general),
+        average_accuracy=_round(summary.get("average_accuracy")),
+        backward_transfer=_round(summary.get("backward_transfer")),
+        forgetting=_round(summary.get("forgetting")),
+        plasticity=_round(summary.get("plasticity")),
+        message=message,
+    ).wire()
+    status["conditions"] = build_conditions(
+        old.get("conditions") or [], observed.now, generation,
+        phase=phase, reason=reason, message=message, valid=True, spec_problem=changed,
+        regression=_regression_message(spec, regressions, last_row) if regressions else None,
+    )
+    plan_.status = status
+    plan_.events = transition_events(old, status, plan_, observed)
+    return plan_
+
+
+# ------------------------------------------------------------------------------------------- progress
+
+
+def _start_stage(plan_: Plan, resource: dict, spec: api.CptSpec, run: str, progress: Progress) -> None:
+    index, stage = progress.current, progress.stage
+    if index is None or stage is None or progress.wait_until is not None:
+        return  # nothing to run, or backoff / commit grace: no new job yet
+    name = job_name(run, index, stage, progress.attempt)
+    cfg = StageConfig(run=run, namespace=resource["metadata"].get("namespace", "default"), stage=stage,
+                      task_index=index, attempt=progress.attempt, spec=spec, spec_hash=task_spec_hash(spec, index))
+    plan_.start.append(StartStage(name, cfg))
+
+
+def _uses_rollout_servers(spec: api.CptSpec, index: Optional[int]) -> bool:
+    return (index is not None and index >= 1 and spec.method in ("grpo", "rif-grpo")
+            and spec.rollout.engine == "vllm")
+
+
+def _start_model_uri(spec: api.CptSpec, committed: dict[int, CommittedTask], index: int) -> str:
+    """What task `index` starts from: the previous task's committed checkpoint, or the base model."""
+    previous = committed.get(index - 1)
+    if index <= 1 or previous is None or previous.checkpoint is None:
+        return spec.model
+    return spec.storage.uri.rstrip("/") + "/" + previous.checkpoint
+
+
+# --------------------------------------------------------------------------------------------- status
+
+
+def _rounded(rows: tuple[list, list]) -> tuple[list, list]:
+    return tuple([[_round(v) for v in row] for row in matrix] for matrix in rows)  # type: ignore[return-value]
+
+
+def _regressions(spec: api.CptSpec, matrix: list, last_row: Optional[int], resource: dict) -> dict[int, float]:
+    if last_row is None or last_row < 2:
+        return {}
+    accepted = ((resource.get("metadata") or {}).get("annotations") or {}).get(ACK_REGRESSION_ANNOTATION)
+    if accepted is not None and str(accepted).isdigit() and int(accepted) >= last_row:
+        return {}
+    return fm.regressions(matrix, last_row, spec.forgetting.max_drop)
+
+
+def _regression_message(spec: api.CptSpec, regressions: dict[int, float], last_row: Optional[int]) -> str:
+    parts = [f"task {spec.tasks[j - 1].name!r} dropped {drop:.3f} below its best" for j, drop in sorted(regressions.items())]
+    after = spec.tasks[last_row - 1].name if last_row else "?"
+    return (f"forgetting regression after task {after!r}: " + "; ".join(parts)
+            + f" (maxDrop {spec.forgetting.max_drop}); to continue, set spec.forgetting.onRegression: alert "
+            f"or annotate {ACK_REGRESSION_ANNOTATION}={last_row}")
+
+
+def _stage_message(spec: api.CptSpec, progress: Progress) -> str:
+    if progress.current is None:
+        return ""
+    if progress.current == 0:
+        return "evaluating the base model (row 0 of the accuracy matrix)"
+    name = task_names(spec)[progress.current]
+    return f"task {progress.current}/{len(spec.tasks)} {name!r}: stage {progress.stage}"
+
+
+def _task_statuses(spec: api.CptSpec, run: str, committed: dict, observed: Observed, progress: Progress) -> list:
+    out = []
+    for index, name in enumerate(task_names(spec)):
+        jobs = [j for j in observed.jobs if j.task_index == index]
+        entry = api.TaskStatus(index=index, name=name)
+        result = committed.get(index)
+        if result is not None:
+            entry.phase = "Succeeded"
+            if result.checkpoint:
+                entry.checkpoint = spec.storage.uri.rstrip("/") + "/" + result.checkpoint
+            rif = result.rif or {}
+            entry.kept, entry.dropped = rif.get("kept"), rif.get("dropped")
+            entry.filtered_fraction = _round(rif.get("filtered_fraction"))
+        elif index == progress.current:
+            entry.stage = progress.stage
+            waiting = progress.wait_until is not None and progress.job is None
+            entry.attempts = progress.attempt + (0 if waiting else 1)
+            if progress.job is not None:
+                entry.job = progress.job.name
+            elif not waiting and progress.stage and not progress.failed_reason:
+                entry.job = job_name(run, index, progress.stage, progress.attempt)
+            if progress.failed_reason:
+                entry.phase, entry.message = "Failed", progress.failed_reason
+            elif progress.retrying_reason:
+                entry.phase, entry.message = "Retrying", progress.retrying_reason
+            elif jobs or entry.job:
+                entry.phase = "Running"
+        out.append(entry)
+    return out
+
+
+def _round(value) -> Optional[float]:
+    return None if value is None else round(float(value), 6)
+
+
+def _invalid_plan(old: dict, generation: Optional[int], now: datetime, exc: SpecError) -> Plan:
+    message = "; ".join(exc.problems)
+    status = dict(old)
+    status.update(phase="Failed", observedGeneration=generation, message=f"invalid spec: {message}")
+    status.setdefault("progress", "0/0")
+    status["conditions"] = build_conditions(old.get("conditions") or [], now, generation, phase="Failed",
+                                            reason="InvalidSpec", message=message, valid=False)
+    events = []
+    old_valid = condition(old, "SpecValid")
+    if not old_valid or old_valid.get("status") != "False" or old_valid.get("message") != message:
+        events.append(PlanEvent("Warning", "InvalidSpec", message))
+    return Plan(status=status, events=events, valid=False)

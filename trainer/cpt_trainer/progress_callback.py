@@ -1,0 +1,34 @@
+"""A Trainer callback that reports each logging step as a `CPT_PROGRESS` line (cpt_core.protocol) and keeps the
+reward/loss curves for train.json."""
+
+from __future__ import annotations
+
+from transformers import TrainerCallback
+
+from cpt_core.protocol import progress
+
+
+class ProgressCallback(TrainerCallback):
+    """Turns Trainer logs into CPT_PROGRESS lines and keeps the reward/loss curves for train.json."""
+
+    def __init__(self, stage: str, task_index: int, quiet: bool = False):
+        self.stage, self.task_index, self.quiet = stage, task_index, quiet
+        self.rewards: list[float] = []
+        self.losses: list[float] = []
+        self.accuracies: list[float] = []
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        logs = logs or {}
+        if "loss" not in logs and "reward" not in logs:
+            return  # end-of-training summary logs (train_runtime...)
+        reward = logs.get("reward")
+        loss = logs.get("loss")
+        if reward is not None:
+            self.rewards.append(float(reward))
+        if loss is not None:
+            self.losses.append(float(loss))
+        acc = logs.get("mean_token_accuracy")
+        if acc is not None:
+            self.accuracies.append(float(acc))
+        if state.is_world_process_zero and not self.quiet:
+            progress(self.stage, self.task_index, state.global_step, state.max_steps, reward=reward, loss=loss)
