@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from chart_common import NAMESPACE, by_kind, one
+from chart_common import NAMESPACE, by_kind, helm, one
 
 from cpt_operator.kube.permissions import REQUIRED_RULES
 
@@ -34,8 +34,41 @@ def assert_no_wildcards(rules: list[dict]) -> None:
         assert "resourceNames" not in rule or rule["resourceNames"], rule
 
 
-def test_cluster_wide_role_is_exactly_the_required_rules(render):
+CREATE_OR_WRITE = {"create", "update", "patch", "delete", "deletecollection", "escalate", "bind", "impersonate"}
+
+
+def _cluster_role_grants(objects: list[dict]) -> set[tuple[str, str, str]]:
+    return {t for role in by_kind(objects, "ClusterRole") for t in granted(role["rules"])}
+
+
+def test_default_install_is_namespaced_with_no_cluster_wide_secrets_or_create(render):
+    """Issue 15 item 1: the default render grants nothing cluster-wide beyond reading CRDs and namespaces."""
     objects = render()
+    cluster = _cluster_role_grants(objects)
+    assert cluster, "kopf still needs its read-only discovery ClusterRole"
+    assert {(g, r) for g, r, _ in cluster} <= CLUSTER_SCOPED
+    assert not {v for _, _, v in cluster} & CREATE_OR_WRITE
+    assert not any(r == "secrets" for _, r, _ in cluster)
+    (role,) = by_kind(objects, "Role")
+    assert role["metadata"]["namespace"] == NAMESPACE  # the release namespace, nothing else
+    (binding,) = by_kind(objects, "RoleBinding")
+    assert binding["metadata"]["namespace"] == NAMESPACE and binding["roleRef"]["kind"] == "Role"
+    env = {e["name"]: e.get("value") for e in one(objects, "Deployment")["spec"]["template"]["spec"]
+           ["containers"][0]["env"]}
+    assert env["CPT_NAMESPACES"] == NAMESPACE  # the operator watches exactly where it has rights
+
+
+def test_secrets_are_never_listed_or_watched(render):
+    """Secrets by name only (spec.storage.secretRef): a list/watch would hand the operator every Secret."""
+    for values in ({}, {"clusterWide": True}, {"watchNamespaces": ["a", "b"]}):
+        objects = render(values)
+        for role in by_kind(objects, "Role") + by_kind(objects, "ClusterRole"):
+            verbs = {v for g, r, v in granted(role["rules"]) if r == "secrets"}
+            assert not verbs & {"list", "watch"}, (values, role["kind"], verbs)
+
+
+def test_cluster_wide_is_an_explicit_opt_in_with_exactly_the_required_rules(render):
+    objects = render({"clusterWide": True})
     role = one(objects, "ClusterRole")
     assert_no_wildcards(role["rules"])
     assert granted(role["rules"]) == required()
@@ -48,11 +81,19 @@ def test_cluster_wide_role_is_exactly_the_required_rules(render):
                                     "namespace": NAMESPACE}]
     deployment = one(objects, "Deployment")
     assert deployment["spec"]["template"]["spec"]["serviceAccountName"] == sa["metadata"]["name"]
+    env = {e["name"]: e.get("value") for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["CPT_NAMESPACES"] == ""  # every namespace
 
 
-def test_namespaced_mode_grants_namespaced_rules_only_in_watched_namespaces(render):
-    watched = ["team-a", "team-b"]
-    objects = render({"watchNamespaces": watched})
+def test_cluster_wide_with_a_namespace_list_is_refused(chart):
+    with pytest.raises(helm.HelmRenderError, match="clusterWide"):
+        chart.render({"clusterWide": True, "watchNamespaces": ["a"]}, name="x", namespace=NAMESPACE)
+
+
+@pytest.mark.parametrize("values, watched", [({}, [NAMESPACE]), ({"watchNamespaces": ["team-a", "team-b"]},
+                                                                   ["team-a", "team-b"])])
+def test_namespaced_mode_grants_namespaced_rules_only_in_watched_namespaces(render, values, watched):
+    objects = render(values)
     roles = by_kind(objects, "Role")
     assert sorted(r["metadata"]["namespace"] for r in roles) == watched
     namespaced_required = {t for t in required() if (t[0], t[1]) not in CLUSTER_SCOPED}

@@ -19,6 +19,7 @@ CASES = {
     "default": {},
     "full": FULL_VALUES,
     "namespaced": {"watchNamespaces": ["team-a", "team-b"]},
+    "cluster-wide": {"clusterWide": True},
     "minimal": {"rbac": {"create": False}, "serviceAccount": {"create": False, "name": "existing"},
                 "metrics": {"service": {"enabled": False}}, "networkPolicy": {"enabled": False}},
 }
@@ -38,8 +39,8 @@ def test_chart_versions_match_the_package():
 
 def test_default_render_has_the_operator_and_nothing_optional(render):
     kinds = sorted(o["kind"] for o in render())
-    assert kinds == sorted(["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Deployment", "Service",
-                            "NetworkPolicy"])
+    assert kinds == sorted(["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding",
+                            "Deployment", "Service", "NetworkPolicy"])
 
 
 def test_full_render_has_every_optional_object(render):
@@ -128,7 +129,7 @@ def test_default_images_are_the_packages_defaults(render):
     assert env["CPT_ROLLOUT_IMAGE"] == defaults.ROLLOUT_IMAGE
     assert env["CPT_IMAGE_PULL_POLICY"] == defaults.PlanDefaults().image_pull_policy
     assert env["CPT_ROLLOUT_PORT"] == str(defaults.PlanDefaults().rollout_port)
-    assert env["CPT_NAMESPACES"] == ""  # cluster-wide
+    assert env["CPT_NAMESPACES"] == NAMESPACE  # namespaced by default: the release namespace
     assert env["CPT_METRICS_PORT"] == "9090"
 
 
@@ -171,7 +172,7 @@ def test_the_chart_env_parses_with_the_operators_settings(render):
         parsed = settings.Settings.from_env(env)
         assert parsed.metrics_port == int(env["CPT_METRICS_PORT"])
         assert parsed.plan_defaults.learner_image == env["CPT_LEARNER_IMAGE"]
-        assert parsed.namespaces == tuple(values.get("watchNamespaces", ()))
+        assert parsed.namespaces == tuple(values.get("watchNamespaces", [NAMESPACE]))
 
 
 ENTRYPOINT_PROBE = """
@@ -185,8 +186,8 @@ print(json.dumps({"rc": rc, "kwargs": {k: v for k, v in calls[0].items() if isin
 """
 
 
-@pytest.mark.parametrize("values", [{}, {"watchNamespaces": ["team-a"], "health": {"port": 8081}}],
-                         ids=["cluster-wide", "namespaced"])
+@pytest.mark.parametrize("values", [{"clusterWide": True}, {"watchNamespaces": ["team-a"], "health": {"port": 8081}},
+                                    {}], ids=["cluster-wide", "namespaced", "default"])
 def test_operator_entrypoint_honours_what_the_chart_passes(render, values):
     """`python -m cpt_operator` with the Deployment's args and env starts kopf with the liveness endpoint the
     probe checks and the namespaces the RBAC grants (kopf.run is stubbed; a subprocess keeps kopf's registry
@@ -206,10 +207,11 @@ def test_operator_entrypoint_honours_what_the_chart_passes(render, values):
     assert out["rc"] in (0, None)
     kwargs = out["kwargs"]
     assert kwargs.get("standalone") is True  # one replica, no peering RBAC
-    if values.get("watchNamespaces"):
-        assert kwargs.get("namespaces") == values["watchNamespaces"] and not kwargs.get("clusterwide")
-    else:
+    if values.get("clusterWide"):
         assert kwargs.get("clusterwide") is True
+    else:
+        watched = values.get("watchNamespaces", [NAMESPACE])
+        assert kwargs.get("namespaces") == watched and not kwargs.get("clusterwide")
     port = {p["name"]: p["containerPort"] for p in c["ports"]}["health"]
     if kwargs.get("liveness_endpoint") is None:
         # Reported in every run's summary (-ra) until fixed; without it the livenessProbe restarts the pod.

@@ -65,6 +65,22 @@ Usage: include "cpt-operator.image" (dict "image" .Values.image "root" .)
 {{- end }}
 
 {{/*
+Namespaces the operator watches and gets a Role in: watchNamespaces, else the release namespace. Empty only in
+the cluster-wide opt-in (clusterWide: true), where one ClusterRole grants the same rules everywhere.
+Emitted as JSON so callers get a real list back (fromJsonArray).
+*/}}
+{{- define "cpt-operator.watchedNamespaces" -}}
+{{- if .Values.clusterWide }}
+{{- if .Values.watchNamespaces }}
+{{- fail "clusterWide: true watches every namespace; leave watchNamespaces empty (or set clusterWide: false)" }}
+{{- end }}
+{{- toJson (list) }}
+{{- else }}
+{{- toJson (default (list .Release.Namespace) .Values.watchNamespaces) }}
+{{- end }}
+{{- end }}
+
+{{/*
 Namespaces that get the rollout NetworkPolicy: explicit list, else the watched namespaces, else the release
 namespace. Emitted as JSON so callers get a real list back (fromJsonArray).
 */}}
