@@ -6,6 +6,7 @@ created; every child carries an ownerReference (garbage collection) and labels (
 
 from __future__ import annotations
 
+import copy
 from typing import Optional
 
 from cpt_core import api
@@ -22,6 +23,25 @@ MANAGED_BY = {"app.kubernetes.io/managed-by": "cpt-operator", "app.kubernetes.io
 CONFIG_MOUNT = "/etc/cpt"
 # vLLM worker extension (cpt_trainer.rollout.vllm_worker) that receives weights broadcast by the learner.
 WEIGHT_RECEIVER = "cpt_trainer.rollout.vllm_worker.WeightReceiver"
+
+# Pod Security `restricted` (tests/security/pss.py checks the rules): the UID of the learner and rollout images
+# (images/*/Dockerfile), a read-only root with writable emptyDirs for HOME (HF, vLLM, triton and DeepSpeed caches)
+# and /tmp (checkpoints downloaded by a stage), and no ServiceAccount token (stage pods never call the API).
+RUN_AS = 10001
+HOME = "/home/cpt"
+CONTAINER_SECURITY = {
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "runAsNonRoot": True,
+    "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+POD_SECURITY = {"runAsNonRoot": True, "runAsUser": RUN_AS, "runAsGroup": RUN_AS, "fsGroup": RUN_AS,
+                "seccompProfile": {"type": "RuntimeDefault"}}
+# Requests when the spec names none: never BestEffort (first evicted, unschedulable under quota).
+LEARNER_REQUESTS = {"cpu": "2", "memory": "8Gi"}
+ROLLOUT_REQUESTS = {"cpu": "2", "memory": "16Gi"}
+SHM_PER_GPU_GI = 8  # /dev/shm (NCCL, dataloader workers) is RAM: sized, so a leak cannot take the node's memory
 
 
 def owner_reference(resource: dict) -> dict:
@@ -54,6 +74,20 @@ def _metadata(resource: dict, name: str, child_labels: dict) -> dict:
     }
 
 
+def _hardened(pod_spec: dict, gpus: int) -> dict:
+    """`pod_spec` with the restricted security settings, writable scratch volumes and a sized /dev/shm."""
+    scratch = [("home", HOME, {}), ("tmp", "/tmp", {}),
+               ("dshm", "/dev/shm", {"medium": "Memory", "sizeLimit": f"{max(gpus, 1) * SHM_PER_GPU_GI}Gi"})]
+    for container in pod_spec["containers"]:
+        container["securityContext"] = copy.deepcopy(CONTAINER_SECURITY)
+        container.setdefault("volumeMounts", []).extend({"name": n, "mountPath": path} for n, path, _ in scratch)
+        container.setdefault("env", []).append({"name": "HOME", "value": HOME})
+    pod_spec.setdefault("volumes", []).extend({"name": n, "emptyDir": dir_} for n, _, dir_ in scratch)
+    pod_spec.update(securityContext=copy.deepcopy(POD_SECURITY), automountServiceAccountToken=False,
+                    enableServiceLinks=False)
+    return pod_spec
+
+
 def stage_configmap(resource: dict, name: str, cfg: StageConfig) -> dict:
     """The stage configuration the learner pods read from CONFIG_MOUNT/stage.yaml."""
     return {
@@ -82,13 +116,11 @@ def _storage_env(spec: api.CptSpec) -> list[dict]:
 def _learner_pod(resource: dict, cfg: StageConfig, configmap: str, defaults: PlanDefaults) -> dict:
     spec = cfg.spec
     gpus = spec.learner.gpus_per_replica
-    resources: dict = {"requests": {}, "limits": {}}
+    resources: dict = {"requests": {"cpu": spec.learner.cpu or LEARNER_REQUESTS["cpu"],
+                                    "memory": spec.learner.memory or LEARNER_REQUESTS["memory"]}, "limits": {}}
     if gpus:
         resources["limits"]["nvidia.com/gpu"] = gpus
-    if spec.learner.cpu:
-        resources["requests"]["cpu"] = spec.learner.cpu
     if spec.learner.memory:
-        resources["requests"]["memory"] = spec.learner.memory
         resources["limits"]["memory"] = spec.learner.memory
     env = [
         # The learner hosts the NCCL rendezvous for weight sync; rollout servers dial this address.
@@ -110,15 +142,10 @@ def _learner_pod(resource: dict, cfg: StageConfig, configmap: str, defaults: Pla
                     cfg.stage, "--config", f"{CONFIG_MOUNT}/{STAGE_CONFIG_FILE}"],
         "env": env,
         "resources": {k: v for k, v in resources.items() if v},
-        "volumeMounts": [{"name": "stage-config", "mountPath": CONFIG_MOUNT, "readOnly": True},
-                         {"name": "dshm", "mountPath": "/dev/shm"}],
-        "securityContext": {"allowPrivilegeEscalation": False, "runAsNonRoot": True},
+        "volumeMounts": [{"name": "stage-config", "mountPath": CONFIG_MOUNT, "readOnly": True}],
     }
-    pod_spec: dict = {
-        "containers": [container],
-        "volumes": [{"name": "stage-config", "configMap": {"name": configmap}},
-                    {"name": "dshm", "emptyDir": {"medium": "Memory"}}],
-    }
+    pod_spec = _hardened({"containers": [container],
+                          "volumes": [{"name": "stage-config", "configMap": {"name": configmap}}]}, gpus)
     if defaults.learner_service_account:
         pod_spec["serviceAccountName"] = defaults.learner_service_account
     return {"metadata": {"labels": labels(cfg.run, cfg.task_index, "learner", cfg.stage, cfg.attempt)},
@@ -152,7 +179,9 @@ def rollout_deployment(resource: dict, run: str, index: int, model_uri: str, spe
     name = rollout_name(run, index)
     pod_labels = labels(run, index, "rollout")
     selector = {LABEL_RUN: run, LABEL_TASK: str(index), LABEL_COMPONENT: "rollout"}
-    resources = {"limits": {"nvidia.com/gpu": spec.rollout.gpus}} if spec.rollout.gpus else {}
+    resources: dict = {"requests": dict(ROLLOUT_REQUESTS)}
+    if spec.rollout.gpus:
+        resources["limits"] = {"nvidia.com/gpu": spec.rollout.gpus}
     args = [model_uri, "--tensor-parallel-size", str(spec.rollout.tensor_parallel), "--host", "0.0.0.0",
             "--port", str(defaults.rollout_port), "--worker-extension-cls", WEIGHT_RECEIVER]
     if model_uri.startswith("s3://"):
@@ -168,8 +197,6 @@ def rollout_deployment(resource: dict, run: str, index: int, model_uri: str, spe
         "ports": [{"name": "http", "containerPort": defaults.rollout_port}],
         "readinessProbe": {"httpGet": {"path": "/health", "port": "http"}, "periodSeconds": 10},
         "resources": resources,
-        "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}],
-        "securityContext": {"allowPrivilegeEscalation": False, "runAsNonRoot": True},
     }
     return {
         "apiVersion": "apps/v1",
@@ -179,8 +206,7 @@ def rollout_deployment(resource: dict, run: str, index: int, model_uri: str, spe
             "replicas": spec.rollout.replicas,
             "selector": {"matchLabels": selector},
             "template": {"metadata": {"labels": pod_labels},
-                         "spec": {"containers": [container],
-                                  "volumes": [{"name": "dshm", "emptyDir": {"medium": "Memory"}}]}},
+                         "spec": _hardened({"containers": [container]}, spec.rollout.gpus)},
         },
     }
 
