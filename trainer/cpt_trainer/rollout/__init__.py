@@ -1,8 +1,9 @@
 """Rollout engines: one interface for RIF, GRPO and evaluation.
 
-`hf` generates with transformers inside the learner process; `vllm` is a client of a vLLM OpenAI-compatible
-server (weights pushed from the learner over NCCL, see vllm_sync). `make_engine` picks one from the spec and
-falls back to `hf` with a logged reason when vLLM, CUDA or a server URL is missing.
+`hf` generates with transformers inside the learner process; `vllm` is a client of one or more vLLM
+OpenAI-compatible servers (weights pushed from the learner through vLLM's weight-transfer API, see weight_sync).
+`make_engine` picks one from the spec and falls back to `hf` with a logged reason when there is no server URL or
+no vllm package to sync weights with.
 """
 
 from __future__ import annotations
@@ -49,27 +50,30 @@ def vllm_unavailable_reason(rollout_url: Optional[str]) -> Optional[str]:
     if not rollout_url:
         return "no rollout server URL in the stage config"
     if importlib.util.find_spec("vllm") is None:
-        return "vllm is not installed"
-    import torch
-
-    if not torch.cuda.is_available():
-        return "CUDA is not available (weight sync needs NCCL)"
+        return "vllm is not installed (the learner needs it for weight sync)"
     return None
+
+
+def rollout_endpoints(rollout_url: str) -> list[str]:
+    """Every replica's base URL: `rollout_url` is a comma-separated list of per-pod endpoints, so each replica is
+    synced and rollouts are spread over all of them (a Service URL would hide all but one)."""
+    return [u.strip().rstrip("/").removesuffix("/v1") for u in rollout_url.split(",") if u.strip()]
 
 
 def make_engine(engine: str, model, tokenizer, rollout_url: Optional[str] = None, tensor_parallel: int = 1,
                 batch_size: int = 256) -> Engine:
-    """The engine the spec asks for, or `hf` with a logged reason when that cannot work here."""
+    """The engine the spec asks for, or `hf` with a logged reason when that cannot work here. A `vllm` engine
+    pushes `model`'s weights to every server before it returns (a server may have started from older ones)."""
     from cpt_trainer.rollout.hf import HfEngine
 
     if engine == "vllm":
         reason = vllm_unavailable_reason(rollout_url)
         if reason is None:
             from cpt_trainer.rollout.vllm import VllmEngine
-            from cpt_trainer.rollout.vllm_sync import NcclWeightSync
+            from cpt_trainer.rollout.weight_sync import WeightSync
 
-            sync = NcclWeightSync(rollout_url, tensor_parallel=tensor_parallel)
-            eng = VllmEngine(rollout_url, tokenizer, weight_sync=sync)
+            endpoints = rollout_endpoints(rollout_url)
+            eng = VllmEngine(endpoints, tokenizer, weight_sync=WeightSync(endpoints))
             eng.sync_weights(model)
             return eng
         log.warning("rollout engine vllm unavailable (%s); falling back to hf", reason)

