@@ -90,7 +90,7 @@ def base_done(resource):
 def test_start_evaluates_base_model_first(resource):
     p = plan(resource, Observed(now=NOW))
     got = check_golden("01-start", p)
-    assert got["create"] == ["ConfigMap/demo-0-evaluate", "PyTorchJob/demo-0-evaluate"]
+    assert got["create"] == ["NetworkPolicy/demo-pods", "ConfigMap/demo-0-evaluate", "PyTorchJob/demo-0-evaluate"]
     assert p.status["phase"] == "Running" and p.status["currentTask"] == "base"
 
 
@@ -98,7 +98,8 @@ def test_base_done_starts_task1_filter_with_rollout(resource, base_done):
     p = plan(resource, Observed(now=NOW, committed=base_done,
                                 jobs=(job("demo-0-evaluate", 0, "evaluate", "Succeeded", finished=NOW),)))
     got = check_golden("02-task1-filter", p)
-    assert got["create"] == ["Deployment/demo-1-rollout", "Service/demo-1-rollout",
+    assert got["create"] == ["NetworkPolicy/demo-pods", "Secret/demo-rollout-key",
+                             "Deployment/demo-1-rollout", "Service/demo-1-rollout",
                              "ConfigMap/demo-1-filter", "PyTorchJob/demo-1-filter"]
     assert p.status["currentTask"] == "add"
 
@@ -253,7 +254,7 @@ def test_sft_has_no_filter_stage_and_no_rollout_servers(resource):
     base_done = {0: committed(resource, 0, {"add": 0.3})}  # the method is part of what was trained
     p = plan(resource, Observed(now=NOW, committed=base_done))
     assert [f"{o['kind']}/{o['metadata']['name']}" for o in p.create] == [
-        "ConfigMap/demo-1-train", "PyTorchJob/demo-1-train"]
+        "NetworkPolicy/demo-pods", "ConfigMap/demo-1-train", "PyTorchJob/demo-1-train"]
 
 
 def test_evaluate_succeeded_without_commit_waits_then_retries(resource, base_done):

@@ -54,13 +54,7 @@ FULL_VALUES = {
                    "prometheusRule": {"enabled": RULES_FILE.exists(), "labels": {"team": "ml-platform"}}},
     "grafana": {"dashboard": {"enabled": DASHBOARD_FILE.exists(), "namespace": "monitoring", "labels": {"team": "ml-platform"},
                               "annotations": {"grafana_folder": "CPT"}}},
-    "networkPolicy": {"enabled": True, "namespaces": ["research", "prod-training"],
-                      "rolloutSelector": {"app.kubernetes.io/component": "rollout"},
-                      "learnerSelector": {"app.kubernetes.io/component": "learner"},
-                      "ports": [{"port": 8000, "protocol": "TCP"}, {"port": 51216, "protocol": "TCP"},
-                                {"port": 30000, "endPort": 32767, "protocol": "TCP"}],
-                      "extraFrom": [{"namespaceSelector": {"matchLabels": {
-                          "kubernetes.io/metadata.name": "monitoring"}}}]},
+    "networkPolicy": {"enabled": True},
 }
 
 # Kinds that are custom resources in a cluster (Prometheus Operator): kubernetes-validate has no schema for them.

@@ -40,12 +40,12 @@ def test_chart_versions_match_the_package():
 def test_default_render_has_the_operator_and_nothing_optional(render):
     kinds = sorted(o["kind"] for o in render())
     assert kinds == sorted(["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding",
-                            "Deployment", "Service", "NetworkPolicy"])
+                            "Deployment", "Service"])
 
 
 def test_full_render_has_every_optional_object(render):
     kinds = {o["kind"] for o in render(FULL_VALUES)}
-    assert {"ServiceMonitor", "NetworkPolicy", "Role", "RoleBinding"} <= kinds
+    assert {"ServiceMonitor", "Role", "RoleBinding"} <= kinds
     assert ("PrometheusRule" in kinds) == RULES_FILE.exists()
     assert ("ConfigMap" in kinds) == DASHBOARD_FILE.exists()
 

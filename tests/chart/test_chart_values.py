@@ -11,8 +11,7 @@ from chart_common import CHART_DIR, FULL_VALUES, NAMESPACE, helm
 SCHEMA = json.loads((CHART_DIR / "values.schema.json").read_text())
 
 # Objects whose content is a Kubernetes type (validated by the API server, as cert-manager's schema does).
-FREE_FORM = {"global", "affinity", "podSecurityContext", "securityContext", "tolerations[]", "extraEnv[]",
-             "networkPolicy.extraFrom[]"}
+FREE_FORM = {"global", "affinity", "podSecurityContext", "securityContext", "tolerations[]", "extraEnv[]"}
 
 
 def _walk(node: dict, path: str = ""):
@@ -70,7 +69,8 @@ BAD = {
     "bad interval": ({"prometheus": {"serviceMonitor": {"interval": "30 seconds"}}}, "interval"),
     "label value not a string": ({"podLabels": {"team": 1}}, "podLabels"),
     "unknown log level": ({"logLevel": "verbose"}, "logLevel"),
-    "selector value not a string": ({"networkPolicy": {"rolloutSelector": {"x": True}}}, "rolloutSelector"),
+    "the removed namespace-wide policy": ({"networkPolicy": {"rolloutSelector": {"x": "y"}}}, "rolloutSelector"),
+    "clusterWide as a string": ({"clusterWide": "true"}, "clusterWide"),
 }
 
 

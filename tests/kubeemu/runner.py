@@ -25,6 +25,7 @@ RESOURCES = [
     ("v1", "services", "Service", True, True, ("svc",)),
     ("v1", "secrets", "Secret", True, False, ()),
     ("apps/v1", "deployments", "Deployment", True, True, ("deploy",)),
+    ("networking.k8s.io/v1", "networkpolicies", "NetworkPolicy", True, False, ("netpol",)),
     ("events.k8s.io/v1", "events", "Event", True, False, ()),
     ("apiextensions.k8s.io/v1", "customresourcedefinitions", "CustomResourceDefinition", False, True, ("crd",)),
     ("kubeflow.org/v1", "pytorchjobs", "PyTorchJob", True, True, ()),

@@ -79,14 +79,3 @@ Emitted as JSON so callers get a real list back (fromJsonArray).
 {{- toJson (default (list .Release.Namespace) .Values.watchNamespaces) }}
 {{- end }}
 {{- end }}
-
-{{/*
-Namespaces that get the rollout NetworkPolicy: explicit list, else the watched namespaces, else the release
-namespace. Emitted as JSON so callers get a real list back (fromJsonArray).
-*/}}
-{{- define "cpt-operator.networkPolicyNamespaces" -}}
-{{- $ns := .Values.networkPolicy.namespaces }}
-{{- if not $ns }}{{ $ns = .Values.watchNamespaces }}{{ end }}
-{{- if not $ns }}{{ $ns = list .Release.Namespace }}{{ end }}
-{{- toJson $ns }}
-{{- end }}

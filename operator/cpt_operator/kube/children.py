@@ -1,8 +1,10 @@
 """The planner's intents as Kubernetes children: what to create, patch and delete (pure, no API calls).
 
 A stage to start becomes its ConfigMap (the stage config) and PyTorchJob; rollout servers to start become a
-Deployment and Service; rollout servers of any other task are deleted (they hold GPUs); a suspension becomes a
-merge patch of the job's runPolicy. `client.apply` then makes the cluster match.
+Deployment and Service; new pods are preceded by the run's NetworkPolicy and, for rollout servers, the run's
+rollout key Secret (sent only with new pods: they are never listed, and a 409 on them is checked for the owner);
+rollout servers of any other task are deleted (they hold GPUs); a suspension becomes a merge patch of the job's
+runPolicy. `client.apply` then makes the cluster match.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Iterable
 
+from cpt_core.api import CptSpec
 from cpt_operator.kube import manifests
 from cpt_operator.kube.defaults import PlanDefaults
 from cpt_operator.planner.intents import Plan
@@ -38,6 +41,7 @@ def render(plan: Plan, resource: dict, present: Iterable[tuple[str, str]],
     if spec is None:
         return out  # an invalid spec: touch nothing
     run = resource["metadata"]["name"]
+    present = set(present)
     urls = {}
     for servers in plan.rollout:
         if servers.start:
@@ -51,6 +55,7 @@ def render(plan: Plan, resource: dict, present: Iterable[tuple[str, str]],
             cfg = cfg.model_copy(update={"rollout_url": urls[cfg.task_index]})
         out.create.append(manifests.stage_configmap(resource, start.job, cfg))
         out.create.append(manifests.pytorchjob(resource, start.job, cfg, defaults))
+    out.create = _isolation(resource, run, spec, out.create, present, defaults) + out.create
     for job in plan.suspend:
         out.patch.append((ChildRef("kubeflow.org/v1", "PyTorchJob", job.job),
                           {"spec": {"runPolicy": {"suspend": job.suspended}}}))
@@ -59,4 +64,17 @@ def render(plan: Plan, resource: dict, present: Iterable[tuple[str, str]],
     for kind, name in sorted(present):
         if kind in ("Deployment", "Service") and name in servers_of_run and name not in wanted:
             out.delete.append(ChildRef("apps/v1" if kind == "Deployment" else "v1", kind, name))
+    return out
+
+
+def _isolation(resource: dict, run: str, spec: CptSpec, creates: list[dict], present: set,
+               defaults: PlanDefaults) -> list[dict]:
+    """The run's NetworkPolicy and rollout key, created before any new pod of the run can start."""
+    new_pods = {o["kind"] for o in creates if o["kind"] in ("PyTorchJob", "Deployment")
+                and (o["kind"], o["metadata"]["name"]) not in present}
+    out = []
+    if new_pods and defaults.network_policies:
+        out.append(manifests.run_network_policy(resource, run, spec))
+    if "Deployment" in new_pods:
+        out.append(manifests.rollout_key_secret(resource, run))
     return out

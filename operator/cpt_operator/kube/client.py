@@ -14,7 +14,7 @@ import logging
 import os
 import socket
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any, Callable, Optional
 
 import kubernetes
@@ -39,6 +39,24 @@ class ApiError(Exception):
     def __init__(self, status: int, reason: str, message: str) -> None:
         super().__init__(f"{status} {reason}: {message}")
         self.status, self.reason, self.message = status, reason, message
+
+
+class ForeignObject(ApiError):
+    """A child's name is taken by an object this run does not own: never adopted (it could be a planted
+    ConfigMap or Service), reported on the resource, and the pass stops before anything that would use it."""
+
+    def __init__(self, kind: str, name: str) -> None:
+        super().__init__(409, "ForeignObject", f"{kind}/{name} already exists and is not owned by this run; "
+                                               "it is not adopted: delete or rename it")
+        self.kind, self.name = kind, name
+
+
+# Created but never listed: listing Secrets would need `list secrets` (every Secret of the namespace); both are
+# sent only along with a new pod of the run (kube/children), and a 409 on them is checked like any other.
+UNLISTED_KINDS: dict[str, tuple[str, str]] = {
+    "NetworkPolicy": ("networking.k8s.io/v1", "networkpolicies"),
+    "Secret": ("v1", "secrets"),
+}
 
 
 @dataclass
@@ -129,15 +147,26 @@ class Kube:
 
     # ---------------------------------------------------------------- writes
     def create(self, obj: dict, namespace: str) -> bool:
-        """Create a child; False if it already existed (success: names are deterministic)."""
-        api_version, plural = KINDS[obj["kind"]]
+        """Create a child; False if this run's own object already existed (names are deterministic). An
+        object of that name owned by anything else raises ForeignObject."""
+        api_version, plural = {**KINDS, **UNLISTED_KINDS}[obj["kind"]]
         try:
-            self.request("POST", collection_path(api_version, plural, namespace), body=obj)
+            self.request("POST", collection_path(api_version, plural, namespace), body=manifests.with_key(obj))
             return True
         except ApiError as exc:
-            if exc.status == 409 and exc.reason == "AlreadyExists":
+            if not (exc.status == 409 and exc.reason == "AlreadyExists"):
+                raise
+        name = obj["metadata"]["name"]
+        uid = obj["metadata"]["ownerReferences"][0]["uid"]
+        try:
+            existing = self.request("GET", object_path(api_version, plural, namespace, name))
+        except ApiError as exc:
+            if exc.status == 404:  # deleted in between (garbage collection): the next pass creates it
                 return False
             raise
+        if not uid or not owned_by(existing, uid):
+            raise ForeignObject(obj["kind"], name)
+        return False
 
     def patch(self, kind: str, namespace: str, name: str, body: dict) -> None:
         api_version, plural = KINDS[kind]
@@ -201,7 +230,11 @@ def apply(kube: Kube, world: World, changes: Changes, plan: Plan, now: datetime)
         key = (obj["kind"], obj["metadata"]["name"])
         if key in world.children:
             continue
-        (done.created if kube.create(obj, namespace) else done.existed).append("/".join(key))
+        try:
+            (done.created if kube.create(obj, namespace) else done.existed).append("/".join(key))
+        except ForeignObject as exc:
+            _report_foreign(kube, resource, plan, exc, now)
+            raise
     for ref, body in changes.patch:
         if (ref.kind, ref.name) in world.children:
             kube.patch(ref.kind, namespace, ref.name, body)
@@ -215,3 +248,21 @@ def apply(kube: Kube, world: World, changes: Changes, plan: Plan, now: datetime)
             log.warning("could not post event %s on %s/%s: %s", event.reason, namespace,
                         resource["metadata"]["name"], exc)
     return done
+
+
+def _report_foreign(kube: Kube, resource: dict, plan: Plan, exc: ForeignObject, now: datetime) -> None:
+    """The planner's status with Ready=False/ForeignObject and the message, and one Warning event per new
+    message; the caller re-raises, so the pass is retried (after the foreign object is gone it goes on)."""
+    status = dict(plan.status)
+    old = {c.get("type"): c for c in (resource.get("status") or {}).get("conditions") or []}.get("Ready") or {}
+    stamp = now.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    same = old.get("reason") == exc.reason and old.get("message") == exc.message
+    ready = {"type": "Ready", "status": "False", "reason": exc.reason, "message": exc.message,
+             "lastTransitionTime": old.get("lastTransitionTime") if same else stamp,
+             "observedGeneration": resource["metadata"].get("generation")}
+    status["conditions"] = [ready if c.get("type") == "Ready" else c for c in status.get("conditions") or []]
+    status["message"] = exc.message
+    kube.patch_status(resource, status)
+    if not same:
+        kube.post_event(resource, "Warning", exc.reason, exc.message, now)
+

@@ -21,3 +21,4 @@ class PlanDefaults:
     learner_service_account: str | None = None
     image_pull_policy: str = "IfNotPresent"
     rollout_port: int = 8000
+    network_policies: bool = True  # a NetworkPolicy per run (chart: networkPolicy.enabled)

@@ -7,17 +7,21 @@ created; every child carries an ownerReference (garbage collection) and labels (
 from __future__ import annotations
 
 import copy
+import hashlib
+import secrets
 from typing import Optional
+from urllib.parse import urlsplit
 
 from cpt_core import api
 from cpt_operator.kube.defaults import PlanDefaults
 from cpt_core.stage import STAGE_CONFIG_FILE, StageConfig
-from cpt_operator.planner.names import rollout_name
+from cpt_operator.planner.names import MAX_CHILD_NAME, rollout_name
 
 LABEL_RUN = f"{api.GROUP}/run"
 LABEL_TASK = f"{api.GROUP}/task-index"
 LABEL_STAGE = f"{api.GROUP}/stage"
 LABEL_ATTEMPT = f"{api.GROUP}/attempt"
+LABEL_RUN_UID = f"{api.GROUP}/run-uid"  # NetworkPolicy peers: the run's uid, not a name or role anyone could reuse
 LABEL_COMPONENT = "app.kubernetes.io/component"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "cpt-operator", "app.kubernetes.io/part-of": "cpt-operator"}
 CONFIG_MOUNT = "/etc/cpt"
@@ -51,8 +55,9 @@ def owner_reference(resource: dict) -> dict:
         "kind": api.KIND,
         "name": meta["name"],
         "uid": meta.get("uid") or "",
+        # No blockOwnerDeletion: it needs `update` on continualposttrainings/finalizers (OpenShift enforces it),
+        # and garbage collection works without it.
         "controller": True,
-        "blockOwnerDeletion": True,
     }
 
 
@@ -63,6 +68,11 @@ def labels(run: str, index: int, component: str, stage: Optional[str] = None, at
     if attempt is not None:
         out[LABEL_ATTEMPT] = str(attempt)
     return out
+
+
+def pod_labels(resource: dict, child_labels: dict) -> dict:
+    """Labels of a stage pod: its child's labels plus the run's uid, which the run's NetworkPolicy selects on."""
+    return {**child_labels, LABEL_RUN_UID: resource["metadata"].get("uid") or ""}
 
 
 def _metadata(resource: dict, name: str, child_labels: dict) -> dict:
@@ -113,6 +123,12 @@ def _storage_env(spec: api.CptSpec) -> list[dict]:
     return env
 
 
+def _rollout_key_env(run: str) -> list[dict]:
+    """The run's rollout key, from its Secret, under every name a side reads it by."""
+    ref = {"secretKeyRef": {"name": rollout_key_name(run), "key": ROLLOUT_KEY}}
+    return [{"name": name, "valueFrom": ref} for name in ROLLOUT_KEY_ENV]
+
+
 def _learner_pod(resource: dict, cfg: StageConfig, configmap: str, defaults: PlanDefaults) -> dict:
     spec = cfg.spec
     gpus = spec.learner.gpus_per_replica
@@ -133,7 +149,7 @@ def _learner_pod(resource: dict, cfg: StageConfig, configmap: str, defaults: Pla
         *_storage_env(spec),
     ]
     if cfg.rollout_url:
-        env.append({"name": "CPT_ROLLOUT_URL", "value": cfg.rollout_url})
+        env += [{"name": "CPT_ROLLOUT_URL", "value": cfg.rollout_url}, *_rollout_key_env(cfg.run)]
     container = {
         "name": "pytorch",  # the Kubeflow training operator requires this container name
         "image": spec.learner.image or defaults.learner_image,
@@ -148,7 +164,8 @@ def _learner_pod(resource: dict, cfg: StageConfig, configmap: str, defaults: Pla
                           "volumes": [{"name": "stage-config", "configMap": {"name": configmap}}]}, gpus)
     if defaults.learner_service_account:
         pod_spec["serviceAccountName"] = defaults.learner_service_account
-    return {"metadata": {"labels": labels(cfg.run, cfg.task_index, "learner", cfg.stage, cfg.attempt)},
+    return {"metadata": {"labels": pod_labels(resource, labels(cfg.run, cfg.task_index, "learner", cfg.stage,
+                                                               cfg.attempt))},
             "spec": pod_spec}
 
 
@@ -177,7 +194,7 @@ def rollout_deployment(resource: dict, run: str, index: int, model_uri: str, spe
     """vLLM OpenAI-compatible servers for one task; the learner pushes new weights to them over NCCL after
     every step through cpt_trainer's worker extension (see cpt_trainer.rollout.vllm_sync)."""
     name = rollout_name(run, index)
-    pod_labels = labels(run, index, "rollout")
+    child_labels = labels(run, index, "rollout")
     selector = {LABEL_RUN: run, LABEL_TASK: str(index), LABEL_COMPONENT: "rollout"}
     resources: dict = {"requests": dict(ROLLOUT_REQUESTS)}
     if spec.rollout.gpus:
@@ -193,7 +210,7 @@ def rollout_deployment(resource: dict, run: str, index: int, model_uri: str, spe
         "args": args,  # the image's entrypoint is `vllm serve`
         # DEV_MODE exposes POST /collective_rpc, through which the learner drives the NCCL weight broadcast.
         "env": [*_storage_env(spec), {"name": "HF_HUB_OFFLINE", "value": "1"},
-                {"name": "VLLM_SERVER_DEV_MODE", "value": "1"}],
+                {"name": "VLLM_SERVER_DEV_MODE", "value": "1"}, *_rollout_key_env(run)],
         "ports": [{"name": "http", "containerPort": defaults.rollout_port}],
         "readinessProbe": {"httpGet": {"path": "/health", "port": "http"}, "periodSeconds": 10},
         "resources": resources,
@@ -201,11 +218,11 @@ def rollout_deployment(resource: dict, run: str, index: int, model_uri: str, spe
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": _metadata(resource, name, pod_labels),
+        "metadata": _metadata(resource, name, child_labels),
         "spec": {
             "replicas": spec.rollout.replicas,
             "selector": {"matchLabels": selector},
-            "template": {"metadata": {"labels": pod_labels},
+            "template": {"metadata": {"labels": pod_labels(resource, child_labels)},
                          "spec": _hardened({"containers": [container]}, spec.rollout.gpus)},
         },
     }
@@ -229,3 +246,80 @@ def rollout_service(resource: dict, run: str, index: int, defaults: PlanDefaults
 def rollout_url(resource: dict, run: str, index: int, defaults: PlanDefaults) -> str:
     namespace = resource["metadata"].get("namespace", "default")
     return f"http://{rollout_name(run, index)}.{namespace}.svc:{defaults.rollout_port}"
+
+
+# ------------------------------------------------------------------------------ run-wide isolation children
+
+# The per-run bearer key of the rollout servers: vLLM requires it on /v1 (VLLM_API_KEY = --api-key), the
+# weight-sync routes plugin on its routes (CPT_WEIGHT_SYNC_TOKEN), and the learner sends it (CPT_ROLLOUT_API_KEY).
+ROLLOUT_KEY = "token"
+ROLLOUT_KEY_ENV = ("VLLM_API_KEY", "CPT_WEIGHT_SYNC_TOKEN", "CPT_ROLLOUT_API_KEY")
+KEY_PLACEHOLDER = "<generated by the operator when it creates the Secret>"
+
+
+def run_child_name(run: str, suffix: str) -> str:
+    """`<run>-<suffix>` for a child per run, shortened with a stable hash like the per-task names."""
+    name = f"{run}-{suffix}"
+    if len(name) <= MAX_CHILD_NAME:
+        return name
+    tail = f"-{hashlib.sha256(run.encode()).hexdigest()[:6]}-{suffix}"
+    return run[: MAX_CHILD_NAME - len(tail)].rstrip("-") + tail
+
+
+def rollout_key_name(run: str) -> str:
+    return run_child_name(run, "rollout-key")
+
+
+def network_policy_name(run: str) -> str:
+    return run_child_name(run, "pods")
+
+
+def rollout_key_secret(resource: dict, run: str) -> dict:
+    """The run's rollout key. Created once by the operator (409 keeps the first one), read only by the run's
+    pods through secretKeyRef, garbage-collected with the run. The value is a placeholder until `with_key`
+    (called by kube.create, at the last moment): plans stay deterministic and `cpt plan` prints no key."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": _metadata(resource, rollout_key_name(run), {**MANAGED_BY, LABEL_RUN: run}),
+        "type": "Opaque",
+        "stringData": {ROLLOUT_KEY: KEY_PLACEHOLDER},
+    }
+
+
+def with_key(obj: dict) -> dict:
+    """`obj` with a fresh random key where a rollout key Secret holds the placeholder; anything else as is."""
+    if obj.get("kind") != "Secret" or (obj.get("stringData") or {}).get(ROLLOUT_KEY) != KEY_PLACEHOLDER:
+        return obj
+    return {**obj, "stringData": {ROLLOUT_KEY: secrets.token_urlsafe(32)}}
+
+
+def _storage_port(endpoint: Optional[str]) -> int:
+    parsed = urlsplit(endpoint or "https://s3.amazonaws.com")
+    try:
+        port = parsed.port
+    except ValueError:  # validation refuses such endpoints; no reason to crash a pass on one
+        port = None
+    return port or (80 if parsed.scheme == "http" else 443)
+
+
+def run_network_policy(resource: dict, run: str, spec: api.CptSpec) -> dict:
+    """Pods of this run (learner ranks and rollout servers, selected by run name AND uid) accept traffic only
+    from each other: the vLLM routes (weight updates), the NCCL/gloo process groups and torchrun's rendezvous
+    store are unreachable from any other pod. Egress: each other, DNS, and the storage endpoint's port."""
+    run_pods = {"matchLabels": {LABEL_RUN: run, LABEL_RUN_UID: resource["metadata"].get("uid") or ""}}
+    peers = [{"podSelector": run_pods}]
+    dns = [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": _metadata(resource, network_policy_name(run), {**MANAGED_BY, LABEL_RUN: run}),
+        "spec": {
+            "podSelector": run_pods,
+            "policyTypes": ["Ingress", "Egress"],
+            "ingress": [{"from": peers}],
+            "egress": [{"to": peers}, {"ports": dns},
+                       {"ports": [{"port": _storage_port(spec.storage.endpoint), "protocol": "TCP"}]}],
+        },
+    }
+
