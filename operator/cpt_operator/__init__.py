@@ -1,6 +1,7 @@
-"""cpt_operator: the ContinualPostTraining API, the pure planner, and the executors (Kubernetes, local).
+"""cpt_operator: the pure planner and the two executors (Kubernetes, local processes), metrics and the `cpt` CLI.
 
-Never imports torch. Only `handlers` imports kopf; only `kube` talks to the Kubernetes API.
+Imports cpt_core, never cpt_trainer, never torch. Only `kube.handlers` imports kopf; only `kube.client` talks to
+the Kubernetes API (checked by the import-linter contracts in pyproject.toml).
 """
 
 __version__ = "0.1.0"

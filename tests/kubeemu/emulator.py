@@ -1,6 +1,6 @@
 """A strict Kubernetes API emulator: kmock 0.8 (pinned) with the semantics the operator's tests rely on.
 
-kmock 0.8's KubernetesEmulator is too lenient to prove idempotency (DESIGN.md section 7). This subclass keeps
+kmock 0.8's KubernetesEmulator is too lenient to prove idempotency. This subclass keeps
 kmock's server, request log, discovery endpoints and `objects` array, and replaces the object handling:
 
 - uid, resourceVersion (one global counter), generation (bumped on spec changes), creationTimestamp;

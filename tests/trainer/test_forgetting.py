@@ -1,4 +1,4 @@
-"""Metric functions against hand-computed values (DESIGN.md section 1)."""
+"""Metric functions against hand-computed values (docs/design.md, Metrics)."""
 
 import sys
 

@@ -1,6 +1,6 @@
-"""cpt_trainer: tasks, rewards, rollout engines, RIF, GRPO/SFT learners, evaluation and storage.
+"""cpt_trainer: the stages of a task (RIF filter, GRPO/SFT train, evaluate), rollout engines, the tiny model.
 
-Imports no kopf. Modules the operator uses (`storage`, `forgetting`) import no torch either.
+Imports cpt_core (spec, stage contract, tasks, storage), never kopf, Kubernetes or cpt_operator.
 """
 
 __version__ = "0.1.0"

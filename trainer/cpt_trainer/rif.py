@@ -1,4 +1,4 @@
-"""RIF: rollout-based instance filtering (DESIGN.md section 1), run once per task before training.
+"""RIF: rollout-based instance filtering (docs/design.md), run once per task before training.
 
 For each training prompt, N rollouts with the current model; a prompt solved fewer than minCorrect times is an
 "incompetent sample" (all-zero rewards give GRPO no gradient) and is dropped.

@@ -1,6 +1,6 @@
 """Synthetic tasks, so examples and tests need no download: `synthetic:add`, `synthetic:reverse`, ...
 
-Why pools: DESIGN.md section 1 found that a task whose training prompts the base model already saw in pre-training
+Why pools: an early pilot (docs/design.md, Lessons) found that a task whose training prompts the base model already saw in pre-training
 teaches nothing measurable. Every problem therefore belongs to exactly one pool, decided by a hash of its prompt
 (not by the seed): `pretrain` (what `build-base` trains on), `train` (task training pools) and `eval`. Pools are
 disjoint for every seed; the seed only picks which problems of a pool are drawn.

@@ -1,4 +1,4 @@
-"""Checkpoints and results of a run, on a local directory or S3 (DESIGN.md section 5). Imports no torch.
+"""Checkpoints and results of a run, on a local directory or S3 (docs/design.md, Storage). Imports no torch.
 
     store = open_store("s3://bucket/run", endpoint=..., path_style=True)   # or a local path / file:// URI
     store.upload_dir(ckpt_dir, layout.task_key(i, name, layout.CHECKPOINT))

@@ -1,8 +1,8 @@
 """What both learners share: device/distributed arguments, the DeepSpeed config, multi-task rewards.
 
 DeepSpeed is used only under a distributed launcher (WORLD_SIZE > 1: torchrun, deepspeed, a PyTorchJob);
-a single process trains with plain torch. On CPU: use_cpu=True, bf16=False, no gradient checkpointing
-(DESIGN.md section 7).
+a single process trains with plain torch. On CPU: use_cpu=True, bf16=False, no gradient checkpointing (what
+TRL needs to run on a CPU-only torch build).
 """
 
 from __future__ import annotations
