@@ -67,6 +67,26 @@ def _broadcast(group, tensor: torch.Tensor) -> None:
 
 # ------------------------------------------------------------------------------------------------ server side
 
+def refresh_tied_kernels(model) -> None:
+    """Re-derive the kernels of layers whose weight is tied to another layer's (lm_head = embed_tokens).
+
+    vLLM's layerwise reload (its NCCL engine's path too) gets no checkpoint tensor for a tied lm_head, so it puts
+    the layer's old kernel tensors back ("ParallelLMHead: Failed to load weights" in the server log). On GPU
+    the shared weight is all there is; on CPU the layer also holds a pre-packed GEMM weight made from the OLD
+    values, and the server's greedy completions stopped matching the learner's. Re-running the layer's
+    `process_weights_after_loading` re-packs it from the (new) shared weight.
+    """
+    by_storage: dict[int, list] = {}
+    for module in model.modules():
+        weight = getattr(module, "weight", None)
+        if isinstance(weight, torch.Tensor) and hasattr(module, "quant_method") and not weight.is_meta:
+            by_storage.setdefault(weight.data_ptr(), []).append(module)
+    for modules in by_storage.values():
+        if len(modules) > 1:
+            for module in modules:
+                module.quant_method.process_weights_after_loading(module)
+
+
 @dataclass
 class GlooWeightTransferInitInfo(WeightTransferInitInfo):
     master_address: str
@@ -97,6 +117,7 @@ class GlooWeightTransferEngine(WeightTransferEngine[GlooWeightTransferInitInfo, 
     def init_transfer_engine(self, init_info: GlooWeightTransferInitInfo) -> None:
         pc = self.parallel_config  # unique rank across data-parallel groups, as vLLM's NCCL engine computes it
         rank = pc.data_parallel_index * pc.world_size + pc.rank + init_info.rank_offset
+        self.shutdown()  # a new learner (the next stage) replaces the previous one's group
         self.chunk_bytes = init_info.chunk_bytes
         self.group = stateless_init_torch_distributed_process_group(
             init_info.master_address, init_info.master_port, rank, init_info.world_size, backend="gloo",
@@ -111,6 +132,7 @@ class GlooWeightTransferEngine(WeightTransferEngine[GlooWeightTransferInitInfo, 
         from vllm.model_executor.model_loader.reload import finalize_layerwise_reload
 
         finalize_layerwise_reload(self.model, self.model_config)
+        refresh_tied_kernels(self.model)
 
     def update_weights(self, update_info: dict) -> None:
         # The base class ends with torch.accelerator.synchronize(), which has nothing to wait for on CPU.

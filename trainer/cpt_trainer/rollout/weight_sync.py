@@ -98,6 +98,9 @@ class FanOutClient:
     def update_weights(self, update_info) -> None:
         self._all("/update_weights", [{"update_info": update_info}] * len(self.endpoints))
 
+    def shutdown_weight_transfer_engine(self) -> None:
+        self._all("/shutdown_weight_transfer_engine", [None] * len(self.endpoints))
+
     def finish_weight_update(self, weight_version: Optional[str] = None) -> None:
         body = None if weight_version is None else {"weight_version": weight_version}
         self._all("/finish_weight_update", [body] * len(self.endpoints))
@@ -151,8 +154,14 @@ class WeightSync:
         self.seconds.append(time.perf_counter() - t0)
 
     def close(self) -> None:
-        if self.engine is not None:
-            try:
-                self.engine.shutdown()
-            finally:
-                self.engine = None
+        """Leave the group on both sides (best effort: a dead server has nothing to release)."""
+        if self.engine is None:
+            return
+        try:
+            if self.engine.client is not None:
+                self.engine.client.shutdown_weight_transfer_engine()
+        except WeightSyncError as exc:
+            log.warning("weight-sync shutdown: %s", exc)
+        finally:
+            self.engine.shutdown()
+            self.engine = None
