@@ -21,6 +21,7 @@ SINGULAR = "continualposttraining"
 SHORT_NAMES = ["cpt"]
 
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"  # Secret names: dots allowed
 # A dataset or model location: s3://bucket/key, file:///abs/path, or a plain local path (local mode).
 URI_PATTERN = r"^(s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/.*)?|file:///.*|[^:\s]+)$"
 HTTP_URL_PATTERN = r"^https?://[^\s/]+(/\S*)?$"
@@ -129,7 +130,7 @@ class StorageSpec(Wire):
     endpoint: Optional[str] = Field(None, pattern=HTTP_URL_PATTERN)
     region: Optional[str] = Field(None, pattern=r"^[a-z0-9-]+$")
     path_style: bool = Field(False, description="Path-style S3 addressing (MinIO, Ceph, moto).")
-    secret_ref: Optional[str] = Field(None, pattern=DNS_LABEL, max_length=253,
+    secret_ref: Optional[str] = Field(None, pattern=DNS_SUBDOMAIN, max_length=253,
                                       description="Secret with AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY.")
 
 

@@ -8,11 +8,12 @@ span fields live below.
 from __future__ import annotations
 
 import difflib
-from typing import Any, Iterable, Literal
+import re
+from typing import Any, Iterable, Literal, Optional
 
 from pydantic import BaseModel, ValidationError
 
-from cpt_core import api
+from cpt_core import api, tenancy
 
 Mode = Literal["cluster", "local"]
 
@@ -25,16 +26,20 @@ class SpecError(ValueError):
         super().__init__("invalid ContinualPostTraining:\n" + "\n".join(f"  - {p}" for p in problems))
 
 
-def validate_resource(obj: Any, mode: Mode = "cluster") -> api.ContinualPostTraining:
-    """Parse and check a whole resource; raise SpecError listing every problem found."""
+def validate_resource(obj: Any, mode: Mode = "cluster",
+                      policy: Optional[tenancy.TenantPolicy] = None) -> api.ContinualPostTraining:
+    """Parse and check a whole resource; raise SpecError listing every problem found. On a cluster the
+    admin's policy is `policy`, else the one in the environment (tenancy.TenantPolicy.from_env)."""
     if not isinstance(obj, dict):
         raise SpecError([f"the document must be a mapping (a Kubernetes object), got {type(obj).__name__}"])
-    raw = list(raw_problems(obj.get("spec")))
+    raw = list(raw_problems(obj.get("spec"))) + list(tenancy.raw_int_problems(obj.get("spec")))
     try:
         resource = api.ContinualPostTraining.model_validate(_without_status(obj))
     except ValidationError as exc:
         raise SpecError(_describe(exc, api.ContinualPostTraining) + raw) from None
-    problems = raw + list(cross_field_problems(resource.spec, mode))
+    if mode == "cluster" and policy is None:
+        policy = tenancy.TenantPolicy.from_env()
+    problems = raw + list(cross_field_problems(resource.spec, mode)) + list(tenancy.problems(resource, mode, policy))
     if problems:
         raise SpecError(problems)
     return resource
@@ -120,7 +125,8 @@ def _describe(exc: ValidationError, root: type[BaseModel]) -> list[str]:
         elif kind == "missing":
             lines.append(f"{path}: required field is missing")
         elif kind == "string_pattern_mismatch":
-            lines.append(f"{path}: {_pattern_rule(loc, err.get('input'))} (got {err.get('input')!r})")
+            got = re.sub(r"(://)[^/@\s]*@", r"\1***@", str(err.get("input")))  # never echo a URL's password
+            lines.append(f"{path}: {_pattern_rule(loc, err.get('input'))} (got {got!r})")
         elif kind == "literal_error":
             lines.append(f"{path}: {err['msg'].lower()} (got {err.get('input')!r})")
         else:

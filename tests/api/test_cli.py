@@ -76,7 +76,7 @@ def test_plan_prints_valid_kubernetes_objects():
     result = cpt("plan", "examples/cpt.yaml", "-n", "research")
     assert result.returncode == 0, result.stderr
     objects = [o for o in yaml.safe_load_all(result.stdout) if o]
-    assert [o["kind"] for o in objects] == ["ConfigMap", "PyTorchJob"]
+    assert [o["kind"] for o in objects] == ["NetworkPolicy", "ConfigMap", "PyTorchJob"]
     for obj in objects:
         validate_builtin(obj)
 
@@ -89,7 +89,7 @@ def test_plan_of_a_task_with_rollout_servers_is_valid():
     base = CommittedTask(0, "base", task_spec_hash(spec, 0), {"tasks": {}})
     children = render(plan(doc, Observed(now=datetime.now(timezone.utc), committed={0: base})), doc, ()).create
     kinds = sorted(o["kind"] for o in children)
-    assert kinds == ["ConfigMap", "Deployment", "PyTorchJob", "Service"]
+    assert kinds == ["ConfigMap", "Deployment", "NetworkPolicy", "PyTorchJob", "Secret", "Service"]
     for obj in children:
         validate_builtin(obj)
 

@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Mapping, Optional
 
+from cpt_core import tenancy
 from cpt_operator.kube import defaults as dflt
 from cpt_operator.kube.defaults import PlanDefaults
 
@@ -30,6 +31,10 @@ ENV: dict[str, tuple[str, str]] = {
     "CPT_METRICS_PORT": ("9090", "Port of the Prometheus /metrics endpoint; 0 disables it."),
     "CPT_METRICS_ADDR": ("0.0.0.0", "Address the /metrics endpoint binds to."),
     "CPT_WATCH_TIMEOUT": ("300", "Server-side timeout of kopf's watch requests, seconds (then re-watched)."),
+    tenancy.ENV_IMAGES: ("", "Image repository prefixes a spec may name (comma-separated; empty or * = any)."),
+    tenancy.ENV_DIGEST: ("false", "Refuse spec images without a @sha256 digest."),
+    tenancy.ENV_REWARDS: ("", "Module prefixes allowed as module:function rewards (empty = built-ins only; * = any; "
+                              "unset = any but the never-allowed ones)."),
     "CPT_PEERING": ("", "kopf peering object name for several replicas; empty = standalone (one replica)."),
 }
 
@@ -81,6 +86,10 @@ class Settings:
         rollout_port = _float(env, "CPT_ROLLOUT_PORT", 1)
         if port != int(port) or port > 65535 or rollout_port != int(rollout_port) or rollout_port > 65535:
             raise SettingsError("CPT_METRICS_PORT and CPT_ROLLOUT_PORT must be integer ports")
+        try:
+            tenancy.TenantPolicy.from_env(env)  # read where specs are validated; checked here to fail at start
+        except ValueError as exc:
+            raise SettingsError(str(exc)) from None
         policy = _str(env, "CPT_IMAGE_PULL_POLICY")
         if policy not in ("Always", "IfNotPresent", "Never"):
             raise SettingsError(f"CPT_IMAGE_PULL_POLICY={policy!r} must be Always, IfNotPresent or Never")

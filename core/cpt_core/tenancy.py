@@ -1,0 +1,152 @@
+"""Rules for a spec on a shared cluster: what cannot work there, and what the cluster admin does not allow.
+
+`validation.validate_resource` adds these problems beside the schema's, so a refused spec gets the same
+`SpecValid=False` condition naming the field and the rule. The admin's policy (allowed image repositories and
+digests, allowed reward modules) comes from the chart's `policy` values through the operator's environment
+(`TenantPolicy.from_env`): it is read where the planner validates, without threading settings through it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping, Optional
+from urllib.parse import urlsplit
+
+from cpt_core import api
+
+INT64_MAX = 2**63 - 1
+# Service and PyTorchJob names derived from the run name are DNS-1035 labels: a letter first.
+DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+# The image reference grammar of distribution/reference: [domain[:port]/]path[:tag][@digest].
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_LABEL = r"[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?"
+# A first component is a registry only with a dot, a port, or as localhost (else it is part of the path).
+_DOMAIN = rf"(?:localhost(?::[0-9]+)?|{_LABEL}(?:\.{_LABEL})+(?::[0-9]+)?|{_LABEL}:[0-9]+)"
+IMAGE_REF = re.compile(rf"^(?:{_DOMAIN}/)?{_COMPONENT}(?:/{_COMPONENT})*(?::(?P<tag>[\w][\w.-]{{0,127}}))?"
+                       r"(?:@(?P<digest>sha256:[a-f0-9]{64}))?$")
+CONFIGMAP_LIMIT = 1024 * 1024  # bytes of data a ConfigMap (an etcd value) may hold
+# Never a reward: their functions run a tenant's completion as code or touch the pod's system.
+DENIED_REWARD_MODULES = ("builtins", "os", "posix", "nt", "subprocess", "sys", "importlib", "shutil", "ctypes",
+                         "socket", "pickle", "marshal", "runpy", "code", "codeop", "pty", "multiprocessing",
+                         "pathlib", "io", "operator", "functools", "eval", "exec", "types", "gc", "signal")
+ENV_IMAGES = "CPT_ALLOWED_IMAGES"
+ENV_DIGEST = "CPT_REQUIRE_IMAGE_DIGEST"
+ENV_REWARDS = "CPT_ALLOWED_REWARD_MODULES"
+
+
+@dataclass(frozen=True)
+class TenantPolicy:
+    """The admin's rules. `images`: allowed repository prefixes (empty or "*": any); `reward_modules`: allowed
+    module prefixes for `module:function` rewards (None or "*": any but the denied ones; empty: built-ins only)."""
+
+    images: tuple[str, ...] = ()
+    require_digest: bool = False
+    reward_modules: Optional[tuple[str, ...]] = None
+
+    @classmethod
+    def from_env(cls, env: Optional[Mapping[str, str]] = None) -> "TenantPolicy":
+        env = os.environ if env is None else env
+        split = lambda raw: tuple(x.strip() for x in raw.split(",") if x.strip())  # noqa: E731
+        digest = (env.get(ENV_DIGEST) or "false").strip().lower()
+        if digest not in ("true", "false", "1", "0", "yes", "no"):
+            raise ValueError(f"{ENV_DIGEST}={digest!r} is not a boolean (true/false)")
+        rewards = env.get(ENV_REWARDS)
+        return cls(images=split(env.get(ENV_IMAGES) or ""), require_digest=digest in ("true", "1", "yes"),
+                   reward_modules=None if rewards is None else split(rewards))
+
+
+def raw_int_problems(node: Any, path: str = "spec") -> Iterable[str]:
+    """Integers Kubernetes cannot store (int64) anywhere in the raw spec, before the schema parses them."""
+    if isinstance(node, bool):
+        return
+    if isinstance(node, int) and not -INT64_MAX - 1 <= node <= INT64_MAX:
+        yield f"{path}: integers must fit in 64 bits (|n| < 2^63); Kubernetes cannot store {str(node)[:20]}..."
+    elif isinstance(node, dict):
+        for key, value in node.items():
+            yield from raw_int_problems(value, f"{path}.{key}")
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from raw_int_problems(value, f"{path}[{i}]")
+
+
+def problems(resource: api.ContinualPostTraining, mode: str, policy: Optional[TenantPolicy]) -> Iterable[str]:
+    spec = resource.spec
+    yield from _endpoint_problems(spec.storage.endpoint)
+    for path, quantity in (("spec.learner.cpu", spec.learner.cpu), ("spec.learner.memory", spec.learner.memory)):
+        if quantity is not None and float(re.sub(r"[^0-9.]", "", quantity) or 0) == 0:
+            yield f"{path}: must be above zero (got {quantity!r}); leave it out for the default request"
+    rewards = [(f"spec.tasks[{i}].reward", t.reward) for i, t in enumerate(spec.tasks)]
+    rewards += [(f"spec.general[{i}].reward", b.reward) for i, b in enumerate(spec.general)]
+    for path, reward in rewards:
+        yield from _reward_problems(path, reward, policy if mode == "cluster" else None)
+    if mode != "cluster":
+        return
+    if not DNS_1035.match(resource.metadata.name):
+        yield (f"metadata.name: must start with a letter on a cluster (got {resource.metadata.name!r}); the run's "
+               "Services and jobs are named after it and must be DNS-1035 labels")
+    locations = [("spec.model", spec.model)]
+    locations += [(f"spec.tasks[{i}].{k}", getattr(t, k)) for i, t in enumerate(spec.tasks) for k in ("train", "eval")]
+    locations += [(f"spec.general[{i}].eval", b.eval) for i, b in enumerate(spec.general)]
+    for path, uri in locations:
+        if not uri.startswith("s3://"):
+            yield f"{path}: must be an s3:// URI on a cluster (got {uri!r}); local paths only work with `cpt run`"
+    if spec.method != "sft" and spec.rollout.engine == "vllm" and spec.rollout.gpus == 0:
+        yield "spec.rollout.gpus: vLLM rollout servers need at least 1 GPU on a cluster (or set rollout.engine: hf)"
+    for path, image in (("spec.learner.image", spec.learner.image), ("spec.rollout.image", spec.rollout.image)):
+        if image is not None:
+            yield from _image_problems(path, image, policy or TenantPolicy())
+    yield from _configmap_problems(resource)
+
+
+def _endpoint_problems(endpoint: Optional[str]) -> Iterable[str]:
+    if endpoint and "@" in (urlsplit(endpoint).netloc or ""):
+        # The value is not echoed: it holds a password.
+        yield ("spec.storage.endpoint: must not contain user info (user:password@); credentials go in a Secret "
+               "named by spec.storage.secretRef")
+
+
+def _image_problems(path: str, image: str, policy: TenantPolicy) -> Iterable[str]:
+    match = IMAGE_REF.match(image)
+    if not match:
+        yield f"{path}: not a valid image reference [registry/]repository[:tag][@sha256:digest] (got {image!r})"
+        return
+    if not match["digest"] and match["tag"] in (None, "latest"):
+        yield f"{path}: needs a tag other than latest, or a digest, so what runs cannot change under the run (got {image!r})"
+    repository = image.split("@")[0]
+    repository = repository.rsplit(":", 1)[0] if match["tag"] else repository
+    if policy.images and "*" not in policy.images and not any(
+            repository == p.rstrip("/") or repository.startswith(p.rstrip("/") + "/") for p in policy.images):
+        yield (f"{path}: repository {repository!r} is not allowed by the cluster's image policy (allowed: "
+               f"{', '.join(policy.images)}; chart value policy.allowedImages)")
+    if policy.require_digest and not match["digest"]:
+        yield f"{path}: the cluster's image policy requires a digest (@sha256:...; chart value policy.requireDigest)"
+
+
+def _reward_problems(path: str, reward: str, policy: Optional[TenantPolicy]) -> Iterable[str]:
+    if ":" not in reward:
+        return
+    module = reward.split(":", 1)[0]
+    root = module.split(".")[0]
+    if root in DENIED_REWARD_MODULES or root.startswith("_"):
+        yield f"{path}: module {module!r} can never be a reward (it runs code or touches the system; got {reward!r})"
+        return
+    allowed = None if policy is None else policy.reward_modules
+    if allowed is not None and "*" not in allowed and not any(
+            module == m or module.startswith(m + ".") for m in allowed):
+        yield (f"{path}: module {module!r} is not allowed by the cluster's reward policy (allowed: "
+               f"{', '.join(allowed) or 'built-in rewards only'}; chart value policy.allowedRewardModules)")
+
+
+def _configmap_problems(resource: api.ContinualPostTraining) -> Iterable[str]:
+    from cpt_core.stage import StageConfig
+
+    spec = resource.spec
+    largest = StageConfig(run=resource.metadata.name, namespace=resource.metadata.namespace, stage="evaluate",
+                          task_index=len(spec.tasks), attempt=spec.retry.limit, spec=spec, spec_hash="0" * 64,
+                          rollout_url="http://" + "x" * 200)
+    size = len(largest.dump_yaml().encode())
+    if size > CONFIGMAP_LIMIT - 4096:
+        yield (f"spec: the stage configuration would be {size} bytes, over the 1 MiB a ConfigMap holds; "
+               "shorten answerPatterns, names or URIs, or split the tasks over several runs")
