@@ -7,8 +7,11 @@ into the cost figures that status, metrics and the report show.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from cpt_core import layout
 
@@ -37,6 +40,80 @@ class CommittedTask:
     @property
     def dir(self) -> str:
         return layout.task_dir(self.index, self.name)
+
+
+class _Loose(BaseModel):
+    """Known fields are checked, unknown ones kept (stages may record more than the operator reads)."""
+
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
+
+
+class _FileModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    key: str = Field(min_length=1)
+    size: int = Field(ge=0)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+Score = Optional[float]
+
+
+class EvalModel(_Loose):
+    tasks: dict[str, Score] = Field(default_factory=dict)  # None: a task the stage could not score
+    general: dict[str, Score] = Field(default_factory=dict)
+    seconds: Optional[float] = Field(None, ge=0)
+
+    @field_validator("tasks", "general")
+    @classmethod
+    def _unit(cls, row: dict[str, Score]) -> dict[str, Score]:
+        bad = {k: v for k, v in row.items() if v is not None and not (math.isfinite(v) and 0.0 <= v <= 1.0)}
+        if bad:
+            raise ValueError(f"scores must be finite numbers in [0, 1], got {bad}")
+        return row
+
+
+class RifModel(_Loose):
+    kept: Optional[int] = Field(None, ge=0)
+    dropped: Optional[int] = Field(None, ge=0)
+    total: Optional[int] = Field(None, ge=0)
+    filtered_fraction: Optional[float] = Field(None, ge=0, le=1)
+    rollout_tokens: Optional[int] = Field(None, ge=0)
+    seconds: Optional[float] = Field(None, ge=0)
+
+
+class TrainModel(_Loose):
+    steps: Optional[int] = Field(None, ge=0)
+    rollout_tokens: Optional[int] = Field(None, ge=0)
+    seconds: Optional[float] = Field(None, ge=0)
+
+
+class ResultsModel(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    eval: EvalModel
+    rif: Optional[RifModel] = None
+    train: Optional[TrainModel] = None
+
+
+class ManifestModel(BaseModel):
+    """manifest.json as written by storage.manifest.commit_task; anything else is a damaged task, never a crash."""
+
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
+    version: Literal[1]
+    index: int = Field(ge=0)
+    name: str = Field(min_length=1)
+    spec_hash: str
+    committed_at: str = ""
+    files: list[_FileModel]
+    results: ResultsModel
+
+
+def manifest_problem(exc: ValidationError) -> str:
+    """One line per broken field: `results.eval.tasks: scores must be ... (got ...)`."""
+    parts = []
+    for err in exc.errors(include_url=False)[:5]:
+        where = ".".join(str(p) for p in err["loc"]) or "<root>"
+        parts.append(f"{where}: {err['msg']} (got {err.get('input')!r:.80})")
+    return "malformed manifest: " + "; ".join(parts)
 
 
 def run_stats(committed: dict[int, CommittedTask]) -> dict[int, dict]:

@@ -91,6 +91,10 @@ def _regex_problem(path: str, pattern: str | None) -> Iterable[str]:
     except re.error as exc:
         yield f"{path}: not a valid regular expression ({exc})"
         return
+    except (OverflowError, RecursionError, MemoryError, ValueError) as exc:  # re.compile raises these too
+        what = {"RecursionError": "nested too deeply"}.get(type(exc).__name__, str(exc))
+        yield f"{path}: not a usable regular expression ({what})"
+        return
     if compiled.groups < 1:
         yield f"{path}: needs one capture group that holds the answer (got {pattern!r})"
 

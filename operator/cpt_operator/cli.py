@@ -55,8 +55,15 @@ def _guess_mode(doc: object) -> str:
 def cmd_plan(args: argparse.Namespace) -> int:
     from cpt_core.validation import SpecError, validate_resource
     from cpt_operator.kube.children import render
+    from cpt_operator.kube.defaults import PlanDefaults
+    from cpt_operator.kube.settings import SettingsError, job_backend
     from cpt_operator.planner import Observed, plan
 
+    try:
+        args.job_backend = args.job_backend or job_backend()
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_INVALID
     out = []
     for doc in _load_documents(args.file):
         try:
@@ -65,9 +72,16 @@ def cmd_plan(args: argparse.Namespace) -> int:
             print(f"{args.file}: {exc}", file=sys.stderr)
             return EXIT_INVALID
         doc.setdefault("metadata", {}).setdefault("namespace", args.namespace)
-        committed = _committed_for(doc) if args.storage else {}
+        try:
+            committed = _committed_for(doc) if args.storage else {}
+        except Exception as exc:  # noqa: BLE001 - storage down, no credentials: one line, never a traceback
+            from cpt_core.storage import scrub
+
+            print(f"{args.file}: cannot read committed tasks from {doc['spec']['storage']['uri']}: "
+                  f"{scrub(str(exc))[:500]}", file=sys.stderr)
+            return 1
         result = plan(doc, Observed(now=datetime.now(timezone.utc), committed=committed), mode=args.mode)
-        out.extend(render(result, doc, ()).create)
+        out.extend(render(result, doc, (), PlanDefaults(job_backend=args.job_backend)).create)
         if args.show_status:
             print("# status: " + yaml.safe_dump(result.status, sort_keys=False).replace("\n", "\n# "),
                   file=sys.stderr)
@@ -123,6 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--namespace", "-n", default="default")
     p.add_argument("--mode", choices=["cluster", "local"], default="cluster")
     p.add_argument("--storage", action="store_true", help="read committed tasks from the run's storage first")
+    p.add_argument("--job-backend", choices=["pytorchjob", "trainjob"], default=None,
+                   help="stage jobs as PyTorchJobs or Trainer v2 TrainJobs (default: CPT_JOB_BACKEND, else pytorchjob)")
     p.add_argument("--show-status", action="store_true", help="also print the status the plan implies (stderr)")
     p.set_defaults(func=cmd_plan)
 

@@ -108,5 +108,19 @@ def emu_operator(emu_world: World) -> Iterator[object]:
         yield runner
 
 
+@pytest.fixture
+def s3_proxy(s3_endpoint: str) -> Iterator[object]:
+    """A TCP proxy in front of moto that can stop answering (tests/storage/faultproxy.py): a real outage."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("storage_faultproxy", REPO / "tests" / "storage" / "faultproxy.py")
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    host, port = s3_endpoint.removeprefix("http://").split(":")
+    proxy = module.FaultProxy((host, int(port)))
+    yield proxy
+    proxy.close()
+
+
 def thread_count() -> int:
     return threading.active_count()

@@ -34,6 +34,8 @@ class FaultProxy:
         self.url = f"http://127.0.0.1:{self.port}"
         self._stop = False
         self._live: set[socket.socket] = set()
+        self._down = False
+        self.refused = 0  # connections reset while down
         threading.Thread(target=self._accept, daemon=True).start()
 
     def inject(self, *actions: str) -> None:
@@ -47,6 +49,18 @@ class FaultProxy:
                 sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+
+    def down(self) -> None:
+        """S3 stops answering: live connections are reset and every new one too, until `up()`."""
+        with self._lock:
+            self._down = True
+            live, self._live = self._live, set()
+        for sock in live:
+            _rst(sock)
+
+    def up(self) -> None:
+        with self._lock:
+            self._down = False
 
     def cut_requests(self, after_bytes: int, times: int) -> None:
         """Reset the next `times` connections whose request bytes exceed after_bytes (mid-upload)."""
@@ -77,6 +91,9 @@ class FaultProxy:
     def _next(self) -> str:
         with self._lock:
             self.connections += 1
+            if self._down:
+                self.refused += 1
+                return "down"
             action = self.plan.popleft() if self.plan else "pass"
             if action != "pass":
                 self.injected += 1
@@ -92,6 +109,9 @@ class FaultProxy:
 
     def _serve(self, client: socket.socket, action: str) -> None:
         try:
+            if action == "down":
+                _rst(client)
+                return
             if action in ("500", "503", "reset"):
                 head = _read_head(client)
                 if action == "reset":

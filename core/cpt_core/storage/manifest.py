@@ -8,6 +8,7 @@ operator reads one small object per task and imports no torch.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -15,13 +16,18 @@ from datetime import datetime, timezone
 from typing import Any, Literal, Mapping, Optional
 
 from cpt_core import layout
-from cpt_core.results import CommittedTask, ManifestFile
+from pydantic import ValidationError
+
+from cpt_core.results import CommittedTask, ManifestFile, ManifestModel, manifest_problem
 from cpt_core.storage.base import FileInfo, Store, dump_json, sha256_file
 from cpt_core.storage.errors import CommitConflict, CorruptTask, NotFound, StorageError
 
 log = logging.getLogger(__name__)
 MANIFEST_VERSION = 1
 Verify = Literal["size", "sha256"]
+# Written next to a committed task's manifest by a stage that found its bytes damaged (sha256 mismatch, which a
+# size check cannot see): readers then report the task as damaged instead of counting it.
+DAMAGED = "damaged.json"
 _RESULTS = {"eval": layout.EVAL, "rif": layout.RIF, "train": layout.TRAIN_STATS}
 
 
@@ -62,7 +68,7 @@ def commit_task(store: Store, index: int, name: str, spec_hash: str, summary: di
         "results": results,
     }
     if not store.put_if_absent(mkey, dump_json(manifest)):
-        existing = _read_manifest(store, mkey)
+        existing = _read_manifest(store, mkey)[0]
         if existing is None or not _same_commit(existing, manifest):
             raise CommitConflict(f"{tdir} is already committed with other files or spec_hash "
                                  f"{(existing or {}).get('spec_hash')!r}; reset_task it before a redo")
@@ -89,6 +95,12 @@ def reset_task(store: Store, index: int, name: str) -> None:
     store.delete_prefix(layout.task_dir(index, name))
 
 
+def mark_damaged(store: Store, task: CommittedTask, why: str) -> None:
+    """Record that a committed task failed a check (the next task's stage found its checkpoint corrupt)."""
+    store.put_json(layout.task_key(task.index, task.name, DAMAGED),
+                   {"why": why, "at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+
+
 def prepare_task(store: Store, index: int, name: str, spec_hash: str, verify: Verify = "size"
                  ) -> Optional[CommittedTask]:
     """Call before running a task's first stage: returns the committed task if it is already done for this
@@ -106,71 +118,107 @@ def prepare_task(store: Store, index: int, name: str, spec_hash: str, verify: Ve
 # ------------------------------------------------------------------------------------------------ load
 
 def load_committed(store: Store, verify: Verify = "size") -> dict[int, CommittedTask]:
-    """Every committed task by index. One listing of tasks/ plus one GET per manifest ("size"); "sha256" also
-    reads every file back. If two names share an index (the spec changed), the newest commit wins."""
+    """Every committed task by index (see `load_committed_report`)."""
+    return load_committed_report(store, verify)[0]
+
+
+def load_committed_report(store: Store, verify: Verify = "size") -> tuple[dict[int, CommittedTask], dict[int, str]]:
+    """(committed tasks by index, damaged tasks by index -> why). One listing of tasks/ plus one GET per
+    manifest ("size"); "sha256" also reads every file back. If two names share an index (the spec changed), the
+    newest commit wins. A task with a manifest that is malformed or whose files do not match is damaged: not
+    committed, and reported, so a reader can tell "never committed" from "committed, then lost". Storage
+    errors (other than a missing key) raise: an unreadable manifest is not a missing one."""
     listing = store.list_info(layout.TASKS)
     sizes = {info.key: info.size for info in listing}
     manifests = [key for key in sizes if key.count("/") == 2 and key.endswith("/" + layout.MANIFEST)]
-    tasks = [t for t in _parallel(lambda key: _load_one(store, key, sizes, verify), manifests) if t is not None]
+    loaded = _parallel(lambda key: _load_one(store, key, sizes, verify), manifests)
     out: dict[int, CommittedTask] = {}
-    for task in sorted(tasks, key=lambda t: (t.index, t.committed_at)):
+    for task in sorted((t for t, _ in loaded if t is not None), key=lambda t: (t.index, t.committed_at)):
         out[task.index] = task
-    return out
+    damaged: dict[int, str] = {}
+    for key, (task, problem) in zip(manifests, loaded, strict=True):
+        index = _index_of(key)
+        if problem and index is not None and index not in out:
+            damaged[index] = f"{key.rsplit('/', 1)[0]}: {problem}"
+    for key in sizes:
+        index = _index_of(key)
+        if key.endswith("/" + DAMAGED) and index is not None and index in out:
+            damaged[index] = f"{key.rsplit('/', 1)[0]}: {_damage_note(store, key)}"
+    return out, damaged
 
 
 def load_task(store: Store, index: int, name: str, verify: Verify = "size") -> Optional[CommittedTask]:
     """One task if it is committed and verifies, else None."""
     sizes = {info.key: info.size for info in store.list_info(layout.task_dir(index, name))}
     key = manifest_key(index, name)
-    return _load_one(store, key, sizes, verify) if key in sizes else None
-
-
-def _read_manifest(store: Store, key: str) -> Optional[dict[str, Any]]:
-    try:
-        data = store.get_json(key)
-    except NotFound:
+    if key not in sizes or layout.task_key(index, name, DAMAGED) in sizes:
         return None
+    return _load_one(store, key, sizes, verify)[0]
+
+
+def _index_of(key: str) -> Optional[int]:
+    head = key.split("/")[1].split("-", 1)[0] if key.count("/") >= 2 else ""
+    return int(head) if head.isascii() and head.isdigit() else None
+
+
+def _damage_note(store: Store, key: str) -> str:
+    try:
+        note = store.get_json(key)
     except StorageError as exc:
         if exc.transient:
             raise
-        log.warning("ignoring unreadable manifest %s: %s", key, exc)
-        return None
-    return data if isinstance(data, dict) else None
+        note = None
+    why = note.get("why") if isinstance(note, dict) else None
+    return f"a stage found it damaged: {str(why)[:300]}" if why else "a stage found it damaged"
 
 
-def _load_one(store: Store, key: str, sizes: Mapping[str, int], verify: Verify) -> Optional[CommittedTask]:
-    manifest = _read_manifest(store, key)
+def _read_manifest(store: Store, key: str) -> tuple[Optional[dict[str, Any]], Optional[str]]:
+    try:
+        data = store.get_bytes(key)
+    except NotFound:
+        return None, None  # deleted since the listing: not committed, nothing to report
+    try:
+        parsed = json.loads(data)
+    except ValueError as exc:
+        return None, f"manifest is not valid JSON ({exc})"
+    return (parsed, None) if isinstance(parsed, dict) else (None, "manifest is not a JSON object")
+
+
+def _load_one(store: Store, key: str, sizes: Mapping[str, int], verify: Verify
+              ) -> tuple[Optional[CommittedTask], Optional[str]]:
+    manifest, problem = _read_manifest(store, key)
     if manifest is None:
-        return None
+        return None, problem
     try:
         task = _parse(manifest, key)
-    except (KeyError, TypeError, ValueError) as exc:
-        log.warning("ignoring malformed manifest %s: %s", key, exc)
-        return None
+    except ValidationError as exc:
+        log.warning("ignoring %s: %s", key, manifest_problem(exc))
+        return None, manifest_problem(exc)
+    except ValueError as exc:
+        log.warning("ignoring %s: %s", key, exc)
+        return None, str(exc)
     problem = _check_files(store, task.files, sizes, verify)
     if problem:
         log.warning("ignoring %s: %s", task.dir, problem)
-        return None
-    return task
+        return None, problem
+    return task, None
 
 
-def _parse(m: dict[str, Any], key: str) -> CommittedTask:
-    index, name = int(m["index"]), str(m["name"])
-    if key != manifest_key(index, name) or m.get("version") != MANIFEST_VERSION:
-        raise ValueError("manifest does not belong at this key or has an unknown version")
-    files = tuple(ManifestFile(str(f["key"]), int(f["size"]), str(f["sha256"])) for f in m["files"])
-    tdir = layout.task_dir(index, name) + "/"
+def _parse(raw: dict[str, Any], key: str) -> CommittedTask:
+    m = ManifestModel.model_validate(raw)
+    if key != manifest_key(m.index, m.name):
+        raise ValueError(f"manifest of task {m.index} {m.name!r} does not belong at {key}")
+    files = tuple(ManifestFile(f.key, f.size, f.sha256) for f in m.files)
+    tdir = layout.task_dir(m.index, m.name) + "/"
     if any(not f.key.startswith(tdir) for f in files):
         raise ValueError("manifest lists files outside its task")
-    results = m.get("results") or {}
-    if not isinstance(results.get("eval"), dict):
-        raise ValueError("no eval results")
-    ckpt = layout.task_key(index, name, layout.CHECKPOINT)
+    ckpt = layout.task_key(m.index, m.name, layout.CHECKPOINT)
+    results = raw["results"]  # as written (the model checked the fields the operator reads)
     return CommittedTask(
-        index=index, name=name, spec_hash=str(m["spec_hash"]), eval=results["eval"],
+        index=m.index, name=m.name, spec_hash=m.spec_hash, eval=results["eval"],
         rif=results.get("rif"), train=results.get("train"),
         checkpoint=ckpt if any(f.key.startswith(ckpt + "/") for f in files) else None,
-        committed_at=str(m.get("committed_at", "")), files=files)
+        committed_at=m.committed_at, files=files)
 
 
 def _check_files(store: Store, files: tuple[ManifestFile, ...], sizes: Mapping[str, int],

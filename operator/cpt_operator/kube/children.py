@@ -40,6 +40,10 @@ def render(plan: Plan, resource: dict, present: Iterable[tuple[str, str]],
     spec = plan.spec
     if spec is None:
         return out  # an invalid spec: touch nothing
+    if plan.hold:  # the planner could not see everything (storage): only the suspensions it asks for
+        out.patch = [(ChildRef("kubeflow.org/v1", "PyTorchJob", job.job),
+                      {"spec": {"runPolicy": {"suspend": job.suspended}}}) for job in plan.suspend]
+        return out
     run = resource["metadata"]["name"]
     present = set(present)
     urls = {}

@@ -23,8 +23,8 @@ from cpt_operator import __version__
 from cpt_core import api
 from cpt_operator.kube import manifests
 from cpt_operator.kube.observe import KINDS, collection_path, event_body, merge_patch_for, object_path, observed_job, owned_by
-from cpt_core.results import CommittedTask
 from cpt_operator.kube.children import Changes
+from cpt_operator.kube.storage_access import StorageView
 from cpt_operator.planner.intents import Plan
 from cpt_operator.planner.observed import Observed
 
@@ -203,14 +203,14 @@ class Kube:
 # -------------------------------------------------------------------- observe / apply
 
 
-def observe(kube: Kube, resource: dict, now: datetime,
-            read_committed: Callable[[dict], tuple[dict[int, CommittedTask], Optional[str]]]) -> World:
-    """Children from the API, committed results from storage (`read_committed(resource)` -> (results, error))."""
+def observe(kube: Kube, resource: dict, now: datetime, read_storage: Callable[[dict], StorageView]) -> World:
+    """Children from the API, committed results from storage (`read_storage(resource)` -> StorageView)."""
     children = kube.list_children(resource)
     jobs = tuple(j for (kind, _), obj in sorted(children.items()) if kind == "PyTorchJob"
                  for j in [observed_job(obj)] if j is not None)
-    committed, storage_error = read_committed(resource)
-    observed = Observed(now=now, jobs=jobs, committed=committed, storage_error=storage_error)
+    view = read_storage(resource)
+    observed = Observed(now=now, jobs=jobs, committed=view.committed, storage_error=view.error,
+                        storage_conflict=view.conflict, damaged=view.damaged)
     return World(resource=resource, children=children, observed=observed)
 
 

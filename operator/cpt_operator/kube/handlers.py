@@ -98,16 +98,20 @@ async def reconcile_loop(namespace: str, name: str, memo: kopf.Memo, stopped: ko
     cfg = runtime.settings
     key = (namespace, name)
     wake = runtime.wakeups.setdefault(key, asyncio.Event())
+    failures = 0
     try:
         while not stopped:
             wake.clear()
             try:
                 outcome = await asyncio.to_thread(runtime.reconciler.reconcile, namespace, name)
-            except Exception as exc:  # API or storage hiccup: every step is idempotent, just go again
-                log.warning("%s/%s: reconcile failed, retrying in %.1fs: %s", namespace, name, cfg.error_backoff,
-                            exc)
-                delay = cfg.error_backoff
+            except Exception as exc:  # noqa: BLE001 - any failure: say so on the resource, back off, go again
+                failures += 1
+                delay = error_delay(cfg.error_backoff, failures, max(cfg.reconcile_interval, cfg.error_backoff))
+                log.warning("%s/%s: reconcile failed (%d in a row), retrying in %.1fs: %s: %s", namespace, name,
+                            failures, delay, type(exc).__name__, exc)
+                await asyncio.to_thread(runtime.reconciler.report_failure, namespace, name, exc, delay)
             else:
+                failures = 0
                 if not outcome.exists:
                     return
                 delay = cfg.reconcile_interval
@@ -119,6 +123,12 @@ async def reconcile_loop(namespace: str, name: str, memo: kopf.Memo, stopped: ko
                 pass
     finally:
         runtime.wakeups.pop(key, None)
+
+
+def error_delay(base: float, failures: int, cap: float) -> float:
+    """Backoff after failed passes in a row: base, 2 base, 4 base, ... at most `cap` (the resync interval: a
+    run whose passes keep failing is retried as often as a healthy one is re-read, never in a tight loop)."""
+    return min(cap, base * 2 ** min(failures - 1, 16))
 
 
 @kopf.on.event(api.GROUP, api.VERSION, api.PLURAL)

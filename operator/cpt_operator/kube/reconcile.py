@@ -17,11 +17,14 @@ from datetime import datetime, timezone
 from typing import Callable, Optional
 
 from cpt_core.results import run_stats
+from cpt_core.storage import scrub
 from cpt_operator import metrics, planner
 from cpt_operator.kube.children import render
 from cpt_operator.kube.client import Applied, Kube, apply, observe
 from cpt_operator.kube.settings import Settings
 from cpt_operator.kube.storage_access import CommittedReader
+from cpt_operator.planner.conditions import set_condition
+from cpt_operator.planner.events import condition
 
 log = logging.getLogger(__name__)
 
@@ -95,8 +98,9 @@ class Reconciler:
         plan = planner.plan(resource, world.observed)
         changes = render(plan, resource, world.children, self.settings.plan_defaults)
         applied = apply(self.kube, world, changes, plan, now)
-        metrics.publish(namespace, name, resource.get("spec") or {}, plan.status,
-                        run_stats(world.observed.committed))
+        if not plan.hold:  # storage unseen: the exporter keeps the last known figures (no flapping alerts)
+            metrics.publish(namespace, name, resource.get("spec") or {}, plan.status,
+                            run_stats(world.observed.committed))
         changes = applied.created + applied.deleted + applied.patched
         if changes or applied.status_written:
             log.info("%s/%s: phase=%s %s%s", namespace, name, plan.status.get("phase"),
@@ -104,6 +108,29 @@ class Reconciler:
                      " ".join(f"~{p}" for p in applied.patched))
         return Outcome(exists=True, requeue_after=plan.requeue_after, phase=plan.status.get("phase"),
                        applied=applied)
+
+    def report_failure(self, namespace: str, name: str, exc: BaseException, retry_in: float) -> None:
+        """Put a failed pass where `kubectl describe` shows it: condition Reconciled=False and, when the reason
+        is new, a Warning event. Best effort (the API may be what failed); the next good pass drops the
+        condition with the rest of the status it rebuilds."""
+        message = scrub(f"{type(exc).__name__}: {exc}")[:1000] + f" (next attempt in {retry_in:.0f}s)"
+        try:
+            with _lock(namespace, name):
+                resource = self.kube.get_resource(namespace, name)
+                if resource is None or resource["metadata"].get("deletionTimestamp"):
+                    return
+                old = resource.get("status") or {}
+                before = condition(old, "Reconciled") or {}
+                same = before.get("status") == "False" and before.get("reason") == type(exc).__name__
+                now = self.clock()
+                status = dict(old, conditions=set_condition(
+                    old.get("conditions") or [], now, resource["metadata"].get("generation"), "Reconciled",
+                    False, type(exc).__name__, message))
+                self.kube.patch_status(resource, status)
+                if not same:
+                    self.kube.post_event(resource, "Warning", "ReconcileFailed", message, now)
+        except Exception as again:  # noqa: BLE001 - reporting must never raise
+            log.warning("%s/%s: could not report the failed pass: %s", namespace, name, again)
 
     def close(self) -> None:
         self.reader.close()

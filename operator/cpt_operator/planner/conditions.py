@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Optional
+from typing import Optional, Sequence
 
 
 def _utc(now: datetime) -> str:
@@ -12,8 +12,13 @@ def _utc(now: datetime) -> str:
 
 def build_conditions(old: list[dict], now: datetime, generation: Optional[int], *, phase: str, reason: str,
                      message: str, valid: bool, spec_problem: Optional[str] = None,
-                     regression: Optional[str] = None) -> list[dict]:
-    """The full condition list for one pass. lastTransitionTime changes only when a status flips."""
+                     regression: Optional[str] = None,
+                     extra: Sequence[tuple[str, bool, str, str]] = ()) -> list[dict]:
+    """The full condition list for one pass. lastTransitionTime changes only when a status flips.
+
+    `extra`: (type, is_true, reason, message) of conditions only some passes can judge (StorageReachable needs
+    a storage read); a condition not listed is left out.
+    """
     wanted = [
         ("SpecValid", valid and not spec_problem,
          "Valid" if valid and not spec_problem else ("TrainedTaskChanged" if spec_problem else "InvalidSpec"),
@@ -26,20 +31,31 @@ def build_conditions(old: list[dict], now: datetime, generation: Optional[int], 
          "RegressionDetected" if regression else "NoRegression", regression or ""),
         ("Failed", phase == "Failed", reason if phase == "Failed" else "NotFailed",
          message if phase == "Failed" else ""),
+        *extra,
     ]
-    previous = {c.get("type"): c for c in old}
-    out = []
-    for ctype, is_true, why, text in wanted:
-        status = "True" if is_true else "False"
-        before = previous.get(ctype) or {}
-        changed = before.get("status") != status
-        out.append({
-            "type": ctype,
-            "status": status,
-            "reason": why,
-            "message": text[:32000],
-            "lastTransitionTime": _utc(now) if changed or "lastTransitionTime" not in before
-            else before["lastTransitionTime"],
-            **({"observedGeneration": generation} if generation is not None else {}),
-        })
-    return out
+    return [_condition(old, now, generation, *w) for w in wanted]
+
+
+def set_condition(conditions: list[dict], now: datetime, generation: Optional[int], ctype: str, is_true: bool,
+                  reason: str, message: str) -> list[dict]:
+    """`conditions` with one condition replaced in place (or appended), the others untouched."""
+    new = _condition(conditions, now, generation, ctype, is_true, reason, message)
+    if any(c.get("type") == ctype for c in conditions):
+        return [new if c.get("type") == ctype else c for c in conditions]
+    return [*conditions, new]
+
+
+def _condition(old: list[dict], now: datetime, generation: Optional[int], ctype: str, is_true: bool,
+               reason: str, message: str) -> dict:
+    status = "True" if is_true else "False"
+    before = next((c for c in old if c.get("type") == ctype), {})
+    changed = before.get("status") != status
+    return {
+        "type": ctype,
+        "status": status,
+        "reason": reason,
+        "message": message[:32000],
+        "lastTransitionTime": _utc(now) if changed or "lastTransitionTime" not in before
+        else before["lastTransitionTime"],
+        **({"observedGeneration": generation} if generation is not None else {}),
+    }

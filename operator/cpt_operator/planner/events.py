@@ -33,7 +33,27 @@ def transition_events(old: dict, new: dict, plan_: Plan, observed: Observed) -> 
     new_reg = condition(new, "ForgettingRegression")
     if new_reg and new_reg["status"] == "True" and (not old_reg or old_reg.get("message") != new_reg["message"]):
         events.append(PlanEvent("Warning", "ForgettingRegression", new_reg["message"]))
+    events.extend(_health_events(old, new))
     return events
+
+
+# Conditions about the run's storage: an event when one turns False (Warning) or recovers (Normal); not on
+# every pass while it stays False (an error's text varies between attempts).
+_HEALTH = {"StorageReachable": ("StorageUnreachable", "StorageReachable"),
+           "StorageIntact": ("CommittedTaskDamaged", "StorageIntact")}
+
+
+def _health_events(old: dict, new: dict) -> list[PlanEvent]:
+    out = []
+    for ctype, (bad, good) in _HEALTH.items():
+        before, after = condition(old, ctype), condition(new, ctype)
+        if after is None:
+            continue
+        if after["status"] == "False" and (before is None or before.get("status") != "False"):
+            out.append(PlanEvent("Warning", bad, after.get("message") or bad))
+        elif after["status"] == "True" and before is not None and before.get("status") == "False":
+            out.append(PlanEvent("Normal", good, f"{ctype}: recovered"))
+    return out
 
 
 def condition(status: dict, ctype: str) -> Optional[dict]:

@@ -56,4 +56,7 @@ class Plan:
     events: list[PlanEvent] = field(default_factory=list)
     requeue_after: Optional[float] = None  # seconds until time itself changes the plan (backoff, commit grace)
     valid: bool = True
+    # The observation was incomplete (storage unreachable, prefix of another run): create and delete nothing,
+    # only the listed suspensions. An executor must not read the absence of intents as "stop everything".
+    hold: bool = False
     spec: Optional[CptSpec] = None  # the validated spec the intents are for (None when it is invalid)

@@ -26,6 +26,7 @@ class ObservedJob:
     finished_at: Optional[datetime] = None  # when it reached Succeeded/Failed
     message: str = ""
     suspended: bool = False
+    queued: bool = False  # suspended by a queue (Kueue) until admitted, not by this operator: never resumed here
 
 
 @dataclass(frozen=True)
@@ -35,4 +36,7 @@ class Observed:
     now: datetime
     jobs: tuple[ObservedJob, ...] = ()
     committed: dict[int, CommittedTask] = field(default_factory=dict)
-    storage_error: Optional[str] = None  # storage could not be read this pass: plan nothing new
+    storage_error: Optional[str] = None  # storage could not be read this pass: keep everything as it was
+    storage_conflict: Optional[str] = None  # the storage prefix belongs to another run: touch nothing
+    # Tasks whose manifest exists but fails a check (a file missing, truncated, corrupt): index -> why.
+    damaged: dict[int, str] = field(default_factory=dict)

@@ -17,7 +17,7 @@ from cpt_core import forgetting as fm
 from cpt_core.results import CommittedTask
 from cpt_core.stage import StageConfig
 from cpt_core.validation import Mode, SpecError, validate_resource
-from cpt_operator.planner.conditions import build_conditions
+from cpt_operator.planner.conditions import build_conditions, set_condition
 from cpt_operator.planner.events import condition, transition_events
 from cpt_operator.planner.intents import Plan, PlanEvent, RolloutServers, SetSuspended, StartStage
 from cpt_operator.planner.names import job_name
@@ -37,7 +37,11 @@ def plan(resource: dict, observed: Observed, mode: Mode = "cluster") -> Plan:
         return _invalid_plan(old, generation, observed.now, exc)
     spec = cpt.spec
     run = cpt.metadata.name
-    committed, changed = committed_prefix(spec, observed.committed)
+    if observed.storage_error or observed.storage_conflict:
+        return _held_plan(old, generation, spec, observed)
+    usable = {i: t for i, t in observed.committed.items() if i not in observed.damaged}
+    committed, changed = committed_prefix(spec, usable)
+    broken, damaged = _lineage_problems(spec, committed, usable, observed.damaged)
     matrix, general = _rounded(fm.accuracy_rows(committed, [t.name for t in spec.tasks], [b.name for b in spec.general]))
     last_row = max(committed) if committed else None
     regressions = _regressions(spec, matrix, last_row, resource)
@@ -49,6 +53,8 @@ def plan(resource: dict, observed: Observed, mode: Mode = "cluster") -> Plan:
     paused = bool(regressions) and spec.forgetting.on_regression == "pause" and progress.current is not None
     if changed:
         phase, reason, message = "Failed", "TrainedTaskChanged", changed
+    elif broken:
+        phase, reason, message = "Failed", "CommittedTaskDamaged", broken
     elif progress.failed_reason:
         phase, reason, message = "Failed", "RetriesExhausted", progress.failed_reason
     elif progress.current is None:
@@ -57,8 +63,6 @@ def plan(resource: dict, observed: Observed, mode: Mode = "cluster") -> Plan:
         phase, reason, message = "Suspended", "UserSuspended", "spec.suspend is true"
     elif paused:
         phase, reason, message = "Suspended", "ForgettingRegression", _regression_message(spec, regressions, last_row)
-    elif observed.storage_error:
-        phase, reason, message = (old.get("phase") or "Pending"), "StorageUnavailable", observed.storage_error
     else:
         phase = "Running" if (committed or observed.jobs) or progress.stage else "Pending"
         reason, message = "StageRunning", _stage_message(spec, progress)
@@ -99,10 +103,62 @@ def plan(resource: dict, observed: Observed, mode: Mode = "cluster") -> Plan:
         old.get("conditions") or [], observed.now, generation,
         phase=phase, reason=reason, message=message, valid=True, spec_problem=changed,
         regression=_regression_message(spec, regressions, last_row) if regressions else None,
+        extra=[("StorageReachable", True, "Reachable", ""),
+               ("StorageIntact", not damaged, "CommittedTaskDamaged" if damaged else "Intact", damaged)],
     )
     plan_.status = status
     plan_.events = transition_events(old, status, plan_, observed)
     return plan_
+
+
+# ----------------------------------------------------------------------------------- incomplete world
+
+
+def _held_plan(old: dict, generation: Optional[int], spec: api.CptSpec, observed: Observed) -> Plan:
+    """Storage could not be read, or its prefix belongs to another run: the planner cannot tell what is
+    committed, so it keeps the last known status (committed count, matrix, AA) and every child, starts and
+    deletes nothing, and says why. Suspending still works: it only stops things."""
+    now = observed.now
+    status = dict(old)
+    status.setdefault("totalTasks", len(spec.tasks))
+    status.setdefault("progress", f"{status.get('completedTasks', 0)}/{len(spec.tasks)}")
+    if observed.storage_conflict:
+        phase, reason, message = "Failed", "StorageConflict", observed.storage_conflict
+        conditions = build_conditions(old.get("conditions") or [], now, generation, phase=phase, reason=reason,
+                                      message=message, valid=True,
+                                      extra=[("StorageReachable", True, "Reachable", "")])
+    else:
+        phase, reason = old.get("phase") or "Pending", "StorageUnavailable"
+        message = (f"storage unreachable: {observed.storage_error}; showing the last known status, keeping every "
+                   "child, starting nothing until it answers")
+        conditions = old.get("conditions") or build_conditions([], now, generation, phase=phase, reason=reason,
+                                                               message=message, valid=True)
+        conditions = set_condition(conditions, now, generation, "StorageReachable", False, reason,
+                                   observed.storage_error or "")
+    status.update(phase=phase, message=message, conditions=conditions)
+    plan_ = Plan(status=status, spec=spec, hold=True)
+    plan_.suspend = [SetSuspended(job.name, True) for job in observed.jobs
+                     if spec.suspend and job.phase in ("Pending", "Running") and not job.suspended]
+    plan_.events = transition_events(old, status, plan_, observed)
+    return plan_
+
+
+def _lineage_problems(spec: api.CptSpec, committed: dict[int, CommittedTask], usable: dict[int, CommittedTask],
+                      damaged: dict[int, str]) -> tuple[Optional[str], str]:
+    """(why the run must stop, what is damaged). A task after the first uncommitted one is still committed:
+    the uncommitted one was committed once (its later tasks were trained from it) and is now missing or fails a
+    check. Redoing it would mix two lineages in one matrix, so the run stops and says which objects to restore.
+    A damaged last task has no later lineage: it is simply redone, and reported."""
+    names = task_names(spec)
+    gap = len(committed)
+    later = sorted(i for i in usable if i > gap)
+    report = "; ".join(f"task {i} ({names[i] if i < len(names) else '?'}): {why}" for i, why in sorted(damaged.items()))
+    if not later:
+        return None, report
+    return (f"task {gap} ({names[gap] if gap < len(names) else '?'!r}) is no longer committed "
+            f"({damaged.get(gap, 'its manifest is gone')}) but tasks {later} were trained from it; restore its "
+            "objects from a backup, or create a new ContinualPostTraining with a new storage.uri (nothing is "
+            "retrained over a later lineage)"), report
 
 
 # ------------------------------------------------------------------------------------------- progress
@@ -142,7 +198,8 @@ def _regressions(spec: api.CptSpec, matrix: list, last_row: Optional[int], resou
     if last_row is None or last_row < 2:
         return {}
     accepted = ((resource.get("metadata") or {}).get("annotations") or {}).get(ACK_REGRESSION_ANNOTATION)
-    if accepted is not None and str(accepted).isdigit() and int(accepted) >= last_row:
+    accepted = str(accepted).strip() if accepted is not None else ""
+    if accepted.isascii() and accepted.isdigit() and int(accepted) >= last_row:  # "²" is a digit, not an int
         return {}
     return fm.regressions(matrix, last_row, spec.forgetting.max_drop)
 

@@ -1,0 +1,52 @@
+"""Which run owns a storage prefix: a marker (`owner.json`, the resource's uid) written before anything else.
+
+Two resources with the same storage.uri (a copy-paste, a re-created run, another namespace) would otherwise
+read, adopt and delete each other's tasks. The first run to claim a prefix owns it; any other one is refused
+and touches nothing there. A prefix that holds tasks but no marker (written before markers existed) is adopted
+by the first run that claims it, with a log line.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timezone
+from typing import Optional
+
+from cpt_core import layout
+from cpt_core.storage.base import Store, dump_json
+from cpt_core.storage.errors import NotFound, StorageError
+
+log = logging.getLogger(__name__)
+OWNER = "owner.json"
+
+
+def claim_prefix(store: Store, uid: str, namespace: str, name: str) -> Optional[str]:
+    """Claim the store for the run with this uid. None if it is ours (now or already); else why it is not."""
+    mine = {"uid": uid, "namespace": namespace, "name": name}
+    current = _owner(store)
+    if current is None:
+        if store.list(layout.TASKS):
+            log.warning("%s holds tasks but no %s: adopted by %s/%s", store.uri, OWNER, namespace, name)
+        body = dict(mine, claimed_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+        if store.put_if_absent(OWNER, dump_json(body)):
+            return None
+        current = _owner(store)  # another run claimed it between our read and our write
+    if current is not None and current.get("uid") == uid:
+        return None
+    who = (f"{current.get('namespace')}/{current.get('name')} (uid {current.get('uid')})" if current
+           else "an unreadable owner marker")
+    return (f"{store.uri} belongs to run {who}, not to this one (uid {uid}); nothing was read, started or "
+            "deleted there. Give this resource its own spec.storage.uri (or delete "
+            f"{store.uri}/{OWNER} if the other run is gone and its results should be adopted)")
+
+
+def _owner(store: Store) -> Optional[dict]:
+    try:
+        data = store.get_json(OWNER)
+    except NotFound:
+        return None
+    except StorageError as exc:
+        if exc.transient:
+            raise
+        return {}  # present but not JSON: nobody may adopt it silently
+    return data if isinstance(data, dict) else {}

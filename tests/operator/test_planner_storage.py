@@ -1,0 +1,104 @@
+"""The planner never deletes or regresses on what it cannot see, and never retrains over a later lineage (pure)."""
+
+from __future__ import annotations
+
+import copy
+from datetime import datetime, timedelta, timezone
+
+from cpt_core.results import CommittedTask
+from cpt_core.validation import validate_resource
+from cpt_operator.kube.children import render
+from cpt_operator.planner import Observed, ObservedJob, plan, task_spec_hash
+
+NOW = datetime(2026, 11, 1, 12, 0, 0, tzinfo=timezone.utc)
+RESOURCE = {
+    "apiVersion": "cpt.dev/v1alpha1", "kind": "ContinualPostTraining",
+    "metadata": {"name": "demo", "namespace": "ml", "uid": "uid-1", "generation": 1},
+    "spec": {
+        "model": "s3://models/base/", "method": "rif-grpo",
+        "tasks": [{"name": n, "train": f"s3://data/{n}/train.jsonl", "eval": f"s3://data/{n}/eval.jsonl"}
+                  for n in ("add", "reverse", "sort")],
+        "storage": {"uri": "s3://ckpt/demo"},
+        "retry": {"limit": 0, "backoffSeconds": 10},
+    },
+}
+ROLLOUT = frozenset({("Deployment", "demo-3-rollout"), ("Service", "demo-3-rollout")})
+
+
+def _done(resource: dict, upto: int) -> dict[int, CommittedTask]:
+    spec = validate_resource(resource).spec
+    names = ["base", "add", "reverse", "sort"]
+    return {i: CommittedTask(i, names[i], task_spec_hash(spec, i), {"tasks": {"add": 0.5 + i / 10}},
+                             checkpoint=None if i == 0 else f"tasks/{i}-{names[i]}/checkpoint")
+            for i in range(upto + 1)}
+
+
+def _cond(status: dict, ctype: str) -> dict:
+    return next(c for c in status["conditions"] if c["type"] == ctype)
+
+
+def test_storage_error_keeps_children_and_last_status_even_with_retry_limit_0():
+    resource = copy.deepcopy(RESOURCE)
+    jobs = (ObservedJob("demo-0-evaluate", 0, "evaluate", 0, "Succeeded", NOW - timedelta(hours=2)),
+            ObservedJob("demo-3-filter", 3, "filter", 0, "Running"))
+    good = plan(resource, Observed(now=NOW, jobs=jobs, committed=_done(resource, 2)))
+    assert good.status["completedTasks"] == 2 and _cond(good.status, "StorageReachable")["status"] == "True"
+    resource["status"] = good.status
+
+    later = NOW + timedelta(hours=1)  # long past the commit grace of the base job: the old planner failed here
+    held = plan(resource, Observed(now=later, jobs=jobs, storage_error="S3 list: ConnectionClosedError"))
+    changes = render(held, resource, ROLLOUT | {("PyTorchJob", "demo-3-filter")})
+    assert held.hold and not changes.create and not changes.delete and not held.start
+    st = held.status
+    assert st["phase"] == "Running" and _cond(st, "Failed")["status"] == "False"
+    for key in ("completedTasks", "accuracy", "averageAccuracy", "tasks", "progress", "observedGeneration"):
+        assert st.get(key) == good.status.get(key), key
+    assert _cond(st, "StorageReachable")["status"] == "False"
+    assert [(e.type, e.reason) for e in held.events] == [("Warning", "StorageUnreachable")]
+
+    resource["status"] = st  # the next failing pass: no second event
+    again = plan(resource, Observed(now=later, jobs=jobs, storage_error="S3 list: ReadTimeoutError"))
+    assert again.events == []
+    resource["status"] = again.status
+    back = plan(resource, Observed(now=later, jobs=jobs, committed=_done(resource, 2)))
+    assert ("Normal", "StorageReachable") in [(e.type, e.reason) for e in back.events]
+    assert back.status["completedTasks"] == 2 and not render(back, resource, ROLLOUT).delete
+
+
+def test_suspend_still_stops_jobs_while_storage_is_down():
+    resource = copy.deepcopy(RESOURCE)
+    resource["spec"]["suspend"] = True
+    held = plan(resource, Observed(now=NOW, jobs=(ObservedJob("demo-1-train", 1, "train", 0, "Running"),),
+                                   storage_error="down"))
+    assert [(s.job, s.suspended) for s in held.suspend] == [("demo-1-train", True)]
+    assert render(held, resource, ()).patch
+
+
+def test_a_task_lost_under_later_ones_stops_the_run_instead_of_retraining_it():
+    resource = copy.deepcopy(RESOURCE)
+    done = _done(resource, 3)
+    del done[1]  # a lifecycle rule removed a checkpoint shard of task 1: its manifest no longer verifies
+    p = plan(resource, Observed(now=NOW, committed=done,
+                                damaged={1: "tasks/1-add: tasks/1-add/checkpoint/model.safetensors is missing"}))
+    assert p.status["phase"] == "Failed" and not p.start
+    failed = _cond(p.status, "Failed")
+    assert failed["reason"] == "CommittedTaskDamaged" and "model.safetensors is missing" in failed["message"]
+    assert "tasks [2, 3] were trained from it" in failed["message"]
+    assert _cond(p.status, "StorageIntact")["status"] == "False"
+    assert ("Warning", "CommittedTaskDamaged") in [(e.type, e.reason) for e in p.events]
+
+
+def test_a_damaged_last_task_is_redone_and_reported():
+    resource = copy.deepcopy(RESOURCE)
+    p = plan(resource, Observed(now=NOW, committed=_done(resource, 1), damaged={2: "sha256 mismatch"}))
+    assert p.status["phase"] == "Running" and [s.job for s in p.start] == ["demo-2-filter"]
+    assert _cond(p.status, "StorageIntact")["status"] == "False"
+
+
+def test_a_foreign_prefix_is_refused_and_nothing_is_touched():
+    resource = copy.deepcopy(RESOURCE)
+    p = plan(resource, Observed(now=NOW, storage_conflict="s3://ckpt/demo belongs to run other/demo"))
+    assert p.hold and not p.start and p.status["phase"] == "Failed"
+    assert _cond(p.status, "Failed")["reason"] == "StorageConflict"
+    changes = render(p, resource, ROLLOUT)
+    assert not changes.create and not changes.delete

@@ -1,0 +1,86 @@
+"""S3 outages during passes: the operator keeps what it cannot see (children, last known status) and says so.
+
+Storage goes away for real: the run's storage.endpoint is a TCP proxy in front of moto that resets every
+connection while it is down (tests/storage/faultproxy.py).
+"""
+
+from __future__ import annotations
+
+import time
+
+from operator_harness import cpt_body, new_bucket, run_to_end, wait_for
+
+
+def _cond(status: dict, ctype: str) -> dict:
+    return next((c for c in status.get("conditions") or [] if c["type"] == ctype), {})
+
+
+def _known(status: dict) -> tuple:
+    return (status.get("completedTasks"), status.get("accuracy", {}).get("matrix"), status.get("averageAccuracy"),
+            status.get("progress"), [t.get("phase") for t in status.get("tasks") or []])
+
+
+def test_s3_outage_keeps_children_and_last_status(emu_world, emu_operator, s3_proxy):
+    world, proxy = emu_world, s3_proxy
+    run = "outage"
+    world.create(cpt_body(run, proxy.url, new_bucket(world.endpoint), tasks=3, method="rif-grpo",
+                          retry={"limit": 0, "backoffSeconds": 0}))
+    deadline = time.monotonic() + 60
+    while (world.status(run).get("completedTasks") or 0) < 2:
+        assert time.monotonic() < deadline, world.status(run)
+        world.play_trainer(run)
+        time.sleep(0.2)
+    wait_for(lambda: {("Deployment", f"{run}-3-rollout"), ("PyTorchJob", f"{run}-3-filter")}
+             <= world.children(run), what="task 3 rollout servers and filter job")
+    before_children, before = world.children(run), _known(world.status(run))
+    assert before[0] == 2 and len(before[1]) == 3 and before[2] is not None
+
+    proxy.down()
+    status = wait_for(lambda: (s := world.status(run)) and _cond(s, "StorageReachable").get("status") == "False"
+                      and s, timeout=30, what="StorageReachable=False")
+    time.sleep(3)  # several passes (interval 0.5 s) with storage down
+    status = world.status(run)
+    assert proxy.refused > 0
+    assert world.children(run) >= before_children, "a child was deleted while storage was unreachable"
+    assert _known(status) == before, (before, _known(status))
+    assert status["phase"] == "Running" and _cond(status, "Failed").get("status") == "False"
+    assert "storage unreachable" in status["message"]
+    warnings = [e for e in world.events(run) if e["reason"] == "StorageUnreachable"]
+    assert len(warnings) == 1 and warnings[0]["type"] == "Warning", warnings
+
+    proxy.up()
+    wait_for(lambda: _cond(world.status(run), "StorageReachable").get("status") == "True", timeout=30,
+             what="StorageReachable=True again")
+    assert [e for e in world.events(run) if e["reason"] == "StorageReachable"]
+    status = run_to_end(world, run, timeout=60)
+    assert status["phase"] == "Succeeded" and status["completedTasks"] == 3
+
+
+def test_a_second_run_on_the_same_prefix_is_refused_and_deletes_nothing(emu_world, emu_operator):
+    from operator_harness import World
+
+    world = emu_world
+    bucket = new_bucket(world.endpoint)
+    first = cpt_body("first", world.endpoint, bucket, tasks=2)
+    world.create(first)
+    assert run_to_end(world, "first", timeout=60)["phase"] == "Succeeded"
+    store = world.store(first)
+    before = {k: store.sha256(k) for k in store.list("tasks")}
+
+    copy_paste = cpt_body("second", world.endpoint, bucket, tasks=2)
+    copy_paste["spec"]["storage"] = first["spec"]["storage"]  # same storage.uri
+    world.create(copy_paste)
+    other_ns = World(world.client, "elsewhere", world.endpoint)
+    other_ns.core.create_namespace({"metadata": {"name": "elsewhere"}})
+    first_again = cpt_body("first", world.endpoint, bucket, tasks=2)
+    other_ns.create(first_again)  # re-created with the same name and URI, in another namespace
+    for w, run in ((world, "second"), (other_ns, "first")):
+        status = wait_for(lambda w=w, run=run: (s := w.status(run)) and s.get("phase") == "Failed" and s,
+                          timeout=30, what=f"{run} refused")
+        failed = _cond(status, "Failed")
+        assert failed["reason"] == "StorageConflict" and "default/first" in failed["message"], failed
+        assert status.get("completedTasks", 0) == 0, "another run's results were adopted"
+        assert not w.jobs(run)
+    time.sleep(1.5)  # a few more passes
+    assert {k: store.sha256(k) for k in store.list("tasks")} == before
+    assert world.status("first")["phase"] == "Succeeded"
