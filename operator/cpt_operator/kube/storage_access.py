@@ -136,6 +136,10 @@ class CommittedReader:
                 register_secret(value)
             creds = Credentials(data["AWS_ACCESS_KEY_ID"], data["AWS_SECRET_ACCESS_KEY"],
                                 data.get("AWS_SESSION_TOKEN") or None)
+        elif storage.endpoint and storage.endpoint != self.settings.storage_endpoint:
+            # A tenant's own endpoint without secretRef: never sign for it with the operator's identity, which
+            # would hand the operator's key id and session token to whoever runs that endpoint.
+            creds = Credentials("anonymous", "anonymous")
         # The operator's storage defaults are already in the spec (reconcile.effective_resource).
         effective = SimpleNamespace(uri=storage.uri, endpoint=storage.endpoint, region=storage.region,
                                     path_style=bool(storage.path_style))
