@@ -84,3 +84,18 @@ def test_a_second_run_on_the_same_prefix_is_refused_and_deletes_nothing(emu_worl
     time.sleep(1.5)  # a few more passes
     assert {k: store.sha256(k) for k in store.list("tasks")} == before
     assert world.status("first")["phase"] == "Succeeded"
+
+
+def test_a_stopped_operator_leaves_no_finalizer_so_deletion_and_uninstall_complete(emu_world):
+    """helm uninstall stops the operator first; `kubectl delete crd` then waits on every resource's finalizer."""
+    from operator_harness import running_operator
+
+    world = emu_world
+    world.create(cpt_body("held", world.endpoint, new_bucket(world.endpoint), tasks=1))
+    with running_operator():
+        wait_for(lambda: "cpt.dev/kopf-finalizer" in ((world.get("held") or {}).get("metadata", {})
+                                                       .get("finalizers") or []), what="kopf's finalizer")
+        wait_for(lambda: world.jobs("held"), what="first job")
+    assert not (world.get("held") or {})["metadata"].get("finalizers")
+    world.delete("held")
+    wait_for(lambda: world.get("held") is None, timeout=10, what="deleted without an operator")

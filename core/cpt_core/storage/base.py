@@ -113,6 +113,11 @@ class Store(abc.ABC):
     def download_files(self, pairs: list[tuple[str, str]]) -> None:
         """Download (key, local path) pairs, in parallel where the backend can; creates parent directories."""
 
+    def abort_uploads(self, prefix: str) -> int:
+        """Abort unfinished multipart uploads under the directory `prefix` (a writer killed mid-upload leaves
+        them, billed, forever); returns how many. Nothing to do on backends without them."""
+        return 0
+
     def close(self) -> None:  # noqa: B027 - optional hook, most backends hold nothing
         """Release pools; the store stays usable (they are recreated on demand)."""
 

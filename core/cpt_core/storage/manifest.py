@@ -92,6 +92,7 @@ def reset_task(store: Store, index: int, name: str) -> None:
     """Forget a task before redoing it: the manifest goes first (so a crash midway leaves it uncommitted),
     then every leftover file."""
     store.delete_keys([manifest_key(index, name)])
+    store.abort_uploads(layout.task_dir(index, name))  # parts a killed writer left (billed, never listed)
     store.delete_prefix(layout.task_dir(index, name))
 
 
@@ -108,7 +109,7 @@ def prepare_task(store: Store, index: int, name: str, spec_hash: str, verify: Ve
     task = load_task(store, index, name, verify=verify)
     if task is not None and task.spec_hash == spec_hash:
         return task
-    if store.list(layout.task_dir(index, name)):
+    if store.list(layout.task_dir(index, name)) or store.abort_uploads(layout.task_dir(index, name)):
         log.info("resetting %s (%s)", layout.task_dir(index, name),
                  "stale spec_hash" if task is not None else "uncommitted leftovers")
         reset_task(store, index, name)

@@ -205,6 +205,24 @@ class S3Store(Store):
                                    f"{first.get('Code')}", transient=first.get("Code") in ("InternalError",
                                                                                             "SlowDown"))
 
+    @_guard("abort uploads")
+    def abort_uploads(self, prefix: str) -> int:
+        rel = dir_prefix(prefix)
+        full = f"{self.prefix}/{rel}" if self.prefix else rel
+        aborted = 0
+        for page in self.client.get_paginator("list_multipart_uploads").paginate(Bucket=self.bucket, Prefix=full):
+            for upload in page.get("Uploads") or []:
+                try:
+                    self.client.abort_multipart_upload(Bucket=self.bucket, Key=upload["Key"],
+                                                       UploadId=upload["UploadId"])
+                    aborted += 1
+                except ClientError as exc:
+                    if _code(exc) != "NoSuchUpload":  # finished or aborted meanwhile
+                        raise
+        if aborted:
+            log.info("aborted %d unfinished multipart upload(s) under %s/%s", aborted, self.uri, rel)
+        return aborted
+
     @_guard("hash")
     def sha256(self, key: str) -> str:
         def once() -> str:

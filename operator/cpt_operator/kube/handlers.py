@@ -30,6 +30,7 @@ from cpt_operator.kube.settings import Settings
 
 log = logging.getLogger(__name__)
 PREFIX = api.GROUP
+FINALIZER = f"{PREFIX}/kopf-finalizer"
 
 
 @dataclass
@@ -63,7 +64,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PREFIX)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=PREFIX, key="last-handled-configuration")
-    settings.persistence.finalizer = f"{PREFIX}/kopf-finalizer"
+    settings.persistence.finalizer = FINALIZER
     settings.posting.enabled = False
     settings.watching.server_timeout = cfg.watch_timeout
     settings.watching.client_timeout = cfg.watch_timeout + 30
@@ -88,6 +89,14 @@ def shutdown(memo: kopf.Memo, **_: Any) -> None:
         return
     if runtime.metrics_server is not None:
         runtime.metrics_server.shutdown()
+    # kopf's finalizer only lets it stop a daemon cleanly while this operator runs. Left behind, it would block
+    # every deletion (and `kubectl delete crd` after `helm uninstall`) until an operator came back; children
+    # go with their owner through ownerReferences anyway. A restarted operator puts it back before its daemons.
+    try:
+        released = runtime.reconciler.kube.release_finalizer(FINALIZER, runtime.settings.namespaces)
+        log.info("released the finalizer of %d resource(s)", released)
+    except Exception as exc:  # noqa: BLE001 - the API may be gone already (uninstall): nothing else to do
+        log.warning("could not release finalizers: %s", exc)
     runtime.reconciler.close()
 
 
