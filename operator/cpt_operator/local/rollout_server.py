@@ -184,3 +184,43 @@ class RolloutServers:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+class LocalRollout:
+    """The local executor of the planner's `RolloutServers` intents: servers for the task being run, started
+    from the base model (every stage pushes its own weights before generating), stopped when the task is no
+    longer listed, at the end and on Ctrl-C. `urls()` gives the stage configs their `rollout_url`."""
+
+    def __init__(self, spec, base: Path, log_dir: Path, log=print):
+        self.spec, self.base, self.log_dir, self.log = spec, Path(base), Path(log_dir), log
+        self.running: dict[int, RolloutServers] = {}
+
+    def _model_dir(self) -> str:
+        uri = self.spec.model.removeprefix("file://")
+        if "://" in uri:
+            raise RolloutServerError(f"local rollout servers need a model folder, not {self.spec.model}")
+        return str((self.base / uri).resolve())
+
+    def apply(self, intents) -> dict[int, str]:
+        wanted = {i.task_index: i for i in intents}
+        for index in [i for i in self.running if i not in wanted]:
+            self.running.pop(index).stop()
+        for index, intent in wanted.items():
+            if index in self.running or not intent.start:
+                continue
+            import importlib.util
+
+            if importlib.util.find_spec("vllm") is None:
+                raise RolloutServerError(
+                    f"rollout.engine: vllm needs vLLM in this Python ({sys.executable}): run `make install-vllm` "
+                    "and `.venv-vllm/bin/cpt run FILE`, or set rollout.engine: hf")
+            n = self.spec.rollout.replicas
+            self.log(f"    starting {n} vLLM rollout server(s) for task {index} (logs: {self.log_dir / f'task-{index}'})")
+            self.running[index] = RolloutServers(self._model_dir(), self.log_dir / f"task-{index}",
+                                                 replicas=self.spec.rollout.replicas).start()
+        return {i: s.url for i, s in self.running.items()}
+
+    def stop(self) -> None:
+        for servers in self.running.values():
+            servers.stop()
+        self.running.clear()

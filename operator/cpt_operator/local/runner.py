@@ -30,6 +30,7 @@ from cpt_operator.local.launch import Launcher
 from cpt_operator.local.preflight import PreflightError, check
 from cpt_operator.local.report import build_report, render_markdown, write_report
 from cpt_operator.local.resource import LOCAL_NAMESPACE, LOCAL_STATE_DIR, STATUS_FILE, load_resource
+from cpt_operator.local.rollout_server import LocalRollout, RolloutServerError
 from cpt_operator.planner import Observed, ObservedJob, Plan, plan
 
 EXIT_INTERRUPTED = 130
@@ -49,6 +50,7 @@ class LocalRun:
     base: Path  # the resource file's folder: stage processes run here, so relative paths mean what was written
     launcher: Launcher
     jobs: dict[str, ObservedJob] = field(default_factory=dict)
+    rollout: Optional[LocalRollout] = None  # vLLM servers of `rollout.engine: vllm` (cpt_operator.local.rollout_server)
     fatal: Optional[str] = None
     started: dict[str, float] = field(default_factory=dict)
 
@@ -79,7 +81,8 @@ def run_file(path: str, workdir: Optional[str] = None, metrics_port: int = 9464)
         return EXIT_BUSY
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"}
     launcher = Launcher(env, state_dir.resolve(), log=display.log)
-    run = LocalRun(doc=doc, spec=spec, workdir=state_dir.resolve(), display=display, base=base, launcher=launcher)
+    run = LocalRun(doc=doc, spec=spec, workdir=state_dir.resolve(), display=display, base=base, launcher=launcher,
+                   rollout=LocalRollout(spec, base, state_dir.resolve() / "rollout", log=display.log))
     server = _serve_metrics(metrics_port, display)
     display.log(f"cpt run {doc['metadata']['name']}: {spec.method}, {len(spec.tasks)} tasks, storage {spec.storage.uri}")
     try:
@@ -88,6 +91,8 @@ def run_file(path: str, workdir: Optional[str] = None, metrics_port: int = 9464)
         display.log("interrupted: committed tasks are kept; rerun the same command to continue after the last one.")
         return EXIT_INTERRUPTED
     finally:
+        if run.rollout is not None:
+            run.rollout.stop()
         launcher.close()
         lock.close()
         if server is not None:
@@ -164,7 +169,13 @@ def _loop(run: LocalRun, store) -> Plan:
             current.status["phase"] = "Failed"
             current.status["message"] = run.fatal
             return current
-        todo = [(s.job, s.config) for s in current.start if s.job not in run.jobs]
+        try:
+            urls = run.rollout.apply(current.rollout) if run.rollout is not None else {}
+        except RolloutServerError as exc:
+            run.fatal = str(exc)
+            continue
+        todo = [(s.job, s.config.model_copy(update={"rollout_url": urls.get(s.config.task_index)}))
+                for s in current.start if s.job not in run.jobs]
         if not todo:
             if current.status["phase"] in ("Succeeded", "Failed", "Suspended"):
                 return current

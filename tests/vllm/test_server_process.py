@@ -1,0 +1,31 @@
+"""The local rollout server process (cpt_operator.local.rollout_server): failures name the log, nothing leaks."""
+
+import pytest
+
+pytest.importorskip("vllm", reason="vllm is not installed in this venv (make test runs tests/vllm in .venv-vllm)")
+
+from cpt_operator.local.rollout_server import RolloutServer, RolloutServerError, RolloutServers  # noqa: E402
+
+pytestmark = [pytest.mark.vllm]
+
+
+def test_server_that_never_becomes_ready(random_base, tmp_path):
+    """A real server given too little time: a clear error naming the log, and the process is gone."""
+    server = RolloutServer(random_base, tmp_path / "logs" / "rollout-0.log").start()
+    with pytest.raises(RolloutServerError) as err:
+        server.wait_ready(timeout=3)
+    msg = str(err.value)
+    assert "was not ready after 3 s" in msg and str(server.log_path) in msg
+    assert not server.alive()
+    assert server.log_path.read_text().startswith("$ ")  # the command line heads the log
+
+
+def test_server_that_exits_at_start(tmp_path):
+    empty = tmp_path / "not-a-model"
+    empty.mkdir()
+    servers = RolloutServers(str(empty), tmp_path / "logs")
+    with pytest.raises(RolloutServerError) as err:
+        servers.start(timeout=300)
+    msg = str(err.value)
+    assert "exited with code" in msg and str(tmp_path / "logs" / "rollout-0.log") in msg
+    assert not servers.servers[0].alive()
