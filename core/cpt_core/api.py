@@ -164,6 +164,10 @@ class CptSpec(Wire):
     learner: LearnerSpec = Field(default_factory=LearnerSpec)
     storage: StorageSpec
     forgetting: ForgettingSpec = Field(default_factory=ForgettingSpec)
+    no_signal: Literal["fail", "skip"] = Field(
+        "fail", description="A task that gave no training signal (RIF dropped every prompt, or every GRPO group got "
+        "equal rewards at every step): fail stops the run once that task is evaluated (set skip to go on); skip "
+        "goes on with the model unchanged by it. Either way the NoTrainingSignal condition and a Warning event say so.")
     retry: RetrySpec = Field(default_factory=RetrySpec)
     suspend: bool = False
 

@@ -131,3 +131,11 @@ def run_stats(committed: dict[int, CommittedTask]) -> dict[int, dict]:
             "stageDurations": durations,
         }
     return out
+
+
+NO_SIGNAL = "no_signal"  # train.json key: why a task taught the model nothing (absent when it did)
+
+
+def no_signal(task: CommittedTask) -> Optional[str]:
+    """Why task's training had no signal (RIF dropped every prompt, GRPO rewards never varied), or None."""
+    return (task.train or {}).get(NO_SIGNAL)

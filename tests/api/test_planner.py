@@ -26,11 +26,11 @@ GOLDEN = Path(__file__).parent / "golden"
 NOW = datetime(2026, 11, 1, 12, 0, 0, tzinfo=timezone.utc)
 
 
-def committed(resource, index, tasks, general=None, rif=None):
+def committed(resource, index, tasks, general=None, rif=None, train=None):
     spec = validate_resource(resource).spec
     names = ["base"] + [t.name for t in spec.tasks]
     return CommittedTask(index, names[index], task_spec_hash(spec, index),
-                           {"tasks": tasks, "general": general or {}}, rif=rif,
+                           {"tasks": tasks, "general": general or {}}, rif=rif, train=train,
                            checkpoint=None if index == 0 else f"tasks/{index}-{names[index]}/checkpoint")
 
 
@@ -317,3 +317,39 @@ def test_planner_imports_neither_torch_nor_kopf():
             "bad = [m for m in ('torch', 'kopf', 'transformers') if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_task_without_training_signal_fails_by_default_or_is_skipped_on_request(resource, base_done):
+    why = "RIF dropped all 64 training prompts (none solved 1+ times in 8 rollouts)"
+    done = dict(base_done)
+    done[1] = committed(resource, 1, {"add": 0.3}, rif={"kept": 0, "dropped": 64, "filtered_fraction": 1.0},
+                        train={"steps": 0, "no_signal": why})
+    p = plan(resource, Observed(now=NOW, committed=done))
+    got = check_golden("13-no-signal-failed", p)
+    assert p.status["phase"] == "Failed" and not [c for c in got["create"] if c.startswith("PyTorchJob")]
+    cond = {c["type"]: c for c in p.status["conditions"]}
+    assert cond["NoTrainingSignal"]["status"] == "True" and why in cond["NoTrainingSignal"]["message"]
+    assert cond["Failed"]["reason"] == "NoTrainingSignal" and "spec.noSignal: skip" in cond["Failed"]["message"]
+    assert ["Warning", "NoTrainingSignal"] in [[e.type, e.reason] for e in p.events]
+
+    resource["status"] = p.status  # the same observation again: no second event
+    assert not [e for e in plan(resource, Observed(now=NOW, committed=done)).events if e.reason == "NoTrainingSignal"]
+
+    resource["spec"]["noSignal"] = "skip"
+    p = plan(resource, Observed(now=NOW, committed=done))
+    assert p.status["phase"] == "Running" and "PyTorchJob/demo-2-filter" in [
+        f"{o['kind']}/{o['metadata']['name']}" for o in p.create]
+    cond = {c["type"]: c for c in p.status["conditions"]}
+    assert cond["NoTrainingSignal"]["status"] == "True" and "went on" in cond["NoTrainingSignal"]["message"]
+
+    resource["spec"]["noSignal"] = "fail"  # the last task without signal: never a silent Succeeded
+    done[1] = committed(resource, 1, {"add": 0.3}, train={"steps": 4})
+    done[2] = committed(resource, 2, {"add": 0.3}, train={"steps": 4})
+    done[3] = committed(resource, 3, {"add": 0.3}, train={"steps": 4, "no_signal": "every group got equal rewards"})
+    p = plan(resource, Observed(now=NOW, committed=done))
+    assert p.status["phase"] == "Failed" and "task 3 'sort' taught nothing" in p.status["message"]
+
+
+def test_tasks_with_signal_have_no_no_signal_condition(resource, base_done):
+    p = plan(resource, Observed(now=NOW, committed=base_done))
+    assert "NoTrainingSignal" not in {c["type"] for c in p.status["conditions"]}

@@ -16,6 +16,9 @@ import pytest
 import yaml
 from operator_harness import cpt_body, new_bucket, run_to_end, wait_for
 
+from cpt_core.results import NO_SIGNAL
+from cpt_core.storage import layout
+
 
 def _kubectl() -> str | None:
     venv = Path(sys.executable).parent / "kubectl"
@@ -62,3 +65,27 @@ def test_kubectl_apply_runs_to_the_end(emu_world, emu_operator, tmp_path):
     kubectl("delete", "-f", str(manifest), "--wait=false", cwd=tmp_path)
     wait_for(lambda: world.get("from-kubectl") is None and not world.children("from-kubectl"),
              what="deleted with its children")
+
+
+def test_a_task_without_training_signal_shows_in_describe(emu_world, emu_operator, tmp_path):
+    world = emu_world
+    world.create(cpt_body("no-signal", world.endpoint, new_bucket(world.endpoint), tasks=2, method="grpo"))
+    why = "every group of 8 completions got equal rewards at all 4 steps (mean reward 0.00): no policy gradient"
+
+    def trainer(job):  # the train stage of task 1 records that its rewards never varied
+        labels = job["metadata"]["labels"]
+        if (labels["cpt.dev/stage"], labels["cpt.dev/task-index"]) == ("train", "1"):
+            world.store(world.get("no-signal")).put_json(layout.task_key(1, "t1", layout.TRAIN_STATS),
+                                                         {"steps": 4, NO_SIGNAL: why})
+
+    status = run_to_end(world, "no-signal", timeout=40, fail=trainer)
+    assert status["phase"] == "Failed" and status["progress"] == "1/2", status
+    described = kubectl("describe", "cpt", "no-signal", cwd=tmp_path)
+    assert "NoTrainingSignal" in described and "TaskNotTrained" in described and why in described
+    assert [line for line in described.splitlines() if "Warning" in line and "NoTrainingSignal" in line]
+
+    world.patch_spec("no-signal", {"noSignal": "skip"})  # go on with the task untrained
+    status = run_to_end(world, "no-signal", timeout=40)
+    assert status["phase"] == "Succeeded" and status["progress"] == "2/2"
+    cond = {c["type"]: c for c in status["conditions"]}
+    assert cond["NoTrainingSignal"]["status"] == "True" and "went on" in cond["NoTrainingSignal"]["message"]

@@ -1,6 +1,9 @@
 """The science, at toy scale: RIF filters, GRPO and SFT learn (real training on the tiny model, CPU)."""
 
+import torch
+
 from cpt_core.api import GrpoSpec, SftSpec
+from cpt_core.results import NO_SIGNAL
 from cpt_core.rewards import load_reward
 from cpt_core.tasks import Task
 from cpt_trainer import synthetic
@@ -53,7 +56,18 @@ def test_grpo_raises_reward_on_a_partly_solved_task(tiny_base, tmp_path):
     curve = stats["reward_curve"]
     assert stats["steps"] == 20 and len(curve) == 20 and stats["rollout_tokens"] > 20 * 64 * 5
     assert sum(curve[-5:]) / 5 > sum(curve[:5]) / 5 + 0.1, curve
+    assert NO_SIGNAL not in stats
     assert after >= before + 0.15, (before, after)
+
+
+def test_grpo_without_reward_signal_says_so_and_changes_nothing(random_base, tmp_path):
+    model, tok = load_model(random_base)  # never answers in the right format: every reward is 0
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    stats, _ = train_grpo(model, tok, [_task("reverse", "train", 8)], str(tmp_path),
+                          GrpoSpec(group_size=4, learning_rate=1e-3, kl_coef=0.0, prompts_per_step=4, max_steps=2,
+                                   max_completion_tokens=8), seed=0, quiet=True)
+    assert stats["steps"] == 2 and "equal rewards at all 2 steps" in stats[NO_SIGNAL], stats
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # no gradient: nothing moved
 
 
 def test_sft_raises_accuracy(tiny_base, tmp_path):

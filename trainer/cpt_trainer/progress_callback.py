@@ -16,6 +16,7 @@ class ProgressCallback(TrainerCallback):
         self.rewards: list[float] = []
         self.losses: list[float] = []
         self.accuracies: list[float] = []
+        self.zero_std: list[float] = []  # GRPO: fraction of groups whose rewards were all equal (no gradient)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         logs = logs or {}
@@ -27,6 +28,8 @@ class ProgressCallback(TrainerCallback):
             self.rewards.append(float(reward))
         if loss is not None:
             self.losses.append(float(loss))
+        if logs.get("frac_reward_zero_std") is not None:
+            self.zero_std.append(float(logs["frac_reward_zero_std"]))
         acc = logs.get("mean_token_accuracy")
         if acc is not None:
             self.accuracies.append(float(acc))

@@ -19,6 +19,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
 
 from cpt_core.api import STAGES, CptSpec
+from cpt_core.results import NO_SIGNAL
 from cpt_core.stage import StageConfig, stages_for
 
 from cpt_core import protocol
@@ -168,13 +169,17 @@ def save_model(trainer, model, tokenizer, out_dir: str) -> None:
 
 def run_train(cfg: StageConfig, store, workdir: str) -> dict:
     spec, i = cfg.spec, cfg.task_index
-    task = training_rows(cfg, store, train_task(spec, i))
+    task = train_task(spec, i)
+    pool = len(task.rows)
+    task = training_rows(cfg, store, task)
     model, tokenizer = load_model(start_model_dir(cfg, store, workdir))
     out_dir = os.path.join(workdir, "checkpoint")
     trainer = None
     if not task.rows:  # RIF dropped everything: nothing can teach; carry the model forward unchanged
+        rif = spec.rif_effective
         stats = {"method": spec.method, "steps": 0, "seconds": 0.0, "rollout_tokens": 0, "prompts": 0,
-                 "skipped": "no training prompts left after RIF"}
+                 NO_SIGNAL: f"RIF dropped all {pool} training prompts (none solved {rif.min_correct}+ times in "
+                            f"{rif.rollouts} rollouts)"}
     else:
         engine = None
         if spec.method != "sft":

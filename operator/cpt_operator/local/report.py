@@ -12,7 +12,7 @@ import json
 from typing import Any, Optional
 
 from cpt_core import forgetting as fm
-from cpt_core.results import CommittedTask, run_stats
+from cpt_core.results import CommittedTask, no_signal, run_stats
 from cpt_core.stage import BASE_TASK_NAME
 
 
@@ -36,6 +36,7 @@ def build_report(spec: dict, committed: dict[int, CommittedTask], status: Option
             "learnerSteps": stats[i]["learnerSteps"],
             "seconds": stats[i]["stageDurations"],
             "rewardFirst": train.get("mean_reward_first"), "rewardLast": train.get("mean_reward_last"),
+            "noSignal": no_signal(committed[i]),
         })
     return {
         "method": spec.get("method"),
@@ -106,6 +107,9 @@ def render_markdown(report: dict) -> str:
           f"{t['stageRolloutTokens']['filter']} + {t['stageRolloutTokens']['train']} | {t['learnerSteps']} | "
           f"{reward} | {_fmt(secs.get('filter'), 1)} | "
           f"{_fmt(secs.get('train'), 1)} | {_fmt(secs.get('evaluate'), 1)} |\n")
+    for t in report["perTask"]:
+        if t.get("noSignal"):
+            w(f"\n**Warning: task {t['name']!r} taught the model nothing**: {t['noSignal']}.\n")
     totals = report["totals"]
     w(f"\nTotal: {totals['rolloutTokens']} rollout tokens, {totals['learnerSteps']} learner steps, "
       f"{totals['seconds']} s in stages.\n")

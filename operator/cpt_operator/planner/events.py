@@ -33,6 +33,9 @@ def transition_events(old: dict, new: dict, plan_: Plan, observed: Observed) -> 
     new_reg = condition(new, "ForgettingRegression")
     if new_reg and new_reg["status"] == "True" and (not old_reg or old_reg.get("message") != new_reg["message"]):
         events.append(PlanEvent("Warning", "ForgettingRegression", new_reg["message"]))
+    old_ns, new_ns = condition(old, "NoTrainingSignal"), condition(new, "NoTrainingSignal")
+    if new_ns and new_ns["status"] == "True" and (not old_ns or old_ns.get("message") != new_ns["message"]):
+        events.append(PlanEvent("Warning", "NoTrainingSignal", new_ns["message"]))
     events.extend(_health_events(old, new))
     return events
 

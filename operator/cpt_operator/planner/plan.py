@@ -14,7 +14,7 @@ from typing import Optional
 
 from cpt_core import api
 from cpt_core import forgetting as fm
-from cpt_core.results import CommittedTask
+from cpt_core.results import CommittedTask, no_signal
 from cpt_core.stage import StageConfig
 from cpt_core.validation import Mode, SpecError, validate_resource
 from cpt_operator.planner.conditions import build_conditions, set_condition
@@ -51,12 +51,16 @@ def plan(resource: dict, observed: Observed, mode: Mode = "cluster") -> Plan:
     total = len(spec.tasks)
     completed = len([i for i in committed if i >= 1])
     paused = bool(regressions) and spec.forgetting.on_regression == "pause" and progress.current is not None
+    no_signal = _no_signal_message(spec, committed)
     if changed:
         phase, reason, message = "Failed", "TrainedTaskChanged", changed
     elif broken:
         phase, reason, message = "Failed", "CommittedTaskDamaged", broken
     elif progress.failed_reason:
         phase, reason, message = "Failed", "RetriesExhausted", progress.failed_reason
+    elif no_signal and spec.no_signal == "fail":
+        phase, reason, message = "Failed", "NoTrainingSignal", no_signal
+        progress.stage = None  # the next task waits for a decision: not Running, no job
     elif progress.current is None:
         phase, reason, message = "Succeeded", "AllTasksCommitted", f"all {total} tasks trained and evaluated"
     elif spec.suspend:
@@ -104,7 +108,8 @@ def plan(resource: dict, observed: Observed, mode: Mode = "cluster") -> Plan:
         phase=phase, reason=reason, message=message, valid=True, spec_problem=changed,
         regression=_regression_message(spec, regressions, last_row) if regressions else None,
         extra=[("StorageReachable", True, "Reachable", ""),
-               ("StorageIntact", not damaged, "CommittedTaskDamaged" if damaged else "Intact", damaged)],
+               ("StorageIntact", not damaged, "CommittedTaskDamaged" if damaged else "Intact", damaged),
+               *([("NoTrainingSignal", True, "TaskNotTrained", no_signal)] if no_signal else [])],
     )
     plan_.status = status
     plan_.events = transition_events(old, status, plan_, observed)
@@ -212,6 +217,18 @@ def _regression_message(spec: api.CptSpec, regressions: dict[int, float], last_r
             f"or annotate {ACK_REGRESSION_ANNOTATION}={last_row}")
 
 
+def _no_signal_message(spec: api.CptSpec, committed: dict[int, CommittedTask]) -> str:
+    """Which committed tasks taught nothing and what spec.noSignal does about it ("" when all had signal)."""
+    parts = [f"task {i} {spec.tasks[i - 1].name!r} taught nothing: {why}"
+             for i, why in sorted((i, no_signal(t)) for i, t in committed.items() if i >= 1) if why]
+    if not parts:
+        return ""
+    then = ("the run stopped after evaluating it (spec.noSignal: fail); to go on with it untrained, set "
+            "spec.noSignal: skip" if spec.no_signal == "fail" else
+            "the run went on with the model unchanged by it (spec.noSignal: skip)")
+    return "; ".join(parts) + "; " + then
+
+
 def _stage_message(spec: api.CptSpec, progress: Progress) -> str:
     if progress.current is None:
         return ""
@@ -234,7 +251,7 @@ def _task_statuses(spec: api.CptSpec, run: str, committed: dict, observed: Obser
             rif = result.rif or {}
             entry.kept, entry.dropped = rif.get("kept"), rif.get("dropped")
             entry.filtered_fraction = _round(rif.get("filtered_fraction"))
-        elif index == progress.current:
+        elif index == progress.current and progress.stage:
             entry.stage = progress.stage
             waiting = progress.wait_until is not None and progress.job is None
             entry.attempts = progress.attempt + (0 if waiting else 1)

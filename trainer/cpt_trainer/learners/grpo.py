@@ -15,6 +15,7 @@ from trl import GRPOConfig, GRPOTrainer
 
 from cpt_trainer.progress_callback import ProgressCallback
 from cpt_core.api import GrpoSpec
+from cpt_core.results import NO_SIGNAL
 from cpt_core.tasks import Task, prompt_text
 from cpt_trainer.learners.common import combined_reward, extra_columns, trainer_args, world_size
 
@@ -106,7 +107,10 @@ def train_grpo(model, tokenizer, tasks: list[Task], out_dir: str, grpo: GrpoSpec
     trainer.train()
     curve = progress.rewards
     k = max(1, len(curve) // 10)
-    return {
+    stats = {} if not progress.zero_std or min(progress.zero_std) < 1.0 else {NO_SIGNAL: (
+        f"every group of {g.group_size} completions got equal rewards at all {len(progress.zero_std)} steps "
+        f"(mean reward {sum(curve) / max(1, len(curve)):.2f}): no policy gradient")}
+    return stats | {
         "method": "grpo", "steps": trainer.state.global_step, "seconds": round(time.time() - t0, 3),
         "rollout_tokens": reward.tokens * ws, "prompts": sum(len(t.rows) for t in tasks),
         "mean_reward_first": sum(curve[:k]) / k if curve else None,
