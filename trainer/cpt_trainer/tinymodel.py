@@ -221,6 +221,19 @@ def greedy_accuracy(model, tokenizer, rows: list[dict], max_new_tokens: int = 16
     return correct / max(1, len(rows))
 
 
+def _machine() -> dict:
+    """Where a base was built: its weights depend on the CPU type's float rounding (see the module docstring)."""
+    import platform
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            cpu = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return {"cpu": cpu, "torch": torch.__version__, "threads": torch.get_num_threads()}
+
+
 def build_base(out_dir: str, cfg: BaseModelConfig | None = None, probe: int = 200) -> dict:
     """Build, pre-train and save the tiny base to out_dir (HF format). Returns a report with per-skill accuracy."""
     cfg = cfg or BaseModelConfig()
@@ -235,7 +248,7 @@ def build_base(out_dir: str, cfg: BaseModelConfig | None = None, probe: int = 20
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     report = {"params": params, "seconds": round(time.time() - t0, 1), "eval_accuracy": acc,
-              "config": asdict(cfg), "loss_curve": curve}
+              "config": asdict(cfg), "built_on": _machine(), "loss_curve": curve}
     with open(os.path.join(out_dir, "build_report.json"), "w", encoding="utf-8") as fh:
         json.dump(report, fh, indent=1)
     return report
