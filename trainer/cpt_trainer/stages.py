@@ -27,7 +27,10 @@ from cpt_trainer.evaluate import evaluate_row
 from cpt_trainer.learners.common import world_size
 from cpt_trainer.rif import run_rif
 from cpt_trainer.rollout import make_engine
-from cpt_core.storage import fetch_checkpoint, layout, load_task, open_store, open_store_for_spec, prepare_task
+from cpt_core.storage import (CorruptTask, StorageError, fetch_checkpoint, layout, load_task, open_store,
+                              open_store_for_spec, prepare_task)
+from cpt_core.storage.manifest import mark_damaged
+from cpt_core.storage.staging import fetch_verified, publish_checkpoint
 from cpt_core.tasks import Task, load_task as load_dataset_task, parse_jsonl
 
 log = logging.getLogger(__name__)
@@ -82,19 +85,28 @@ def start_model_dir(cfg: StageConfig, store, workdir: str) -> str:
     task's committed checkpoint, or the base model for task 1 (and for evaluation of row 0)."""
     i, spec = cfg.task_index, cfg.spec
     if cfg.stage == "evaluate" and i > 0:
-        prefix = layout.task_key(i, cfg.task_name, layout.CHECKPOINT)
-        if not store.list(prefix):
-            raise StageError(f"no checkpoint at {prefix}: run the train stage of task {i} first")
-        local = os.path.join(workdir, "model")
-        store.download_dir(prefix, local)
-        return local
+        return scored_checkpoint(cfg, store, workdir)[0]
     if i <= 1:
         return fetch_model_uri(spec.model, spec, workdir)
     prev = spec.tasks[i - 2].name
     committed = load_task(store, i - 1, prev)
     if committed is None or committed.checkpoint is None:
         raise StageError(f"task {i - 1} ({prev}) is not committed: its checkpoint cannot be used")
-    return fetch_checkpoint(store, committed, os.path.join(workdir, "model"))
+    try:
+        return fetch_checkpoint(store, committed, os.path.join(workdir, "model"))
+    except CorruptTask as exc:  # committed, then damaged: say so in storage (the operator reports it), stop
+        mark_damaged(store, committed, str(exc))
+        raise StageError(f"task {i - 1} ({prev}) is committed but damaged: {exc}") from None
+
+
+def scored_checkpoint(cfg: StageConfig, store, workdir: str) -> tuple[str, dict]:
+    """This task's fresh checkpoint, as its train attempt published it, verified file by file; and the
+    sub-manifest (what the commit records: the attempt and the hashes of the bytes evaluate scores)."""
+    local = os.path.join(workdir, "model")
+    try:
+        return local, fetch_verified(store, cfg.task_index, cfg.task_name, local)
+    except StorageError as exc:
+        raise StageError(str(exc)) from None
 
 
 def load_model(path: str):
@@ -188,11 +200,9 @@ def run_train(cfg: StageConfig, store, workdir: str) -> dict:
                                seed=stage_seed(spec, i, "train"))
         stats["engine"] = getattr(engine, "name", None)
     save_model(trainer, model, tokenizer, out_dir)
-    if rank() == 0:
-        prefix = layout.task_key(i, cfg.task_name, layout.CHECKPOINT)
-        store.delete_prefix(prefix)
-        store.upload_dir(out_dir, prefix)
+    if rank() == 0:  # this attempt's own prefix, sub-manifest last (storage/staging.py)
         store.put_json(layout.task_key(i, cfg.task_name, layout.TRAIN_STATS), stats)
+        publish_checkpoint(store, i, cfg.task_name, cfg.attempt, out_dir)
     return {k: v for k, v in stats.items() if k not in ("reward_curve", "loss", "token_accuracy")}
 
 
@@ -201,7 +211,12 @@ def run_evaluate(cfg: StageConfig, store, workdir: str) -> dict:
 
     spec, i = cfg.spec, cfg.task_index
     tasks, general = eval_tasks(spec, i)
-    model, tokenizer = load_model(start_model_dir(cfg, store, workdir))
+    scored = None
+    if i > 0:
+        path, scored = scored_checkpoint(cfg, store, workdir)
+    else:
+        path = start_model_dir(cfg, store, workdir)
+    model, tokenizer = load_model(path)
     engine = make_engine(spec.rollout.engine, model, tokenizer, cfg.rollout_url, spec.rollout.tensor_parallel)
     set_seed(stage_seed(spec, i, "evaluate"))
     protocol.progress("evaluate", i, 0, 1)
@@ -209,7 +224,7 @@ def run_evaluate(cfg: StageConfig, store, workdir: str) -> dict:
     row["engine"] = engine.name
     store.put_json(layout.task_key(i, cfg.task_name, layout.EVAL), row)
     summary = {"tasks": row["tasks"], "general": row["general"]}
-    commit_task(store, i, cfg.task_name, cfg.spec_hash, summary)
+    commit_task(store, i, cfg.task_name, cfg.spec_hash, summary, checkpoint=scored)
     protocol.progress("evaluate", i, 1, 1)
     return {k: row[k] for k in ("task_index", "tasks", "general", "seconds")}
 

@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from cpt_core.results import CommittedTask, ManifestFile, ManifestModel, manifest_problem
 from cpt_core.storage.base import FileInfo, Store, dump_json, sha256_file
 from cpt_core.storage.errors import CommitConflict, CorruptTask, NotFound, StorageError
+from cpt_core.storage.staging import is_attempt_key
 
 log = logging.getLogger(__name__)
 MANIFEST_VERSION = 1
@@ -44,18 +45,29 @@ def _parallel(fn: Any, items: list[Any], workers: int = 8) -> list[Any]:
 
 # ------------------------------------------------------------------------------------------------ commit
 
-def commit_task(store: Store, index: int, name: str, spec_hash: str, summary: dict[str, Any]) -> dict[str, Any]:
+def commit_task(store: Store, index: int, name: str, spec_hash: str, summary: dict[str, Any],
+                checkpoint: Optional[dict[str, Any]] = None) -> dict[str, Any]:
     """Write the manifest of everything now under the task's directory; the task counts from then on.
 
-    eval.json must be there. Idempotent: committing the same files and spec_hash again returns the existing
-    manifest. A different existing manifest raises CommitConflict (call `reset_task` first).
+    eval.json must be there. `checkpoint`: the sub-manifest of the attempt evaluate scored (staging.py); its
+    files are committed with its hashes and no other attempt's files are. Idempotent: committing the same files
+    and spec_hash again returns the existing manifest. A different existing manifest raises CommitConflict
+    (call `reset_task` first).
     """
     tdir = layout.task_dir(index, name)
     mkey = manifest_key(index, name)
     listing = [info for info in store.list_info(tdir) if info.key != mkey]
     if not any(info.key == layout.task_key(index, name, layout.EVAL) for info in listing):
         raise StorageError(f"cannot commit {tdir}: {layout.EVAL} is missing")
-    files = _parallel(lambda info: _describe(store, info), listing)
+    staged: list[ManifestFile] = []
+    if checkpoint is not None:
+        sizes = {info.key: info.size for info in listing}
+        staged = [ManifestFile(f["key"], int(f["size"]), f["sha256"]) for f in checkpoint["files"]]
+        gone = [f.key for f in staged if sizes.get(f.key) != f.size]
+        if gone:
+            raise CorruptTask(f"cannot commit {tdir}: the scored checkpoint changed since it was read: {gone[:3]}")
+        listing = [info for info in listing if not is_attempt_key(index, name, info.key)]
+    files = sorted(_parallel(lambda info: _describe(store, info), listing) + staged, key=lambda f: f.key)
     results = {}
     for field_name, leaf in _RESULTS.items():
         key = layout.task_key(index, name, leaf)
@@ -66,6 +78,7 @@ def commit_task(store: Store, index: int, name: str, spec_hash: str, summary: di
         "summary": summary,
         "files": [{"key": f.key, "size": f.size, "sha256": f.sha256} for f in files],
         "results": results,
+        **({"checkpoint": checkpoint["prefix"], "attempt": checkpoint["attempt"]} if checkpoint else {}),
     }
     if not store.put_if_absent(mkey, dump_json(manifest)):
         existing = _read_manifest(store, mkey)[0]
@@ -213,7 +226,9 @@ def _parse(raw: dict[str, Any], key: str) -> CommittedTask:
     tdir = layout.task_dir(m.index, m.name) + "/"
     if any(not f.key.startswith(tdir) for f in files):
         raise ValueError("manifest lists files outside its task")
-    ckpt = layout.task_key(m.index, m.name, layout.CHECKPOINT)
+    ckpt = raw.get("checkpoint") or layout.task_key(m.index, m.name, layout.CHECKPOINT)  # staged, or as before
+    if not isinstance(ckpt, str) or not is_attempt_key(m.index, m.name, ckpt + "/x"):
+        raise ValueError(f"manifest names checkpoint {ckpt!r} outside its task")
     results = raw["results"]  # as written (the model checked the fields the operator reads)
     return CommittedTask(
         index=m.index, name=m.name, spec_hash=m.spec_hash, eval=results["eval"],

@@ -181,8 +181,9 @@ def pytorchjob(resource: dict, name: str, cfg: StageConfig, defaults: PlanDefaul
         "kind": "PyTorchJob",
         "metadata": _metadata(resource, name, labels(cfg.run, cfg.task_index, "learner", cfg.stage, cfg.attempt)),
         "spec": {
-            # Retries are the operator's (new attempt, new name), so the job itself never restarts pods.
-            "runPolicy": {"cleanPodPolicy": "None", "backoffLimit": 0, "suspend": suspend},
+            # Retries are the operator's (new attempt, new name), so the job itself never restarts pods; a finished
+            # (failed) attempt leaves no pod running that could keep writing (cleanPodPolicy Running).
+            "runPolicy": {"cleanPodPolicy": "Running", "backoffLimit": 0, "suspend": suspend},
             "nprocPerNode": str(max(cfg.spec.learner.gpus_per_replica, 1)),
             "pytorchReplicaSpecs": specs,
         },
