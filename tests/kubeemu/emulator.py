@@ -12,7 +12,7 @@ kmock's server, request log, discovery endpoints and `objects` array, and replac
 - finalizers + deletionTimestamp; ownerReference garbage collection (background propagation);
 - watch streams with real semantics: resume from a resourceVersion, synthetic ADDED only when none is given,
   410 Expired for a compacted version, server-side timeoutSeconds;
-- injectable faults that are NOT applied: 500s / 409s on writes, and dropped watch streams;
+- injectable faults, rejected or applied-then-failed (reply lost), dropped and expired (410) watches;
 - lists shaped for kubectl (kind `<Kind>List`, apiVersion, metadata.resourceVersion).
 """
 
@@ -74,6 +74,13 @@ class StrictEmulator(kmock.KubernetesEmulator):
         self._drop_epoch += 1
         self._notify()
 
+    def expire_watches(self) -> None:
+        """Compact the event log: every open watch ends and a re-watch from its last resourceVersion gets 410
+        Expired (the client must re-list), as after an API server's etcd compaction."""
+        self._log_first_rv = self._rv
+        self._log = []
+        self.drop_watches()
+
     def _notify(self) -> None:
         """Wake every watch waiting for a change (each waits on the event current when it started waiting)."""
         self._changed.set()
@@ -116,7 +123,7 @@ class StrictEmulator(kmock.KubernetesEmulator):
             action = "delete"
         else:
             raise _error(405, "MethodNotAllowed", f"{method} {request.url.path} is not supported")
-        self._maybe_fault(action, path)
+        applied_fault = self._maybe_fault(action, path, request.headers.get("User-Agent", ""))
         if action == "watch":
             return await self._watch(request, path, info)
         if action == "list":
@@ -135,6 +142,9 @@ class StrictEmulator(kmock.KubernetesEmulator):
                     result = self._delete(path, params)
             finally:
                 self._notify()
+        if applied_fault is not None:  # done, but the client hears an error
+            self.stats.faults_applied += 1
+            raise _error(applied_fault.status, "InternalError", f"injected fault after applying: {action} {path.plural}")
         return aiohttp.web.json_response(result, status=201 if action == "create" else 200)
 
     def _info(self, path: sem.Path) -> kmock.ResourceInfo:
@@ -146,11 +156,14 @@ class StrictEmulator(kmock.KubernetesEmulator):
             raise _error(404, "NotFound", f"{path.plural} has no subresource {path.subresource!r}")
         return info
 
-    def _maybe_fault(self, action: str, path: sem.Path) -> None:
+    def _maybe_fault(self, action: str, path: sem.Path, agent: str = ""):
+        """Raise the first matching fault, or return it if it is applied first (the caller raises after)."""
         for fault in self.faults:
-            if fault.matches(action, path) and random.random() < fault.probability:
+            if fault.matches(action, path, agent) and random.random() < fault.probability:
                 fault.times -= 1 if fault.times > 0 else 0
                 self.stats.faults_injected += 1
+                if fault.applied and action in ("create", "update", "replace", "delete"):
+                    return fault
                 reason = {409: "Conflict", 429: "TooManyRequests"}.get(fault.status, "InternalError")
                 raise _error(fault.status, reason, f"injected fault: {action} {path.plural}")
 
@@ -379,6 +392,7 @@ class StrictEmulator(kmock.KubernetesEmulator):
             return [{"type": "ADDED", "object": json.loads(json.dumps(o))}
                     for o in self._matching(path, params)], len(self._log)
         if int(since) < self._log_first_rv:
+            self.stats.watches_expired += 1
             return [{"type": "ERROR", "object": {"kind": "Status", "apiVersion": "v1", "status": "Failure",
                                                  "code": 410, "reason": "Expired",
                                                  "message": f"too old resource version: {since}"}}], None
