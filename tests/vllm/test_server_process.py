@@ -29,3 +29,30 @@ def test_server_that_exits_at_start(tmp_path):
     msg = str(err.value)
     assert "exited with code" in msg and str(tmp_path / "logs" / "rollout-0.log") in msg
     assert not servers.servers[0].alive()
+
+
+def test_local_rollout_follows_the_planner_intents(random_base, tmp_path):
+    """`cpt run`'s executor of RolloutServers intents: start, hand over to the next task, restart a dead one."""
+    import os
+    import signal
+
+    from cpt_core.api import CptSpec
+    from cpt_operator.local.rollout_server import LocalRollout
+    from cpt_operator.planner.intents import RolloutServers as Intent
+
+    spec = CptSpec.model_validate({"model": random_base, "method": "grpo", "storage": {"uri": str(tmp_path)},
+                                   "tasks": [{"name": "t", "train": "a.jsonl", "eval": "b.jsonl", "reward": "exact"}]})
+    logs = []
+    rollout = LocalRollout(spec, tmp_path, tmp_path / "rollout", log=logs.append)
+    try:
+        first = rollout.apply([Intent(1, random_base)])[1]
+        assert rollout.apply([Intent(2, random_base)]) == {2: first}  # handed over, not restarted
+        server = rollout.running[2].servers[0]
+        os.killpg(server.proc.pid, signal.SIGKILL)
+        server.proc.wait(30)
+        again = rollout.apply([Intent(2, random_base)])[2]
+        assert rollout.running[2].servers[0].alive() and again != first
+        assert any("has stopped" in line for line in logs)
+        assert rollout.apply([]) == {} and not rollout.running
+    finally:
+        rollout.stop()

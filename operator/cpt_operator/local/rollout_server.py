@@ -188,8 +188,9 @@ class RolloutServers:
 
 class LocalRollout:
     """The local executor of the planner's `RolloutServers` intents: servers for the task being run, started
-    from the base model (every stage pushes its own weights before generating), stopped when the task is no
-    longer listed, at the end and on Ctrl-C. `urls()` gives the stage configs their `rollout_url`."""
+    from the base model (every stage pushes its own weights before generating), handed on to the next task
+    (unlike a cluster, where they hold GPUs between tasks, a restart buys nothing here), stopped at the end and
+    on Ctrl-C. `apply` returns the `rollout_url` for each task's stage configs."""
 
     def __init__(self, spec, base: Path, log_dir: Path, log=print):
         self.spec, self.base, self.log_dir, self.log = spec, Path(base), Path(log_dir), log
@@ -203,8 +204,16 @@ class LocalRollout:
 
     def apply(self, intents) -> dict[int, str]:
         wanted = {i.task_index: i for i in intents}
+        for index in [i for i, s in self.running.items() if not all(x.alive() for x in s.servers)]:
+            self.log(f"    a rollout server of task {index} has stopped: starting them again (its log: {self.log_dir})")
+            self.running.pop(index).stop()  # so the stage's retry gets live servers
         for index in [i for i in self.running if i not in wanted]:
-            self.running.pop(index).stop()
+            servers = self.running.pop(index)
+            nxt = next((i for i, it in wanted.items() if it.start and i not in self.running), None)
+            if nxt is None:
+                servers.stop()
+            else:  # saves a start-up (~1 min here): every stage pushes its own weights before generating
+                self.running[nxt] = servers
         for index, intent in wanted.items():
             if index in self.running or not intent.start:
                 continue

@@ -55,9 +55,22 @@ def vllm_unavailable_reason(rollout_url: Optional[str]) -> Optional[str]:
 
 
 def rollout_endpoints(rollout_url: str) -> list[str]:
-    """Every replica's base URL: `rollout_url` is a comma-separated list of per-pod endpoints, so each replica is
-    synced and rollouts are spread over all of them (a Service URL would hide all but one)."""
-    return [u.strip().rstrip("/").removesuffix("/v1") for u in rollout_url.split(",") if u.strip()]
+    """Every replica's base URL, so each replica is synced and rollouts are spread over all of them (a Service's
+    one virtual IP would hide all but one). `rollout_url` is a comma-separated list of endpoints; an entry
+    `dns+http://HOST:PORT` (a headless Service) stands for every IPv4 address HOST resolves to (its ready pods)."""
+    import socket
+    import urllib.parse
+
+    out: list[str] = []
+    for url in (u.strip().rstrip("/").removesuffix("/v1") for u in rollout_url.split(",")):
+        if not url.startswith("dns+"):
+            out += [url] if url else []
+            continue
+        parts = urllib.parse.urlsplit(url[len("dns+"):])
+        port = parts.port or 80
+        infos = socket.getaddrinfo(parts.hostname, port, socket.AF_INET, socket.SOCK_STREAM)
+        out += sorted({f"{parts.scheme}://{info[4][0]}:{port}" for info in infos})
+    return out
 
 
 def make_engine(engine: str, model, tokenizer, rollout_url: Optional[str] = None, tensor_parallel: int = 1,

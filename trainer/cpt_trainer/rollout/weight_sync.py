@@ -44,6 +44,9 @@ def learner_address(first_endpoint: str) -> str:
 
 
 def free_port(host: str) -> int:
+    """CPT_WEIGHT_SYNC_PORT on a cluster (a fixed port a NetworkPolicy can name), else any free port."""
+    if os.environ.get("CPT_WEIGHT_SYNC_PORT"):
+        return int(os.environ["CPT_WEIGHT_SYNC_PORT"])
     with socket.socket() as s:
         s.bind((host, 0))
         return s.getsockname()[1]
@@ -107,6 +110,31 @@ class FanOutClient:
         self._all("/resume", [None] * len(self.endpoints))
 
 
+def learner_source(model):
+    """vLLM's `ModuleSource` over the learner's parameters, also under DeepSpeed ZeRO-3: a partitioned parameter
+    (it has `ds_id`) declares its full `ds_shape` and is gathered on every rank while it is sent (a collective,
+    hence every learner rank iterates the source in the same order, as vLLM's trainer engines do)."""
+    from vllm.distributed.weight_transfer.base import ModuleSource, ParamMeta
+
+    class LearnerSource(ModuleSource):
+        def metadata(self):
+            return [ParamMeta(n, p.dtype, tuple(getattr(p, "ds_shape", p.shape)))
+                    for n, p in self._module.named_parameters()]
+
+        def __iter__(self):
+            for name, param in self._module.named_parameters():
+                if not hasattr(param, "ds_id"):
+                    yield name, param.detach()
+                    continue
+                import deepspeed
+
+                with deepspeed.zero.GatheredParameters([param], modifier_rank=None):
+                    full = param.data.detach().clone()  # re-partitioned when the context exits
+                yield name, full
+
+    return LearnerSource(model)
+
+
 def default_backend() -> str:
     import torch
 
@@ -123,7 +151,6 @@ class WeightSync:
         self.seconds: list[float] = []
 
     def _init(self, model) -> None:
-        from vllm.distributed.weight_transfer.base import ModuleSource
         from vllm.distributed.weight_transfer.factory import WeightTransferTrainerFactory
 
         from cpt_trainer.rollout import vllm_plugin
@@ -143,7 +170,7 @@ class WeightSync:
             info = NCCLTrainerInitInfo(host, free_port(host), world, rank=rank)
         else:
             raise WeightSyncError(f"unknown weight-sync backend {self.backend!r} (gloo or nccl)")
-        self.engine = WeightTransferTrainerFactory.trainer_init(info, client=client, source=ModuleSource(model))
+        self.engine = WeightTransferTrainerFactory.trainer_init(info, client=client, source=learner_source(model))
 
     def push(self, model) -> None:
         t0 = time.perf_counter()
