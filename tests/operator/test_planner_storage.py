@@ -102,3 +102,56 @@ def test_a_foreign_prefix_is_refused_and_nothing_is_touched():
     assert _cond(p.status, "Failed")["reason"] == "StorageConflict"
     changes = render(p, resource, ROLLOUT)
     assert not changes.create and not changes.delete
+
+
+def test_suspend_scales_rollout_servers_to_zero_and_resume_brings_them_back():
+    resource = copy.deepcopy(RESOURCE)
+    resource["spec"]["suspend"] = True
+    running = ObservedJob("demo-3-filter", 3, "filter", 0, "Running")
+    p = plan(resource, Observed(now=NOW, jobs=(running,), committed=_done(resource, 2)))
+    patches = {(r.kind, r.name): body for r, body in render(p, resource, ROLLOUT).patch}
+    assert patches[("Deployment", "demo-3-rollout")] == {"spec": {"replicas": 0}}
+    assert patches[("PyTorchJob", "demo-3-filter")]["spec"]["runPolicy"]["suspend"] is True
+    resource["spec"]["suspend"] = False
+    p = plan(resource, Observed(now=NOW, jobs=(running,), committed=_done(resource, 2)))
+    patches = {(r.kind, r.name): body for r, body in render(p, resource, ROLLOUT).patch}
+    assert patches[("Deployment", "demo-3-rollout")] == {"spec": {"replicas": 1}}
+
+
+def test_a_refused_change_stops_its_stages_and_keeps_the_last_good_status():
+    resource = copy.deepcopy(RESOURCE)
+    running = ObservedJob("demo-3-filter", 3, "filter", 0, "Running")
+    good = plan(resource, Observed(now=NOW, jobs=(running,), committed=_done(resource, 2)))
+    resource["status"] = good.status
+    resource["spec"]["tasks"][0]["train"] = "s3://data/add/train-v2.jsonl"  # a trained task changed: refused
+    p = plan(resource, Observed(now=NOW, jobs=(running,), committed=_done(RESOURCE, 2)))
+    st = p.status
+    assert st["phase"] == "Failed" and "running stages are suspended" in st["message"]
+    for key in ("completedTasks", "progress", "accuracy", "averageAccuracy"):
+        assert st.get(key) == good.status.get(key), key  # not 0/3, AA still shown
+    assert [(s.job, s.suspended) for s in p.suspend] == [("demo-3-filter", True)]
+    assert ("Deployment", "demo-3-rollout") in {(r.kind, r.name) for r in render(p, resource, ROLLOUT).delete}
+
+
+def test_an_invalid_edit_of_a_running_run_stops_its_gpus_and_keeps_the_last_good_status():
+    resource = copy.deepcopy(RESOURCE)
+    running = ObservedJob("demo-3-filter", 3, "filter", 0, "Running")
+    good = plan(resource, Observed(now=NOW, jobs=(running,), committed=_done(resource, 2)))
+    resource["status"] = good.status
+    resource["spec"]["rif"] = {"rollouts": 2, "minCorrect": 5}  # invalid: minCorrect > rollouts
+    p = plan(resource, Observed(now=NOW, jobs=(running,)))
+    assert not p.valid and p.status["completedTasks"] == 2 and p.status["averageAccuracy"] is not None
+    assert "running stages are suspended" in p.status["message"]
+    patches = {(r.kind, r.name): body for r, body in render(p, resource, ROLLOUT).patch}
+    assert patches[("Deployment", "demo-3-rollout")] == {"spec": {"replicas": 0}}
+    assert patches[("PyTorchJob", "demo-3-filter")]["spec"]["runPolicy"]["suspend"] is True
+
+
+def test_patches_that_change_nothing_send_no_request():
+    from cpt_operator.kube.client import _satisfied
+
+    deployment = {"spec": {"replicas": 0, "template": {}}, "metadata": {"annotations": {"a": "1"}}}
+    assert _satisfied(deployment, {"spec": {"replicas": 0}})
+    assert not _satisfied(deployment, {"spec": {"replicas": 1}})
+    assert _satisfied(deployment, {"metadata": {"annotations": {"b": None}}})
+    assert not _satisfied(deployment, {"metadata": {"annotations": {"a": None}}})

@@ -38,11 +38,14 @@ def render(plan: Plan, resource: dict, present: Iterable[tuple[str, str]],
     """Children for `plan`; `present` is the (kind, name) of every child observed now (for deletions)."""
     out = Changes()
     spec = plan.spec
-    if spec is None:
-        return out  # an invalid spec: touch nothing
+    suspensions = [(ChildRef("kubeflow.org/v1", "PyTorchJob", job.job),
+                    {"spec": {"runPolicy": {"suspend": job.suspended}}}) for job in plan.suspend]
+    if spec is None:  # an invalid spec: create and delete nothing; stop what runs (GPUs) until it is fixed
+        out.patch = suspensions + [(ChildRef("apps/v1", kind, name), {"spec": {"replicas": 0}})
+                                   for kind, name in sorted(present) if kind == "Deployment"]  # rollout servers
+        return out
     if plan.hold:  # the planner could not see everything (storage): only the suspensions it asks for
-        out.patch = [(ChildRef("kubeflow.org/v1", "PyTorchJob", job.job),
-                      {"spec": {"runPolicy": {"suspend": job.suspended}}}) for job in plan.suspend]
+        out.patch = suspensions
         return out
     run = resource["metadata"]["name"]
     present = set(present)
@@ -53,6 +56,11 @@ def render(plan: Plan, resource: dict, present: Iterable[tuple[str, str]],
                                                            spec, defaults))
             out.create.append(manifests.rollout_service(resource, run, servers.task_index, defaults))
         urls[servers.task_index] = manifests.rollout_url(resource, run, servers.task_index, defaults)
+    for servers in plan.rollout:  # servers that exist follow the intent: none while suspended (they hold GPUs)
+        name = rollout_name(run, servers.task_index)
+        if ("Deployment", name) in present:
+            size = spec.rollout.replicas if servers.start else 0
+            out.patch.append((ChildRef("apps/v1", "Deployment", name), {"spec": {"replicas": size}}))
     for start in plan.start:
         cfg = start.config
         if cfg.task_index in urls:
@@ -60,9 +68,7 @@ def render(plan: Plan, resource: dict, present: Iterable[tuple[str, str]],
         out.create.append(manifests.stage_configmap(resource, start.job, cfg))
         out.create.append(manifests.pytorchjob(resource, start.job, cfg, defaults))
     out.create = _isolation(resource, run, spec, out.create, present, defaults) + out.create
-    for job in plan.suspend:
-        out.patch.append((ChildRef("kubeflow.org/v1", "PyTorchJob", job.job),
-                          {"spec": {"runPolicy": {"suspend": job.suspended}}}))
+    out.patch.extend(suspensions)
     wanted = {rollout_name(run, s.task_index) for s in plan.rollout}
     servers_of_run = {rollout_name(run, index) for index in range(1, len(spec.tasks) + 1)}
     for kind, name in sorted(present):

@@ -240,6 +240,15 @@ def observe(kube: Kube, resource: dict, now: datetime, read_storage: Callable[[d
     return World(resource=resource, children=children, observed=observed)
 
 
+def _satisfied(obj: Any, patch: Any) -> bool:
+    """Would this merge patch change nothing (so no request is needed)?"""
+    if not isinstance(patch, dict):
+        return obj == patch
+    if not isinstance(obj, dict):
+        return False
+    return all((k not in obj) if v is None else (k in obj and _satisfied(obj[k], v)) for k, v in patch.items())
+
+
 def apply(kube: Kube, world: World, changes: Changes, plan: Plan, now: datetime) -> Applied:
     """Make the world match: deletes, creates (existing = success), child patches, then the plan's status, events.
 
@@ -262,7 +271,8 @@ def apply(kube: Kube, world: World, changes: Changes, plan: Plan, now: datetime)
             _report_foreign(kube, resource, plan, exc, now)
             raise
     for ref, body in changes.patch:
-        if (ref.kind, ref.name) in world.children:
+        child = world.children.get((ref.kind, ref.name))
+        if child is not None and not _satisfied(child, body):
             kube.patch(ref.kind, namespace, ref.name, body)
             done.patched.append(f"{ref.kind}/{ref.name}")
     done.status_written = kube.patch_status(resource, plan.status)

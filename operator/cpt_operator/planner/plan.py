@@ -25,6 +25,10 @@ from cpt_operator.planner.observed import Observed
 from cpt_operator.planner.position import Progress, committed_prefix, progress_of, task_names, task_spec_hash
 
 ACK_REGRESSION_ANNOTATION = f"{api.GROUP}/accept-regression-after-task"
+# What a refused spec leaves as it was: the figures of the last spec that was accepted.
+LAST_GOOD = ("currentTask", "completedTasks", "totalTasks", "progress", "tasks", "accuracy", "general",
+             "averageAccuracy", "backwardTransfer", "forgetting", "plasticity")
+REFUSED_NOTE = "; running stages are suspended and rollout servers stopped until the spec is fixed or reverted"
 
 
 def plan(resource: dict, observed: Observed, mode: Mode = "cluster") -> Plan:
@@ -34,7 +38,7 @@ def plan(resource: dict, observed: Observed, mode: Mode = "cluster") -> Plan:
     try:
         cpt = validate_resource(resource, mode)
     except SpecError as exc:
-        return _invalid_plan(old, generation, observed.now, exc)
+        return _invalid_plan(old, generation, observed, exc)
     spec = cpt.spec
     run = cpt.metadata.name
     if observed.storage_error or observed.storage_conflict:
@@ -53,7 +57,7 @@ def plan(resource: dict, observed: Observed, mode: Mode = "cluster") -> Plan:
     paused = bool(regressions) and spec.forgetting.on_regression == "pause" and progress.current is not None
     no_signal = _no_signal_message(spec, committed)
     if changed:
-        phase, reason, message = "Failed", "TrainedTaskChanged", changed
+        phase, reason, message = "Failed", "TrainedTaskChanged", changed + REFUSED_NOTE
     elif broken:
         phase, reason, message = "Failed", "CommittedTaskDamaged", broken
     elif progress.failed_reason:
@@ -81,8 +85,9 @@ def plan(resource: dict, observed: Observed, mode: Mode = "cluster") -> Plan:
     if phase in ("Running", "Suspended") and _uses_rollout_servers(spec, progress.current):
         plan_.rollout.append(RolloutServers(progress.current, _start_model_uri(spec, committed, progress.current),
                                             start=active))
-    plan_.suspend = [SetSuspended(job.name, phase == "Suspended") for job in observed.jobs
-                     if job.phase in ("Pending", "Running") and job.suspended != (phase == "Suspended")]
+    suspend = phase == "Suspended" or bool(changed)  # a refused change stops its stages (GPUs), says so
+    plan_.suspend = [SetSuspended(job.name, suspend) for job in observed.jobs
+                     if job.phase in ("Pending", "Running") and job.suspended != suspend]
     if progress.wait_until is not None and phase == "Running":
         plan_.requeue_after = max(0.0, (progress.wait_until - observed.now).total_seconds())
 
@@ -103,6 +108,8 @@ def plan(resource: dict, observed: Observed, mode: Mode = "cluster") -> Plan:
         plasticity=_round(summary.get("plasticity")),
         message=message,
     ).wire()
+    if changed:  # beside the refusal, the last good status (a refused spec cannot recompute it)
+        status.update({k: old[k] for k in LAST_GOOD if k in old})
     status["conditions"] = build_conditions(
         old.get("conditions") or [], observed.now, generation,
         phase=phase, reason=reason, message=message, valid=True, spec_problem=changed,
@@ -273,10 +280,15 @@ def _round(value) -> Optional[float]:
     return None if value is None else round(float(value), 6)
 
 
-def _invalid_plan(old: dict, generation: Optional[int], now: datetime, exc: SpecError) -> Plan:
+def _invalid_plan(old: dict, generation: Optional[int], observed: Observed, exc: SpecError) -> Plan:
+    """The last good status beside the refusal; running stages suspended (and, in the executor, rollout
+    servers scaled to zero) until the spec is fixed: an invalid edit must not keep GPUs busy unseen."""
+    now = observed.now
     message = "; ".join(exc.problems)
+    running = [job for job in observed.jobs if job.phase in ("Pending", "Running")]
     status = dict(old)
-    status.update(phase="Failed", observedGeneration=generation, message=f"invalid spec: {message}")
+    status.update(phase="Failed", observedGeneration=generation,
+                  message=f"invalid spec: {message}" + (REFUSED_NOTE if running else ""))
     status.setdefault("progress", "0/0")
     status["conditions"] = build_conditions(old.get("conditions") or [], now, generation, phase="Failed",
                                             reason="InvalidSpec", message=message, valid=False)
@@ -284,4 +296,5 @@ def _invalid_plan(old: dict, generation: Optional[int], now: datetime, exc: Spec
     old_valid = condition(old, "SpecValid")
     if not old_valid or old_valid.get("status") != "False" or old_valid.get("message") != message:
         events.append(PlanEvent("Warning", "InvalidSpec", message))
-    return Plan(status=status, events=events, valid=False)
+    return Plan(status=status, events=events, valid=False,
+                suspend=[SetSuspended(job.name, True) for job in running if not job.suspended])
