@@ -99,3 +99,20 @@ def test_a_stopped_operator_leaves_no_finalizer_so_deletion_and_uninstall_comple
     assert not (world.get("held") or {})["metadata"].get("finalizers")
     world.delete("held")
     wait_for(lambda: world.get("held") is None, timeout=10, what="deleted without an operator")
+
+
+def test_slow_s3_during_passes_changes_nothing_but_speed(emu_world, emu_operator, s3_proxy, emulator):
+    world, proxy, run = emu_world, s3_proxy, "slow"
+    world.create(cpt_body(run, proxy.url, new_bucket(world.endpoint), tasks=2))
+    proxy.slow(0.3)  # every S3 answer waits 0.3 s: a pass takes seconds, passes of a run never overlap
+    seen = []
+
+    def watch() -> None:
+        seen.append(_cond(world.status(run), "StorageReachable").get("status"))
+
+    status = run_to_end(world, run, timeout=120, step=watch)
+    proxy.slow(0)
+    assert status["phase"] == "Succeeded" and status["completedTasks"] == 2
+    assert "False" not in seen
+    created = [name for plural, ns, name, uid in emulator.creates("pytorchjobs") if name.startswith(f"{run}-")]
+    assert len(created) == len(set(created)) == 1 + 2 * 2

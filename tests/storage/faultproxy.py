@@ -8,6 +8,7 @@ from __future__ import annotations
 import socket
 import struct
 import threading
+import time
 from collections import deque
 from typing import Optional
 
@@ -35,6 +36,7 @@ class FaultProxy:
         self._stop = False
         self._live: set[socket.socket] = set()
         self._down = False
+        self.latency = 0.0
         self.refused = 0  # connections reset while down
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -57,6 +59,10 @@ class FaultProxy:
             live, self._live = self._live, set()
         for sock in live:
             _rst(sock)
+
+    def slow(self, seconds: float) -> None:
+        """Every response chunk waits `seconds` before it goes on (a slow or congested S3); 0 = full speed."""
+        self.latency = seconds
 
     def up(self) -> None:
         with self._lock:
@@ -149,6 +155,8 @@ class FaultProxy:
                     _rst(src)
                     _rst(dst)
                     return
+                if direction == "down" and self.latency:
+                    time.sleep(self.latency)
                 dst.sendall(data)
                 sent += len(data)
         except OSError:
