@@ -170,6 +170,10 @@ class CptSpec(Wire):
         "goes on with the model unchanged by it. Either way the NoTrainingSignal condition and a Warning event say so.")
     retry: RetrySpec = Field(default_factory=RetrySpec)
     suspend: bool = False
+    queue: Optional[str] = Field(
+        None, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", max_length=63,
+        description="Kueue LocalQueue for the run's stage jobs and rollout servers (label kueue.x-k8s.io/queue-name); "
+                    "they wait, suspended, until Kueue admits them.")
 
     @property
     def rif_effective(self) -> Optional[RifSpec]:
@@ -181,8 +185,8 @@ class CptSpec(Wire):
 
 # ---------------------------------------------------------------------------------------------- status
 
-Phase = Literal["Pending", "Running", "Suspended", "Succeeded", "Failed"]
-TaskPhase = Literal["Pending", "Running", "Retrying", "Succeeded", "Failed"]
+Phase = Literal["Pending", "Queued", "Running", "Suspended", "Succeeded", "Failed"]
+TaskPhase = Literal["Pending", "Queued", "Running", "Retrying", "Succeeded", "Failed"]
 Stage = Literal["filter", "train", "evaluate"]
 STAGES: tuple[str, ...] = get_args(Stage)  # in the order a task runs them
 PHASES: tuple[str, ...] = get_args(Phase)

@@ -157,7 +157,8 @@ def test_suspend_and_resume(resource, base_done):
     p = plan(resource, Observed(now=NOW, committed=base_done, jobs=(filt, running)))
     got = check_golden("07-suspended", p)
     assert p.status["phase"] == "Suspended"
-    assert got["patch"] == [["PyTorchJob/demo-1-train", {"spec": {"runPolicy": {"suspend": True}}}]]
+    marked = {"annotations": {"cpt.dev/suspended-by-operator": "true"}}
+    assert got["patch"] == [["PyTorchJob/demo-1-train", {"metadata": marked, "spec": {"runPolicy": {"suspend": True}}}]]
     assert not got["create"]
 
     resource["spec"]["suspend"] = False
@@ -166,8 +167,45 @@ def test_suspend_and_resume(resource, base_done):
     p = plan(resource, Observed(now=NOW, committed=base_done, jobs=(filt, suspended)))
     got = check_golden("08-resumed", p)
     assert p.status["phase"] == "Running"
-    assert got["patch"] == [["PyTorchJob/demo-1-train", {"spec": {"runPolicy": {"suspend": False}}}]]
+    unmarked = {"annotations": {"cpt.dev/suspended-by-operator": None}}
+    assert got["patch"] == [["PyTorchJob/demo-1-train", {"metadata": unmarked,
+                                                         "spec": {"runPolicy": {"suspend": False}}}]]
     assert ["Normal", "Resumed"] == got["events"][0][:2]
+
+
+def test_a_job_held_by_a_queue_is_queued_and_never_resumed_by_the_operator(resource, base_done):
+    """Kueue keeps a job with a queue label suspended until it admits it: the run shows Queued (a condition
+    says why), the operator does not resume the job, and it still suspends it when the user suspends the run."""
+    resource["spec"]["queue"] = "gpu-queue"
+    filt = job("demo-1-filter", 1, "filter", "Succeeded", finished=NOW)
+    held = ObservedJob("demo-1-train", 1, "train", 0, "Pending", suspended=True, queued=True)
+    p = plan(resource, Observed(now=NOW, committed=base_done, jobs=(filt, held)))
+    assert p.status["phase"] == "Queued" and "admission" in p.status["message"]
+    assert p.patch == [] and not [o for o in p.create if o["kind"] == "PyTorchJob" and
+                                  o["metadata"]["name"] != "demo-1-train"]
+    queued = next(c for c in p.status["conditions"] if c["type"] == "Queued")
+    assert queued["status"] == "True" and queued["reason"] == "AwaitingAdmission"
+    task = next(t for t in p.status["tasks"] if t["index"] == 1)
+    assert task["phase"] == "Queued"
+    for obj in p.create:  # every child of a queued run carries the queue label (Kueue admits the Deployment too)
+        if obj["kind"] in ("PyTorchJob", "Deployment"):
+            assert obj["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "gpu-queue"
+
+    admitted = ObservedJob("demo-1-train", 1, "train", 0, "Running")
+    p = plan(resource, Observed(now=NOW, committed=base_done, jobs=(filt, admitted)))
+    assert p.status["phase"] == "Running" and p.patch == []
+    assert next(c for c in p.status["conditions"] if c["type"] == "Queued")["status"] == "False"
+
+    resource["spec"]["suspend"] = True  # the user's suspension still reaches a queued job ...
+    p = plan(resource, Observed(now=NOW, committed=base_done, jobs=(filt, admitted)))
+    assert [(ref.kind, ref.name, body["spec"]) for ref, body in p.patch] == [
+        ("PyTorchJob", "demo-1-train", {"runPolicy": {"suspend": True}})]
+
+
+def test_no_queue_no_queued_condition(resource, base_done):
+    p = plan(resource, Observed(now=NOW, committed=base_done))
+    assert "Queued" not in {c["type"] for c in p.status["conditions"]}
+    assert all("kueue.x-k8s.io/queue-name" not in o["metadata"]["labels"] for o in p.create)
 
 
 def test_spec_change_to_trained_task_is_refused_appending_is_allowed(resource, base_done):

@@ -29,6 +29,7 @@ RESOURCES = [
     ("events.k8s.io/v1", "events", "Event", True, False, ()),
     ("apiextensions.k8s.io/v1", "customresourcedefinitions", "CustomResourceDefinition", False, True, ("crd",)),
     ("kubeflow.org/v1", "pytorchjobs", "PyTorchJob", True, True, ()),
+    ("trainer.kubeflow.org/v1alpha1", "trainjobs", "TrainJob", True, True, ()),
     ("cpt.dev/v1alpha1", "continualposttrainings", "ContinualPostTraining", True, True, ("cpt",)),
 ]
 NAMESPACES = ("default", "kube-system")

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from cpt_operator.kube.observe import event_body, job_phase, merge_patch_for, observed_job, owned_by
+from cpt_operator.kube.jobs import pytorchjob_phase
+from cpt_operator.kube.observe import event_body, merge_patch_for, observed_job, owned_by
 from cpt_operator.kube.settings import ENV, Settings, SettingsError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -29,7 +30,7 @@ def _job(conditions=None, suspend=False, labels=None, **status):
     ([{"type": "Restarting", "status": "True"}], "Pending"),
 ])
 def test_job_phase_from_conditions(conditions, phase):
-    assert job_phase({"conditions": conditions})[0] == phase
+    assert pytorchjob_phase({"status": {"conditions": conditions}})[0] == phase
 
 
 def test_observed_job_reads_labels_times_and_suspension():

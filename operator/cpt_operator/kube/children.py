@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Iterable
 
 from cpt_core.api import CptSpec
-from cpt_operator.kube import manifests
+from cpt_operator.kube import jobs, manifests
 from cpt_operator.kube.defaults import PlanDefaults
 from cpt_operator.planner.intents import Plan
 from cpt_operator.planner.names import rollout_name
@@ -38,8 +38,9 @@ def render(plan: Plan, resource: dict, present: Iterable[tuple[str, str]],
     """Children for `plan`; `present` is the (kind, name) of every child observed now (for deletions)."""
     out = Changes()
     spec = plan.spec
-    suspensions = [(ChildRef("kubeflow.org/v1", "PyTorchJob", job.job),
-                    {"spec": {"runPolicy": {"suspend": job.suspended}}}) for job in plan.suspend]
+    backend = jobs.BACKENDS[defaults.job_backend]
+    suspensions = [(ChildRef(backend.api_version, backend.kind, job.job), jobs.suspend_patch(backend, job.suspended))
+                   for job in plan.suspend]
     if spec is None:  # an invalid spec: create and delete nothing; stop what runs (GPUs) until it is fixed
         out.patch = suspensions + [(ChildRef("apps/v1", kind, name), {"spec": {"replicas": 0}})
                                    for kind, name in sorted(present) if kind == "Deployment"]  # rollout servers
@@ -52,8 +53,8 @@ def render(plan: Plan, resource: dict, present: Iterable[tuple[str, str]],
     urls = {}
     for servers in plan.rollout:
         if servers.start:
-            out.create.append(manifests.rollout_deployment(resource, run, servers.task_index, servers.model_uri,
-                                                           spec, defaults))
+            out.create.append(jobs.with_queue(manifests.rollout_deployment(
+                resource, run, servers.task_index, servers.model_uri, spec, defaults), spec.queue))
             out.create.append(manifests.rollout_service(resource, run, servers.task_index, defaults))
         urls[servers.task_index] = manifests.rollout_url(resource, run, servers.task_index, defaults)
     for servers in plan.rollout:  # servers that exist follow the intent: none while suspended (they hold GPUs)
@@ -66,7 +67,7 @@ def render(plan: Plan, resource: dict, present: Iterable[tuple[str, str]],
         if cfg.task_index in urls:
             cfg = cfg.model_copy(update={"rollout_url": urls[cfg.task_index]})
         out.create.append(manifests.stage_configmap(resource, start.job, cfg))
-        out.create.append(manifests.pytorchjob(resource, start.job, cfg, defaults))
+        out.create.append(jobs.with_queue(backend.build(resource, start.job, cfg, defaults), spec.queue))
     out.create = _isolation(resource, run, spec, out.create, present, defaults) + out.create
     out.patch.extend(suspensions)
     wanted = {rollout_name(run, s.task_index) for s in plan.rollout}
@@ -80,7 +81,7 @@ def render(plan: Plan, resource: dict, present: Iterable[tuple[str, str]],
 def _isolation(resource: dict, run: str, spec: CptSpec, creates: list[dict], present: set,
                defaults: PlanDefaults) -> list[dict]:
     """The run's NetworkPolicy and rollout key, created before any new pod of the run can start."""
-    new_pods = {o["kind"] for o in creates if o["kind"] in ("PyTorchJob", "Deployment")
+    new_pods = {o["kind"] for o in creates if o["kind"] in ("Deployment", *jobs.BY_KIND)
                 and (o["kind"], o["metadata"]["name"]) not in present}
     out = []
     if new_pods and defaults.network_policies:

@@ -25,6 +25,7 @@ from cpt_core import api
 from cpt_operator.kube import manifests
 from cpt_operator.kube.observe import KINDS, collection_path, event_body, merge_patch_for, object_path, observed_job, owned_by
 from cpt_operator.kube.children import Changes
+from cpt_operator.kube.jobs import BY_KIND
 from cpt_operator.kube.storage_access import StorageView
 from cpt_operator.planner.intents import Plan
 from cpt_operator.planner.observed import Observed
@@ -82,13 +83,14 @@ class Applied:
 class Kube:
     """A thin REST layer over kubernetes.client.ApiClient: JSON in, JSON out, ApiError on failure."""
 
-    def __init__(self, client: kubernetes.client.ApiClient) -> None:
+    def __init__(self, client: kubernetes.client.ApiClient, job_kind: str = "PyTorchJob") -> None:
         self.client = client
+        self.job_kind = job_kind  # the stage-job kind in use; the other one is never listed (no CRD, no RBAC)
         self.client.user_agent = USER_AGENT
         self.instance = os.environ.get("HOSTNAME") or socket.gethostname()
 
     @classmethod
-    def connect(cls, kubeconfig: Optional[str] = None) -> "Kube":
+    def connect(cls, kubeconfig: Optional[str] = None, job_kind: str = "PyTorchJob") -> "Kube":
         """In-cluster service account if there is one, else KUBECONFIG / ~/.kube/config."""
         config = kubernetes.client.Configuration()
         if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
@@ -96,7 +98,7 @@ class Kube:
         else:
             kubernetes.config.load_kube_config(config_file=kubeconfig or os.environ.get("KUBECONFIG"),
                                                client_configuration=config)
-        return cls(kubernetes.client.ApiClient(configuration=config))
+        return cls(kubernetes.client.ApiClient(configuration=config), job_kind)
 
     def close(self) -> None:
         self.client.close()
@@ -134,6 +136,8 @@ class Kube:
         selector = f"{manifests.LABEL_RUN}={meta['name']}"
         out: dict[tuple[str, str], dict] = {}
         for kind, (api_version, plural) in KINDS.items():
+            if kind in BY_KIND and kind != self.job_kind:
+                continue
             listing = self.request("GET", collection_path(api_version, plural, meta["namespace"]),
                                    query={"labelSelector": selector})
             for item in listing.get("items") or []:
@@ -232,8 +236,8 @@ class Kube:
 def observe(kube: Kube, resource: dict, now: datetime, read_storage: Callable[[dict], StorageView]) -> World:
     """Children from the API, committed results from storage (`read_storage(resource)` -> StorageView)."""
     children = kube.list_children(resource)
-    jobs = tuple(j for (kind, _), obj in sorted(children.items()) if kind == "PyTorchJob"
-                 for j in [observed_job(obj)] if j is not None)
+    jobs = tuple(j for (kind, _), obj in sorted(children.items()) if kind in BY_KIND
+                 for j in [observed_job(obj, kind)] if j is not None)
     view = read_storage(resource)
     observed = Observed(now=now, jobs=jobs, committed=view.committed, storage_error=view.error,
                         storage_conflict=view.conflict, damaged=view.damaged)

@@ -22,3 +22,5 @@ class PlanDefaults:
     image_pull_policy: str = "IfNotPresent"
     rollout_port: int = 8000
     network_policies: bool = True  # a NetworkPolicy per run (chart: networkPolicy.enabled)
+    job_backend: str = "pytorchjob"  # pytorchjob | trainjob: the kind stage jobs run as (kube.jobs.BACKENDS)
+    training_runtime: str = "cpt-learner"  # the ClusterTrainingRuntime TrainJobs refer to (the chart installs it)

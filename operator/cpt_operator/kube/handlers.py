@@ -24,13 +24,16 @@ from cpt_core import api
 from cpt_operator.kube import manifests
 from cpt_operator import metrics
 from cpt_operator.kube.client import Kube
-from cpt_operator.kube.observe import job_phase
+from cpt_operator.kube import jobs
 from cpt_operator.kube.reconcile import Reconciler
-from cpt_operator.kube.settings import Settings
+from cpt_operator.kube.settings import Settings, job_backend
 
 log = logging.getLogger(__name__)
 PREFIX = api.GROUP
 FINALIZER = f"{PREFIX}/kopf-finalizer"
+# The kind stage jobs run as (CPT_JOB_BACKEND, see settings): only that kind is watched, since the other's CRD
+# may not exist on the cluster and the chart grants rights on the kind in use only.
+JOB_BACKEND = jobs.BACKENDS[job_backend()]
 
 
 @dataclass
@@ -79,7 +82,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     server = None
     if cfg.metrics_port:
         server = metrics.serve(cfg.metrics_port, cfg.metrics_addr)
-    memo.cpt = Runtime(settings=cfg, reconciler=Reconciler(Kube.connect(), cfg), metrics_server=server)
+    memo.cpt = Runtime(settings=cfg, reconciler=Reconciler(Kube.connect(job_kind=JOB_BACKEND.kind), cfg), metrics_server=server)
 
 
 @kopf.on.cleanup()
@@ -165,13 +168,14 @@ async def resource_event(event: dict, namespace: str, name: str, meta: kopf.Meta
 
 
 def job_fingerprint(body: Any) -> tuple:
-    """What the planner reads of a job (kube_observe.observed_job): its phase, suspension, deletion."""
-    phase, _ = job_phase(body.get("status"))
-    suspended = bool(((body.get("spec") or {}).get("runPolicy") or {}).get("suspend"))
-    return phase, suspended, bool((body.get("metadata") or {}).get("deletionTimestamp"))
+    """What the planner reads of a job (observe.observed_job): its phase, suspension (and by whom), deletion."""
+    backend = jobs.BY_KIND.get(body.get("kind") or "", JOB_BACKEND)
+    phase, _ = backend.phase(body)
+    return (phase, jobs.is_suspended(backend, body), jobs.suspended_by_operator(body),
+            bool((body.get("metadata") or {}).get("deletionTimestamp")))
 
 
-@kopf.on.event("kubeflow.org", "v1", "pytorchjobs", labels={manifests.LABEL_RUN: kopf.PRESENT})
+@kopf.on.event(*JOB_BACKEND.api_version.split("/"), JOB_BACKEND.plural, labels={manifests.LABEL_RUN: kopf.PRESENT})
 async def job_event(event: dict, body: kopf.Body, namespace: str, name: str, labels: kopf.Labels,
                     memo: kopf.Memo, **_: Any) -> None:
     """A stage job changed (started, succeeded, failed, deleted): its run should look now, not at the resync.
@@ -192,7 +196,7 @@ async def job_event(event: dict, body: kopf.Body, namespace: str, name: str, lab
     previous = runtime.jobs_seen.get(key)
     runtime.jobs_seen[key] = fingerprint
     if previous is None:
-        if fingerprint[0] != "Pending" or fingerprint[2]:
+        if fingerprint[0] != "Pending" or fingerprint[-1]:
             runtime.wake(namespace, labels[manifests.LABEL_RUN])
     elif previous != fingerprint:
         runtime.wake(namespace, labels[manifests.LABEL_RUN])

@@ -75,7 +75,7 @@ def pod_labels(resource: dict, child_labels: dict) -> dict:
     return {**child_labels, LABEL_RUN_UID: resource["metadata"].get("uid") or ""}
 
 
-def _metadata(resource: dict, name: str, child_labels: dict) -> dict:
+def child_metadata(resource: dict, name: str, child_labels: dict) -> dict:
     return {
         "name": name,
         "namespace": resource["metadata"].get("namespace", "default"),
@@ -103,7 +103,7 @@ def stage_configmap(resource: dict, name: str, cfg: StageConfig) -> dict:
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": _metadata(resource, name, labels(cfg.run, cfg.task_index, "stage-config", cfg.stage, cfg.attempt)),
+        "metadata": child_metadata(resource, name, labels(cfg.run, cfg.task_index, "stage-config", cfg.stage, cfg.attempt)),
         "data": {STAGE_CONFIG_FILE: cfg.dump_yaml()},
     }
 
@@ -129,7 +129,7 @@ def _rollout_key_env(run: str) -> list[dict]:
     return [{"name": name, "valueFrom": ref} for name in ROLLOUT_KEY_ENV]
 
 
-def _learner_pod(resource: dict, cfg: StageConfig, configmap: str, defaults: PlanDefaults) -> dict:
+def learner_pod(resource: dict, cfg: StageConfig, configmap: str, defaults: PlanDefaults) -> dict:
     spec = cfg.spec
     gpus = spec.learner.gpus_per_replica
     resources: dict = {"requests": {"cpu": spec.learner.cpu or LEARNER_REQUESTS["cpu"],
@@ -172,14 +172,14 @@ def _learner_pod(resource: dict, cfg: StageConfig, configmap: str, defaults: Pla
 def pytorchjob(resource: dict, name: str, cfg: StageConfig, defaults: PlanDefaults, suspend: bool = False) -> dict:
     """A PyTorchJob (kubeflow.org/v1): one Master and replicas-1 Workers running the stage entry point."""
     replicas = cfg.spec.learner.replicas
-    pod = _learner_pod(resource, cfg, name, defaults)
+    pod = learner_pod(resource, cfg, name, defaults)
     specs = {"Master": {"replicas": 1, "restartPolicy": "Never", "template": pod}}
     if replicas > 1:
         specs["Worker"] = {"replicas": replicas - 1, "restartPolicy": "Never", "template": pod}
     return {
         "apiVersion": "kubeflow.org/v1",
         "kind": "PyTorchJob",
-        "metadata": _metadata(resource, name, labels(cfg.run, cfg.task_index, "learner", cfg.stage, cfg.attempt)),
+        "metadata": child_metadata(resource, name, labels(cfg.run, cfg.task_index, "learner", cfg.stage, cfg.attempt)),
         "spec": {
             # Retries are the operator's (new attempt, new name), so the job itself never restarts pods; a finished
             # (failed) attempt leaves no pod running that could keep writing (cleanPodPolicy Running).
@@ -219,7 +219,7 @@ def rollout_deployment(resource: dict, run: str, index: int, model_uri: str, spe
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": _metadata(resource, name, child_labels),
+        "metadata": child_metadata(resource, name, child_labels),
         "spec": {
             "replicas": spec.rollout.replicas,
             "selector": {"matchLabels": selector},
@@ -234,7 +234,7 @@ def rollout_service(resource: dict, run: str, index: int, defaults: PlanDefaults
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": _metadata(resource, name, labels(run, index, "rollout")),
+        "metadata": child_metadata(resource, name, labels(run, index, "rollout")),
         "spec": {
             "selector": {LABEL_RUN: run, LABEL_TASK: str(index), LABEL_COMPONENT: "rollout"},
             # Weight sync: the learner hosts the NCCL rendezvous and the servers dial out to it, so only the
@@ -282,7 +282,7 @@ def rollout_key_secret(resource: dict, run: str) -> dict:
     return {
         "apiVersion": "v1",
         "kind": "Secret",
-        "metadata": _metadata(resource, rollout_key_name(run), {**MANAGED_BY, LABEL_RUN: run}),
+        "metadata": child_metadata(resource, rollout_key_name(run), {**MANAGED_BY, LABEL_RUN: run}),
         "type": "Opaque",
         "stringData": {ROLLOUT_KEY: KEY_PLACEHOLDER},
     }
@@ -314,7 +314,7 @@ def run_network_policy(resource: dict, run: str, spec: api.CptSpec) -> dict:
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
-        "metadata": _metadata(resource, network_policy_name(run), {**MANAGED_BY, LABEL_RUN: run}),
+        "metadata": child_metadata(resource, network_policy_name(run), {**MANAGED_BY, LABEL_RUN: run}),
         "spec": {
             "podSelector": run_pods,
             "policyTypes": ["Ingress", "Egress"],

@@ -1,6 +1,6 @@
 """Pure translations between Kubernetes objects and the planner's world (no I/O; `kube` does the calls).
 
-Kept apart from `kube` so the mapping rules (a PyTorchJob's conditions -> a job phase, a full status -> a
+Kept apart from `client` so the mapping rules (a stage job's conditions -> a job phase, a full status -> a
 merge patch) are unit-tested without any API server.
 """
 
@@ -9,12 +9,13 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any, Optional
 
-from cpt_operator.kube import manifests
+from cpt_operator.kube import jobs, manifests
 from cpt_operator.planner.observed import ObservedJob
 
-# kind -> (apiVersion, plural): every kind the operator creates, patches or deletes.
+# kind -> (apiVersion, plural): every kind the operator creates, patches or deletes. Of the two stage-job
+# kinds only the configured backend's is ever listed (the other's CRD may not exist on the cluster).
 KINDS: dict[str, tuple[str, str]] = {
-    "PyTorchJob": ("kubeflow.org/v1", "pytorchjobs"),
+    **{b.kind: (b.api_version, b.plural) for b in jobs.BACKENDS.values()},
     "Deployment": ("apps/v1", "deployments"),
     "Service": ("v1", "services"),
     "ConfigMap": ("v1", "configmaps"),
@@ -41,18 +42,12 @@ def parse_time(value: Any) -> Optional[datetime]:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
 
 
-def job_phase(status: Optional[dict]) -> tuple[str, Optional[dict]]:
-    """A PyTorchJob's phase from status.conditions: the terminal condition wins, then Running, else Pending."""
-    conditions = [c for c in (status or {}).get("conditions") or [] if isinstance(c, dict)]
-    true = {c.get("type"): c for c in conditions if str(c.get("status")) == "True"}
-    for phase in ("Failed", "Succeeded", "Running"):
-        if phase in true:
-            return phase, true[phase]
-    return "Pending", None
-
-
-def observed_job(obj: dict) -> Optional[ObservedJob]:
-    """A stage job as the planner sees it, identified by its labels; None if the labels are not ours."""
+def observed_job(obj: dict, kind: Optional[str] = None) -> Optional[ObservedJob]:
+    """A stage job (either backend's kind) as the planner sees it, identified by its labels; None if the labels
+    are not ours. A job suspended by someone else than this operator (Kueue, before admission) is `queued`."""
+    backend = jobs.BY_KIND.get(kind or obj.get("kind") or jobs.PYTORCHJOB.kind)  # list items may omit `kind`
+    if backend is None:
+        return None
     meta = obj.get("metadata") or {}
     labels = meta.get("labels") or {}
     try:
@@ -62,15 +57,16 @@ def observed_job(obj: dict) -> Optional[ObservedJob]:
     except (KeyError, ValueError):
         return None
     status = obj.get("status") or {}
-    phase, condition = job_phase(status)
+    phase, condition = backend.phase(obj)
     finished = None
     message = ""
     if phase in ("Succeeded", "Failed"):
         finished = parse_time(status.get("completionTime")) or parse_time((condition or {}).get("lastTransitionTime"))
         message = (condition or {}).get("message") or (condition or {}).get("reason") or ""
-    suspended = bool(((obj.get("spec") or {}).get("runPolicy") or {}).get("suspend"))
+    suspended = jobs.is_suspended(backend, obj)
     return ObservedJob(name=meta["name"], task_index=index, stage=stage, attempt=attempt, phase=phase,
-                       finished_at=finished, message=message, suspended=suspended)
+                       finished_at=finished, message=message, suspended=suspended,
+                       queued=suspended and not jobs.suspended_by_operator(obj))
 
 
 def owned_by(obj: dict, uid: Optional[str]) -> bool:

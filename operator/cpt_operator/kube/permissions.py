@@ -8,9 +8,25 @@ resume, finish, delete) on the emulator and checks that the verbs used and the v
 from __future__ import annotations
 
 from cpt_core import api
+from cpt_operator.kube import jobs
 
-# (apiGroup, resource, verbs)
-REQUIRED_RULES: list[tuple[str, str, tuple[str, ...]]] = [
+Rule = tuple[str, str, tuple[str, ...]]  # (apiGroup, resource, verbs)
+
+
+def job_rule(job_backend: str) -> Rule:
+    """Stage jobs: kopf watches them (wake-ups), kube lists, creates, and patches suspend. Only the kind of the
+    configured backend (CPT_JOB_BACKEND): the other's CRD may not even exist."""
+    backend = jobs.BACKENDS[job_backend]
+    return backend.api_version.split("/")[0], backend.plural, ("get", "list", "watch", "create", "patch")
+
+
+def required_rules(job_backend: str = "pytorchjob") -> list[Rule]:
+    """Every rule the operator needs with this job backend."""
+    return [job_rule(job_backend) if rule == job_rule("pytorchjob") else rule for rule in REQUIRED_RULES]
+
+
+# With the default backend (pytorchjob).
+REQUIRED_RULES: list[Rule] = [
     # kube reads the resource fresh each pass; kopf lists/watches it and patches its finalizer.
     (api.GROUP, api.PLURAL, ("get", "list", "watch", "patch")),
     (api.GROUP, f"{api.PLURAL}/status", ("patch",)),

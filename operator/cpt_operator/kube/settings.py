@@ -22,6 +22,9 @@ ENV: dict[str, tuple[str, str]] = {
     "CPT_IMAGE_PULL_POLICY": ("IfNotPresent", "imagePullPolicy of every child container."),
     "CPT_LEARNER_SERVICE_ACCOUNT": ("", "serviceAccountName of learner pods (empty: the namespace default)."),
     "CPT_ROLLOUT_PORT": ("8000", "HTTP port of the vLLM rollout servers."),
+    "CPT_JOB_BACKEND": ("pytorchjob", "Kind of the stage jobs: pytorchjob (kubeflow.org/v1 PyTorchJob) or trainjob "
+                                      "(Kubeflow Trainer v2 TrainJob). Only that kind is created and watched."),
+    "CPT_TRAINING_RUNTIME": ("cpt-learner", "ClusterTrainingRuntime that TrainJobs refer to (the chart installs it)."),
     "CPT_NETWORK_POLICIES": ("true", "Create a NetworkPolicy per run that isolates its pods (false: the cluster has none)."),
     "CPT_STORAGE_ENDPOINT": ("", "S3 endpoint for runs whose spec.storage.endpoint is unset (MinIO); jobs get it too."),
     "CPT_STORAGE_REGION": ("", "S3 region for runs whose spec.storage.region is unset."),
@@ -65,6 +68,14 @@ def _str(env: Mapping[str, str], name: str) -> str:
     return (env.get(name) or ENV[name][0]).strip()
 
 
+def job_backend(env: Optional[Mapping[str, str]] = None) -> str:
+    """CPT_JOB_BACKEND, checked. Also read by `handlers` at import: kopf registers its watches then."""
+    backend = _str(os.environ if env is None else env, "CPT_JOB_BACKEND")
+    if backend not in ("pytorchjob", "trainjob"):
+        raise SettingsError(f"CPT_JOB_BACKEND={backend!r} must be pytorchjob or trainjob")
+    return backend
+
+
 @dataclass(frozen=True)
 class Settings:
     namespaces: tuple[str, ...] = ()
@@ -90,6 +101,7 @@ class Settings:
             tenancy.TenantPolicy.from_env(env)  # read where specs are validated; checked here to fail at start
         except ValueError as exc:
             raise SettingsError(str(exc)) from None
+        backend = job_backend(env)
         policy = _str(env, "CPT_IMAGE_PULL_POLICY")
         if policy not in ("Always", "IfNotPresent", "Never"):
             raise SettingsError(f"CPT_IMAGE_PULL_POLICY={policy!r} must be Always, IfNotPresent or Never")
@@ -102,6 +114,8 @@ class Settings:
                 image_pull_policy=policy,
                 rollout_port=int(rollout_port),
                 network_policies=_bool(env, "CPT_NETWORK_POLICIES"),
+                job_backend=backend,
+                training_runtime=_str(env, "CPT_TRAINING_RUNTIME"),
             ),
             storage_endpoint=_str(env, "CPT_STORAGE_ENDPOINT") or None,
             storage_region=_str(env, "CPT_STORAGE_REGION") or None,

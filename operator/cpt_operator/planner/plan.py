@@ -78,16 +78,21 @@ def plan(resource: dict, observed: Observed, mode: Mode = "cluster") -> Plan:
             reason, message = "RetryBackoff", progress.retrying_reason
         if phase == "Pending":
             phase = "Running"
+        if reason == "StageRunning" and progress.job is not None and progress.job.queued:
+            phase, reason = "Queued", "AwaitingAdmission"
+            message = f"{message}: job {progress.job.name} waits for admission by queue {spec.queue!r}"
 
-    active = phase == "Running" and reason in ("StageRunning", "RetryBackoff")
+    active = phase in ("Running", "Queued") and reason in ("StageRunning", "RetryBackoff", "AwaitingAdmission")
     if active:
         _start_stage(plan_, resource, spec, run, progress)
-    if phase in ("Running", "Suspended") and _uses_rollout_servers(spec, progress.current):
+    if phase in ("Running", "Queued", "Suspended") and _uses_rollout_servers(spec, progress.current):
         plan_.rollout.append(RolloutServers(progress.current, _start_model_uri(spec, committed, progress.current),
                                             start=active))
+    # Resume only what this operator suspended: a job a queue holds (Kueue, until admission) is the queue's.
     suspend = phase == "Suspended" or bool(changed)  # a refused change stops its stages (GPUs), says so
     plan_.suspend = [SetSuspended(job.name, suspend) for job in observed.jobs
-                     if job.phase in ("Pending", "Running") and job.suspended != suspend]
+                     if job.phase in ("Pending", "Running") and job.suspended != suspend
+                     and (suspend or not job.queued)]
     if progress.wait_until is not None and phase == "Running":
         plan_.requeue_after = max(0.0, (progress.wait_until - observed.now).total_seconds())
 
@@ -116,7 +121,9 @@ def plan(resource: dict, observed: Observed, mode: Mode = "cluster") -> Plan:
         regression=_regression_message(spec, regressions, last_row) if regressions else None,
         extra=[("StorageReachable", True, "Reachable", ""),
                ("StorageIntact", not damaged, "CommittedTaskDamaged" if damaged else "Intact", damaged),
-               *([("NoTrainingSignal", True, "TaskNotTrained", no_signal)] if no_signal else [])],
+               *([("NoTrainingSignal", True, "TaskNotTrained", no_signal)] if no_signal else []),
+               *([("Queued", phase == "Queued", reason if phase == "Queued" else "NotQueued",
+                   message if phase == "Queued" else "")] if spec.queue else [])],
     )
     plan_.status = status
     plan_.events = transition_events(old, status, plan_, observed)
@@ -270,6 +277,8 @@ def _task_statuses(spec: api.CptSpec, run: str, committed: dict, observed: Obser
                 entry.phase, entry.message = "Failed", progress.failed_reason
             elif progress.retrying_reason:
                 entry.phase, entry.message = "Retrying", progress.retrying_reason
+            elif progress.job is not None and progress.job.queued:
+                entry.phase, entry.message = "Queued", f"waiting for admission by queue {spec.queue!r}"
             elif jobs or entry.job:
                 entry.phase = "Running"
         out.append(entry)
