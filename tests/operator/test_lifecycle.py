@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from operator_harness import cpt_body, new_bucket, run_to_end, wait_for
+from operator_harness import cpt_body, new_bucket, run_to_end, suspended, wait_for
 
 
 def _job_names(world, run):
@@ -33,14 +33,14 @@ def test_suspend_and_resume(world, operator):
     wait_for(lambda: world.jobs("pause"), what="first job")
     world.patch_spec("pause", {"suspend": True})
     wait_for(lambda: world.status("pause").get("phase") == "Suspended", what="Suspended")
-    job = wait_for(lambda: [j for j in world.jobs("pause") if j["spec"]["runPolicy"].get("suspend")],
-                   what="runPolicy.suspend on the running job")[0]
+    job = wait_for(lambda: [j for j in world.jobs("pause") if suspended(j)],
+                   what="suspend on the running job")[0]
     assert job["metadata"]["name"] == "pause-0-evaluate"
     assert world.play_trainer("pause") == 0  # a suspended job does not run
     assert _job_names(world, "pause") == ["pause-0-evaluate"]
 
     world.patch_spec("pause", {"suspend": False})
-    wait_for(lambda: not any(j["spec"]["runPolicy"].get("suspend") for j in world.jobs("pause")), what="resumed")
+    wait_for(lambda: not any(suspended(j) for j in world.jobs("pause")), what="resumed")
     status = run_to_end(world, "pause", timeout=30)
     assert status["phase"] == "Succeeded"
     reasons = [e["reason"] for e in world.events("pause")]

@@ -9,12 +9,12 @@ import collections
 import random
 import time
 
-from operator_harness import cpt_body, new_bucket, run_to_end, running_operator
+from operator_harness import JOBS, cpt_body, new_bucket, run_to_end, running_operator
 from kubeemu import Fault
 
 
 def _assert_one_job_per_stage(emulator, world, run: str) -> None:
-    created = [name for plural, ns, name, uid in emulator.creates("pytorchjobs") if name.startswith(f"{run}-")]
+    created = [name for plural, ns, name, uid in emulator.creates(JOBS[2]) if name.startswith(f"{run}-")]
     assert len(created) == len(set(created)), f"a job name was created twice: {created}"
     stages = collections.Counter((j["metadata"]["labels"]["cpt.dev/task-index"], j["metadata"]["labels"]["cpt.dev/stage"],
                                   j["metadata"]["labels"]["cpt.dev/attempt"]) for j in world.jobs(run))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from operator_harness import accuracy, cpt_body, new_bucket, run_to_end, wait_for
+from operator_harness import JOB_KIND, accuracy, cpt_body, new_bucket, run_to_end, wait_for
 
 
 def test_three_tasks_end_to_end(world, operator):
@@ -18,13 +18,18 @@ def test_three_tasks_end_to_end(world, operator):
     assert job["metadata"]["ownerReferences"][0]["uid"] == resource["metadata"]["uid"]
     world.play_trainer("vl")
 
-    # Task 1 begins with the RIF filter; its PyTorchJob has the shape the Kubeflow training operator expects.
+    # Task 1 begins with the RIF filter; its job has the shape its controller expects (3 nodes of 2 GPUs).
     job = wait_for(lambda: [j for j in world.jobs("vl") if j["metadata"]["name"] == "vl-1-filter"], what="filter")[0]
-    replicas = job["spec"]["pytorchReplicaSpecs"]
-    assert set(replicas) == {"Master", "Worker"}
-    assert replicas["Master"]["replicas"] == 1 and replicas["Worker"]["replicas"] == 2
-    container = replicas["Master"]["template"]["spec"]["containers"][0]
-    assert container["name"] == "pytorch"
+    if JOB_KIND == "PyTorchJob":  # the Kubeflow training operator: Master + Workers, container `pytorch`
+        replicas = job["spec"]["pytorchReplicaSpecs"]
+        assert set(replicas) == {"Master", "Worker"}
+        assert replicas["Master"]["replicas"] == 1 and replicas["Worker"]["replicas"] == 2
+        container = replicas["Master"]["template"]["spec"]["containers"][0]
+        assert container["name"] == "pytorch"
+    else:  # Kubeflow Trainer v2: numNodes x numProcPerNode on the operator's runtime
+        trainer = job["spec"]["trainer"]
+        assert trainer["numNodes"] == 3 and trainer["numProcPerNode"] == 2
+        container = {"env": trainer["env"], "resources": trainer["resourcesPerNode"]}
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["CPT_STAGE"] == "filter" and env["CPT_TASK_INDEX"] == "1" and env["CPT_RUN"] == "vl"
     assert env["CPT_STORAGE_URI"] == body["spec"]["storage"]["uri"]
