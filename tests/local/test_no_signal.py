@@ -32,6 +32,7 @@ def test_a_task_rif_drops_entirely_fails_the_run_or_is_skipped_loudly(workspace)
     second = "{name: add, train: add-train.jsonl, eval: add-eval.jsonl, reward: numeric}"
     spec = write_spec(workspace, name="nosig", storage="out-nosig", max_steps=2,
                       **{second: "{name: never, train: never-train.jsonl, eval: never-eval.jsonl}"})
+    spec.write_text(spec.read_text() + "  rollout: {engine: hf}\n")  # generate in the stage: no vLLM server
 
     proc = cpt_run(spec, workspace)
     assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
