@@ -116,3 +116,21 @@ def test_slow_s3_during_passes_changes_nothing_but_speed(emu_world, emu_operator
     assert "False" not in seen
     created = [name for plural, ns, name, uid in emulator.creates("pytorchjobs") if name.startswith(f"{run}-")]
     assert len(created) == len(set(created)) == 1 + 2 * 2
+
+
+def test_a_deleted_intermediate_object_stops_a_succeeded_run_instead_of_retraining(emu_world, emu_operator):
+    world, run = emu_world, "pruned"
+    body = cpt_body(run, world.endpoint, new_bucket(world.endpoint), tasks=3)
+    world.create(body)
+    assert run_to_end(world, run, timeout=60)["phase"] == "Succeeded"
+    jobs_before = len(world.jobs(run))
+    store = world.store(body)
+    store.delete_keys(["tasks/1-t1/eval.json"])  # a lifecycle rule or a manual clean-up
+    status = wait_for(lambda: (s := world.status(run)) and s.get("phase") == "Failed" and s, timeout=30,
+                      what="Failed after the object vanished")
+    failed = _cond(status, "Failed")
+    assert failed["reason"] == "CommittedTaskDamaged" and "tasks/1-t1/eval.json is missing" in failed["message"]
+    assert _cond(status, "StorageIntact")["status"] == "False"
+    time.sleep(1.5)
+    assert len(world.jobs(run)) == jobs_before, "task 1 was retrained under the later lineage"
+    assert [e for e in world.events(run) if e["reason"] == "CommittedTaskDamaged"]
