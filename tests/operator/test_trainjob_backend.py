@@ -63,7 +63,7 @@ def test_example_runs_to_the_end_as_trainjobs_through_a_queue(emu_world, tmp_pat
     # Two jobs wait until the run shows Queued (the first one and one mid-run); the others are admitted at once.
     watched = {f"{run}-0-evaluate", f"{run}-2-train"}
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 300  # ~15 s alone; generous for a loaded 2-core CI machine
         while time.monotonic() < deadline:
             status = world.status(run)
             if status.get("phase") in ("Succeeded", "Failed"):
@@ -132,7 +132,7 @@ def test_the_operator_watches_only_the_configured_kind(emu_world, emulator, tmp_
     with open(tmp_path / "operator.log", "w") as log:
         proc = subprocess.Popen([sys.executable, "-m", "cpt_operator"], env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
-            wait_for(lambda: _trainjobs(world, body["metadata"]["name"]), timeout=30, what="the first TrainJob")
+            wait_for(lambda: _trainjobs(world, body["metadata"]["name"]), timeout=90, what="the first TrainJob")
         finally:
             proc.terminate()
             proc.wait(20)
