@@ -14,6 +14,7 @@ os.environ["TOKENIZERS_PARALLELISM"] = "false"
 os.environ["TRL_EXPERIMENTAL_SILENCE"] = "1"
 os.environ.setdefault("DS_BUILD_OPS", "0")
 os.environ.setdefault("CPT_WEIGHT_SYNC_TIMEOUT", "60")  # a dead server fails a sync in a minute, not five
+os.environ["CPT_WEIGHT_SYNC_TOKEN"] = "test-run-token"  # servers require it on the weight-sync routes; learners send it
 sys.path.insert(0, os.path.dirname(__file__))  # vllm_test_rewards, greedy_probe
 
 import pytest  # noqa: E402

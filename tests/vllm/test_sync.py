@@ -90,3 +90,25 @@ def test_grpo_syncs_after_every_optimizer_step(server, random_base, tmp_path):
     assert len(engine.outputs) == 3  # one checked sync per optimizer step
     assert engine.outputs[-1] != start, "GRPO never changed the greedy outputs: the check proves nothing"
     engine.close()
+
+
+def test_weight_sync_routes_need_the_token_and_dev_routes_are_absent(server):
+    """The routes come from our endpoint plugin (no VLLM_SERVER_DEV_MODE): token-guarded, no /collective_rpc."""
+    import urllib.error
+    import urllib.request
+
+    def status(path, method="GET", token=None):
+        req = urllib.request.Request(server.url + path, method=method, data=b"{}" if method == "POST" else None,
+                                     headers={"Content-Type": "application/json"})
+        if token:
+            req.add_header("Authorization", f"Bearer {token}")
+        try:
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                return resp.status
+        except urllib.error.HTTPError as exc:
+            return exc.code
+
+    assert status("/get_world_size") == 401 and status("/get_world_size", token="wrong") == 401
+    assert status("/get_world_size", token="test-run-token") == 200
+    assert status("/collective_rpc", "POST", token="test-run-token") == 404
+    assert status("/v1/models") == 200  # generation stays open (an --api-key would guard /v1)
