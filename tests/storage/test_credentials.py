@@ -121,3 +121,20 @@ def test_open_store_for_spec(moto_endpoint: str, secret_dir: Path, tmp_path: Pat
     local = open_store_for_spec(StorageSpec(uri=str(tmp_path / "runs")))
     local.put_bytes("k", b"v")
     assert local.get_bytes("k") == b"v"
+
+
+def test_encoded_forms_of_a_secret_are_scrubbed_too() -> None:
+    """A secret in a URL (percent-encoded) or a header / config dump (base64) is as much a leak as the raw value."""
+    import base64
+    from urllib.parse import quote
+
+    from cpt_core.storage.redact import register_secret, scrub
+
+    secret = "canary/Se+cret=42&x"
+    register_secret(secret)
+    for leaked in (secret, quote(secret, safe=""), base64.b64encode(secret.encode()).decode(),
+                   base64.urlsafe_b64encode(secret.encode()).decode(),
+                   base64.b64encode(secret.encode()).decode().rstrip("=")):
+        text = f"error talking to http://u:{leaked}@host/: denied"
+        assert leaked not in scrub(text) and "***" in scrub(text), leaked
+    assert scrub("nothing secret here") == "nothing secret here"

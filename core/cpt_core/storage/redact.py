@@ -7,10 +7,12 @@ botocore's debug logs included. Imports nothing else of the storage package, so 
 
 from __future__ import annotations
 
+import base64
 import logging
 import threading
 import traceback
 from typing import Optional
+from urllib.parse import quote, quote_plus
 
 REDACTED = "***"
 
@@ -19,13 +21,24 @@ _secrets: set[str] = set()
 _factory_installed = False
 
 
+def encoded_forms(value: str) -> set[str]:
+    """The forms a secret takes on its way into a URL, a header or a config dump: as is, percent-encoded (both
+    styles), and base64 (standard and URL-safe, with and without padding)."""
+    raw = value.encode()
+    forms = {value, quote(value, safe=""), quote_plus(value, safe="")}
+    for encoded in (base64.b64encode(raw), base64.urlsafe_b64encode(raw)):
+        text = encoded.decode()
+        forms |= {text, text.rstrip("=")}
+    return {f for f in forms if len(f) >= 4}
+
+
 def register_secret(value: Optional[str]) -> None:
-    """Remember a secret so `scrub` and the log-record factory redact it from now on."""
+    """Remember a secret (in every encoded form) so `scrub` and the log-record factory redact it from now on."""
     global _factory_installed
     if not value or len(value) < 4:
         return
     with _lock:
-        _secrets.add(value)
+        _secrets.update(encoded_forms(value))
         if not _factory_installed:
             _install_log_scrubber()
             _factory_installed = True
