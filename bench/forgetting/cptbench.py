@@ -30,9 +30,9 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS
 
 
 def use_code(rev: Optional[str], work: Path) -> str:
-    """Run the product from a snapshot of git revision `rev` (trainer/ and operator/ extracted with git archive
-    into work/code-REV and put first on PYTHONPATH, in this process and every child), so edits in the working
-    tree during a long benchmark cannot change what is measured. None: the working tree as it is.
+    """Run the product from a snapshot of git revision `rev` (trainer/, operator/ and, since the restructure, core/
+    extracted with git archive into work/code-REV and put first on PYTHONPATH, in this process and every child), so
+    edits in the working tree during a long benchmark cannot change what is measured. None: the working tree.
     Returns a description of the code measured, for RESULTS.md."""
     root = Path(__file__).resolve().parents[2]
     if rev is None:
@@ -45,17 +45,19 @@ def use_code(rev: Optional[str], work: Path) -> str:
     sha = subprocess.run(["git", "rev-parse", rev], cwd=root, capture_output=True, text=True,
                          check=True).stdout.strip()
     dest = work / f"code-{sha[:12]}"
+    tops = subprocess.run(["git", "ls-tree", "--name-only", sha], cwd=root, capture_output=True, text=True,
+                          check=True).stdout.split()
+    parts = [p for p in ("core", "trainer", "operator") if p in tops]  # core/ exists from the restructure on
     if not (dest / "trainer" / "cpt_trainer").is_dir():
         dest.mkdir(parents=True, exist_ok=True)
-        archive = subprocess.run(["git", "archive", sha, "trainer", "operator"], cwd=root, capture_output=True,
-                                 check=True).stdout
+        archive = subprocess.run(["git", "archive", sha, *parts], cwd=root, capture_output=True, check=True).stdout
         subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
-    paths = [str(dest / "trainer"), str(dest / "operator")]
+    paths = [str(dest / p) for p in parts]
     ENV["PYTHONPATH"] = os.pathsep.join(paths + ([ENV["PYTHONPATH"]] if ENV.get("PYTHONPATH") else []))
-    for name in [m for m in sys.modules if m.split(".")[0] in ("cpt_trainer", "cpt_operator")]:
+    for name in [m for m in sys.modules if m.split(".")[0] in ("cpt_core", "cpt_trainer", "cpt_operator")]:
         del sys.modules[name]
     sys.path[:0] = paths
-    return f"git snapshot {sha[:12]} (trainer/, operator/ via git archive)"
+    return f"git snapshot {sha[:12]} ({', '.join(p + '/' for p in parts)} via git archive)"
 
 
 def tool(name: str) -> str:
@@ -76,9 +78,10 @@ def build_base(out: Path, seed: int, steps: Optional[int], nice: int = 10, overr
     the Python API instead (fields the trainer's recipe does not have are ignored), e.g. a short tail phase."""
     report = out / "build_report.json"
     if report.is_file():
-        cfg = json.loads(report.read_text())["config"]
-        if cfg["seed"] == seed and (steps is None or cfg["steps"] == steps):
-            return json.loads(report.read_text())
+        built = json.loads(report.read_text())
+        cfg = built["config"]
+        if cfg["seed"] == seed and (steps is None or cfg["steps"] == steps) and _same_recipe(built):
+            return built
     t0 = time.monotonic()
     if overrides:
         code = ("import dataclasses, json, sys\n"
@@ -96,6 +99,21 @@ def build_base(out: Path, seed: int, steps: Optional[int], nice: int = 10, overr
     return json.loads(report.read_text())
 
 
+def _same_recipe(built: dict) -> bool:
+    """A cached base counts only when the code measured (snapshot or working tree) gives the recipe hash it was
+    built under; a base from before recipe hashes (protocols v1/v2 reuse theirs as registered) is announced."""
+    if "recipe_hash" not in built:
+        print("  note: reusing a base built before recipe hashes (no check of its recipe)", flush=True)
+        return True
+    code = ("import json, sys\nfrom cpt_trainer.tinymodel import recipe_hash\n"
+            "print(recipe_hash(json.loads(sys.argv[1])))\n")
+    now = subprocess.run([sys.executable, "-c", code, json.dumps(built["config"])], env=ENV, capture_output=True,
+                         text=True, check=True).stdout.strip().splitlines()[-1]
+    if now != built["recipe_hash"]:
+        print(f"  base recipe changed ({built['recipe_hash']} -> {now}): rebuilding", flush=True)
+    return now == built["recipe_hash"]
+
+
 def write_datasets(directory: Path, tasks: list[str], general: list[str], seed: int, n_train: int,
                    n_eval: int) -> None:
     """Fresh training pools (the `train` pool, disjoint from what build-base pre-trained on) and eval sets."""
@@ -111,8 +129,10 @@ def write_datasets(directory: Path, tasks: list[str], general: list[str], seed: 
 
 
 def spec_doc(name: str, base: Path, data: Path, run_dir: Path, method: str, tasks: list[str], general: list[str],
-             seed: int, grpo: dict, sft: dict, rif: Optional[dict], evaluation: dict) -> dict:
-    """A ContinualPostTraining resource; paths relative to the run directory (as a user writes them)."""
+             seed: int, grpo: dict, sft: dict, rif: Optional[dict], evaluation: dict,
+             no_signal: Optional[str] = None) -> dict:
+    """A ContinualPostTraining resource; paths relative to the run directory (as a user writes them).
+    `no_signal` (spec.noSignal) only when a protocol sets it, so the spec files of v1/v2 runs stay byte-identical."""
     from cpt_trainer import synthetic
 
     rel = lambda p: os.path.relpath(p, run_dir)  # noqa: E731
@@ -133,6 +153,8 @@ def spec_doc(name: str, base: Path, data: Path, run_dir: Path, method: str, task
     }
     if method == "rif-grpo" and rif:
         spec["rif"] = rif
+    if no_signal:
+        spec["noSignal"] = no_signal
     return {"apiVersion": "cpt.dev/v1alpha1", "kind": "ContinualPostTraining", "metadata": {"name": name},
             "spec": spec}
 

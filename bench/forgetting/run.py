@@ -88,6 +88,7 @@ QUICK = {
     "control_schedule": [1],
     "seeds": [0],
     "multitask_method": "grpo",
+    "noSignal": "skip",  # the smoke base (40 steps) solves nothing: its tasks teach nothing, the run goes on
 }
 
 
@@ -116,7 +117,7 @@ class Bench:
         p = self.p
         sft = dict(p["sft"], **({"maxSteps": sft_steps} if sft_steps else {}))
         return cb.spec_doc(name, self.base, self.data(seed), run_dir, method, p["tasks"], p["general"], seed,
-                           p["grpo"], sft, p["rif"], p["evaluation"])
+                           p["grpo"], sft, p["rif"], p["evaluation"], p.get("noSignal"))
 
     def sequential(self, method: str, seed: int, sft_steps=None):
         tag = method if sft_steps is None else f"sft-steps{sft_steps}"

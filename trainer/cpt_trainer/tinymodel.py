@@ -12,6 +12,7 @@ steers by greedy probes (targets and a floor for the general skill), not by fixe
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -221,6 +222,16 @@ def greedy_accuracy(model, tokenizer, rows: list[dict], max_new_tokens: int = 16
     return correct / max(1, len(rows))
 
 
+def recipe_hash(config: dict) -> str:
+    """What a base's weights depend on besides the CPU: its recipe (BaseModelConfig as a dict) and the code that
+    builds it (this module, the synthetic tasks). A benchmark reuses a cached base only under the same hash."""
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
+    for path in (__file__, synthetic.__file__):
+        with open(path, "rb") as fh:
+            digest.update(fh.read())
+    return digest.hexdigest()[:16]
+
+
 def _machine() -> dict:
     """Where a base was built: its weights depend on the CPU type's float rounding (see the module docstring)."""
     import platform
@@ -248,7 +259,8 @@ def build_base(out_dir: str, cfg: BaseModelConfig | None = None, probe: int = 20
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     report = {"params": params, "seconds": round(time.time() - t0, 1), "eval_accuracy": acc,
-              "config": asdict(cfg), "built_on": _machine(), "loss_curve": curve}
+              "config": asdict(cfg), "recipe_hash": recipe_hash(asdict(cfg)), "built_on": _machine(),
+              "loss_curve": curve}
     with open(os.path.join(out_dir, "build_report.json"), "w", encoding="utf-8") as fh:
         json.dump(report, fh, indent=1)
     return report
