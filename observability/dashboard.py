@@ -213,6 +213,13 @@ def stages() -> list:
         .with_target(query(f"max by (namespace, cpt, task, stage) (cpt_stage_attempts{{{SEL}}}) > 1", instant=True))
         .transformations([transform("organize", {"excludeByName": {"Time": True},
                                                  "renameByName": {"Value": "attempts"}})]),
+        table.Panel().title("Conditions").show_header(True).datasource(DS).height(6).span(12)
+        .description("Status conditions of each run (1 = True): StorageReachable / StorageIntact = 0 means the "
+                     "operator cannot read the run's storage or a committed task is damaged; Queued = 1 while a "
+                     "stage waits for admission by its Kueue queue.")
+        .with_target(query(f"max by (namespace, cpt, condition) (cpt_run_condition{{{SEL}}})", instant=True))
+        .transformations([transform("organize", {"excludeByName": {"Time": True},
+                                                 "renameByName": {"Value": "true"}})]),
     ]
 
 

@@ -44,6 +44,8 @@ FAMILIES: dict[str, tuple[str, tuple[str, ...]]] = {
     "cpt_run_info": ("Always 1; carries the run's method and forgetting.onRegression action.",
                      RUN + ("method", "on_regression")),
     "cpt_run_phase": ("1 for the run's current phase, 0 for the other phases.", RUN + ("phase",)),
+    "cpt_run_condition": ("1 if the status condition is True, 0 if False (StorageReachable, StorageIntact, "
+                          "Queued, NoTrainingSignal, ForgettingRegression, ...).", RUN + ("condition",)),
     "cpt_run_completed_tasks": ("Tasks trained and evaluated so far (status.completedTasks).", RUN),
     "cpt_run_total_tasks": ("Tasks in the spec (status.totalTasks).", RUN),
     "cpt_forgetting_max_drop": ("spec.forgetting.maxDrop: tolerated drop of a task below its best accuracy.", RUN),
@@ -122,6 +124,9 @@ def samples(namespace: str, name: str, spec: Mapping[str, Any], status: Mapping[
     put("cpt_run_info", (spec.get("method") or "rif-grpo", forgetting_spec.get("onRegression") or "alert"), 1)
     for p in PHASES:
         put("cpt_run_phase", (p,), 1 if p == phase else 0)
+    for condition in status.get("conditions") or []:
+        if isinstance(condition, Mapping) and condition.get("status") in ("True", "False"):
+            put("cpt_run_condition", (str(condition.get("type")),), 1 if condition["status"] == "True" else 0)
     put("cpt_run_completed_tasks", (), status.get("completedTasks") or 0)
     put("cpt_run_total_tasks", (), status.get("totalTasks") or len(spec_tasks))
     put("cpt_forgetting_max_drop", (), forgetting_spec.get("maxDrop", DEFAULT_MAX_DROP))

@@ -28,6 +28,10 @@ GENERAL = [[0.90], [0.86], [0.80], [None]]
 
 STATUS = {
     "phase": "Running",
+    "conditions": [{"type": "StorageReachable", "status": "True", "reason": "Reachable", "message": "",
+                    "lastTransitionTime": "2026-11-01T00:00:00Z"},
+                   {"type": "StorageIntact", "status": "True", "reason": "Intact", "message": "",
+                    "lastTransitionTime": "2026-11-01T00:00:00Z"}],
     "currentTask": "rev",
     "completedTasks": 2,
     "totalTasks": 3,

@@ -97,6 +97,21 @@ def test_run_through_a_regression_scrapes_the_status_values(server):
     assert one(got, "cpt_run_info", cpt=NAME, method="rif-grpo", on_regression="alert") == 1
 
 
+def test_status_conditions_are_gauges(server):
+    """StorageIntact=False (a committed task damaged) and StorageReachable=False must reach Prometheus: the
+    CptCommittedTaskDamaged and CptStorageUnreachable alerts read them."""
+    spec, status, stats = run()
+    conditions = [{"type": "StorageIntact", "status": "False", "reason": "CommittedTaskDamaged", "message": "x",
+                   "lastTransitionTime": "2026-11-01T00:00:00Z"},
+                  {"type": "StorageReachable", "status": "True", "reason": "Reachable", "message": "",
+                   "lastTransitionTime": "2026-11-01T00:00:00Z"}]
+    metrics.publish(NS, NAME, spec, {**status, "conditions": conditions}, stats)
+    got = scrape(server.url)
+    assert one(got, "cpt_run_condition", cpt=NAME, condition="StorageIntact") == 0
+    assert one(got, "cpt_run_condition", cpt=NAME, condition="StorageReachable") == 1
+    assert set(series(got, "cpt_run_condition", cpt=NAME)) and len(series(got, "cpt_run_condition", cpt=NAME)) == 2
+
+
 def test_forget_removes_every_series_of_the_resource_only(server):
     spec, status, stats = run()
     metrics.publish(NS, NAME, spec, status, stats)
