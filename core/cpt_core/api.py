@@ -28,7 +28,11 @@ HTTP_URL_PATTERN = r"^https?://[^\s/]+(/\S*)?$"
 # A built-in reward name or `module.path:function`.
 REWARD_PATTERN = r"^([a-z][a-z0-9_]*|[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*)$"
 
-Method = Literal["sft", "grpo", "rif-grpo"]
+Method = Literal["sft", "grpo", "rif-grpo", "self-sft"]
+# Methods whose tasks start with the filter stage (rollouts of the current model, settings in spec.rif): RIF keeps
+# the prompts solved at least minCorrect times; self-sft keeps the correct completions themselves.
+SAMPLING_METHODS = ("rif-grpo", "self-sft")
+SFT_METHODS = ("sft", "self-sft")  # trained by SFT (on reference answers; self-sft: on its own correct rollouts)
 Uri = Annotated[str, Field(pattern=URI_PATTERN, min_length=1)]
 Reward = Annotated[str, Field(pattern=REWARD_PATTERN)]
 
@@ -89,7 +93,8 @@ class SftSpec(Wire):
 
 
 class RifSpec(Wire):
-    """Rollout-based instance filtering: drop prompts the model never solves in N rollouts."""
+    """Rollout-based instance filtering: drop prompts the model never solves in N rollouts (self-sft: the same
+    rollouts, whose correct completions become its SFT examples)."""
 
     rollouts: int = Field(8, ge=1, le=256)
     min_correct: int = Field(1, ge=1, le=256)
@@ -152,7 +157,8 @@ class CptSpec(Wire):
     """What to train: a base model, an ordered list of tasks and the method."""
 
     model: Uri = Field(description="Base model: s3:// URI, or a local path in local mode.")
-    method: Method = "rif-grpo"
+    method: Method = Field("rif-grpo", description="sft | grpo | rif-grpo | self-sft (SFT on the model's own "
+                           "correct rollouts, sampled as spec.rif says).")
     tasks: list[TaskSpec] = Field(min_length=1, max_length=100)
     general: list[BenchmarkSpec] = Field(default_factory=list, max_length=50)
     seed: int = Field(0, ge=0, le=2**31 - 1)
@@ -177,8 +183,8 @@ class CptSpec(Wire):
 
     @property
     def rif_effective(self) -> Optional[RifSpec]:
-        """The RIF settings in force: defaults for rif-grpo, none for other methods."""
-        if self.method != "rif-grpo":
+        """The RIF settings in force: defaults for rif-grpo and self-sft, none for other methods."""
+        if self.method not in SAMPLING_METHODS:
             return None
         return self.rif or RifSpec()
 

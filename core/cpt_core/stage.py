@@ -11,18 +11,19 @@ from typing import Optional
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from cpt_core.api import STAGES, CptSpec, Stage
+from cpt_core.api import SAMPLING_METHODS, STAGES, CptSpec, Stage
 
 STAGE_CONFIG_FILE = "stage.yaml"
 BASE_TASK_NAME = "base"  # task index 0: the base model, evaluated before any training (row 0 of the matrix)
 
 
 def stages_for(method: str, task_index: int) -> list[str]:
-    """Stages of one task in order. Index 0 only evaluates the base model; RIF filtering only for rif-grpo."""
+    """Stages of one task in order. Index 0 only evaluates the base model; the filter stage (rollouts) only for
+    the sampling methods (rif-grpo, self-sft)."""
     filtered, trained, evaluated = STAGES
     if task_index == 0:
         return [evaluated]
-    return ([filtered] if method == "rif-grpo" else []) + [trained, evaluated]
+    return ([filtered] if method in SAMPLING_METHODS else []) + [trained, evaluated]
 
 
 class StageConfig(BaseModel):

@@ -46,7 +46,7 @@ def test_crd_schema_rules(crd):
     tasks = spec["properties"]["tasks"]
     assert tasks["minItems"] == 1
     assert tasks["items"]["properties"]["name"]["pattern"] == api.DNS_LABEL
-    assert spec["properties"]["method"]["enum"] == ["sft", "grpo", "rif-grpo"]
+    assert spec["properties"]["method"]["enum"] == ["sft", "grpo", "rif-grpo", "self-sft"]
     assert spec["properties"]["grpo"]["properties"]["groupSize"]["minimum"] == 2
     lr = spec["properties"]["grpo"]["properties"]["learningRate"]
     assert lr["minimum"] == 0 and lr["exclusiveMinimum"] is True

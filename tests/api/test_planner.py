@@ -391,3 +391,10 @@ def test_task_without_training_signal_fails_by_default_or_is_skipped_on_request(
 def test_tasks_with_signal_have_no_no_signal_condition(resource, base_done):
     p = plan(resource, Observed(now=NOW, committed=base_done))
     assert "NoTrainingSignal" not in {c["type"] for c in p.status["conditions"]}
+
+
+def test_self_sft_samples_with_rollout_servers_before_it_trains(resource):
+    resource["spec"]["method"] = "self-sft"
+    done = {0: committed(resource, 0, {"add": 0.3})}  # the method is part of what was trained
+    created = [f"{o['kind']}/{o['metadata']['name']}" for o in plan(resource, Observed(now=NOW, committed=done)).create]
+    assert "PyTorchJob/demo-1-filter" in created and "Deployment/demo-1-rollout" in created

@@ -27,7 +27,7 @@ def test_valid_resource_passes(resource):
 CASES = [
     ("spec.tasks", [], "spec.tasks", "at least 1"),
     ("spec.tasks.1.name", "add", "spec.tasks[1].name", "duplicate name 'add'"),
-    ("spec.method", "ppo", "spec.method", "'sft', 'grpo' or 'rif-grpo'"),
+    ("spec.method", "ppo", "spec.method", "'sft', 'grpo', 'rif-grpo' or 'self-sft'"),
     ("spec.grpo", {"groupSize": 1}, "spec.grpo.groupSize", "greater than or equal to 2"),
     ("spec.grpo", {"learningRate": 0}, "spec.grpo.learningRate", "greater than 0"),
     ("spec.rif", {"rollouts": 4, "minCorrect": 5}, "spec.rif.minCorrect", "<= spec.rif.rollouts"),
@@ -101,3 +101,13 @@ def test_status_is_not_validated_as_input(resource):
 def test_non_resources_are_rejected_cleanly(doc):
     with pytest.raises(SpecError):
         validate_resource(doc)
+
+
+def test_self_sft_samples_first_with_the_rif_settings(resource):
+    from cpt_core.stage import stages_for
+
+    resource["spec"]["method"] = "self-sft"
+    resource["spec"]["rif"] = {"rollouts": 4}
+    assert validate_resource(resource).spec.rif_effective.rollouts == 4
+    assert stages_for("self-sft", 1) == ["filter", "train", "evaluate"]
+    assert stages_for("sft", 1) == ["train", "evaluate"] and stages_for("self-sft", 0) == ["evaluate"]

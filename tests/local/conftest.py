@@ -26,8 +26,10 @@ def workspace(tmp_path_factory):
     return root
 
 
-def write_spec(directory, name="tiny", storage="out", method="rif-grpo", extra_tasks="", max_steps=3, **overrides):
-    """A small two-task spec (paths relative to the file, as users write them)."""
+def write_spec(directory, name="tiny", storage="out", method="rif-grpo", extra_tasks="", max_steps=3, no_signal="skip",
+               **overrides):
+    """A small two-task spec (paths relative to the file, as users write them). The workspace base never solves
+    `add` (RIF drops every prompt), so these runs go on past it (`no_signal`); test_no_signal covers the default."""
     text = (
         "apiVersion: cpt.dev/v1alpha1\n"
         "kind: ContinualPostTraining\n"
@@ -46,7 +48,9 @@ def write_spec(directory, name="tiny", storage="out", method="rif-grpo", extra_t
         f"  sft: {{learningRate: 5.0e-4, batchSize: 8, maxSteps: {max_steps}}}\n"
         "  evaluation: {maxCompletionTokens: 12, maxSamples: 16}\n"
         "  retry: {limit: 0, backoffSeconds: 0}\n"
+        "  rollout: {engine: hf}\n"  # generate inside the stage: this venv has no vLLM (cpt run refuses engine vllm)
         f"  storage: {{uri: {storage}}}\n"
+        + (f"  noSignal: {no_signal}\n" if no_signal else "")
     )
     if method == "rif-grpo":
         text = text.replace("  evaluation:", "  rif: {rollouts: 4}\n  evaluation:")

@@ -30,9 +30,8 @@ def test_a_task_rif_drops_entirely_fails_the_run_or_is_skipped_loudly(workspace)
         rows = [{"prompt": f"Say the password {i}.", "answer": "q" * 20} for i in range(6)]
         synthetic.write_jsonl(rows, str(workspace / f"never-{pool}.jsonl"))
     second = "{name: add, train: add-train.jsonl, eval: add-eval.jsonl, reward: numeric}"
-    spec = write_spec(workspace, name="nosig", storage="out-nosig", max_steps=2,
+    spec = write_spec(workspace, name="nosig", storage="out-nosig", max_steps=2, no_signal=None,
                       **{second: "{name: never, train: never-train.jsonl, eval: never-eval.jsonl}"})
-    spec.write_text(spec.read_text() + "  rollout: {engine: hf}\n")  # generate in the stage: no vLLM server
 
     proc = cpt_run(spec, workspace)
     assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]

@@ -70,6 +70,23 @@ def test_grpo_without_reward_signal_says_so_and_changes_nothing(random_base, tmp
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # no gradient: nothing moved
 
 
+def test_self_sft_learns_from_its_own_correct_rollouts(tiny_base, tmp_path):
+    model, tok = load_model(tiny_base)
+    engine = make_engine("hf", model, tok)
+    res = run_rif(engine, tok, _task("reverse", "train"), rollouts=8, min_correct=1, temperature=1.0, max_tokens=16,
+                  seed=0)
+    rows = res.solution_rows()  # the model's own correct completions, one SFT example each
+    exact = load_reward("exact")
+    assert len(rows) >= res.kept and all(exact([r["solution"]], [r["answer"]])[0] > 0.5 for r in rows)
+    evalset = _task("reverse", "eval")
+    before, _ = accuracy(engine, tok, evalset, max_tokens=16)
+    stats, _ = train_sft(model, tok, [Task("reverse", rows, exact)], str(tmp_path),
+                         SftSpec(learning_rate=5e-4, batch_size=16, max_steps=30), seed=0, quiet=True)
+    after, _ = accuracy(engine, tok, evalset, max_tokens=16)
+    assert stats["steps"] == 30 and stats["prompts"] == len(rows)
+    assert after >= before + 0.1, (before, after)
+
+
 def test_sft_raises_accuracy(tiny_base, tmp_path):
     model, tok = load_model(tiny_base)
     engine = make_engine("hf", model, tok)

@@ -24,11 +24,17 @@ class RifResult:
     rollout_tokens: int
     seconds: float
     mean_correct: float
+    solutions: list[list[str]]  # per kept row: its distinct correct completions (self-sft's SFT targets)
 
     def stats(self) -> dict:
         d = asdict(self)
         d.pop("kept_rows")
+        d.pop("solutions")
         return d
+
+    def solution_rows(self) -> list[dict]:
+        """One row per distinct correct completion, its text as the SFT target (`solution`): self-sft's data."""
+        return [dict(row, solution=text) for row, texts in zip(self.kept_rows, self.solutions) for text in texts]
 
 
 def run_rif(engine, tokenizer, task: Task, *, rollouts: int, min_correct: int, temperature: float,
@@ -42,14 +48,17 @@ def run_rif(engine, tokenizer, task: Task, *, rollouts: int, min_correct: int, t
     flat_rows = [r for r in rows for _ in range(rollouts)]
     flat = [c for g in groups for c in g]
     rewards = reward_values(task, flat_rows, [c.text for c in flat])
-    kept, n_correct = [], []
+    kept, n_correct, solutions = [], [], []
     for p, row in enumerate(rows):
-        correct = sum(is_correct(v) for v in rewards[p * rollouts:(p + 1) * rollouts])
-        n_correct.append(correct)
-        if correct >= min_correct:
+        group = range(p * rollouts, (p + 1) * rollouts)
+        right = [flat[k].text for k in group if is_correct(rewards[k])]
+        n_correct.append(len(right))
+        if len(right) >= min_correct:
             kept.append(row)
+            solutions.append(list(dict.fromkeys(right)))
     dropped = len(rows) - len(kept)
     return RifResult(
         kept_rows=kept, kept=len(kept), dropped=dropped, filtered_fraction=dropped / len(rows),
         rollouts=rollouts, min_correct=min_correct, rollout_tokens=sum(c.tokens for c in flat),
-        seconds=round(time.time() - t0, 3), mean_correct=sum(n_correct) / (len(rows) * rollouts))
+        seconds=round(time.time() - t0, 3), mean_correct=sum(n_correct) / (len(rows) * rollouts),
+        solutions=solutions)

@@ -18,7 +18,7 @@ from typing import Optional
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
 
-from cpt_core.api import STAGES, CptSpec
+from cpt_core.api import SFT_METHODS, STAGES, CptSpec
 from cpt_core.results import NO_SIGNAL
 from cpt_core.stage import StageConfig, stages_for
 
@@ -128,23 +128,24 @@ def run_filter(cfg: StageConfig, store, workdir: str) -> dict:
     model, tokenizer = load_model(start_model_dir(cfg, store, workdir))
     rif = spec.rif_effective
     if rif is None:
-        raise StageError(f"the filter stage runs only with method rif-grpo, not {spec.method}")
+        raise StageError(f"the filter stage runs only with method rif-grpo or self-sft, not {spec.method}")
     engine = make_engine(spec.rollout.engine, model, tokenizer, cfg.rollout_url, spec.rollout.tensor_parallel)
     protocol.progress("filter", i, 0, 1)
     res = run_rif(engine, tokenizer, task, rollouts=rif.rollouts, min_correct=rif.min_correct,
                   temperature=spec.grpo.temperature, max_tokens=spec.grpo.max_completion_tokens,
                   seed=stage_seed(spec, i, "filter"))
-    stats = dict(res.stats(), engine=engine.name)
-    store.put_bytes(layout.task_key(i, cfg.task_name, layout.KEPT),
-                    "".join(json.dumps(r) + "\n" for r in res.kept_rows).encode())
+    kept = res.solution_rows() if spec.method == "self-sft" else res.kept_rows
+    stats = dict(res.stats(), engine=engine.name, examples=len(kept))
+    store.put_bytes(layout.task_key(i, cfg.task_name, layout.KEPT), "".join(json.dumps(r) + "\n" for r in kept).encode())
     store.put_json(layout.task_key(i, cfg.task_name, layout.RIF), stats)
     protocol.progress("filter", i, 1, 1, kept=res.kept, dropped=res.dropped)
     return stats
 
 
 def training_rows(cfg: StageConfig, store, task: Task) -> Task:
-    """For rif-grpo the kept prompts of the filter stage replace the pool."""
-    if cfg.spec.method != "rif-grpo":
+    """For the sampling methods the filter stage's rows replace the pool: rif-grpo's kept prompts, self-sft's
+    correct completions (one row each, the completion as `solution`)."""
+    if cfg.spec.rif_effective is None:
         return task
     key = layout.task_key(cfg.task_index, cfg.task_name, layout.KEPT)
     if not store.exists(key):
@@ -158,7 +159,7 @@ def learn(spec: CptSpec, model, tokenizer, tasks: list[Task], out_dir: str, task
           seed: int = 0) -> tuple[dict, object]:
     """One learner run over `tasks` with the spec's method and hyper-parameters (also the multi-task entry)."""
     zero = spec.learner.zero_stage
-    if spec.method == "sft":
+    if spec.method in SFT_METHODS:
         from cpt_trainer.learners.sft import train_sft
 
         return train_sft(model, tokenizer, tasks, out_dir, spec.sft, seed=seed, zero_stage=zero,
@@ -194,7 +195,7 @@ def run_train(cfg: StageConfig, store, workdir: str) -> dict:
                             f"{rif.rollouts} rollouts)"}
     else:
         engine = None
-        if spec.method != "sft":
+        if spec.method not in SFT_METHODS:
             engine = make_engine(spec.rollout.engine, model, tokenizer, cfg.rollout_url, spec.rollout.tensor_parallel)
         stats, trainer = learn(spec, model, tokenizer, [task], os.path.join(workdir, "trainer"), i, engine,
                                seed=stage_seed(spec, i, "train"))

@@ -194,7 +194,7 @@ def _start_stage(plan_: Plan, resource: dict, spec: api.CptSpec, run: str, progr
 
 
 def _uses_rollout_servers(spec: api.CptSpec, index: Optional[int]) -> bool:
-    return (index is not None and index >= 1 and spec.method in ("grpo", "rif-grpo")
+    return (index is not None and index >= 1 and spec.method != "sft"
             and spec.rollout.engine == "vllm")
 
 
