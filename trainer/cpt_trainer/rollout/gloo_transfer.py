@@ -13,6 +13,7 @@ Imported by vLLM server processes and by the learner when it talks to a vLLM ser
 from __future__ import annotations
 
 import os
+import socket
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import timedelta
@@ -191,9 +192,12 @@ class GlooTrainerWeightTransferEngine(TrainerWeightTransferEngine[GlooTrainerIni
         with ThreadPoolExecutor(max_workers=1) as exe:  # workers block in the rendezvous until rank 0 joins
             future = exe.submit(client.init_weight_transfer_engine, asdict(worker_info))
             try:
+                # rank 0 hosts the store on a socket it binds itself: torch's tcp:// rendezvous would make it a
+                # client of torchrun's agent store when the learner runs under torchrun (TORCHELASTIC_USE_AGENT_STORE)
+                listen = socket.create_server((init_info.master_address, init_info.master_port), reuse_port=False)
                 engine.group = stateless_init_torch_distributed_process_group(
                     init_info.master_address, init_info.master_port, 0, init_info.world_size, backend="gloo",
-                    timeout=timeout())
+                    timeout=timeout(), listen_socket=listen)
             except BaseException:
                 if future.done():
                     future.result()  # the server's refusal explains the failed rendezvous better
