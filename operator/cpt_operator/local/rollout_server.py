@@ -195,6 +195,7 @@ class LocalRollout:
     def __init__(self, spec, base: Path, log_dir: Path, log=print):
         self.spec, self.base, self.log_dir, self.log = spec, Path(base), Path(log_dir), log
         self.running: dict[int, RolloutServers] = {}
+        self.warned = False
 
     def _model_dir(self) -> str:
         uri = self.spec.model.removeprefix("file://")
@@ -214,15 +215,18 @@ class LocalRollout:
                 servers.stop()
             else:  # saves a start-up (~1 min here): every stage pushes its own weights before generating
                 self.running[nxt] = servers
+        import importlib.util
+
+        if wanted and importlib.util.find_spec("vllm") is None:
+            if not self.warned:  # engine vllm is the API's default: generate in the learner (hf) as before
+                self.log(f"    rollout.engine: vllm, but vLLM is not installed in this Python ({sys.executable}): the "
+                         "stages generate with hf. For real vLLM servers: `make install-vllm`, then "
+                         "`.venv-vllm/bin/cpt run FILE`.")
+                self.warned = True
+            return {}
         for index, intent in wanted.items():
             if index in self.running or not intent.start:
                 continue
-            import importlib.util
-
-            if importlib.util.find_spec("vllm") is None:
-                raise RolloutServerError(
-                    f"rollout.engine: vllm needs vLLM in this Python ({sys.executable}): run `make install-vllm` "
-                    "and `.venv-vllm/bin/cpt run FILE`, or set rollout.engine: hf")
             n = self.spec.rollout.replicas
             self.log(f"    starting {n} vLLM rollout server(s) for task {index} (logs: {self.log_dir / f'task-{index}'})")
             self.running[index] = RolloutServers(self._model_dir(), self.log_dir / f"task-{index}",
