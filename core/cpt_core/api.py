@@ -105,6 +105,9 @@ class EvaluationSpec(Wire):
 
     max_completion_tokens: int = Field(1024, ge=1, le=131072)
     max_samples: Optional[int] = Field(None, ge=1, description="Evaluate at most this many rows per set.")
+    every_steps: Optional[int] = Field(
+        None, ge=1, description="Also evaluate during training, every N optimizer steps (and at the last): the tasks "
+        "seen so far and the general benchmarks, kept in train.json as `curve` (learning and forgetting curves).")
 
 
 class RolloutSpec(Wire):

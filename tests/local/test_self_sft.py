@@ -15,7 +15,8 @@ pytestmark = pytest.mark.slow
 
 
 def test_self_sft_trains_on_its_own_correct_completions(workspace):
-    spec = write_spec(workspace, name="selfsft", storage="out-selfsft", method="self-sft", max_steps=2)
+    spec = write_spec(workspace, name="selfsft", storage="out-selfsft", method="self-sft", max_steps=2,
+                      **{"maxSamples: 16}": "maxSamples: 16, everySteps: 1}"})  # and a learning curve
     spec.write_text(spec.read_text() + "  rif: {rollouts: 4}\n")
     proc = subprocess.run([sys.executable, "-m", "cpt_operator.cli", "run", spec.name, "--metrics-port", "-1"],
                           cwd=workspace, capture_output=True, text=True, timeout=900,
@@ -33,3 +34,5 @@ def test_self_sft_trains_on_its_own_correct_completions(workspace):
     assert all(exact([r["solution"]], [r["answer"]])[0] > 0.5 for r in rows)  # the model's own, correct, text
     train = json.loads((run_dir / "tasks" / "1-reverse" / "train.json").read_text())
     assert train["method"] == "sft" and train["prompts"] == len(rows)
+    assert [p["step"] for p in train["curve"]] == [1, 2] and set(train["curve"][0]["tasks"]) == {"reverse"}
+    assert train["curve"][-1]["tasks"]["reverse"] == report["matrix"][1][0]  # its last point is the task's row

@@ -87,6 +87,20 @@ def test_self_sft_learns_from_its_own_correct_rollouts(tiny_base, tmp_path):
     assert after >= before + 0.1, (before, after)
 
 
+def test_curve_records_learning_along_the_way(tiny_base, tmp_path):
+    from cpt_trainer.curve import CurveCallback
+
+    model, tok = load_model(tiny_base)
+    evalset, general = _task("reverse", "eval"), _task("copy", "eval")
+    curve = CurveCallback(tok, 1, [evalset], [general], every=10, max_tokens=16)
+    train_sft(model, tok, [_task("reverse", "train")], str(tmp_path),
+              SftSpec(learning_rate=5e-4, batch_size=16, max_steps=25), seed=0, quiet=True, callbacks=(curve,))
+    assert [p["step"] for p in curve.points] == [10, 20, 25]  # every 10 steps and the last
+    after, _ = accuracy(make_engine("hf", model, tok), tok, evalset, max_tokens=16)
+    assert curve.points[-1]["tasks"]["reverse"] == round(after, 6)  # the last point is the trained model
+    assert set(curve.points[0]["general"]) == {"copy"}
+
+
 def test_sft_raises_accuracy(tiny_base, tmp_path):
     model, tok = load_model(tiny_base)
     engine = make_engine("hf", model, tok)

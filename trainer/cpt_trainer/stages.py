@@ -156,18 +156,29 @@ def training_rows(cfg: StageConfig, store, task: Task) -> Task:
 
 
 def learn(spec: CptSpec, model, tokenizer, tasks: list[Task], out_dir: str, task_index: int, engine=None,
-          seed: int = 0) -> tuple[dict, object]:
+          seed: int = 0, callbacks: tuple = ()) -> tuple[dict, object]:
     """One learner run over `tasks` with the spec's method and hyper-parameters (also the multi-task entry)."""
     zero = spec.learner.zero_stage
     if spec.method in SFT_METHODS:
         from cpt_trainer.learners.sft import train_sft
 
         return train_sft(model, tokenizer, tasks, out_dir, spec.sft, seed=seed, zero_stage=zero,
-                         task_index=task_index)
+                         task_index=task_index, callbacks=callbacks)
     from cpt_trainer.learners.grpo import train_grpo
 
     return train_grpo(model, tokenizer, tasks, out_dir, spec.grpo, seed=seed, zero_stage=zero, engine=engine,
-                      task_index=task_index)
+                      task_index=task_index, callbacks=callbacks)
+
+
+def curve_callback(spec: CptSpec, index: int, tokenizer):
+    """The learning/forgetting curve of task `index`'s training when spec.evaluation.everySteps asks for one."""
+    every = spec.evaluation.every_steps
+    if not every:
+        return None
+    from cpt_trainer.curve import CurveCallback
+
+    tasks, general = eval_tasks(spec, index)
+    return CurveCallback(tokenizer, index, tasks, general, every, spec.evaluation.max_completion_tokens)
 
 
 def save_model(trainer, model, tokenizer, out_dir: str) -> None:
@@ -197,14 +208,17 @@ def run_train(cfg: StageConfig, store, workdir: str) -> dict:
         engine = None
         if spec.method not in SFT_METHODS:
             engine = make_engine(spec.rollout.engine, model, tokenizer, cfg.rollout_url, spec.rollout.tensor_parallel)
+        curve = curve_callback(spec, i, tokenizer)
         stats, trainer = learn(spec, model, tokenizer, [task], os.path.join(workdir, "trainer"), i, engine,
-                               seed=stage_seed(spec, i, "train"))
+                               seed=stage_seed(spec, i, "train"), callbacks=(curve,) if curve else ())
+        if curve and curve.points:
+            stats["curve"] = curve.points
         stats["engine"] = getattr(engine, "name", None)
     save_model(trainer, model, tokenizer, out_dir)
     if rank() == 0:  # this attempt's own prefix, sub-manifest last (storage/staging.py)
         store.put_json(layout.task_key(i, cfg.task_name, layout.TRAIN_STATS), stats)
         publish_checkpoint(store, i, cfg.task_name, cfg.attempt, out_dir)
-    return {k: v for k, v in stats.items() if k not in ("reward_curve", "loss", "token_accuracy")}
+    return {k: v for k, v in stats.items() if k not in ("reward_curve", "loss", "token_accuracy", "curve")}
 
 
 def run_evaluate(cfg: StageConfig, store, workdir: str) -> dict:

@@ -78,7 +78,8 @@ def _vllm_rollout(engine, tokenizer, temperature: float, max_tokens: int):
 
 
 def train_grpo(model, tokenizer, tasks: list[Task], out_dir: str, grpo: GrpoSpec, *, seed: int = 0,
-               zero_stage: int = 2, engine=None, task_index: int = 0, quiet: bool = False) -> tuple[dict, GRPOTrainer]:
+               zero_stage: int = 2, engine=None, task_index: int = 0, quiet: bool = False,
+               callbacks: tuple = ()) -> tuple[dict, GRPOTrainer]:
     """Train `model` in place on the union of tasks' rows with the spec's GRPO settings (their one declaration,
     with their defaults, is cpt_core.api.GrpoSpec); returns the train.json statistics and the trainer."""
     t0 = time.time()
@@ -96,7 +97,7 @@ def train_grpo(model, tokenizer, tasks: list[Task], out_dir: str, grpo: GrpoSpec
     )
     reward = _Counter(combined_reward(tasks))
     progress = ProgressCallback("train", task_index, quiet=quiet)
-    callbacks = [progress]
+    callbacks = [progress, *callbacks]
     rollout_func = None
     if engine is not None and engine.name == "vllm":
         rollout_func = _vllm_rollout(engine, tokenizer, g.temperature, g.max_completion_tokens)

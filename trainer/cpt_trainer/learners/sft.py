@@ -22,7 +22,8 @@ def target(row: dict) -> str:
 
 
 def train_sft(model, tokenizer, tasks: list[Task], out_dir: str, sft: SftSpec, *, seed: int = 0,
-              zero_stage: int = 2, task_index: int = 0, quiet: bool = False) -> tuple[dict, SFTTrainer]:
+              zero_stage: int = 2, task_index: int = 0, quiet: bool = False,
+              callbacks: tuple = ()) -> tuple[dict, SFTTrainer]:
     """Train `model` in place with the spec's SFT settings (declared once, in cpt_core.api.SftSpec)."""
     t0 = time.time()
     ws = world_size()
@@ -35,7 +36,7 @@ def train_sft(model, tokenizer, tasks: list[Task], out_dir: str, sft: SftSpec, *
     )
     progress = ProgressCallback("train", task_index, quiet=quiet)
     trainer = SFTTrainer(model=model, args=config, train_dataset=data, processing_class=tokenizer,
-                         callbacks=[progress])
+                         callbacks=[progress, *callbacks])
     trainer.remove_callback(PrinterCallback)  # our ProgressCallback prints CPT_PROGRESS lines instead
     trainer.train()
     losses = progress.losses
