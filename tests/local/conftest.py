@@ -48,7 +48,7 @@ def write_spec(directory, name="tiny", storage="out", method="rif-grpo", extra_t
         f"  sft: {{learningRate: 5.0e-4, batchSize: 8, maxSteps: {max_steps}}}\n"
         "  evaluation: {maxCompletionTokens: 12, maxSamples: 16}\n"
         "  retry: {limit: 0, backoffSeconds: 0}\n"
-        "  rollout: {engine: hf}\n"  # generate inside the stage: this venv has no vLLM (cpt run refuses engine vllm)
+        "  rollout: {engine: hf}\n"  # generate inside the stage process (this venv has no vLLM server to start)
         f"  storage: {{uri: {storage}}}\n"
         + (f"  noSignal: {no_signal}\n" if no_signal else "")
     )
