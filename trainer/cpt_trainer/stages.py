@@ -136,7 +136,8 @@ def run_filter(cfg: StageConfig, store, workdir: str) -> dict:
                   seed=stage_seed(spec, i, "filter"))
     kept = res.solution_rows() if spec.method == "self-sft" else res.kept_rows
     stats = dict(res.stats(), engine=engine.name, examples=len(kept))
-    store.put_bytes(layout.task_key(i, cfg.task_name, layout.KEPT), "".join(json.dumps(r) + "\n" for r in kept).encode())
+    store.put_bytes(layout.task_key(i, cfg.task_name, layout.KEPT),
+                    "".join(json.dumps(r) + "\n" for r in kept).encode())
     store.put_json(layout.task_key(i, cfg.task_name, layout.RIF), stats)
     protocol.progress("filter", i, 1, 1, kept=res.kept, dropped=res.dropped)
     return stats
