@@ -18,8 +18,14 @@ from concurrent.futures import ThreadPoolExecutor
 import kubernetes
 
 GROUP, VERSION, PLURAL = "cpt.dev", "v1alpha1", "continualposttrainings"
+# Every kind the operator's first pass may create (run.py computes which ones with the planner).
 PATHS = {"ConfigMap": "/api/v1/namespaces/{ns}/configmaps",
-         "PyTorchJob": "/apis/kubeflow.org/v1/namespaces/{ns}/pytorchjobs"}
+         "Secret": "/api/v1/namespaces/{ns}/secrets",
+         "Service": "/api/v1/namespaces/{ns}/services",
+         "Deployment": "/apis/apps/v1/namespaces/{ns}/deployments",
+         "NetworkPolicy": "/apis/networking.k8s.io/v1/namespaces/{ns}/networkpolicies",
+         "PyTorchJob": "/apis/kubeflow.org/v1/namespaces/{ns}/pytorchjobs",
+         "TrainJob": "/apis/trainer.kubeflow.org/v1alpha1/namespaces/{ns}/trainjobs"}
 
 
 def main() -> int:

@@ -299,7 +299,9 @@ def run_phase(who: str, n: int, children: dict[str, list[dict]], endpoint: str, 
     children = {k: v for k, v in children.items() if k != "warmup"}
     born = {name: t for plural, ns, name, _uid, t in creates if plural == PLURAL}
     owner = {(obj["kind"], obj["metadata"]["name"]): run for run, objs in children.items() for obj in objs}
-    plural_kind = {"configmaps": "ConfigMap", "pytorchjobs": "PyTorchJob"}
+    plural_kind = {"configmaps": "ConfigMap", "pytorchjobs": "PyTorchJob", "trainjobs": "TrainJob",
+                   "networkpolicies": "NetworkPolicy", "secrets": "Secret", "services": "Service",
+                   "deployments": "Deployment"}
     got: dict[str, list[float]] = {}
     for plural, ns, name, _uid, t in creates:
         run = owner.get((plural_kind.get(plural, ""), name))
