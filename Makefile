@@ -56,7 +56,7 @@ demo-smollm2: smollm2
 	$(BIN)/cpt run examples/smollm2.yaml
 
 # vLLM's CPU build with the trainer, in its own venv (~3.5 GB, 5-10 min once) so `make demo` stays small: the
-# rollout servers and the learners that sync weights to them (tests/vllm; `.venv-vllm/bin/cpt run FILE` with
+# rollout servers and the learners that sync weights to them (tests/vllm_server; `.venv-vllm/bin/cpt run FILE` with
 # rollout.engine: vllm). Its torchvision/torchaudio/torchcodec do not match the CPU torch: a text server needs none.
 VLLM_VENV := .venv-vllm
 $(VLLM_VENV)/.installed: pyproject.toml
@@ -76,7 +76,7 @@ test: install promtool install-vllm
 	# operator picks its job kind at start, so the second backend needs its own process).
 	CPT_JOB_BACKEND=trainjob $(BIN)/pytest -p no:cacheprovider tests/operator/test_lifecycle.py \
 		tests/operator/test_resilience.py tests/operator/test_run.py
-	$(VLLM_VENV)/bin/pytest -p no:cacheprovider -m vllm tests/vllm
+	$(VLLM_VENV)/bin/pytest -p no:cacheprovider -m vllm tests/vllm_server
 
 clean:
 	rm -rf $(VENV) $(VLLM_VENV) $(TOOLS) runs

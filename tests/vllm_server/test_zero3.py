@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-pytest.importorskip("vllm", reason="vllm is not installed in this venv (make test runs tests/vllm in .venv-vllm)")
+pytest.importorskip("vllm", reason="vllm is not installed in this venv (make test runs tests/vllm_server in .venv-vllm)")
 
 from cpt_core.stage import StageConfig  # noqa: E402
 from cpt_core.storage import layout, open_store  # noqa: E402

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("vllm", reason="vllm is not installed in this venv (make test runs tests/vllm in .venv-vllm)")
+pytest.importorskip("vllm", reason="vllm is not installed in this venv (make test runs tests/vllm_server in .venv-vllm)")
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 

@@ -19,7 +19,7 @@ sys.path.insert(0, os.path.dirname(__file__))  # vllm_test_rewards, greedy_probe
 
 import pytest  # noqa: E402
 
-NEEDS_VLLM = "vllm is not installed in this venv (make test runs tests/vllm in .venv-vllm)"
+NEEDS_VLLM = "vllm is not installed in this venv (make test runs tests/vllm_server in .venv-vllm)"
 
 
 @pytest.fixture(scope="session")

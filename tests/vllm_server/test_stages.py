@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-pytest.importorskip("vllm", reason="vllm is not installed in this venv (make test runs tests/vllm in .venv-vllm)")
+pytest.importorskip("vllm", reason="vllm is not installed in this venv (make test runs tests/vllm_server in .venv-vllm)")
 
 from cpt_core.stage import StageConfig  # noqa: E402
 from cpt_core.storage import layout, load_committed, open_store  # noqa: E402

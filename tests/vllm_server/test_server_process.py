@@ -2,7 +2,7 @@
 
 import pytest
 
-pytest.importorskip("vllm", reason="vllm is not installed in this venv (make test runs tests/vllm in .venv-vllm)")
+pytest.importorskip("vllm", reason="vllm is not installed in this venv (make test runs tests/vllm_server in .venv-vllm)")
 
 from cpt_operator.local.rollout_server import RolloutServer, RolloutServerError, RolloutServers  # noqa: E402
 

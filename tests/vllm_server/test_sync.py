@@ -6,7 +6,7 @@ they differ from the step before (the weights changed). Runs against one real vl
 
 import pytest
 
-pytest.importorskip("vllm", reason="vllm is not installed in this venv (make test runs tests/vllm in .venv-vllm)")
+pytest.importorskip("vllm", reason="vllm is not installed in this venv (make test runs tests/vllm_server in .venv-vllm)")
 
 import torch  # noqa: E402
 

@@ -3,7 +3,7 @@ engine spreads rollouts over both; after each step both serve the learner's weig
 
 import pytest
 
-pytest.importorskip("vllm", reason="vllm is not installed in this venv (make test runs tests/vllm in .venv-vllm)")
+pytest.importorskip("vllm", reason="vllm is not installed in this venv (make test runs tests/vllm_server in .venv-vllm)")
 
 import torch  # noqa: E402
 
