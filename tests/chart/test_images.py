@@ -78,7 +78,7 @@ def test_learner_image_has_cuda_torch_and_the_trainer():
     torch_pin = next(d for d in pyproject["project"]["optional-dependencies"]["trainer"] if d.startswith("torch"))
     assert f"TORCH_VERSION={torch_pin.split('==')[1]}" in text
     assert "download.pytorch.org/whl/cu" in text
-    assert '"./[trainer]"' in text
+    assert '"./[trainer,vllm]"' in text  # the learner's weight-sync sender is vLLM's own code
     assert ("ENTRYPOINT", '["cpt-trainer"]') in ins
 
 

@@ -22,7 +22,7 @@ class FakeServer:
     """Answers `rev WORD` prompts: sample 0 correct, the others wrong; greedy (temperature 0) always correct."""
 
     def __init__(self, token_ids=True):
-        self.requests, self.token_ids, self.fail = [], token_ids, False
+        self.requests, self.token_ids, self.fail, self.auth = [], token_ids, False, []
         self.tok = build_tokenizer()
         outer = self
 
@@ -46,6 +46,7 @@ class FakeServer:
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 outer.requests.append((self.path, body))
+                outer.auth.append(self.headers.get("Authorization"))
                 if outer.fail:
                     return self._send(500, {"error": "boom"})
                 if self.path != "/v1/completions":
@@ -167,3 +168,16 @@ def test_grpo_generates_through_the_vllm_engine(server, random_base, tmp_path):
     # the fake server solves 1 of 4 samples: mean reward 0.9 * 0.25 + 0.1
     assert stats["reward_curve"] == [pytest.approx(0.325, abs=1e-3)] * 2
     assert sum(1 for p, b in server.requests if p == "/v1/completions") == 2
+
+
+def test_the_runs_rollout_key_is_sent_as_a_bearer_token(server, monkeypatch):
+    """On a cluster the rollout servers require the run's key (vLLM --api-key from the run's Secret): every
+    request of the learner carries it; without the variable (a local run) none is sent."""
+    tok = build_tokenizer()
+    prompts = [prompt_text(tok, r["prompt"]) for r in _task(2).rows]
+    VllmEngine(server.url, tok).generate(prompts, n=1, temperature=0.0, max_tokens=8)
+    assert server.auth and set(server.auth) == {None}
+    monkeypatch.setenv("CPT_ROLLOUT_API_KEY", "run-key-123")
+    server.auth.clear()
+    VllmEngine(server.url, tok).generate(prompts, n=1, temperature=0.0, max_tokens=8)
+    assert server.auth and set(server.auth) == {"Bearer run-key-123"}

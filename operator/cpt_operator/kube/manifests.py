@@ -12,7 +12,7 @@ import secrets
 from typing import Optional
 from urllib.parse import urlsplit
 
-from cpt_core import api
+from cpt_core import api, rollout
 from cpt_operator.kube.defaults import PlanDefaults
 from cpt_core.stage import STAGE_CONFIG_FILE, StageConfig
 from cpt_operator.planner.names import MAX_CHILD_NAME, rollout_name
@@ -25,8 +25,6 @@ LABEL_RUN_UID = f"{api.GROUP}/run-uid"  # NetworkPolicy peers: the run's uid, no
 LABEL_COMPONENT = "app.kubernetes.io/component"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "cpt-operator", "app.kubernetes.io/part-of": "cpt-operator"}
 CONFIG_MOUNT = "/etc/cpt"
-# vLLM worker extension (cpt_trainer.rollout.vllm_worker) that receives weights broadcast by the learner.
-WEIGHT_RECEIVER = "cpt_trainer.rollout.vllm_worker.WeightReceiver"
 
 # Pod Security `restricted` (tests/security/pss.py checks the rules): the UID of the learner and rollout images
 # (images/*/Dockerfile), a read-only root with writable emptyDirs for HOME (HF, vLLM, triton and DeepSpeed caches)
@@ -149,7 +147,11 @@ def learner_pod(resource: dict, cfg: StageConfig, configmap: str, defaults: Plan
         *_storage_env(spec),
     ]
     if cfg.rollout_url:
-        env += [{"name": "CPT_ROLLOUT_URL", "value": cfg.rollout_url}, *_rollout_key_env(cfg.run)]
+        # The learner hosts the weight-transfer rendezvous on a fixed port (the run's NetworkPolicy admits the
+        # run's own pods on every port) and broadcasts to every replica behind the headless Service.
+        env += [{"name": "CPT_ROLLOUT_URL", "value": cfg.rollout_url},
+                {"name": "CPT_WEIGHT_SYNC_PORT", "value": str(rollout.WEIGHT_SYNC_PORT)},
+                *_rollout_key_env(cfg.run)]
     container = {
         "name": "pytorch",  # the Kubeflow training operator requires this container name
         "image": spec.learner.image or defaults.learner_image,
@@ -192,16 +194,18 @@ def pytorchjob(resource: dict, name: str, cfg: StageConfig, defaults: PlanDefaul
 
 def rollout_deployment(resource: dict, run: str, index: int, model_uri: str, spec: api.CptSpec,
                        defaults: PlanDefaults) -> dict:
-    """vLLM OpenAI-compatible servers for one task; the learner pushes new weights to them over NCCL after
-    every step through cpt_trainer's worker extension (see cpt_trainer.rollout.vllm_sync)."""
+    """vLLM OpenAI-compatible servers for one task (`vllm serve` in the rollout image). After every optimizer
+    step the learner pushes its weights to every replica through vLLM's native weight-transfer API (nccl), whose
+    routes cpt_trainer's endpoint plugin mounts behind the run's key, without VLLM_SERVER_DEV_MODE; the flags
+    are the ones `cpt run` and the tests use (cpt_core.rollout)."""
     name = rollout_name(run, index)
     child_labels = labels(run, index, "rollout")
     selector = {LABEL_RUN: run, LABEL_TASK: str(index), LABEL_COMPONENT: "rollout"}
     resources: dict = {"requests": dict(ROLLOUT_REQUESTS)}
     if spec.rollout.gpus:
         resources["limits"] = {"nvidia.com/gpu": spec.rollout.gpus}
-    args = [model_uri, "--tensor-parallel-size", str(spec.rollout.tensor_parallel), "--host", "0.0.0.0",
-            "--port", str(defaults.rollout_port), "--worker-extension-cls", WEIGHT_RECEIVER]
+    args = [model_uri, *rollout.server_args(model_uri, defaults.rollout_port, "nccl", host="0.0.0.0",
+                                            tensor_parallel=spec.rollout.tensor_parallel)]
     if model_uri.startswith("s3://"):
         args += ["--load-format", "runai_streamer"]  # stream safetensors straight from S3
     container = {
@@ -209,9 +213,8 @@ def rollout_deployment(resource: dict, run: str, index: int, model_uri: str, spe
         "image": spec.rollout.image or defaults.rollout_image,
         "imagePullPolicy": defaults.image_pull_policy,
         "args": args,  # the image's entrypoint is `vllm serve`
-        # DEV_MODE exposes POST /collective_rpc, through which the learner drives the NCCL weight broadcast.
         "env": [*_storage_env(spec), {"name": "HF_HUB_OFFLINE", "value": "1"},
-                {"name": "VLLM_SERVER_DEV_MODE", "value": "1"}, *_rollout_key_env(run)],
+                {"name": "VLLM_PLUGINS", "value": rollout.PLUGINS}, *_rollout_key_env(run)],
         "ports": [{"name": "http", "containerPort": defaults.rollout_port}],
         "readinessProbe": {"httpGet": {"path": "/health", "port": "http"}, "periodSeconds": 10},
         "resources": resources,
@@ -237,8 +240,10 @@ def rollout_service(resource: dict, run: str, index: int, defaults: PlanDefaults
         "metadata": child_metadata(resource, name, labels(run, index, "rollout")),
         "spec": {
             "selector": {LABEL_RUN: run, LABEL_TASK: str(index), LABEL_COMPONENT: "rollout"},
-            # Weight sync: the learner hosts the NCCL rendezvous and the servers dial out to it, so only the
-            # HTTP port is served here.
+            # Headless: the learner resolves every ready replica (dns+http://) to sync each one's weights and
+            # spread rollouts over all of them; a ClusterIP would hand each request to one replica at random.
+            # The weight-transfer rendezvous is hosted by the learner: only the HTTP port is served here.
+            "clusterIP": "None",
             "ports": [{"name": "http", "port": defaults.rollout_port, "targetPort": "http"}],
         },
     }
@@ -246,7 +251,7 @@ def rollout_service(resource: dict, run: str, index: int, defaults: PlanDefaults
 
 def rollout_url(resource: dict, run: str, index: int, defaults: PlanDefaults) -> str:
     namespace = resource["metadata"].get("namespace", "default")
-    return f"http://{rollout_name(run, index)}.{namespace}.svc:{defaults.rollout_port}"
+    return f"dns+http://{rollout_name(run, index)}.{namespace}.svc:{defaults.rollout_port}"
 
 
 # ------------------------------------------------------------------------------ run-wide isolation children
@@ -254,7 +259,7 @@ def rollout_url(resource: dict, run: str, index: int, defaults: PlanDefaults) ->
 # The per-run bearer key of the rollout servers: vLLM requires it on /v1 (VLLM_API_KEY = --api-key), the
 # weight-sync routes plugin on its routes (CPT_WEIGHT_SYNC_TOKEN), and the learner sends it (CPT_ROLLOUT_API_KEY).
 ROLLOUT_KEY = "token"
-ROLLOUT_KEY_ENV = ("VLLM_API_KEY", "CPT_WEIGHT_SYNC_TOKEN", "CPT_ROLLOUT_API_KEY")
+ROLLOUT_KEY_ENV = rollout.KEY_ENV
 KEY_PLACEHOLDER = "<generated by the operator when it creates the Secret>"
 
 

@@ -12,7 +12,6 @@ stopped as a process group, so vLLM's engine-core child goes too. No vllm import
 from __future__ import annotations
 
 import ctypes
-import json
 import os
 import signal
 import socket
@@ -24,7 +23,8 @@ import urllib.request
 from pathlib import Path
 from typing import Optional
 
-PLUGINS = "cpt_gloo,cpt_weight_sync"  # entry points of cpt_trainer.rollout.vllm_plugin (pyproject.toml)
+from cpt_core import rollout
+
 READY_TIMEOUT = float(os.environ.get("CPT_ROLLOUT_READY_TIMEOUT", "600"))  # cold start on 2 busy cores: 1-3 min
 LOG_TAIL = 20
 
@@ -46,22 +46,16 @@ def default_backend() -> str:
 
 def server_args(model: str, port: int, max_model_len: Optional[int] = None, backend: Optional[str] = None,
                 host: str = "127.0.0.1") -> list[str]:
-    """Arguments after `python -m vllm.entrypoints.openai.api_server` (also the rollout image's CMD shape).
-    No --max-model-len: vLLM takes the model's own (max_position_embeddings)."""
-    args = ["--model", model, "--served-model-name", "policy", "--host", host, "--port", str(port),
-            "--weight-transfer-config", json.dumps({"backend": backend or default_backend()})]
-    if max_model_len:
-        args += ["--max-model-len", str(max_model_len)]
-    if (backend or default_backend()) == "gloo":  # the CPU build: fp32 (bf16 is ~6x slower here), no compile
-        args += ["--dtype", "float32", "--enforce-eager"]
-    return args
+    """Arguments after `python -m vllm.entrypoints.openai.api_server`: the model, then the flags a rollout
+    Deployment also passes (cpt_core.rollout). No --max-model-len by default: vLLM takes the model's own."""
+    return ["--model", model, *rollout.server_args(model, port, backend or default_backend(), host, max_model_len)]
 
 
 def server_env(base: Optional[dict] = None, token: Optional[str] = None) -> dict:
     env = dict(os.environ if base is None else base)
     env.setdefault("OMP_NUM_THREADS", "1")
     env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB of KV cache: the tiny model needs far less
-    env["VLLM_PLUGINS"] = PLUGINS
+    env["VLLM_PLUGINS"] = rollout.PLUGINS
     env.pop("VLLM_SERVER_DEV_MODE", None)
     env.setdefault("HF_HUB_OFFLINE", "1")
     if token:

@@ -15,14 +15,17 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from typing import Optional, Union
 
+from cpt_core import rollout
 from cpt_trainer.rollout import Completion
 
 log = logging.getLogger(__name__)
+API_KEY_ENV = rollout.KEY_ENV[2]  # CPT_ROLLOUT_API_KEY: the run's rollout key on a cluster; unset locally
 
 
 class RolloutServerError(RuntimeError):
@@ -38,6 +41,8 @@ class VllmEngine:
         self.base_urls = [u.strip().rstrip("/").removesuffix("/v1") for u in urls if u.strip()]
         self.base_url = self.base_urls[0]
         self.tokenizer, self.timeout = tokenizer, timeout
+        # The run's rollout key (a per-run Secret on a cluster): vLLM's --api-key / VLLM_API_KEY guards /v1.
+        self.api_key = os.environ.get(API_KEY_ENV) or None
         self.weight_sync = weight_sync
         self.max_prompts = max_prompts_per_request
         self.pool = ThreadPoolExecutor(max_workers=32)
@@ -49,8 +54,10 @@ class VllmEngine:
     def _request(self, path: str, body: Optional[dict] = None, base_url: Optional[str] = None) -> dict:
         base_url = base_url or self.base_url
         data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(base_url + path, data=data,
-                                     headers={"Content-Type": "application/json"},
+        headers = {"Content-Type": "application/json"}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        req = urllib.request.Request(base_url + path, data=data, headers=headers,
                                      method="GET" if body is None else "POST")
         try:
             with urllib.request.urlopen(req, timeout=self.timeout) as resp:

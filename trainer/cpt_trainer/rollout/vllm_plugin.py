@@ -6,13 +6,15 @@
   `VLLM_SERVER_DEV_MODE=1`, which also mounts `/collective_rpc` (any worker method for any caller), `/sleep`,
   `/reset_prefix_cache`, ... This plugin mounts vLLM's own RL router alone, behind a bearer token when
   `CPT_WEIGHT_SYNC_TOKEN` is set, so no dev mode is needed. Endpoint plugins load only when named in
-  `VLLM_PLUGINS` (vLLM's rule), e.g. `VLLM_PLUGINS=cpt_gloo,cpt_weight_sync` (see `server.plugin_env`).
+  `VLLM_PLUGINS` (vLLM's rule): `VLLM_PLUGINS=cpt_gloo,cpt_weight_sync` (cpt_core.rollout.PLUGINS).
 """
 
 import os
 
+from cpt_core import rollout
+
 GLOO_MODULE = "cpt_trainer.rollout.gloo_transfer"
-TOKEN_ENV = "CPT_WEIGHT_SYNC_TOKEN"
+TOKEN_ENV = rollout.KEY_ENV[1]  # CPT_WEIGHT_SYNC_TOKEN (cpt_core.rollout)
 
 
 def register() -> None:
