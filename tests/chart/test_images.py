@@ -99,7 +99,7 @@ def test_dockerignore_keeps_the_context_to_the_sources():
              if ln.strip() and not ln.startswith("#")]
     assert lines[0] == "*", "allow-list: ignore everything, then re-include the sources"
     allowed = {ln[1:].rstrip("/") for ln in lines if ln.startswith("!")}
-    assert allowed == {"pyproject.toml", "README.md", "core", "operator", "trainer"}
+    assert allowed == {"pyproject.toml", "README.md", "core", "operator", "trainer", "images/operator/requirements.lock"}
     # Everything the Dockerfiles COPY from the context is allowed in.
     for dockerfile in DOCKERFILES:
         for word, args in _instructions(dockerfile):
@@ -162,3 +162,30 @@ def test_operator_runs_on_the_base_dependencies_alone():
     result = subprocess.run([sys.executable, "-c", OPERATOR_IMPORT_PROBE, json.dumps(allowed)],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-3000:]
+
+
+def test_operator_image_installs_only_hashed_pins_of_the_base_dependencies():
+    """The control plane's dependencies come from a lock with hashes (pip --require-hashes): every base dependency
+    of pyproject.toml is pinned there within its declared range, every pin carries hashes, and the project itself
+    is installed without resolving anything more."""
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    text = " ".join(args for _, args in _instructions(IMAGES / "operator" / "Dockerfile"))
+    assert "--require-hashes -r requirements.lock" in text and "--no-deps ." in text
+    lock = (IMAGES / "operator" / "requirements.lock").read_text()
+    pins: dict[str, str] = {}
+    for block in lock.split("\n"):
+        if block and not block.startswith((" ", "#")):
+            name, version = block.split(" ")[0].split("==")
+            pins[canonicalize_name(name)] = version
+    entries = [e for e in lock.split("\n") if e and not e.startswith((" ", "#"))]
+    assert all(e.rstrip().endswith("\\") for e in entries), "every pin is followed by its hashes"
+    assert lock.count("--hash=sha256:") >= len(pins)
+    base = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    for dep in base:
+        req = Requirement(dep)
+        name = canonicalize_name(req.name)
+        assert name in pins, f"{req.name} is not in the lock"
+        assert req.specifier.contains(pins[name], prereleases=True), f"{req.name}=={pins[name]} is outside {req.specifier}"
+    assert "torch" not in pins
