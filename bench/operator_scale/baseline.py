@@ -28,6 +28,11 @@ PATHS = {"ConfigMap": "/api/v1/namespaces/{ns}/configmaps",
          "TrainJob": "/apis/trainer.kubeflow.org/v1alpha1/namespaces/{ns}/trainjobs"}
 
 
+def _loud(future) -> None:
+    if future.exception() is not None:
+        print(f"baseline: {future.exception()!r}", file=sys.stderr, flush=True)
+
+
 def main() -> int:
     children_file, namespace, workers = sys.argv[1], sys.argv[2], int(sys.argv[3])
     with open(children_file, encoding="utf-8") as fh:
@@ -36,7 +41,7 @@ def main() -> int:
     co = kubernetes.client.CustomObjectsApi(client)
 
     def create(name: str, uid: str) -> None:
-        for obj in children.get(name, ()):
+        for obj in children.get(name, ()):  # a kind missing from PATHS fails loudly, not in a silent thread
             body = json.loads(json.dumps(obj).replace("__UID__", uid))
             try:
                 client.call_api(PATHS[obj["kind"]].format(ns=namespace), "POST", body=body,
@@ -54,7 +59,7 @@ def main() -> int:
                               timeout_seconds=3600):
         if event["type"] == "ADDED":
             meta = event["object"]["metadata"]
-            pool.submit(create, meta["name"], meta["uid"])
+            pool.submit(create, meta["name"], meta["uid"]).add_done_callback(_loud)
     return 0
 
 

@@ -24,12 +24,9 @@ import os
 import platform
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -38,23 +35,18 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional
 
-import boto3
 import kubernetes
 import psutil
-from botocore.config import Config
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from scale_report import GOAL_P99_S, GOAL_RSS_MB, requests_table, table, verdict  # noqa: E402,F401
+from scale_report import GOAL_P99_S, GOAL_RSS_MB, curve_table, requests_table, table, verdict  # noqa: E402,F401
+from procs import (ACCESS, BUCKET, SECRET, Emulator, Sampler, cpu_seconds, free_port, start_moto,  # noqa: E402
+                   stop_process)
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 NAMESPACE = "default"
 GROUP, VERSION, PLURAL = "cpt.dev", "v1alpha1", "continualposttrainings"
-ACCESS, SECRET = "AKIABENCH00000000000", "benchSecretKey0000000000000000000000000"
-BUCKET = "cpt-bench"
-MOTO = ("import sys; from moto.server import ThreadedMotoServer\n"
-        "s = ThreadedMotoServer(ip_address='127.0.0.1', port=0, verbose=False); s.start()\n"
-        "print(s.get_host_and_port()[1], flush=True); sys.stdin.read(); s.stop()\n")
 NOTES_MARK = "<!-- notes: kept when run.py rewrites this file -->"
 
 
@@ -89,82 +81,6 @@ def first_stage_children(names: list[str], endpoint: str) -> dict[str, list[dict
     return out
 
 
-# ------------------------------------------------------------------------------------------- processes
-class Emulator:
-    def __init__(self, workdir: str) -> None:
-        self.proc = subprocess.Popen([sys.executable, str(HERE / "emulator_server.py"), workdir],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                                     env=dict(os.environ, PYTHONWARNINGS="ignore"))
-        self.kubeconfig = self.proc.stdout.readline().strip()  # type: ignore[union-attr]
-        if not self.kubeconfig:
-            raise RuntimeError("the emulator did not start")
-        self.ps = psutil.Process(self.proc.pid)
-        self._lock = threading.Lock()
-
-    def ask(self, cmd: str) -> Any:
-        with self._lock:
-            self.proc.stdin.write(cmd + "\n")  # type: ignore[union-attr]
-            self.proc.stdin.flush()  # type: ignore[union-attr]
-            return json.loads(self.proc.stdout.readline())  # type: ignore[union-attr]
-
-    def stop(self) -> None:
-        try:
-            self.proc.stdin.write("quit\n")  # type: ignore[union-attr]
-            self.proc.stdin.close()  # type: ignore[union-attr]
-            self.proc.wait(15)
-        except Exception:
-            self.proc.kill()
-            self.proc.wait()
-
-
-def start_moto() -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen([sys.executable, "-c", MOTO], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, text=True, env=dict(os.environ, PYTHONWARNINGS="ignore"))
-    port = int(proc.stdout.readline())  # type: ignore[union-attr]
-    endpoint = f"http://127.0.0.1:{port}"
-    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id=ACCESS,
-                 aws_secret_access_key=SECRET, config=Config(s3={"addressing_style": "path"})
-                 ).create_bucket(Bucket=BUCKET)
-    return proc, endpoint
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Sampler(threading.Thread):
-    """Peak RSS of a process, sampled every 50 ms."""
-
-    def __init__(self, proc: psutil.Process) -> None:
-        super().__init__(daemon=True)
-        self.proc, self.peak, self.done = proc, 0, threading.Event()
-
-    def run(self) -> None:
-        while not self.done.is_set():
-            try:
-                self.peak = max(self.peak, self.proc.memory_info().rss)
-            except psutil.Error:
-                return
-            self.done.wait(0.05)
-
-
-def cpu_seconds(proc: psutil.Process) -> float:
-    t = proc.cpu_times()
-    return t.user + t.system
-
-
-def stop_process(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 # ------------------------------------------------------------------------------------------- one phase
 @dataclass
 class Phase:
@@ -176,6 +92,10 @@ class Phase:
     all_done_s: float = 0.0  # first run created -> last run's children
     cpu_s: float = 0.0  # the controller's CPU from the first create to the last child
     settle_cpu_pct: float = 0.0  # the controller's CPU while idle afterwards (resyncs), % of one core
+    idle_s: float = 0.0  # the idle window: after every run has its children and a quiet tail
+    idle_requests_per_s: float = 0.0  # API requests served while idle (every client: watches, resyncs)
+    idle_requests: dict[str, int] = field(default_factory=dict)
+    requests_until_done: int = 0  # API requests served from the first create until the last run's children
     peak_rss_mb: float = 0.0
     requests: dict[str, int] = field(default_factory=dict)
     emulator_cpu_s: float = 0.0
@@ -198,6 +118,8 @@ class Phase:
                 "cpu_s": self.cpu_s, "cpu_ms_per_run": 1000 * self.cpu_s / self.n,
                 "settle_cpu_pct": self.settle_cpu_pct, "peak_rss_mb": self.peak_rss_mb,
                 "api_requests_per_run": total / (self.n + 1), "emulator_cpu_s": self.emulator_cpu_s,
+                "requests_until_done_per_run": self.requests_until_done / self.n, "idle_s": self.idle_s,
+                "idle_requests_per_s": self.idle_requests_per_s, "idle_requests": self.idle_requests,
                 "passes_per_run": self.passes, "pass_mean_ms": self.pass_mean_ms, "requests": self.requests,
                 "log_warnings": self.log_warnings}
 
@@ -213,9 +135,17 @@ def metrics_scrape(port: int) -> dict[str, float]:
     return out
 
 
+def _total(counts: dict[str, int]) -> int:
+    return sum(counts.values())
+
+
+def _diff(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
+    return {k: after[k] - before.get(k, 0) for k in after if after[k] - before.get(k, 0)}
+
+
 def run_phase(who: str, n: int, children: dict[str, list[dict]], endpoint: str, workdir: str, settle: float,
               timeout: float, create_threads: int, profile: Optional[str] = None,
-              keep_logs: Optional[str] = None) -> Phase:
+              keep_logs: Optional[str] = None, tail: float = 5.0) -> Phase:
     phase = Phase(who, n)
     emu = Emulator(workdir)
     env = dict(os.environ, KUBECONFIG=emu.kubeconfig, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1",
@@ -261,9 +191,12 @@ def run_phase(who: str, n: int, children: dict[str, list[dict]], endpoint: str, 
         create("warmup")  # both controllers must be watching before the clock starts
         counts = wait_children(1, time.monotonic() + 120)
         if min(counts.get("configmaps", 0), counts.get("pytorchjobs", 0)) < 1:
-            raise RuntimeError(f"{who} did not create the warm-up run's children in 120 s; see {log_path}")
+            log.flush()
+            raise RuntimeError(f"{who} did not create the warm-up run's children in 120 s ({counts}); its log "
+                               f"ends: {log_path.read_text(errors='replace')[-2000:]}")
         time.sleep(0.5)
         cpu0, emu0 = cpu_seconds(ps), cpu_seconds(emu.ps)
+        req0 = emu.ask("requests")
         names = [name for name in children if name != "warmup"]
         with ThreadPoolExecutor(create_threads) as pool:
             list(pool.map(create, names))
@@ -273,8 +206,18 @@ def run_phase(who: str, n: int, children: dict[str, list[dict]], endpoint: str, 
             spy.send_signal(signal.SIGINT)
             spy.wait(60)
         phase.cpu_s, phase.emulator_cpu_s = cpu1 - cpu0, emu1 - emu0
+        # requests of the controller only (the bench's N creates of the runs are not its requests)
+        phase.requests_until_done = _total(emu.ask("requests")) - _total(req0) - n
+        # Idle: after a quiet tail (the status writes and events that follow the children), nothing happens to
+        # any run for `settle` seconds: what the controller costs the server and itself then.
+        time.sleep(tail)
+        req1, cpu2, t1 = emu.ask("requests"), cpu_seconds(ps), time.monotonic()
         time.sleep(settle)
-        phase.settle_cpu_pct = 100 * (cpu_seconds(ps) - cpu1) / settle if settle else math.nan
+        req2, cpu3 = emu.ask("requests"), cpu_seconds(ps)
+        phase.idle_s = time.monotonic() - t1
+        phase.settle_cpu_pct = 100 * (cpu3 - cpu2) / phase.idle_s if settle else math.nan
+        phase.idle_requests = _diff(req2, req1)
+        phase.idle_requests_per_s = _total(phase.idle_requests) / phase.idle_s if settle else math.nan
         phase.peak_rss_mb = sampler.peak / 2**20
         if who == "operator":
             m = metrics_scrape(metrics_port)
@@ -321,12 +264,35 @@ def run_phase(who: str, n: int, children: dict[str, list[dict]], endpoint: str, 
     return phase
 
 
+def measure(n: int, endpoint: str, settle: float, args: argparse.Namespace) -> dict[str, dict]:
+    """Both controllers on N runs, each on a fresh emulator: {"baseline": row, "operator": row}."""
+    rows: dict[str, dict] = {}
+    names = [f"run-{i:04d}" for i in range(n)]
+    children = first_stage_children(["warmup"] + names, endpoint)
+    with tempfile.TemporaryDirectory(prefix="cpt-opscale-") as tmp:
+        for who in ("baseline", "operator"):
+            workdir = os.path.join(tmp, who)
+            os.makedirs(workdir)
+            phase = run_phase(who, n, children, endpoint, workdir, settle, args.timeout,
+                              args.create_threads, args.profile, args.keep_logs)
+            rows[who] = phase.row()
+            print(f"{who} n={n}: p50 {rows[who]['p50_s']:.2f}s p99 {rows[who]['p99_s']:.2f}s "
+                  f"rss {rows[who]['peak_rss_mb']:.0f}MB cpu {rows[who]['cpu_s']:.1f}s "
+                  f"idle {rows[who]['settle_cpu_pct']:.2f}% {rows[who]['idle_requests_per_s']:.3f} req/s",
+                  file=sys.stderr)
+    return rows
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="20 resources, short settle; prints only")
+    parser.add_argument("--quick", action="store_true", help="20 resources, short idle window; prints only")
     parser.add_argument("-n", type=int, default=None, help="resources (default 1000, --quick 20)")
-    parser.add_argument("--settle", type=float, default=None, help="idle seconds measured after (default 10)")
-    parser.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for every run's children")
+    parser.add_argument("--settle", type=float, default=None,
+                        help="idle window measured after every run has its children (default 300 s, --quick 1)")
+    parser.add_argument("--curve", default="", metavar="N,N,...",
+                        help="also measure these sizes (the cost curve), each with --curve-settle idle seconds")
+    parser.add_argument("--curve-settle", type=float, default=10.0)
+    parser.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for every run's children")
     parser.add_argument("--create-threads", type=int, default=8)
     parser.add_argument("--out", default=None, help="write the markdown here (default RESULTS.md unless --quick)")
     parser.add_argument("--json", default=None, help="also write the rows as JSON here")
@@ -337,25 +303,18 @@ def main(argv: Optional[list[str]] = None) -> int:
                              "RESULTS.md")
     args = parser.parse_args(argv)
     n = args.n or (20 if args.quick else 1000)
-    settle = args.settle if args.settle is not None else (1.0 if args.quick else 10.0)
+    settle = args.settle if args.settle is not None else (1.0 if args.quick else 300.0)
     out = args.out or (None if args.quick or args.profile else str(HERE / "RESULTS.md"))
     command = "OMP_NUM_THREADS=1 .venv/bin/python bench/operator_scale/run.py" + (
         " " + " ".join(argv if argv is not None else sys.argv[1:])).rstrip()
+    sizes = sorted({int(x) for x in args.curve.split(",") if x.strip()} - {n})
 
     moto, endpoint = start_moto()
-    rows: dict[str, dict] = {}
     try:
-        names = [f"run-{i:04d}" for i in range(n)]
-        children = first_stage_children(["warmup"] + names, endpoint)
-        with tempfile.TemporaryDirectory(prefix="cpt-opscale-") as tmp:
-            for who in ("baseline", "operator"):
-                workdir = os.path.join(tmp, who)
-                os.makedirs(workdir)
-                phase = run_phase(who, n, children, endpoint, workdir, settle, args.timeout,
-                                  args.create_threads, args.profile, args.keep_logs)
-                rows[who] = phase.row()
-                print(f"{who}: p50 {rows[who]['p50_s']:.2f}s p99 {rows[who]['p99_s']:.2f}s "
-                      f"rss {rows[who]['peak_rss_mb']:.0f}MB cpu {rows[who]['cpu_s']:.1f}s", file=sys.stderr)
+        rows = measure(n, endpoint, settle, args)
+        curve = {n: rows}
+        for size in sizes:
+            curve[size] = measure(size, endpoint, args.curve_settle, args)
     finally:
         moto.stdin.close()  # type: ignore[union-attr]
         try:
@@ -366,21 +325,28 @@ def main(argv: Optional[list[str]] = None) -> int:
     op, base = rows["operator"], rows["baseline"]
     load = os.getloadavg()
     head = (f"{n} ContinualPostTraining resources created at once (8 client threads) on the strict emulated API "
-            f"server; {platform.python_implementation()} {platform.python_version()}, {os.cpu_count()} CPUs, "
-            f"load average {load[0]:.1f} at the end; {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC.")
-    text = "\n\n".join([head, table(op, base), "Goals: " + verdict(op),
-                        "API requests per run, by verb and resource (whole phase incl. start-up and the warm-up "
-                        "run, divided by N+1):", requests_table(op, base, n)])
+            f"server, then {op['idle_s']:.0f} s with nothing happening; {platform.python_implementation()} "
+            f"{platform.python_version()}, {os.cpu_count()} CPUs, load average {load[0]:.1f} at the end; "
+            f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC.")
+    parts = [head, table(op, base), "Goals: " + verdict(op, base),
+             "API requests per run, by verb and resource (whole phase incl. start-up and the warm-up run, divided "
+             "by N+1):", requests_table(op, base, n),
+             "API requests while idle (whole window, all clients): operator "
+             + (json.dumps(op["idle_requests"]) or "{}") + ", baseline " + json.dumps(base["idle_requests"])]
+    if len(curve) > 1:
+        parts += ["Cost curve (each size its own invocation of both controllers, one after the other; idle "
+                  f"window {args.curve_settle:g} s except at N={n}):", curve_table(curve)]
+    text = "\n\n".join(parts)
     print(text)
     if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=1))
+        Path(args.json).write_text(json.dumps(rows if len(curve) == 1 else {**rows, "curve": curve}, indent=1))
     if out:
         path = Path(out)
         notes = ""
         if path.exists() and NOTES_MARK in path.read_text():
             notes = path.read_text().split(NOTES_MARK, 1)[1]
-        path.write_text(f"# Operator scale (issue 9.3)\n\n```\n{command}\n```\n\n{text}\n\n{NOTES_MARK}{notes}")
-    missing = op["missing"] + base["missing"]
+        path.write_text(f"# Operator scale (issues 9.3, 16)\n\n```\n{command}\n```\n\n{text}\n\n{NOTES_MARK}{notes}")
+    missing = sum(r["missing"] for rs in curve.values() for r in rs.values())
     return 1 if missing else 0
 
 

@@ -17,9 +17,12 @@ ROWS = [  # (label, key, format)
     ("runs handled per second", "throughput_per_s", "{:.0f}"),
     ("controller CPU until done (s)", "cpu_s", "{:.2f}"),
     ("controller CPU per run (ms)", "cpu_ms_per_run", "{:.1f}"),
-    ("controller CPU when idle after (% of a core)", "settle_cpu_pct", "{:.1f}"),
     ("controller peak RSS (MB)", "peak_rss_mb", "{:.0f}"),
+    ("API requests per run, first create -> last children", "requests_until_done_per_run", "{:.2f}"),
     ("API requests per run", "api_requests_per_run", "{:.1f}"),
+    ("idle window (s)", "idle_s", "{:.0f}"),
+    ("controller CPU when idle (% of a core)", "settle_cpu_pct", "{:.2f}"),
+    ("API requests/s when idle (all clients)", "idle_requests_per_s", "{:.3f}"),
     ("emulator CPU until done (s)", "emulator_cpu_s", "{:.2f}"),
 ]
 
@@ -51,7 +54,38 @@ def requests_table(op: dict, base: dict, n: int) -> str:
     return "\n".join(lines)
 
 
-def verdict(op: dict) -> str:
-    p99_ok, rss_ok = op["p99_s"] <= GOAL_P99_S, op["peak_rss_mb"] <= GOAL_RSS_MB
-    return (f"p99 {op['p99_s']:.2f} s (goal <= {GOAL_P99_S:g} s: {'met' if p99_ok else 'MISSED'}), "
-            f"peak RSS {op['peak_rss_mb']:.0f} MB (goal <= {GOAL_RSS_MB:g} MB: {'met' if rss_ok else 'MISSED'})")
+GOAL_RATIO, GOAL_REQUESTS, GOAL_IDLE_CPU = 1.5, 4.0, 2.0
+
+
+def verdict(op: dict, base: dict) -> str:
+    """Issue 16's goals, each met or MISSED as measured in this invocation."""
+    def mark(ok: bool) -> str:
+        return "met" if ok else "MISSED"
+    ratio = op["p99_s"] / base["p99_s"] if base["p99_s"] else math.inf
+    goals = [
+        f"p99 {op['p99_s']:.2f} s (goal <= {GOAL_P99_S:g} s: {mark(op['p99_s'] <= GOAL_P99_S)})",
+        f"p99 / bare client {ratio:.2f}x (goal <= {GOAL_RATIO:g}x: {mark(ratio <= GOAL_RATIO)})",
+        f"requests per run until all children exist {op['requests_until_done_per_run']:.2f} (goal <= "
+        f"{GOAL_REQUESTS:g}: {mark(op['requests_until_done_per_run'] <= GOAL_REQUESTS)})",
+        f"idle {op['idle_requests_per_s']:.3f} requests/s and {op['settle_cpu_pct']:.2f}% of a core (goal 0 "
+        f"requests/s and < {GOAL_IDLE_CPU:g}%: {mark(op['idle_requests_per_s'] == 0)} / "
+        f"{mark(op['settle_cpu_pct'] < GOAL_IDLE_CPU)})",
+        f"peak RSS {op['peak_rss_mb']:.0f} MB (goal <= {GOAL_RSS_MB:g} MB: {mark(op['peak_rss_mb'] <= GOAL_RSS_MB)})",
+    ]
+    return "; ".join(goals)
+
+
+def curve_table(curve: dict[int, dict[str, dict]]) -> str:
+    """Per size: p99, CPU and requests per run, RSS, operator vs bare client."""
+    lines = ["| runs | p99 op / bare (s) | ratio | CPU per run op / bare (ms) | requests per run op / bare | "
+             "peak RSS op / bare (MB) | first create -> last children op / bare (s) |",
+             "|---:|---:|---:|---:|---:|---:|---:|"]
+    for n in sorted(curve):
+        op, base = curve[n]["operator"], curve[n]["baseline"]
+        ratio = op["p99_s"] / base["p99_s"] if base["p99_s"] else math.nan
+        lines.append(f"| {n} | {op['p99_s']:.2f} / {base['p99_s']:.2f} | {ratio:.2f}x | "
+                     f"{op['cpu_ms_per_run']:.2f} / {base['cpu_ms_per_run']:.2f} | "
+                     f"{op['api_requests_per_run']:.2f} / {base['api_requests_per_run']:.2f} | "
+                     f"{op['peak_rss_mb']:.0f} / {base['peak_rss_mb']:.0f} | "
+                     f"{op['all_done_s']:.1f} / {base['all_done_s']:.1f} |")
+    return "\n".join(lines)

@@ -15,7 +15,9 @@ import yaml
 from cpt_core.validation import SpecError, validate_resource
 from cpt_operator.kube.handlers import error_delay
 from kubeemu import Fault
-from operator_harness import cpt_body, new_bucket, run_to_end, wait_for
+from operator_harness import JOB_BACKEND, cpt_body, new_bucket, run_to_end, wait_for
+
+from cpt_operator.kube import jobs
 
 
 def _cond(status: dict, ctype: str) -> dict:
@@ -26,7 +28,10 @@ def test_a_failing_pass_becomes_a_condition_and_one_event_with_backoff(emulator,
     world = emu_world
     world.create(cpt_body("broken", world.endpoint, new_bucket(world.endpoint), tasks=1))
     wait_for(lambda: world.jobs("broken"), what="first job")
-    emulator.inject(Fault(action="list", plural="configmaps", status=500, times=-1))
+    # Passes read children from the watch-fed cache (no LIST to fail), so make the write a pass needs fail:
+    # suspending the stage job. Every pass tries it again until the fault is gone.
+    emulator.inject(Fault(action="update", plural=JOB_BACKEND.plural, status=500, times=-1))
+    world.patch_spec("broken", {"suspend": True})
     cond = wait_for(lambda: (c := _cond(world.status("broken"), "Reconciled")) and c["status"] == "False" and c,
                     timeout=20, what="Reconciled=False")
     assert cond["reason"] == "ApiError" and "500" in cond["message"], cond
@@ -40,6 +45,8 @@ def test_a_failing_pass_becomes_a_condition_and_one_event_with_backoff(emulator,
     assert len(events) == 1 and events[0]["type"] == "Warning", events
 
     emulator.clear_faults()
+    wait_for(lambda: any(jobs.is_suspended(JOB_BACKEND, j) for j in world.jobs("broken")), what="suspended")
+    world.patch_spec("broken", {"suspend": False})
     status = run_to_end(world, "broken", timeout=30)
     assert status["phase"] == "Succeeded" and not _cond(status, "Reconciled")
 

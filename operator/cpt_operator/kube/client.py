@@ -78,6 +78,8 @@ class Applied:
     deleted: list[str] = field(default_factory=list)
     status_written: bool = False
     events: int = 0
+    replies: list[dict] = field(default_factory=list)  # the server's copies of what was created or patched
+    status_reply: Optional[dict] = None  # the resource as the status patch left it
 
 
 class Kube:
@@ -151,13 +153,15 @@ class Kube:
         return {k: base64.b64decode(v).decode() for k, v in (secret.get("data") or {}).items()}
 
     # ---------------------------------------------------------------- writes
-    def create(self, obj: dict, namespace: str) -> bool:
-        """Create a child; False if this run's own object already existed (names are deterministic). An
-        object of that name owned by anything else raises ForeignObject."""
+    def create(self, obj: dict, namespace: str) -> Optional[dict]:
+        """Create a child: the server's copy, or None if this run's own object already existed (names are
+        deterministic, so a lagging cache only costs this 409). An object of that name owned by anything else
+        raises ForeignObject."""
         api_version, plural = {**KINDS, **UNLISTED_KINDS}[obj["kind"]]
         try:
-            self.request("POST", collection_path(api_version, plural, namespace), body=manifests.with_key(obj))
-            return True
+            reply = self.request("POST", collection_path(api_version, plural, namespace),
+                                 body=manifests.with_key(obj))
+            return reply if isinstance(reply, dict) and reply else dict(obj)
         except ApiError as exc:
             if not (exc.status == 409 and exc.reason == "AlreadyExists"):
                 raise
@@ -167,16 +171,16 @@ class Kube:
             existing = self.request("GET", object_path(api_version, plural, namespace, name))
         except ApiError as exc:
             if exc.status == 404:  # deleted in between (garbage collection): the next pass creates it
-                return False
+                return None
             raise
         if not uid or not owned_by(existing, uid):
             raise ForeignObject(obj["kind"], name)
-        return False
+        return None
 
-    def patch(self, kind: str, namespace: str, name: str, body: dict) -> None:
+    def patch(self, kind: str, namespace: str, name: str, body: dict) -> Optional[dict]:
         api_version, plural = KINDS[kind]
-        self.request("PATCH", object_path(api_version, plural, namespace, name), body=body,
-                     content_type="application/merge-patch+json")
+        return self.request("PATCH", object_path(api_version, plural, namespace, name), body=body,
+                            content_type="application/merge-patch+json")
 
     def delete(self, kind: str, namespace: str, name: str) -> bool:
         """Delete a child and, in the background, what it owns; False if it was already gone."""
@@ -190,15 +194,17 @@ class Kube:
                 return False
             raise
 
-    def patch_status(self, resource: dict, status: dict) -> bool:
-        """Write the full new status as a merge patch against what was read; no request if nothing changed."""
+    def patch_status(self, resource: dict, status: dict) -> Optional[dict]:
+        """Write the full new status as a merge patch against what was read; no request (None) if nothing
+        changed, else the resource as the server left it."""
         patch = merge_patch_for(resource.get("status") or {}, status)
         if not patch:
-            return False
+            return None
         meta = resource["metadata"]
-        self.request("PATCH", object_path(api.API_VERSION, api.PLURAL, meta["namespace"], meta["name"], "status"),
-                     body={"status": patch}, content_type="application/merge-patch+json")
-        return True
+        reply = self.request("PATCH", object_path(api.API_VERSION, api.PLURAL, meta["namespace"], meta["name"],
+                                                  "status"),
+                             body={"status": patch}, content_type="application/merge-patch+json")
+        return reply if isinstance(reply, dict) and reply else {"status": status}
 
     def release_finalizer(self, finalizer: str, namespaces: tuple[str, ...] = ()) -> int:
         """Remove `finalizer` from every ContinualPostTraining in `namespaces` (globs match listed names; empty =
@@ -233,9 +239,12 @@ class Kube:
 # -------------------------------------------------------------------- observe / apply
 
 
-def observe(kube: Kube, resource: dict, now: datetime, read_storage: Callable[[dict], StorageView]) -> World:
-    """Children from the API, committed results from storage (`read_storage(resource)` -> StorageView)."""
-    children = kube.list_children(resource)
+def observe(kube: Kube, resource: dict, now: datetime, read_storage: Callable[[dict], StorageView],
+            children: Optional[dict[tuple[str, str], dict]] = None) -> World:
+    """Children from the watch-fed cache (`children`, see handlers) or else listed from the API; committed
+    results from storage (`read_storage(resource)` -> StorageView)."""
+    if children is None:
+        children = kube.list_children(resource)
     jobs = tuple(j for (kind, _), obj in sorted(children.items()) if kind in BY_KIND
                  for j in [observed_job(obj, kind)] if j is not None)
     view = read_storage(resource)
@@ -270,16 +279,22 @@ def apply(kube: Kube, world: World, changes: Changes, plan: Plan, now: datetime)
         if key in world.children:
             continue
         try:
-            (done.created if kube.create(obj, namespace) else done.existed).append("/".join(key))
+            reply = kube.create(obj, namespace)
         except ForeignObject as exc:
             _report_foreign(kube, resource, plan, exc, now)
             raise
+        (done.created if reply is not None else done.existed).append("/".join(key))
+        if reply is not None and key[0] in KINDS:
+            done.replies.append(reply)
     for ref, body in changes.patch:
         child = world.children.get((ref.kind, ref.name))
         if child is not None and not _satisfied(child, body):
-            kube.patch(ref.kind, namespace, ref.name, body)
+            reply = kube.patch(ref.kind, namespace, ref.name, body)
             done.patched.append(f"{ref.kind}/{ref.name}")
-    done.status_written = kube.patch_status(resource, plan.status)
+            if isinstance(reply, dict) and reply:
+                done.replies.append(reply)
+    done.status_reply = kube.patch_status(resource, plan.status)
+    done.status_written = done.status_reply is not None
     for event in plan.events:
         try:
             kube.post_event(resource, event.type, event.reason, event.message, now)

@@ -1,20 +1,29 @@
-"""kopf wiring: the only module that imports kopf. Thin: it schedules reconcile passes, nothing else.
+"""kopf wiring: the only module that imports kopf. Thin: it keeps the caches and schedules passes, nothing else.
 
-One daemon per ContinualPostTraining runs a loop: pass, then sleep until woken or until the next pass is due
-(the planner's requeue_after for retry backoff, else the resync interval that re-reads storage). Events on the
-resource (spec or annotation changes) and on its PyTorchJobs wake it. Every pass is a full, level-triggered
-reconcile (see `reconcile`), so a missed wake-up only delays work by one interval, and a restart loses nothing.
+Children are read from kopf indexes, one per child kind the operator creates (ConfigMap, Service, Deployment and
+the stage-job kind in use), keyed by (namespace, run label) and fed by kopf's watches: a pass never LISTs. kopf
+starts no handler before every index has its initial listing, so a restarted operator never plans from an empty
+cache. The resource itself comes from kopf's live body of the daemon, so a pass that changes nothing sends no
+request at all.
+
+One daemon per ContinualPostTraining runs a loop: pass, then sleep until woken or until time itself matters (the
+planner's requeue_after: retry backoff, commit grace) or the slow storage resync (CPT_RECONCILE_INTERVAL: storage
+has no events; it catches commits and damage made out of band). Wake-ups: the resource's spec or cpt.dev
+annotations changed; one of its stage jobs changed what the planner reads (phase, suspension, deletion); one of
+its other children was deleted. A missed wake-up only delays work until the resync; a restart loses nothing.
 
 kopf's own bookkeeping (progress, diff base, finalizer) lives in metadata with the `cpt.dev` prefix: the strict
-status schema of the CRD would drop kopf's status fields. kopf's posting of log lines as Events is off: the
-Events a user sees are the run's transitions, posted by `kube`.
+status schema of the CRD would drop kopf's status fields. kopf's posting of log lines as Events is off, and its
+per-handler "succeeded" lines are filtered out: the operator logs one line per decision (`reconcile`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import os
+import random
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -25,6 +34,7 @@ from cpt_operator.kube import manifests
 from cpt_operator import metrics
 from cpt_operator.kube.client import Kube
 from cpt_operator.kube import jobs
+from cpt_operator.kube.observe import KINDS, owned_by, slim_child
 from cpt_operator.kube.reconcile import Reconciler
 from cpt_operator.kube.settings import Settings, job_backend
 
@@ -34,6 +44,25 @@ FINALIZER = f"{PREFIX}/kopf-finalizer"
 # The kind stage jobs run as (CPT_JOB_BACKEND, see settings): only that kind is watched, since the other's CRD
 # may not exist on the cluster and the chart grants rights on the kind in use only.
 JOB_BACKEND = jobs.BACKENDS[job_backend()]
+# Child kinds read from watch-fed indexes: index id -> kind. NetworkPolicies and Secrets are only ever created
+# (with a 409 owner check), never read back, so they are neither listed nor watched.
+CHILD_INDEXES = {f"cpt_children_{KINDS[kind][1]}": kind
+                 for kind in ("ConfigMap", "Service", "Deployment", JOB_BACKEND.kind)}
+
+
+class QuietKopf(logging.Filter):
+    """Drop kopf's "Handler ... succeeded." lines (one per watch event of every index and event handler: most
+    of the log at scale) and the cancellation warning of a daemon stopped while a pass was in flight."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if record.levelno <= logging.INFO and message.endswith(" succeeded."):
+            return False
+        return not ("'reconcile'" in message and message.endswith("is cancelled. Will escalate."))
+
+
+_QUIET = QuietKopf()
+logging.getLogger("kopf.objects").addFilter(_QUIET)
 
 
 @dataclass
@@ -103,9 +132,10 @@ def shutdown(memo: kopf.Memo, **_: Any) -> None:
     runtime.reconciler.close()
 
 
-@kopf.daemon(api.GROUP, api.VERSION, api.PLURAL, id="reconcile", cancellation_timeout=10.0)
-async def reconcile_loop(namespace: str, name: str, memo: kopf.Memo, stopped: kopf.DaemonStopped,
-                         **_: Any) -> None:
+@kopf.daemon(api.GROUP, api.VERSION, api.PLURAL, id="reconcile", cancellation_backoff=10.0,
+             cancellation_timeout=10.0)
+async def reconcile_loop(namespace: str, name: str, body: kopf.Body, memo: kopf.Memo, stopped: kopf.DaemonStopped,
+                         **kwargs: Any) -> None:
     runtime: Runtime = memo.cpt
     cfg = runtime.settings
     key = (namespace, name)
@@ -114,8 +144,11 @@ async def reconcile_loop(namespace: str, name: str, memo: kopf.Memo, stopped: ko
     try:
         while not stopped:
             wake.clear()
+            # Snapshots taken here, in the event loop that updates them; the pass runs in a worker thread.
+            resource = copy.deepcopy(dict(body))
+            children = cached_children(kwargs, namespace, name, (resource.get("metadata") or {}).get("uid"))
             try:
-                outcome = await asyncio.to_thread(runtime.reconciler.reconcile, namespace, name)
+                outcome = await asyncio.to_thread(runtime.reconciler.reconcile, namespace, name, resource, children)
             except Exception as exc:  # noqa: BLE001 - any failure: say so on the resource, back off, go again
                 failures += 1
                 delay = error_delay(cfg.error_backoff, failures, max(cfg.reconcile_interval, cfg.error_backoff))
@@ -126,15 +159,38 @@ async def reconcile_loop(namespace: str, name: str, memo: kopf.Memo, stopped: ko
                 failures = 0
                 if not outcome.exists:
                     return
-                delay = cfg.reconcile_interval
+                # The storage resync, spread over +-10% so a thousand runs created at once do not re-read
+                # storage in the same second forever after.
+                delay = cfg.reconcile_interval * random.uniform(0.9, 1.1)
                 if outcome.requeue_after is not None:
                     delay = min(delay, max(outcome.requeue_after, 0.05))
-            try:
-                await asyncio.wait_for(wake.wait(), timeout=delay)
-            except asyncio.TimeoutError:
-                pass
+            await sleep_until(wake, stopped, delay)
     finally:
         runtime.wakeups.pop(key, None)
+
+
+def cached_children(indices: dict[str, Any], namespace: str, run: str, uid: Optional[str]
+                    ) -> dict[tuple[str, str], dict]:
+    """The run's children as the watch-fed indexes hold them, by (kind, name), owned by this resource's uid."""
+    out: dict[tuple[str, str], dict] = {}
+    for index_id, kind in CHILD_INDEXES.items():
+        index = indices.get(index_id)
+        if index is None:
+            continue
+        for child in index.get((namespace, run), ()):
+            if owned_by(child, uid):
+                out[(kind, child["metadata"]["name"])] = child
+    return out
+
+
+async def sleep_until(wake: asyncio.Event, stopped: kopf.DaemonStopped, delay: float) -> None:
+    """Sleep `delay` seconds, or less if woken or told to stop (then the daemon exits without being cancelled)."""
+    waiters = [asyncio.ensure_future(wake.wait()), asyncio.ensure_future(stopped.wait())]
+    try:
+        await asyncio.wait(waiters, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
 
 
 def error_delay(base: float, failures: int, cap: float) -> float:
@@ -200,6 +256,37 @@ async def job_event(event: dict, body: kopf.Body, namespace: str, name: str, lab
             runtime.wake(namespace, labels[manifests.LABEL_RUN])
     elif previous != fingerprint:
         runtime.wake(namespace, labels[manifests.LABEL_RUN])
+
+
+def _register_child_indexes() -> None:
+    """One kopf index per child kind: (namespace, run label) -> the children's slim copies (observe.slim_child).
+
+    async, so an event costs no hop to kopf's executor threads. A deleted child also wakes its run (a user
+    removed what the run needs: it is re-created now, not at the resync); stage jobs wake their run in
+    `job_event`, on the changes the planner reads."""
+    for index_id, kind in CHILD_INDEXES.items():
+        api_version, plural = KINDS[kind]
+
+        async def index_child(body: kopf.Body, namespace: str, labels: kopf.Labels, _kind: str = kind,
+                              **_: Any) -> dict:
+            return {(namespace, labels[manifests.LABEL_RUN]): slim_child(body, _kind)}
+
+        kopf.index(*api_version.split("/"), plural, id=index_id,
+                   labels={manifests.LABEL_RUN: kopf.PRESENT})(index_child)
+        if kind in jobs.BY_KIND:
+            continue
+
+        async def child_deleted(event: dict, namespace: str, labels: kopf.Labels, memo: kopf.Memo,
+                                **_: Any) -> None:
+            runtime: Optional[Runtime] = getattr(memo, "cpt", None)
+            if runtime is not None and event.get("type") == "DELETED":
+                runtime.wake(namespace, labels[manifests.LABEL_RUN])
+
+        kopf.on.event(*api_version.split("/"), plural, id=f"deleted_{plural}",
+                      labels={manifests.LABEL_RUN: kopf.PRESENT})(child_deleted)
+
+
+_register_child_indexes()
 
 
 def run_operator(cfg: Settings, liveness_endpoint: Optional[str] = None) -> None:

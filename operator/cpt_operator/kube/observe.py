@@ -7,6 +7,7 @@ merge patch) are unit-tested without any API server.
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from collections.abc import Mapping
 from typing import Any, Optional
 
 from cpt_operator.kube import jobs, manifests
@@ -112,3 +113,49 @@ def event_body(resource: dict, event_type: str, reason: str, message: str, now: 
         "lastTimestamp": stamp,
         "count": 1,
     }
+
+
+def slim_child(obj: Any, kind: Optional[str] = None) -> dict:
+    """What a pass reads of a child, copied out of a watch event or a write's reply: names, labels, annotations,
+    owners and resourceVersion; a job's suspension and status; a Deployment's replicas. A ConfigMap's data and
+    pod templates stay out, so 1,000 runs' children cost little memory in the cache."""
+    meta = obj.get("metadata") or {}
+    spec = obj.get("spec") or {}
+    kind = kind or obj.get("kind") or ""
+    out: dict = {"apiVersion": obj.get("apiVersion"), "kind": kind, "metadata": {
+        key: _plain(meta[key]) for key in ("name", "namespace", "uid", "resourceVersion", "labels", "annotations",
+                                           "deletionTimestamp") if meta.get(key) is not None}}
+    out["metadata"]["ownerReferences"] = [{"uid": ref.get("uid")} for ref in meta.get("ownerReferences") or []]
+    if kind in jobs.BY_KIND:
+        path = jobs.BY_KIND[kind].suspend_path
+        node: Any = obj
+        for key in path:
+            node = node.get(key) if isinstance(node, Mapping) else None  # kopf's views are Mappings, not dicts
+        if node is not None:
+            nested: dict = {path[-1]: node}
+            for key in reversed(path[1:-1]):
+                nested = {key: nested}
+            out["spec"] = nested
+        out["status"] = _plain(obj.get("status") or {})
+    elif kind == "Deployment" and "replicas" in spec:
+        out["spec"] = {"replicas": spec["replicas"]}
+    return out
+
+
+def _plain(value: Any) -> Any:
+    """A JSON-like deep copy (kopf hands out read-only views of its live bodies)."""
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def newer(a: Optional[dict], b: Optional[dict]) -> bool:
+    """Is object `a` a later version than `b`? resourceVersions are opaque strings to clients, but every
+    server we know (etcd, the emulator) issues growing integers; anything else counts as not newer."""
+    try:
+        return int((a or {}).get("metadata", {}).get("resourceVersion")) > \
+            int((b or {}).get("metadata", {}).get("resourceVersion"))
+    except (TypeError, ValueError):
+        return False

@@ -14,7 +14,7 @@ Rule = tuple[str, str, tuple[str, ...]]  # (apiGroup, resource, verbs)
 
 
 def job_rule(job_backend: str) -> Rule:
-    """Stage jobs: kopf watches them (wake-ups), kube lists, creates, and patches suspend. Only the kind of the
+    """Stage jobs: kopf lists and watches them (the index and wake-ups), kube creates and patches suspend. Only the kind of the
     configured backend (CPT_JOB_BACKEND): the other's CRD may not even exist."""
     backend = jobs.BACKENDS[job_backend]
     return backend.api_version.split("/")[0], backend.plural, ("get", "list", "watch", "create", "patch")
@@ -27,16 +27,18 @@ def required_rules(job_backend: str = "pytorchjob") -> list[Rule]:
 
 # With the default backend (pytorchjob).
 REQUIRED_RULES: list[Rule] = [
-    # kube reads the resource fresh each pass; kopf lists/watches it and patches its finalizer.
+    # kopf lists/watches it (a pass reads kopf's copy) and patches its finalizer; kube GETs it only to report a
+    # failed pass.
     (api.GROUP, api.PLURAL, ("get", "list", "watch", "patch")),
     (api.GROUP, f"{api.PLURAL}/status", ("patch",)),
     # Stage jobs: kopf watches them (wake-ups), kube lists, creates, and patches runPolicy.suspend. `get` on
     # every created kind: the owner check of a 409 (a foreign object with a child's name is never adopted).
     ("kubeflow.org", "pytorchjobs", ("get", "list", "watch", "create", "patch")),
-    # Rollout servers: created per task, deleted when the task is committed.
-    ("apps", "deployments", ("get", "list", "create", "delete")),
-    ("", "services", ("get", "list", "create", "delete")),
-    ("", "configmaps", ("get", "list", "create")),
+    # Rollout servers: created per task, deleted when the task is committed. Every child kind that is read back
+    # is listed and watched by kopf (the watch-fed indexes a pass reads instead of listing).
+    ("apps", "deployments", ("get", "list", "watch", "create", "delete")),
+    ("", "services", ("get", "list", "watch", "create", "delete")),
+    ("", "configmaps", ("get", "list", "watch", "create")),
     # Never listed: `get` by name (spec.storage.secretRef, owner checks); create: the run's rollout key.
     ("", "secrets", ("get", "create")),
     # The per-run NetworkPolicy, re-sent with each new pod (409 -> owner check).
@@ -50,6 +52,8 @@ REQUIRED_RULES: list[Rule] = [
 # Used only in some configurations (see the comments above); the exactness test does not expect them.
 CONDITIONAL_RULES: set[tuple[str, str, str]] = {
     ("", "namespaces", "list"), ("", "namespaces", "watch"),
+    # the resource is read from kopf's watch; a GET only when a failed pass is reported
+    (api.GROUP, api.PLURAL, "get"),
     # owner checks happen only on a 409 (an operator restart mid-pass, or a foreign object)
     ("kubeflow.org", "pytorchjobs", "get"), ("apps", "deployments", "get"), ("", "services", "get"),
     ("", "configmaps", "get"), ("networking.k8s.io", "networkpolicies", "get"),

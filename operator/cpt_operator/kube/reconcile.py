@@ -1,9 +1,13 @@
 """One reconcile pass of one resource: observe -> plan -> apply. No kopf here (handlers only schedule passes).
 
-Level-triggered: the pass reads the resource and its world fresh and rebuilds the status from scratch, so it can
-run any number of times, be cut off at any point, or run in a freshly restarted operator. Passes over the same
-resource are serialised by a process-wide lock: an operator restarted in the same process (tests) waits for
-the previous instance's in-flight pass instead of racing it.
+Level-triggered: the pass rebuilds the status from scratch out of what it is given (the resource and its
+children as kopf's watches last saw them, see handlers) and what storage holds, so it can run any number of
+times, be cut off at any point, or run in a freshly restarted operator. It sends a request only to change
+something. The watches lag our own writes by a moment, so the server's replies to this operator's writes are
+kept for a short while (`Recent`) and win over an older cached copy: the next pass does not redo a create (a
+409 would be harmless: names are deterministic) or decide from a status it already replaced. Passes over the
+same resource are serialised by a process-wide lock: an operator restarted in the same process (tests) waits
+for the previous instance's in-flight pass instead of racing it.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from cpt_core.storage import scrub
 from cpt_operator import metrics, planner
 from cpt_operator.kube.children import render
 from cpt_operator.kube.client import Applied, Kube, apply, observe
+from cpt_operator.kube.observe import newer, owned_by, slim_child
 from cpt_operator.kube.settings import Settings
 from cpt_operator.kube.storage_access import CommittedReader
 from cpt_operator.planner.conditions import set_condition
@@ -68,46 +73,125 @@ def _utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+RECENT_TTL = 60.0  # seconds a reply to our own write stands in for a watch event that has not come yet
+
+
+class Recent:
+    """The server's replies to this operator's writes, per run, until the watch-fed cache has caught up."""
+
+    def __init__(self, ttl: float = RECENT_TTL) -> None:
+        self.ttl = ttl
+        self._children: dict[tuple[str, str], dict[tuple[str, str], tuple[float, dict]]] = {}
+        self._status: dict[tuple[str, str], tuple[float, dict]] = {}
+        self._lock = threading.Lock()
+
+    def remember(self, namespace: str, name: str, applied: Applied) -> None:
+        until = time.monotonic() + self.ttl
+        with self._lock:
+            mine = self._children.setdefault((namespace, name), {})
+            for reply in applied.replies:
+                child = slim_child(reply)
+                mine[(child["kind"], child["metadata"].get("name", ""))] = (until, child)
+            if not mine:
+                self._children.pop((namespace, name), None)
+            if applied.status_reply is not None:
+                self._status[(namespace, name)] = (until, applied.status_reply)
+
+    def resource(self, namespace: str, name: str, resource: dict) -> dict:
+        """The server's reply to our last status write if the cached copy is older than it, else `resource`."""
+        with self._lock:
+            until, reply = self._status.get((namespace, name), (0.0, None))
+            if reply is None or until < time.monotonic() or not newer(reply, resource):
+                self._status.pop((namespace, name), None)
+                return resource
+        if (reply.get("metadata") or {}).get("uid") != resource["metadata"].get("uid"):
+            return resource
+        return reply
+
+    def children(self, namespace: str, name: str, cached: dict[tuple[str, str], dict]) -> dict:
+        """The cached children, each replaced by our own reply where that is newer (or not cached yet)."""
+        now = time.monotonic()
+        with self._lock:
+            mine = self._children.get((namespace, name))
+            if not mine:
+                return cached
+            out = dict(cached)
+            for key, (until, child) in list(mine.items()):
+                seen = cached.get(key)
+                if until < now or (seen is not None and not newer(child, seen)):
+                    del mine[key]  # the watch has caught up (or the write is too old to matter)
+                else:
+                    out[key] = child
+            if not mine:
+                self._children.pop((namespace, name), None)
+            return out
+
+    def forget(self, namespace: str, name: str) -> None:
+        with self._lock:
+            self._children.pop((namespace, name), None)
+            self._status.pop((namespace, name), None)
+
+
 class Reconciler:
     def __init__(self, kube: Kube, settings: Settings, clock: Callable[[], datetime] = _utcnow) -> None:
         self.kube = kube
         self.settings = settings
         self.clock = clock
         self.reader = CommittedReader(settings, kube.read_secret)
+        self.recent = Recent()
 
-    def reconcile(self, namespace: str, name: str) -> Outcome:
-        """One full pass; raises on API errors (the caller backs off and retries: every step is idempotent)."""
+    def reconcile(self, namespace: str, name: str, resource: Optional[dict] = None,
+                  children: Optional[dict[tuple[str, str], dict]] = None) -> Outcome:
+        """One full pass; raises on API errors (the caller backs off and retries: every step is idempotent).
+
+        `resource` and `children`: what kopf's watches last saw (handlers pass both; no request is needed to
+        look). Left out, the pass GETs the resource and LISTs its children (tools and tests without kopf)."""
         started = time.monotonic()
         error = True
         try:
             with _lock(namespace, name):
-                outcome = self._pass(namespace, name)
+                outcome = self._pass(namespace, name, resource, children)
             error = False
             return outcome
         finally:
             metrics.observe_reconcile(time.monotonic() - started, error)
 
-    def _pass(self, namespace: str, name: str) -> Outcome:
-        resource = self.kube.get_resource(namespace, name)
+    def _pass(self, namespace: str, name: str, resource: Optional[dict],
+              children: Optional[dict[tuple[str, str], dict]]) -> Outcome:
+        if resource is None:
+            resource = self.kube.get_resource(namespace, name)
         if resource is None or resource["metadata"].get("deletionTimestamp"):
             metrics.forget(namespace, name)
+            self.recent.forget(namespace, name)
             return Outcome(exists=False)  # children go with it (ownerReferences); storage is left alone
         now = self.clock()
-        resource = effective_resource(resource, self.settings)
-        world = observe(self.kube, resource, now, self.reader)
+        resource = effective_resource(self.recent.resource(namespace, name, resource), self.settings)
+        if children is not None:
+            uid = resource["metadata"].get("uid")
+            children = {key: obj for key, obj in self.recent.children(namespace, name, children).items()
+                        if owned_by(obj, uid) and not (obj.get("metadata") or {}).get("deletionTimestamp")}
+        world = observe(self.kube, resource, now, self.reader, children)
         plan = planner.plan(resource, world.observed)
         changes = render(plan, resource, world.children, self.settings.plan_defaults)
         applied = apply(self.kube, world, changes, plan, now)
+        self.recent.remember(namespace, name, applied)
         if not plan.hold:  # storage unseen: the exporter keeps the last known figures (no flapping alerts)
             metrics.publish(namespace, name, resource.get("spec") or {}, plan.status,
                             run_stats(world.observed.committed))
-        changes = applied.created + applied.deleted + applied.patched
-        if changes or applied.status_written:
-            log.info("%s/%s: phase=%s %s%s", namespace, name, plan.status.get("phase"),
-                     " ".join(f"+{c}" for c in applied.created) + " ".join(f"-{d}" for d in applied.deleted),
-                     " ".join(f"~{p}" for p in applied.patched))
+        self._log_decisions(namespace, name, plan, applied)
         return Outcome(exists=True, requeue_after=plan.requeue_after, phase=plan.status.get("phase"),
                        applied=applied)
+
+    @staticmethod
+    def _log_decisions(namespace: str, name: str, plan: planner.Plan, applied: Applied) -> None:
+        """One line per decision, with the planner's reason: a person reads these, not a parser."""
+        why = plan.status.get("message") or plan.status.get("phase") or ""
+        for verb, items in (("created", applied.created), ("deleted", applied.deleted),
+                            ("patched", applied.patched)):
+            if items:
+                log.info("%s/%s: %s %s (%s)", namespace, name, verb, ", ".join(items), why)
+        for event in plan.events:
+            log.info("%s/%s: %s: %s", namespace, name, event.reason, event.message)
 
     def report_failure(self, namespace: str, name: str, exc: BaseException, retry_in: float) -> None:
         """Put a failed pass where `kubectl describe` shows it: condition Reconciled=False and, when the reason
