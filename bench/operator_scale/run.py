@@ -155,7 +155,7 @@ def run_phase(who: str, n: int, children: dict[str, list[dict]], endpoint: str, 
     log = open(log_path, "w")
     if who == "operator":
         env.update(CPT_METRICS_PORT=str(metrics_port), CPT_METRICS_ADDR="127.0.0.1")
-        cmd = [sys.executable, "-m", "cpt_operator"]
+        cmd = [sys.executable, *(["-m", "cProfile", "-o", os.environ["CPT_BENCH_CPROFILE"]] if os.environ.get("CPT_BENCH_CPROFILE") else []), "-m", "cpt_operator"]
     else:
         children_file = Path(workdir) / "children.json"
         children_file.write_text(json.dumps(children))

@@ -53,10 +53,10 @@ class ForeignObject(ApiError):
         self.kind, self.name = kind, name
 
 
-# Created but never listed: listing Secrets would need `list secrets` (every Secret of the namespace); both are
-# sent only along with a new pod of the run (kube/children), and a 409 on them is checked like any other.
+# Created but never listed or watched: that would need `list secrets` (every Secret of the namespace). The run's
+# rollout key is sent only along with new rollout servers (kube/children), and a 409 on it is checked like any
+# other.
 UNLISTED_KINDS: dict[str, tuple[str, str]] = {
-    "NetworkPolicy": ("networking.k8s.io/v1", "networkpolicies"),
     "Secret": ("v1", "secrets"),
 }
 

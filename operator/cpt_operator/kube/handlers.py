@@ -44,10 +44,10 @@ FINALIZER = f"{PREFIX}/kopf-finalizer"
 # The kind stage jobs run as (CPT_JOB_BACKEND, see settings): only that kind is watched, since the other's CRD
 # may not exist on the cluster and the chart grants rights on the kind in use only.
 JOB_BACKEND = jobs.BACKENDS[job_backend()]
-# Child kinds read from watch-fed indexes: index id -> kind. NetworkPolicies and Secrets are only ever created
-# (with a 409 owner check), never read back, so they are neither listed nor watched.
+# Child kinds read from watch-fed indexes: index id -> kind. The run's rollout-key Secret is only ever created
+# (with a 409 owner check): watching Secrets would need rights on every Secret of the namespace.
 CHILD_INDEXES = {f"cpt_children_{KINDS[kind][1]}": kind
-                 for kind in ("ConfigMap", "Service", "Deployment", JOB_BACKEND.kind)}
+                 for kind in ("ConfigMap", "Service", "Deployment", "NetworkPolicy", JOB_BACKEND.kind)}
 
 
 class QuietKopf(logging.Filter):
@@ -61,6 +61,7 @@ class QuietKopf(logging.Filter):
         return not ("'reconcile'" in message and message.endswith("is cancelled. Will escalate."))
 
 
+ERROR_BACKOFF_CAP = 60.0  # seconds: failing passes are retried at least this often, whatever the resync interval
 _QUIET = QuietKopf()
 logging.getLogger("kopf.objects").addFilter(_QUIET)
 
@@ -151,7 +152,8 @@ async def reconcile_loop(namespace: str, name: str, body: kopf.Body, memo: kopf.
                 outcome = await asyncio.to_thread(runtime.reconciler.reconcile, namespace, name, resource, children)
             except Exception as exc:  # noqa: BLE001 - any failure: say so on the resource, back off, go again
                 failures += 1
-                delay = error_delay(cfg.error_backoff, failures, max(cfg.reconcile_interval, cfg.error_backoff))
+                delay = error_delay(cfg.error_backoff, failures,
+                                    max(min(cfg.reconcile_interval, ERROR_BACKOFF_CAP), cfg.error_backoff))
                 log.warning("%s/%s: reconcile failed (%d in a row), retrying in %.1fs: %s: %s", namespace, name,
                             failures, delay, type(exc).__name__, exc)
                 await asyncio.to_thread(runtime.reconciler.report_failure, namespace, name, exc, delay)
@@ -194,8 +196,8 @@ async def sleep_until(wake: asyncio.Event, stopped: kopf.DaemonStopped, delay: f
 
 
 def error_delay(base: float, failures: int, cap: float) -> float:
-    """Backoff after failed passes in a row: base, 2 base, 4 base, ... at most `cap` (the resync interval: a
-    run whose passes keep failing is retried as often as a healthy one is re-read, never in a tight loop)."""
+    """Backoff after failed passes in a row: base, 2 base, 4 base, ... at most `cap` (the resync interval, at
+    most a minute: a run whose passes keep failing is retried often enough, never in a tight loop)."""
     return min(cap, base * 2 ** min(failures - 1, 16))
 
 
@@ -246,6 +248,7 @@ async def job_event(event: dict, body: kopf.Body, namespace: str, name: str, lab
     key = (namespace, name)
     if event.get("type") == "DELETED":
         runtime.jobs_seen.pop(key, None)
+        runtime.reconciler.recent.seen(namespace, labels[manifests.LABEL_RUN], slim_child(body), gone=True)
         runtime.wake(namespace, labels[manifests.LABEL_RUN])
         return
     fingerprint = job_fingerprint(body)
@@ -267,20 +270,26 @@ def _register_child_indexes() -> None:
     for index_id, kind in CHILD_INDEXES.items():
         api_version, plural = KINDS[kind]
 
-        async def index_child(body: kopf.Body, namespace: str, labels: kopf.Labels, _kind: str = kind,
-                              **_: Any) -> dict:
-            return {(namespace, labels[manifests.LABEL_RUN]): slim_child(body, _kind)}
+        async def index_child(body: kopf.Body, namespace: str, labels: kopf.Labels, memo: kopf.Memo,
+                              _kind: str = kind, **_: Any) -> dict:
+            child = slim_child(body, _kind)
+            runtime: Optional[Runtime] = getattr(memo, "cpt", None)
+            if runtime is not None:
+                runtime.reconciler.recent.seen(namespace, labels[manifests.LABEL_RUN], child)
+            return {(namespace, labels[manifests.LABEL_RUN]): child}
 
         kopf.index(*api_version.split("/"), plural, id=index_id,
                    labels={manifests.LABEL_RUN: kopf.PRESENT})(index_child)
         if kind in jobs.BY_KIND:
             continue
 
-        async def child_deleted(event: dict, namespace: str, labels: kopf.Labels, memo: kopf.Memo,
-                                **_: Any) -> None:
+        async def child_deleted(event: dict, body: kopf.Body, namespace: str, labels: kopf.Labels,
+                                memo: kopf.Memo, _kind: str = kind, **_: Any) -> None:
             runtime: Optional[Runtime] = getattr(memo, "cpt", None)
             if runtime is not None and event.get("type") == "DELETED":
-                runtime.wake(namespace, labels[manifests.LABEL_RUN])
+                run = labels[manifests.LABEL_RUN]
+                runtime.reconciler.recent.seen(namespace, run, slim_child(body, _kind), gone=True)
+                runtime.wake(namespace, run)
 
         kopf.on.event(*api_version.split("/"), plural, id=f"deleted_{plural}",
                       labels={manifests.LABEL_RUN: kopf.PRESENT})(child_deleted)

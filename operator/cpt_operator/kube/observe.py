@@ -20,6 +20,7 @@ KINDS: dict[str, tuple[str, str]] = {
     "Deployment": ("apps/v1", "deployments"),
     "Service": ("v1", "services"),
     "ConfigMap": ("v1", "configmaps"),
+    "NetworkPolicy": ("networking.k8s.io/v1", "networkpolicies"),
 }
 
 

@@ -41,8 +41,8 @@ REQUIRED_RULES: list[Rule] = [
     ("", "configmaps", ("get", "list", "watch", "create")),
     # Never listed: `get` by name (spec.storage.secretRef, owner checks); create: the run's rollout key.
     ("", "secrets", ("get", "create")),
-    # The per-run NetworkPolicy, re-sent with each new pod (409 -> owner check).
-    ("networking.k8s.io", "networkpolicies", ("get", "create")),
+    # The per-run NetworkPolicy, sent with a new pod unless the watch-fed cache holds it (409 -> owner check).
+    ("networking.k8s.io", "networkpolicies", ("get", "list", "watch", "create")),
     ("", "events", ("create",)),
     # kopf itself: discovers custom resources cluster-wide; namespaces only when CPT_NAMESPACES has globs.
     ("apiextensions.k8s.io", "customresourcedefinitions", ("list", "watch")),

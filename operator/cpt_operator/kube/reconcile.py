@@ -94,19 +94,25 @@ class Recent:
                 mine[(child["kind"], child["metadata"].get("name", ""))] = (until, child)
             if not mine:
                 self._children.pop((namespace, name), None)
-            if applied.status_reply is not None:
-                self._status[(namespace, name)] = (until, applied.status_reply)
+            reply = applied.status_reply
+            if reply is not None:  # only what stands in for the cached copy: identity, version, status
+                meta = reply.get("metadata") or {}
+                self._status[(namespace, name)] = (until, {
+                    "metadata": {"uid": meta.get("uid"), "resourceVersion": meta.get("resourceVersion")},
+                    "status": reply.get("status") or {}})
 
     def resource(self, namespace: str, name: str, resource: dict) -> dict:
-        """The server's reply to our last status write if the cached copy is older than it, else `resource`."""
+        """`resource` with the status of our last status write if the cached copy is older than that write.
+
+        Only the status: a spec changed in between would be newer than our write, so the cache holds it."""
         with self._lock:
             until, reply = self._status.get((namespace, name), (0.0, None))
             if reply is None or until < time.monotonic() or not newer(reply, resource):
                 self._status.pop((namespace, name), None)
                 return resource
-        if (reply.get("metadata") or {}).get("uid") != resource["metadata"].get("uid"):
+        if reply["metadata"].get("uid") != resource["metadata"].get("uid"):
             return resource
-        return reply
+        return dict(resource, status=reply["status"])
 
     def children(self, namespace: str, name: str, cached: dict[tuple[str, str], dict]) -> dict:
         """The cached children, each replaced by our own reply where that is newer (or not cached yet)."""
@@ -125,6 +131,14 @@ class Recent:
             if not mine:
                 self._children.pop((namespace, name), None)
             return out
+
+    def seen(self, namespace: str, run: str, child: dict, gone: bool = False) -> None:
+        """The watch delivered `child` (or its deletion): a reply of ours that is not newer no longer counts."""
+        key = (child.get("kind") or "", (child.get("metadata") or {}).get("name", ""))
+        with self._lock:
+            mine = self._children.get((namespace, run)) or {}
+            if key in mine and (gone or not newer(mine[key][1], child)):
+                del mine[key]
 
     def forget(self, namespace: str, name: str) -> None:
         with self._lock:
