@@ -1,7 +1,7 @@
 """kopf wiring: the only module that imports kopf. Thin: it keeps the caches and schedules passes, nothing else.
 
-Children are read from kopf indexes, one per child kind the operator creates (ConfigMap, Service, Deployment and
-the stage-job kind in use), keyed by (namespace, run label) and fed by kopf's watches: a pass never LISTs. kopf
+Children are read from kopf indexes, one per child kind the operator creates (ConfigMap, Service, Deployment,
+NetworkPolicy and the stage-job kind in use), keyed by (namespace, run label) and fed by kopf's watches: a pass never LISTs. kopf
 starts no handler before every index has its initial listing, so a restarted operator never plans from an empty
 cache. The resource itself comes from kopf's live body of the daemon, so a pass that changes nothing sends no
 request at all.
@@ -283,16 +283,21 @@ def _register_child_indexes() -> None:
         if kind in jobs.BY_KIND:
             continue
 
-        async def child_deleted(event: dict, body: kopf.Body, namespace: str, labels: kopf.Labels,
-                                memo: kopf.Memo, _kind: str = kind, **_: Any) -> None:
+        async def child_deleted(body: kopf.Body, namespace: str, labels: kopf.Labels, memo: kopf.Memo,
+                                _kind: str = kind, **_: Any) -> None:
             runtime: Optional[Runtime] = getattr(memo, "cpt", None)
-            if runtime is not None and event.get("type") == "DELETED":
+            if runtime is not None:
                 run = labels[manifests.LABEL_RUN]
                 runtime.reconciler.recent.seen(namespace, run, slim_child(body, _kind), gone=True)
                 runtime.wake(namespace, run)
 
-        kopf.on.event(*api_version.split("/"), plural, id=f"deleted_{plural}",
+        kopf.on.event(*api_version.split("/"), plural, id=f"deleted_{plural}", when=_is_deletion,
                       labels={manifests.LABEL_RUN: kopf.PRESENT})(child_deleted)
+
+
+def _is_deletion(event: dict, **_: Any) -> bool:
+    """Filter: only a deletion of a child other than a job interests its run (kopf skips the handler otherwise)."""
+    return event.get("type") == "DELETED"
 
 
 _register_child_indexes()

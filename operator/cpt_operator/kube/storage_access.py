@@ -32,6 +32,8 @@ MAX_CLIENTS = 16
 # A pass reads a few small objects: it gives up within seconds when S3 is down (the next pass tries again)
 # instead of holding the run's pass for botocore's and the store's full retry budgets (a minute and more).
 READ_ATTEMPTS = 3
+# Owner claims remembered (a few hundred bytes each); past this many the set starts over (claims are re-read).
+MAX_CLAIMS = 100_000
 READ_RETRY = RetryPolicy(attempts=2, base_delay=0.2, max_delay=1.0)
 
 
@@ -105,6 +107,8 @@ class CommittedReader:
         self.settings = settings
         self.read_secret = read_secret
         self.clients = ClientCache(max_clients)
+        # (uid, uri) whose owner marker this process has read as ours: claimed once, not on every resync.
+        self._claimed: set[tuple[str, str]] = set()
 
     def __call__(self, resource: dict) -> StorageView:
         try:
@@ -114,10 +118,14 @@ class CommittedReader:
         meta = resource["metadata"]
         try:
             store = self._store(cpt.spec.storage, meta["namespace"])
-            if meta.get("uid"):
+            claim = (meta.get("uid"), cpt.spec.storage.uri)
+            if meta.get("uid") and claim not in self._claimed:
                 conflict = claim_prefix(store, meta["uid"], meta["namespace"], meta["name"])
                 if conflict:
                     return StorageView(conflict=scrub(conflict)[:1000])
+                if len(self._claimed) >= MAX_CLAIMS:
+                    self._claimed.clear()
+                self._claimed.add(claim)
             committed, damaged = load_committed_report(store)
             return StorageView(committed=committed, damaged=damaged)
         except Exception as exc:  # noqa: BLE001 - storage down, bad credentials, missing secret: report, retry
