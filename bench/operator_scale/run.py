@@ -50,7 +50,7 @@ GROUP, VERSION, PLURAL = "cpt.dev", "v1alpha1", "continualposttrainings"
 NOTES_MARK = "<!-- notes: kept when run.py rewrites this file -->"
 
 
-def body(name: str, endpoint: str) -> dict:
+def body(name: str, endpoint: str, prefix: str = "") -> dict:
     """A three-task sft run (the operator tests' shape) whose storage is a prefix of the moto bucket."""
     return {
         "apiVersion": f"{GROUP}/{VERSION}", "kind": "ContinualPostTraining", "metadata": {"name": name},
@@ -59,20 +59,20 @@ def body(name: str, endpoint: str) -> dict:
             "tasks": [{"name": f"t{i}", "train": f"s3://data/t{i}/train.jsonl", "eval": f"s3://data/t{i}/eval.jsonl",
                        "reward": "exact"} for i in range(1, 4)],
             "general": [{"name": "gen", "eval": "s3://data/gen/eval.jsonl"}],
-            "storage": {"uri": f"s3://{BUCKET}/{name}/", "endpoint": endpoint, "pathStyle": True},
+            "storage": {"uri": f"s3://{BUCKET}/{prefix}{name}/", "endpoint": endpoint, "pathStyle": True},
             "retry": {"limit": 1, "backoffSeconds": 0},
         },
     }
 
 
-def first_stage_children(names: list[str], endpoint: str) -> dict[str, list[dict]]:
+def first_stage_children(names: list[str], endpoint: str, prefix: str = "") -> dict[str, list[dict]]:
     """What the operator's planner creates for each run's first pass (owner uid left as "__UID__")."""
     from cpt_operator import planner
     from cpt_operator.kube.children import render
 
     out = {}
     for name in names:
-        resource = body(name, endpoint)
+        resource = body(name, endpoint, prefix)
         resource["metadata"].update(namespace=NAMESPACE, uid="__UID__", generation=1)
         plan = planner.plan(resource, planner.Observed(now=datetime.now(timezone.utc)))
         children = render(plan, resource, ()).create
@@ -145,7 +145,7 @@ def _diff(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
 
 def run_phase(who: str, n: int, children: dict[str, list[dict]], endpoint: str, workdir: str, settle: float,
               timeout: float, create_threads: int, profile: Optional[str] = None,
-              keep_logs: Optional[str] = None, tail: float = 5.0) -> Phase:
+              keep_logs: Optional[str] = None, tail: float = 5.0, prefix: str = "") -> Phase:
     phase = Phase(who, n)
     emu = Emulator(workdir)
     env = dict(os.environ, KUBECONFIG=emu.kubeconfig, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1",
@@ -175,7 +175,7 @@ def run_phase(who: str, n: int, children: dict[str, list[dict]], endpoint: str, 
     co = kubernetes.client.CustomObjectsApi(client)
 
     def create(name: str) -> None:
-        co.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, body(name, endpoint),
+        co.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, body(name, endpoint, prefix),
                                            _preload_content=False)
 
     def wait_children(want: int, deadline: float) -> dict:
@@ -268,13 +268,14 @@ def measure(n: int, endpoint: str, settle: float, args: argparse.Namespace) -> d
     """Both controllers on N runs, each on a fresh emulator: {"baseline": row, "operator": row}."""
     rows: dict[str, dict] = {}
     names = [f"run-{i:04d}" for i in range(n)]
-    children = first_stage_children(["warmup"] + names, endpoint)
+    prefix = f"n{n}/"  # each size its own prefixes: a run owns its storage prefix (owner.json)
+    children = first_stage_children(["warmup"] + names, endpoint, prefix)
     with tempfile.TemporaryDirectory(prefix="cpt-opscale-") as tmp:
         for who in ("baseline", "operator"):
             workdir = os.path.join(tmp, who)
             os.makedirs(workdir)
             phase = run_phase(who, n, children, endpoint, workdir, settle, args.timeout,
-                              args.create_threads, args.profile, args.keep_logs)
+                              args.create_threads, args.profile, args.keep_logs, prefix=prefix)
             rows[who] = phase.row()
             print(f"{who} n={n}: p50 {rows[who]['p50_s']:.2f}s p99 {rows[who]['p99_s']:.2f}s "
                   f"rss {rows[who]['peak_rss_mb']:.0f}MB cpu {rows[who]['cpu_s']:.1f}s "

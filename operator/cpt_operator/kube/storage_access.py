@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any, Callable, Optional
 
+from cpt_core import layout
 from cpt_core.results import CommittedTask
 from cpt_core.storage import Credentials, RetryPolicy, Store, open_store_for_spec, scrub
 from cpt_core.storage.credentials import register_secret
@@ -32,6 +33,7 @@ MAX_CLIENTS = 16
 # A pass reads a few small objects: it gives up within seconds when S3 is down (the next pass tries again)
 # instead of holding the run's pass for botocore's and the store's full retry budgets (a minute and more).
 READ_ATTEMPTS = 3
+MAX_VIEWS = 10_000  # runs whose committed results are kept between passes (a few KB each)
 # Owner claims remembered (a few hundred bytes each); past this many the set starts over (claims are re-read).
 MAX_CLAIMS = 100_000
 READ_RETRY = RetryPolicy(attempts=2, base_delay=0.2, max_delay=1.0)
@@ -85,6 +87,27 @@ class ClientCache:
             _close(client)
 
 
+def _listing(store: Store) -> tuple:
+    return tuple(sorted((info.key, info.size) for info in store.list_info(layout.TASKS)))
+
+
+class _Recorder:
+    """A Store that remembers the listing of tasks/ that load_committed_report read its results with."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self.listing: Optional[tuple] = None
+
+    def list_info(self, prefix: str = "") -> list:
+        infos = self._store.list_info(prefix)
+        if prefix == layout.TASKS:
+            self.listing = tuple(sorted((info.key, info.size) for info in infos))
+        return infos
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+
 def _close(client: Any) -> None:
     try:
         client.close()
@@ -109,16 +132,27 @@ class CommittedReader:
         self.clients = ClientCache(max_clients)
         # (uid, uri) whose owner marker this process has read as ours: claimed once, not on every resync.
         self._claimed: set[tuple[str, str]] = set()
+        # (uid, uri) -> (listing of tasks/, the StorageView read with it), least recently used first.
+        self._views: OrderedDict[tuple, tuple[tuple, StorageView]] = OrderedDict()
+        self._lock = threading.Lock()
+        self._specs: dict[tuple, Any] = {}  # (uid, generation) -> the validated spec.storage (~2 ms to validate)
 
     def __call__(self, resource: dict) -> StorageView:
-        try:
-            cpt = validate_resource(resource, "cluster")
-        except SpecError:
-            return StorageView()  # the planner reports the invalid spec; nothing to read
         meta = resource["metadata"]
+        version = (meta.get("uid"), meta.get("generation"))  # the spec changes only with the generation
+        storage = self._specs.get(version) if all(version) else None
+        if storage is None:
+            try:
+                storage = validate_resource(resource, "cluster").spec.storage
+            except SpecError:
+                return StorageView()  # the planner reports the invalid spec; nothing to read
+            if all(version):
+                if len(self._specs) >= MAX_VIEWS:
+                    self._specs.clear()
+                self._specs[version] = storage
         try:
-            store = self._store(cpt.spec.storage, meta["namespace"])
-            claim = (meta.get("uid"), cpt.spec.storage.uri)
+            store = self._store(storage, meta["namespace"])
+            claim = (meta.get("uid"), storage.uri)
             if meta.get("uid") and claim not in self._claimed:
                 conflict = claim_prefix(store, meta["uid"], meta["namespace"], meta["name"])
                 if conflict:
@@ -126,12 +160,31 @@ class CommittedReader:
                 if len(self._claimed) >= MAX_CLAIMS:
                     self._claimed.clear()
                 self._claimed.add(claim)
-            committed, damaged = load_committed_report(store)
-            return StorageView(committed=committed, damaged=damaged)
+            return self._committed(claim, store)
         except Exception as exc:  # noqa: BLE001 - storage down, bad credentials, missing secret: report, retry
-            message = scrub(f"cannot read {cpt.spec.storage.uri}: {type(exc).__name__}: {exc}")[:500]
+            message = scrub(f"cannot read {storage.uri}: {type(exc).__name__}: {exc}")[:500]
             log.warning("%s/%s: %s", meta["namespace"], meta["name"], message)
             return StorageView(error=message)
+
+    def _committed(self, claim: tuple, store: Store) -> StorageView:
+        """Committed results, read again only when the listing of tasks/ changed (keys and sizes): a pass
+        costs one listing, and an unchanged run gets the very same StorageView back (reconcile skips it)."""
+        with self._lock:
+            cached = self._views.get(claim)
+        if cached is not None and cached[0] == _listing(store):  # a run's first read lists only once
+            with self._lock:
+                if claim in self._views:
+                    self._views.move_to_end(claim)
+            return cached[1]
+        recorder = _Recorder(store)
+        committed, damaged = load_committed_report(recorder)  # type: ignore[arg-type]
+        view = StorageView(committed=committed, damaged=damaged)
+        if recorder.listing is not None:
+            with self._lock:
+                self._views[claim] = (recorder.listing, view)
+                while len(self._views) > MAX_VIEWS:
+                    self._views.popitem(last=False)
+        return view
 
     def _store(self, storage: Any, namespace: str) -> Store:
         creds = None
