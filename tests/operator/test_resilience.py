@@ -75,7 +75,9 @@ def test_api_faults_do_not_stop_a_run(emulator, emu_world, emu_operator):
     emulator.clear_faults()
     assert status["phase"] == "Succeeded", status
     assert status["completedTasks"] == 3
-    assert stats[0] >= 10 and stats[1] >= 1, stats  # the faults really happened
+    # the faults really happened (a pass reads children from watch-fed caches now: its requests, and so the
+    # faults it meets, are mostly writes, about 25 of them for this run)
+    assert stats[0] >= 5 and stats[1] >= 1, stats
     _assert_one_job_per_stage(emulator, world, "faulty")
     # rollout servers of finished tasks were deleted despite failing deletes
     run_to_end(world, "faulty", timeout=10)
