@@ -11,7 +11,7 @@ import json
 from typing import Optional
 
 # Entry points of cpt_trainer.rollout.vllm_plugin (pyproject.toml): the gloo weight-transfer backend and vLLM's
-# own weight-sync routes without VLLM_SERVER_DEV_MODE (which would also open /collective_rpc).
+# own weight-sync routes without vLLM's dev mode (which would also open its any-worker-method RPC route).
 PLUGINS = "cpt_gloo,cpt_weight_sync"
 SERVED_MODEL = "policy"
 # The run's key, from its Secret on a cluster: vLLM's --api-key guards /v1 (VLLM_API_KEY), the weight-sync routes

