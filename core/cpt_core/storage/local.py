@@ -35,14 +35,23 @@ class LocalStore(Store):
         path.parent.mkdir(parents=True, exist_ok=True)
         return path.with_name(f"{TMP_MARK}{uuid.uuid4().hex}-{path.name}")
 
-    def put_bytes(self, key: str, data: bytes) -> None:
-        path = self._path(key)
+    def _durable_tmp(self, path: Path, data: bytes) -> Path:
+        """`data` written and fsynced to a temporary file beside `path` (the caller renames or links it)."""
         tmp = self._tmp_for(path)
         try:
             with open(tmp, "wb") as fh:
                 fh.write(data)
                 fh.flush()
                 os.fsync(fh.fileno())
+        except BaseException:
+            tmp.unlink(missing_ok=True)  # a failed write (disk full) leaves nothing behind
+            raise
+        return tmp
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        path = self._path(key)
+        tmp = self._durable_tmp(path, data)
+        try:
             os.replace(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)
@@ -55,12 +64,8 @@ class LocalStore(Store):
 
     def put_if_absent(self, key: str, data: bytes) -> bool:
         path = self._path(key)
-        tmp = self._tmp_for(path)
+        tmp = self._durable_tmp(path, data)
         try:
-            with open(tmp, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
             try:
                 os.link(tmp, path)
                 return True
