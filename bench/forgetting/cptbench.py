@@ -99,6 +99,44 @@ def build_base(out: Path, seed: int, steps: Optional[int], nice: int = 10, overr
     return json.loads(report.read_text())
 
 
+def default_recipe_hash(seed: int) -> str:
+    """The recipe hash of `cpt-trainer build-base --seed SEED` (default recipe) under the code measured (snapshot
+    or working tree): sha256 of asdict(BaseModelConfig) plus the source of tinymodel.py and synthetic.py."""
+    code = ("import json, sys\nfrom dataclasses import asdict\n"
+            "from cpt_trainer.tinymodel import BaseModelConfig, recipe_hash\n"
+            "print(recipe_hash(asdict(BaseModelConfig(seed=int(sys.argv[1])))))\n")
+    return subprocess.run([sys.executable, "-c", code, str(seed)], env=ENV, capture_output=True, text=True,
+                          check=True).stdout.strip().splitlines()[-1]
+
+
+def cached_base(bases: Path, seed: int, nice: int = 10) -> tuple[Path, dict]:
+    """Protocol v3's base cache: `cpt-trainer build-base --seed SEED` (default recipe) in bases/seedS-HASH, HASH =
+    the recipe hash; a folder is reused only when its build_report.json records that same hash (a base of another
+    recipe lives in another folder and is never picked up). Returns (folder, build report)."""
+    digest = default_recipe_hash(seed)
+    out = bases / f"seed{seed}-{digest}"
+    report = out / "build_report.json"
+    if report.is_file():
+        built = json.loads(report.read_text())
+        if built.get("recipe_hash") == digest and built["config"]["seed"] == seed:
+            return out, built
+    t0 = time.monotonic()
+    tmp = bases / f".building-seed{seed}-{digest}"
+    if tmp.exists():
+        import shutil
+
+        shutil.rmtree(tmp)
+    cmd = nice_prefix(nice) + [tool("cpt-trainer"), "build-base", "--out", str(tmp), "--seed", str(seed),
+                               "--threads", "1"]
+    subprocess.run(cmd, check=True, env=ENV, stdout=subprocess.DEVNULL)
+    built = json.loads((tmp / "build_report.json").read_text())
+    if built.get("recipe_hash") != digest:
+        raise RuntimeError(f"base {tmp}: built under recipe hash {built.get('recipe_hash')}, expected {digest}")
+    tmp.rename(out)  # only a finished build carries the cache name
+    print(f"  built base {out} in {time.monotonic() - t0:.0f} s", flush=True)
+    return out, built
+
+
 def _same_recipe(built: dict) -> bool:
     """A cached base counts only when the code measured (snapshot or working tree) gives the recipe hash it was
     built under; a base from before recipe hashes (protocols v1/v2 reuse theirs as registered) is announced."""

@@ -245,6 +245,12 @@ def summarize(out: dict, p: dict) -> dict:
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    proto = next((argv[k + 1] for k, a in enumerate(argv[:-1]) if a == "--protocol"), None)
+    if proto in ("v3", "pilot"):  # PROTOCOL-v3.md: its own runner (bench/forgetting/v3.py)
+        import v3
+
+        return v3.main(argv)
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="smoke run: tiny base, 2 tasks, 2 steps, 1 seed")
     ap.add_argument("--protocol", choices=sorted(PROTOCOLS), default="v1",
