@@ -12,14 +12,18 @@ from cpt_core.rewards import is_correct
 from cpt_core.tasks import Task, prompt_text, reward_values
 
 
-def accuracy(engine, tokenizer, task: Task, max_tokens: int = 64, samples: int = 3) -> tuple[float, list[dict]]:
-    """Greedy accuracy on task.rows and a few sample completions for the report."""
+def accuracy(engine, tokenizer, task: Task, max_tokens: int = 64, samples: int = 3,
+             per_prompt: list | None = None) -> tuple[float, list[dict]]:
+    """Greedy accuracy on task.rows and a few sample completions for the report; `per_prompt` (a list), when
+    given, is extended with each row's correctness in row order."""
     rows = task.rows
     groups = engine.generate([prompt_text(tokenizer, r["prompt"]) for r in rows], n=1, temperature=0.0,
                              max_tokens=max_tokens)
     texts = [g[0].text for g in groups]
     rewards = reward_values(task, rows, texts)
     correct = [is_correct(v) for v in rewards]
+    if per_prompt is not None:
+        per_prompt.extend(correct)
     shown = [{"prompt": r["prompt"], "answer": r["answer"], "completion": t, "correct": c}
              for r, t, c in list(zip(rows, texts, correct))[:samples]]
     return sum(correct) / len(rows), shown
@@ -27,13 +31,17 @@ def accuracy(engine, tokenizer, task: Task, max_tokens: int = 64, samples: int =
 
 def evaluate_row(engine, tokenizer, task_index: int, tasks: list[Task], general: list[Task],
                  max_tokens: int = 64) -> dict:
-    """eval.json: {"task_index", "tasks": {name: acc}, "general": {name: score}, "samples", "seconds"}."""
+    """eval.json: {"task_index", "tasks": {name: acc}, "general": {name: score}, "samples", "correct",
+    "seconds"}; `correct` holds, per set, one character per row in row order ("1" solved, "0" not), so a
+    benchmark can resample prompts (per-prompt bootstrap intervals) without re-running the evaluation."""
     t0 = time.time()
-    out = {"task_index": task_index, "tasks": {}, "general": {}, "samples": {}}
+    out = {"task_index": task_index, "tasks": {}, "general": {}, "samples": {}, "correct": {}}
     for kind, group in (("tasks", tasks), ("general", general)):
         for task in group:
-            acc, shown = accuracy(engine, tokenizer, task, max_tokens)
+            flags: list = []
+            acc, shown = accuracy(engine, tokenizer, task, max_tokens, per_prompt=flags)
             out[kind][task.name] = round(acc, 6)
             out["samples"][task.name] = shown
+            out["correct"][task.name] = "".join("1" if c else "0" for c in flags)
     out["seconds"] = round(time.time() - t0, 3)
     return out
