@@ -72,10 +72,10 @@ install-vllm: $(VLLM_VENV)/.installed
 
 test: install promtool install-vllm
 	PATH="$(CURDIR)/$(TOOLS):$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest -p no:cacheprovider
-	# The operator's life-cycle, restart and fault tests again with stage jobs as Trainer v2 TrainJobs (the
-	# operator picks its job kind at start, so the second backend needs its own process).
+	# The operator's life-cycle, restart, fault and refused-pod tests again with stage jobs as Trainer v2 TrainJobs
+	# (the operator picks its job kind at start, so the second backend needs its own process).
 	CPT_JOB_BACKEND=trainjob $(BIN)/pytest -p no:cacheprovider tests/operator/test_lifecycle.py \
-		tests/operator/test_resilience.py tests/operator/test_run.py
+		tests/operator/test_resilience.py tests/operator/test_run.py tests/operator/test_admission.py
 	$(VLLM_VENV)/bin/pytest -p no:cacheprovider -m vllm tests/vllm_server
 
 clean:

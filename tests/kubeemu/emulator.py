@@ -127,6 +127,7 @@ class StrictEmulator(kmock.KubernetesEmulator):
         if action == "watch":
             return await self._watch(request, path, info)
         if action == "list":
+            self.stats.lists.append((path.plural, path.namespace, params.get("fieldSelector")))
             return aiohttp.web.json_response(self._list(path, info, params))
         if action == "fetch":
             result = self._get(path).raw

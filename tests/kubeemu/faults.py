@@ -35,6 +35,7 @@ class Fault:
 @dataclass
 class Stats:
     creates: list = field(default_factory=list)  # (plural, namespace, name, uid) of every successful create
+    lists: list = field(default_factory=list)  # (plural, namespace, fieldSelector) of every LIST
     faults_injected: int = 0
     faults_applied: int = 0  # of those, writes that were applied before the error reply
     watches_expired: int = 0  # watches answered 410 Expired

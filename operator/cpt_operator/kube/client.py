@@ -23,7 +23,9 @@ import kubernetes
 from cpt_operator import __version__
 from cpt_core import api
 from cpt_operator.kube import manifests
-from cpt_operator.kube.observe import KINDS, collection_path, event_body, merge_patch_for, object_path, observed_job, owned_by
+from cpt_operator.kube.admission import AdmissionScanner, PendingJob, rejected_deployments
+from cpt_operator.kube.observe import (KINDS, collection_path, event_body, merge_patch_for, object_path, observed_job,
+                                       owned_by, parse_time)
 from cpt_operator.kube.children import Changes
 from cpt_operator.kube.jobs import BY_KIND
 from cpt_operator.kube.storage_access import StorageView
@@ -147,6 +149,12 @@ class Kube:
                     out[(kind, item["metadata"]["name"])] = item
         return out
 
+    def list_warning_events(self, namespace: str) -> list[dict]:
+        """The namespace's Warning events (kube.admission looks for pods the cluster refused to create)."""
+        listing = self.request("GET", collection_path("v1", "events", namespace),
+                               query={"fieldSelector": "type=Warning"})
+        return listing.get("items") or []
+
     def read_secret(self, namespace: str, name: str) -> dict[str, str]:
         """A Secret's data, decoded. Values are credentials: never log or return them in errors."""
         secret = self.request("GET", object_path("v1", "secrets", namespace, name))
@@ -240,17 +248,28 @@ class Kube:
 
 
 def observe(kube: Kube, resource: dict, now: datetime, read_storage: Callable[[dict], StorageView],
-            children: Optional[dict[tuple[str, str], dict]] = None) -> World:
+            children: Optional[dict[tuple[str, str], dict]] = None,
+            admission: Optional[AdmissionScanner] = None) -> World:
     """Children from the watch-fed cache (`children`, see handlers) or else listed from the API; committed
-    results from storage (`read_storage(resource)` -> StorageView)."""
+    results from storage (`read_storage(resource)` -> StorageView); refused pods from the rollout Deployments'
+    ReplicaFailure and from `admission`'s last sweep of Warning events (Pending jobs only)."""
     if children is None:
         children = kube.list_children(resource)
     jobs = tuple(j for (kind, _), obj in sorted(children.items()) if kind in BY_KIND
                  for j in [observed_job(obj, kind)] if j is not None)
+    rejected = rejected_deployments(children.values())
+    if admission is not None:
+        meta = resource["metadata"]
+        pending = [PendingJob(j.name, child["metadata"].get("uid") or j.name,
+                              parse_time(child["metadata"].get("creationTimestamp")) or now)
+                   for (kind, name), child in sorted(children.items()) if kind in BY_KIND
+                   for j in jobs if j.name == name and j.phase == "Pending" and not j.suspended]
+        rejected.update(admission.note(meta["namespace"], meta["name"], pending, [j.name for j in jobs]))
     view = read_storage(resource)
     observed = Observed(now=now, jobs=jobs, committed=view.committed, storage_error=view.error,
-                        storage_conflict=view.conflict, damaged=view.damaged)
+                        storage_conflict=view.conflict, damaged=view.damaged, rejected=tuple(sorted(rejected.items())))
     return World(resource=resource, children=children, observed=observed)
+
 
 
 def _satisfied(obj: Any, patch: Any) -> bool:

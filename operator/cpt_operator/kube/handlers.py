@@ -32,6 +32,7 @@ import kopf
 from cpt_core import api
 from cpt_operator.kube import manifests
 from cpt_operator import metrics
+from cpt_operator.kube.admission import rejected_deployments
 from cpt_operator.kube.client import Kube
 from cpt_operator.kube import jobs
 from cpt_operator.kube.observe import KINDS, owned_by, slim_child
@@ -75,7 +76,10 @@ class Runtime:
     wakeups: dict[tuple[str, str], asyncio.Event] = field(default_factory=dict)
     seen: dict[tuple[str, str], Any] = field(default_factory=dict)
     jobs_seen: dict[tuple[str, str], tuple] = field(default_factory=dict)  # (namespace, job) -> job_fingerprint
+    refused: dict[tuple[str, str], str] = field(default_factory=dict)  # (namespace, Deployment) -> ReplicaFailure
     metrics_server: Optional[metrics.Server] = None
+    sweeps: Optional[asyncio.Task] = None
+    closed: bool = False
 
     def wake(self, namespace: str, name: str) -> None:
         event = self.wakeups.get((namespace, name))
@@ -115,11 +119,43 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     memo.cpt = Runtime(settings=cfg, reconciler=Reconciler(Kube.connect(job_kind=JOB_BACKEND.kind), cfg), metrics_server=server)
 
 
+@kopf.on.startup()
+async def start_admission_sweeps(memo: kopf.Memo, **_: Any) -> None:
+    runtime: Runtime = memo.cpt
+    runtime.sweeps = asyncio.create_task(admission_sweeps(runtime))
+
+
+async def admission_sweeps(runtime: Runtime) -> None:
+    """Look for refused pods of stage jobs that stay Pending (kube.admission: Warning events, listed only when a
+    job is due) and wake the runs whose findings changed. Sleeps until the next job is due, at most `grace`."""
+    scanner = runtime.reconciler.admission
+    failures = 0
+    while not runtime.closed:
+        due = scanner.next_look()
+        wait = scanner.grace if due is None else (due - runtime.reconciler.clock()).total_seconds()
+        await asyncio.sleep(min(max(wait, 0.05), scanner.grace))
+        if runtime.closed:
+            return
+        try:
+            changed = await asyncio.to_thread(scanner.sweep, runtime.reconciler.clock())
+        except Exception as exc:  # noqa: BLE001 - the due jobs stay due; the next sweep tries again
+            failures += 1
+            delay = error_delay(runtime.settings.error_backoff, failures, ERROR_BACKOFF_CAP)
+            log.warning("listing Warning events for refused pods failed, retrying in %.1fs: %s: %s", delay,
+                        type(exc).__name__, exc)
+            await asyncio.sleep(delay)
+            continue
+        failures = 0
+        for namespace, run in changed:
+            runtime.wake(namespace, run)
+
+
 @kopf.on.cleanup()
 def shutdown(memo: kopf.Memo, **_: Any) -> None:
     runtime: Optional[Runtime] = getattr(memo, "cpt", None)
     if runtime is None:
         return
+    runtime.closed = True
     if runtime.metrics_server is not None:
         runtime.metrics_server.shutdown()
     # kopf's finalizer only lets it stop a daemon cleanly while this operator runs. Left behind, it would block
@@ -275,7 +311,14 @@ def _register_child_indexes() -> None:
             child = slim_child(body, _kind)
             runtime: Optional[Runtime] = getattr(memo, "cpt", None)
             if runtime is not None:
-                runtime.reconciler.recent.seen(namespace, labels[manifests.LABEL_RUN], child)
+                run = labels[manifests.LABEL_RUN]
+                runtime.reconciler.recent.seen(namespace, run, child)
+                if _kind == "Deployment":
+                    refused = rejected_deployments([child]).get(child["metadata"]["name"], "")
+                    key = (namespace, child["metadata"]["name"])
+                    if refused != runtime.refused.get(key, ""):  # pods refused, or no longer: the run says so
+                        runtime.refused[key] = refused
+                        runtime.wake(namespace, run)
             return {(namespace, labels[manifests.LABEL_RUN]): child}
 
         kopf.index(*api_version.split("/"), plural, id=index_id,
@@ -289,6 +332,7 @@ def _register_child_indexes() -> None:
             if runtime is not None:
                 run = labels[manifests.LABEL_RUN]
                 runtime.reconciler.recent.seen(namespace, run, slim_child(body, _kind), gone=True)
+                runtime.refused.pop((namespace, body["metadata"]["name"]), None)
                 runtime.wake(namespace, run)
 
         kopf.on.event(*api_version.split("/"), plural, id=f"deleted_{plural}", when=_is_deletion,

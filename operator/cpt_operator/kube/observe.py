@@ -118,14 +118,15 @@ def event_body(resource: dict, event_type: str, reason: str, message: str, now: 
 
 def slim_child(obj: Any, kind: Optional[str] = None) -> dict:
     """What a pass reads of a child, copied out of a watch event or a write's reply: names, labels, annotations,
-    owners and resourceVersion; a job's suspension and status; a Deployment's replicas. A ConfigMap's data and
+    owners, creation time and resourceVersion; a job's suspension and status; a Deployment's replicas and
+    ReplicaFailure condition. A ConfigMap's data and
     pod templates stay out, so 1,000 runs' children cost little memory in the cache."""
     meta = obj.get("metadata") or {}
     spec = obj.get("spec") or {}
     kind = kind or obj.get("kind") or ""
     out: dict = {"apiVersion": obj.get("apiVersion"), "kind": kind, "metadata": {
         key: _plain(meta[key]) for key in ("name", "namespace", "uid", "resourceVersion", "labels", "annotations",
-                                           "deletionTimestamp") if meta.get(key) is not None}}
+                                           "creationTimestamp", "deletionTimestamp") if meta.get(key) is not None}}
     out["metadata"]["ownerReferences"] = [{"uid": ref.get("uid")} for ref in meta.get("ownerReferences") or []]
     if kind in jobs.BY_KIND:
         path = jobs.BY_KIND[kind].suspend_path
@@ -138,8 +139,13 @@ def slim_child(obj: Any, kind: Optional[str] = None) -> dict:
                 nested = {key: nested}
             out["spec"] = nested
         out["status"] = _plain(obj.get("status") or {})
-    elif kind == "Deployment" and "replicas" in spec:
-        out["spec"] = {"replicas": spec["replicas"]}
+    elif kind == "Deployment":
+        if "replicas" in spec:
+            out["spec"] = {"replicas": spec["replicas"]}
+        failures = [_plain(c) for c in (obj.get("status") or {}).get("conditions") or []
+                    if c.get("type") == "ReplicaFailure"]  # pods refused (admission, quota): see kube.admission
+        if failures:
+            out["status"] = {"conditions": failures}
     return out
 
 

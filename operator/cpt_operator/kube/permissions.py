@@ -43,7 +43,8 @@ REQUIRED_RULES: list[Rule] = [
     ("", "secrets", ("get", "create")),
     # The per-run NetworkPolicy, sent with a new pod unless the watch-fed cache holds it (409 -> owner check).
     ("networking.k8s.io", "networkpolicies", ("get", "list", "watch", "create")),
-    ("", "events", ("create",)),
+    # create: the run's events; list (never watched): Warning events of Pending stage jobs (kube.admission)
+    ("", "events", ("create", "list")),
     # kopf itself: discovers custom resources cluster-wide; namespaces only when CPT_NAMESPACES has globs.
     ("apiextensions.k8s.io", "customresourcedefinitions", ("list", "watch")),
     ("", "namespaces", ("list", "watch")),
@@ -52,6 +53,8 @@ REQUIRED_RULES: list[Rule] = [
 # Used only in some configurations (see the comments above); the exactness test does not expect them.
 CONDITIONAL_RULES: set[tuple[str, str, str]] = {
     ("", "namespaces", "list"), ("", "namespaces", "watch"),
+    # only while a stage job stays Pending past CPT_ADMISSION_GRACE (kube.admission; tests/operator/test_admission)
+    ("", "events", "list"),
     # the resource is read from kopf's watch; a GET only when a failed pass is reported
     (api.GROUP, api.PLURAL, "get"),
     # owner checks happen only on a 409 (an operator restart mid-pass, or a foreign object)

@@ -23,6 +23,7 @@ from typing import Callable, Optional
 from cpt_core.results import run_stats
 from cpt_core.storage import scrub
 from cpt_operator import metrics, planner
+from cpt_operator.kube.admission import AdmissionScanner
 from cpt_operator.kube.children import render
 from cpt_operator.kube.client import Applied, Kube, apply, observe
 from cpt_operator.kube.observe import newer, owned_by, slim_child
@@ -153,6 +154,7 @@ class Reconciler:
         self.clock = clock
         self.reader = CommittedReader(settings, kube.read_secret)
         self.recent = Recent()
+        self.admission = AdmissionScanner(kube.list_warning_events, settings.admission_grace)
         # run -> (what the planner read: uid, resourceVersions; the StorageView object; the outcome) of its last
         # pass that changed nothing and asked for no timer: a resync with the same inputs is skipped.
         self._steady: dict[tuple[str, str], tuple] = {}
@@ -180,6 +182,7 @@ class Reconciler:
         if resource is None or resource["metadata"].get("deletionTimestamp"):
             metrics.forget(namespace, name)
             self.recent.forget(namespace, name)
+            self.admission.forget(namespace, name)
             self._steady.pop((namespace, name), None)
             return Outcome(exists=False)  # children go with it (ownerReferences); storage is left alone
         now = self.clock()
@@ -192,11 +195,12 @@ class Reconciler:
         if children is not None:
             inputs = (resource["metadata"].get("uid"), resource["metadata"].get("resourceVersion"),
                       tuple(sorted((key, (obj.get("metadata") or {}).get("resourceVersion"))
-                                   for key, obj in children.items())))
+                                   for key, obj in children.items())),
+                      self.admission.version(namespace, name))
             last = self._steady.get((namespace, name))
             if last is not None and last[0] == inputs and last[1] is view:
                 return last[2]  # nothing the planner reads changed, and time does not matter: same outcome
-        world = observe(self.kube, resource, now, lambda _: view, children)
+        world = observe(self.kube, resource, now, lambda _: view, children, self.admission)
         plan = planner.plan(resource, world.observed)
         changes = render(plan, resource, world.children, self.settings.plan_defaults)
         applied = apply(self.kube, world, changes, plan, now)

@@ -34,6 +34,8 @@ ENV: dict[str, tuple[str, str]] = {
     "CPT_ERROR_BACKOFF": ("5", "Seconds before a failed pass (API or storage error) is retried."),
     "CPT_METRICS_PORT": ("9090", "Port of the Prometheus /metrics endpoint; 0 disables it."),
     "CPT_METRICS_ADDR": ("0.0.0.0", "Address the /metrics endpoint binds to."),
+    "CPT_ADMISSION_GRACE": ("30", "Seconds a stage job may stay Pending before its Warning events are looked at for "
+                                  "pods the cluster refused (admission, quota); then after growing gaps."),
     "CPT_WATCH_TIMEOUT": ("300", "Server-side timeout of kopf's watch requests, seconds (then re-watched)."),
     tenancy.ENV_IMAGES: ("", "Image repository prefixes a spec may name (comma-separated; empty or * = any)."),
     tenancy.ENV_DIGEST: ("false", "Refuse spec images without a @sha256 digest."),
@@ -89,6 +91,7 @@ class Settings:
     metrics_port: int = 9090
     metrics_addr: str = "0.0.0.0"
     watch_timeout: float = 300.0
+    admission_grace: float = 30.0
     peering: Optional[str] = None
 
     @classmethod
@@ -126,5 +129,6 @@ class Settings:
             metrics_port=int(port),
             metrics_addr=_str(env, "CPT_METRICS_ADDR"),
             watch_timeout=_float(env, "CPT_WATCH_TIMEOUT", 1),
+            admission_grace=_float(env, "CPT_ADMISSION_GRACE", 0.1),
             peering=_str(env, "CPT_PEERING") or None,
         )

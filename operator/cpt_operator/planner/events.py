@@ -33,9 +33,10 @@ def transition_events(old: dict, new: dict, plan_: Plan, observed: Observed) -> 
     new_reg = condition(new, "ForgettingRegression")
     if new_reg and new_reg["status"] == "True" and (not old_reg or old_reg.get("message") != new_reg["message"]):
         events.append(PlanEvent("Warning", "ForgettingRegression", new_reg["message"]))
-    old_ns, new_ns = condition(old, "NoTrainingSignal"), condition(new, "NoTrainingSignal")
-    if new_ns and new_ns["status"] == "True" and (not old_ns or old_ns.get("message") != new_ns["message"]):
-        events.append(PlanEvent("Warning", "NoTrainingSignal", new_ns["message"]))
+    for ctype in ("NoTrainingSignal", "PodsRejected"):  # a Warning when it turns True or says something new
+        before, after = condition(old, ctype), condition(new, ctype)
+        if after and after["status"] == "True" and (not before or before.get("message") != after["message"]):
+            events.append(PlanEvent("Warning", ctype, after["message"]))
     events.extend(_health_events(old, new))
     return events
 

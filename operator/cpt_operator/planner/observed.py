@@ -38,5 +38,7 @@ class Observed:
     committed: dict[int, CommittedTask] = field(default_factory=dict)
     storage_error: Optional[str] = None  # storage could not be read this pass: keep everything as it was
     storage_conflict: Optional[str] = None  # the storage prefix belongs to another run: touch nothing
+    # (child name, message) for children whose pods the cluster refused to create (admission, quota)
+    rejected: tuple[tuple[str, str], ...] = ()
     # Tasks whose manifest exists but fails a check (a file missing, truncated, corrupt): index -> why.
     damaged: dict[int, str] = field(default_factory=dict)

@@ -81,6 +81,8 @@ def plan(resource: dict, observed: Observed, mode: Mode = "cluster") -> Plan:
         if reason == "StageRunning" and progress.job is not None and progress.job.queued:
             phase, reason = "Queued", "AwaitingAdmission"
             message = f"{message}: job {progress.job.name} waits for admission by queue {spec.queue!r}"
+        if observed.rejected and reason == "StageRunning":
+            reason, message = "PodsRejected", f"{message}; {_rejected_message(observed)}"
 
     active = phase in ("Running", "Queued") and reason in ("StageRunning", "RetryBackoff", "AwaitingAdmission")
     if active:
@@ -122,6 +124,7 @@ def plan(resource: dict, observed: Observed, mode: Mode = "cluster") -> Plan:
         extra=[("StorageReachable", True, "Reachable", ""),
                ("StorageIntact", not damaged, "CommittedTaskDamaged" if damaged else "Intact", damaged),
                *([("NoTrainingSignal", True, "TaskNotTrained", no_signal)] if no_signal else []),
+               *_rejected_condition(old, observed),
                *([("Queued", phase == "Queued", reason if phase == "Queued" else "NotQueued",
                    message if phase == "Queued" else "")] if spec.queue else [])],
     )
@@ -229,6 +232,20 @@ def _regression_message(spec: api.CptSpec, regressions: dict[int, float], last_r
     return (f"forgetting regression after task {after!r}: " + "; ".join(parts)
             + f" (maxDrop {spec.forgetting.max_drop}); to continue, set spec.forgetting.onRegression: alert "
             f"or annotate {ACK_REGRESSION_ANNOTATION}={last_row}")
+
+
+def _rejected_message(observed: Observed) -> str:
+    return "; ".join(f"the cluster refused pods of {child}: {why}" for child, why in observed.rejected)
+
+
+def _rejected_condition(old: dict, observed: Observed) -> list[tuple[str, bool, str, str]]:
+    """PodsRejected: True while a child's pods are refused (admission, quota); False once they no longer are.
+    Absent from runs that never had a refusal (most)."""
+    if observed.rejected:
+        return [("PodsRejected", True, "AdmissionRejected", _rejected_message(observed))]
+    if condition(old, "PodsRejected") is not None:
+        return [("PodsRejected", False, "NoneRejected", "")]
+    return []
 
 
 def _no_signal_message(spec: api.CptSpec, committed: dict[int, CommittedTask]) -> str:

@@ -1,0 +1,168 @@
+"""Pods the cluster refused to create (Pod Security admission, a quota, a webhook), found for a run's children.
+
+A stage job (PyTorchJob, or the Jobs of a TrainJob's JobSet) whose pods admission rejects stays Pending with no
+condition of its own: the only trace is the job controller's Warning event `FailedCreate`/`FailedCreatePod` on
+the job, or on a child Job named `<job>-...`. A rollout Deployment says it in its own `ReplicaFailure` condition,
+which the watch-fed cache already holds (see `observe.slim_child`).
+
+Events are not watched: they are the busiest kind in a namespace, and a healthy run needs none of them. A job
+that is still Pending `grace` seconds after its creation makes the pass list the namespace's Warning events,
+then again after growing gaps (doubling up to MAX_GAP) while it stays Pending. The looks happen in a sweep apart
+from the passes (one listing per namespace serves all its due jobs) and wake only the runs whose findings changed.
+Running jobs, finished jobs and young jobs cost nothing.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Callable, Iterable, Optional
+
+from cpt_core.storage import scrub
+from cpt_operator.kube.observe import parse_time
+
+REASONS = frozenset({"FailedCreate", "FailedCreatePod"})  # batch Job controller / Kubeflow's job controllers
+MAX_GAP = 600.0  # seconds between two looks at a job that stays Pending
+MESSAGE_CHARS = 600
+
+
+@dataclass(frozen=True)
+class PendingJob:
+    name: str
+    uid: str
+    created: datetime
+
+
+@dataclass
+class _Schedule:
+    next_look: datetime
+    gap: float
+    message: str = ""
+
+
+def rejected_deployments(children: Iterable[dict]) -> dict[str, str]:
+    """Deployment name -> message of its ReplicaFailure=True condition (the ReplicaSet could not create pods)."""
+    out = {}
+    for obj in children:
+        if obj.get("kind") != "Deployment":
+            continue
+        for cond in (obj.get("status") or {}).get("conditions") or []:
+            if cond.get("type") == "ReplicaFailure" and cond.get("status") == "True":
+                out[obj["metadata"]["name"]] = shorten(cond.get("message") or cond.get("reason") or "")
+    return out
+
+
+def shorten(message: str) -> str:
+    """Scrubbed (an admission message can quote a pod spec) and cut to what a condition can show."""
+    message = scrub(" ".join(message.split()))
+    return message if len(message) <= MESSAGE_CHARS else message[: MESSAGE_CHARS - 3] + "..."
+
+
+def owner_job(event_object: str, jobs: Iterable[str]) -> Optional[str]:
+    """The job an event's object belongs to: the job itself or a Job its JobSet made (`<job>-<rest>`); the longest
+    name wins, so `run-1-train-r1`'s events never land on `run-1-train`."""
+    best = None
+    for job in jobs:
+        if (event_object == job or event_object.startswith(job + "-")) and (best is None or len(job) > len(best)):
+            best = job
+    return best
+
+
+def match_events(events: Iterable[dict], jobs: list[PendingJob], known: Iterable[str]) -> dict[str, str]:
+    """job name -> newest rejection message among `events`, counting only events newer than the job itself (an
+    earlier job of the same name left its events behind). `known`: every job name of the run, for owner_job."""
+    by_name = {j.name: j for j in jobs}
+    names = set(known) | set(by_name)
+    newest: dict[str, tuple[datetime, str]] = {}
+    for event in events:
+        if event.get("type") != "Warning" or event.get("reason") not in REASONS:
+            continue
+        involved = event.get("involvedObject") or {}
+        job = by_name.get(owner_job(involved.get("name") or "", names) or "")
+        if job is None or (involved.get("name") == job.name and involved.get("uid") not in (None, "", job.uid)):
+            continue
+        when = (parse_time(event.get("lastTimestamp")) or parse_time(event.get("eventTime"))
+                or parse_time((event.get("metadata") or {}).get("creationTimestamp")))
+        if when is None or when < job.created:
+            continue
+        if job.name not in newest or when >= newest[job.name][0]:
+            newest[job.name] = (when, shorten(event.get("message") or event.get("reason") or ""))
+    return {name: message for name, (_, message) in newest.items()}
+
+
+class AdmissionScanner:
+    """Which Pending stage jobs were refused pods, looked up in sweeps apart from the passes.
+
+    A pass tells the scanner its run's Pending jobs (`note`, no I/O) and reads back what the last sweep found.
+    `sweep` (handlers run it in a loop) lists a namespace's Warning events only when one of its Pending jobs is
+    due for a look, and returns the runs whose findings changed, to be woken. Thread-safe: passes run in threads.
+    """
+
+    def __init__(self, list_warnings: Callable[[str], list[dict]], grace: float) -> None:
+        self.list_warnings = list_warnings
+        self.grace = grace
+        self._runs: dict[tuple[str, str], tuple[list[PendingJob], frozenset[str]]] = {}  # run -> (pending, all names)
+        self._jobs: dict[tuple[str, str], _Schedule] = {}  # (namespace, job uid) -> schedule and finding
+        self._versions: dict[tuple[str, str], int] = {}  # run -> how often a sweep changed its findings
+        self._lock = threading.Lock()
+
+    def note(self, namespace: str, run: str, pending: list[PendingJob], known: Iterable[str]) -> dict[str, str]:
+        """Record the run's Pending jobs (all its job names: `known`); return job name -> rejection message."""
+        with self._lock:
+            old, _ = self._runs.get((namespace, run), ([], frozenset()))
+            for job in old:
+                if job not in pending:
+                    self._jobs.pop((namespace, job.uid), None)
+            if pending:
+                self._runs[(namespace, run)] = (list(pending), frozenset(known))
+            else:
+                self._runs.pop((namespace, run), None)
+            found = {}
+            for job in pending:
+                sched = self._jobs.setdefault((namespace, job.uid), _Schedule(
+                    job.created + timedelta(seconds=self.grace), self.grace))
+                if sched.message:
+                    found[job.name] = sched.message
+            return found
+
+    def forget(self, namespace: str, run: str) -> None:
+        self.note(namespace, run, [], ())
+        with self._lock:
+            self._versions.pop((namespace, run), None)
+
+    def version(self, namespace: str, run: str) -> int:
+        """Changes with every finding a sweep changes for the run: part of what a pass reads (see reconcile)."""
+        with self._lock:
+            return self._versions.get((namespace, run), 0)
+
+    def next_look(self) -> Optional[datetime]:
+        with self._lock:
+            return min((s.next_look for s in self._jobs.values()), default=None)
+
+    def sweep(self, now: datetime) -> set[tuple[str, str]]:
+        """One look per namespace with a job due; the runs whose findings changed. Raises what the listing raises
+        (the due jobs stay due: nothing is concluded from a failed read)."""
+        with self._lock:
+            due: dict[str, list[tuple[str, PendingJob, frozenset[str]]]] = {}
+            for (namespace, run), (pending, known) in self._runs.items():
+                for job in pending:
+                    sched = self._jobs.get((namespace, job.uid))
+                    if sched is not None and sched.next_look <= now:
+                        due.setdefault(namespace, []).append((run, job, known))
+        changed: set[tuple[str, str]] = set()
+        for namespace, items in due.items():
+            events = self.list_warnings(namespace)
+            with self._lock:
+                for run, job, known in items:
+                    sched = self._jobs.get((namespace, job.uid))
+                    if sched is None:  # left Pending while the listing was in flight
+                        continue
+                    message = match_events(events, [job], known).get(job.name, "")
+                    if message != sched.message:
+                        sched.message = message
+                        changed.add((namespace, run))
+                        self._versions[(namespace, run)] = self._versions.get((namespace, run), 0) + 1
+                    sched.gap = min(sched.gap * 2, MAX_GAP)
+                    sched.next_look = now + timedelta(seconds=sched.gap)
+        return changed
