@@ -1,4 +1,5 @@
-"""The Dockerfiles pass hadolint and keep the promises the chart relies on (non-root, pinned bases, entrypoints)."""
+"""The Dockerfiles pass hadolint and keep the promises the chart relies on (non-root, bases pinned by digest,
+Python dependencies from hashed locks, entrypoints)."""
 
 from __future__ import annotations
 
@@ -61,6 +62,7 @@ def test_runs_as_a_numeric_non_root_user_on_pinned_bases(dockerfile):
             name, _, tag = image.partition("@")[0].rpartition(":")
             assert name and tag and tag != "latest", f"unpinned base image: {image}"
             assert re.search(r"\d", tag), f"base tag without a version: {image}"
+            assert re.fullmatch(r"[^@]+@sha256:[0-9a-f]{64}", image), f"base image not pinned by digest: {image}"
 
 
 def test_operator_image_is_small_and_starts_the_operator():
@@ -71,14 +73,33 @@ def test_operator_image_is_small_and_starts_the_operator():
     assert any(word == "FROM" and "slim" in args for word, args in ins)
 
 
-def test_learner_image_has_cuda_torch_and_the_trainer():
-    ins = _instructions(IMAGES / "learner" / "Dockerfile")
-    text = " ".join(args for _, args in ins)
+def _pins(image: str) -> dict[str, str]:
+    from packaging.utils import canonicalize_name
+
+    lock = (IMAGES / image / "requirements.lock").read_text()
+    return {canonicalize_name(line.split(" ")[0].split("==")[0]): line.split(" ")[0].split("==")[1]
+            for line in lock.split("\n") if line and not line.startswith((" ", "#"))}
+
+
+@pytest.mark.parametrize("image", ["learner", "rollout"])
+def test_gpu_images_get_cuda_torch_matching_their_cuda_base(image):
+    """torch is the trainer's pin, a CUDA build (its nvidia-* runtime wheels are locked too), and the base image's
+    CUDA major.minor is the one those wheels carry (nvcc and the libraries agree for JIT-compiled kernels)."""
+    pins = _pins(image)
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
     torch_pin = next(d for d in pyproject["project"]["optional-dependencies"]["trainer"] if d.startswith("torch"))
-    assert f"TORCH_VERSION={torch_pin.split('==')[1]}" in text
-    assert "download.pytorch.org/whl/cu" in text
-    assert '"./[trainer,vllm]"' in text  # the learner's weight-sync sender is vLLM's own code
+    assert pins["torch"] == torch_pin.split("==")[1]
+    runtime = next(v for k, v in pins.items() if k.startswith("nvidia-cuda-runtime"))
+    base = next(args.split()[0] for word, args in _instructions(IMAGES / image / "Dockerfile") if word == "FROM")
+    cuda = re.match(r"nvidia/cuda:(\d+\.\d+)\.", base)
+    assert cuda and runtime.startswith(cuda.group(1) + "."), f"{base} vs nvidia-cuda-runtime=={runtime}"
+
+
+def test_learner_image_has_cuda_torch_and_the_trainer():
+    ins = _instructions(IMAGES / "learner" / "Dockerfile")
+    pins = _pins("learner")
+    for dist in ("transformers", "trl", "deepspeed", "vllm", "ninja"):  # vLLM: the weight-sync sender's code
+        assert dist in pins, dist
     assert ("ENTRYPOINT", '["cpt-trainer"]') in ins
 
 
@@ -87,8 +108,8 @@ def test_rollout_image_serves_vllm_with_the_trainers_trl():
     text = " ".join(args for _, args in ins)
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     trl_pin = next(d for d in extras["trainer"] if d.startswith("trl")).replace(" ", "")
-    assert f'"{trl_pin}"' in text, f"rollout image must install {trl_pin}, the trainer's TRL"
-    assert '"./[vllm]"' in text
+    assert trl_pin in (IMAGES / "rollout" / "requirements.in").read_text(), f"rollout image needs {trl_pin}"
+    assert "vllm" in _pins("rollout") and "trl" in _pins("rollout")
     # manifests.py passes `--model ... --port 8000` as args: the entrypoint is TRL's vLLM server.
     # vLLM's OpenAI server; weight sync is cpt_trainer's worker extension (installed with the package)
     assert ("ENTRYPOINT", '["vllm", "serve"]') in ins
@@ -99,7 +120,8 @@ def test_dockerignore_keeps_the_context_to_the_sources():
              if ln.strip() and not ln.startswith("#")]
     assert lines[0] == "*", "allow-list: ignore everything, then re-include the sources"
     allowed = {ln[1:].rstrip("/") for ln in lines if ln.startswith("!")}
-    assert allowed == {"pyproject.toml", "README.md", "core", "operator", "trainer", "images/operator/requirements.lock"}
+    assert allowed == {"pyproject.toml", "README.md", "core", "operator", "trainer",
+                       *(f"images/{i}/requirements.lock" for i in ("operator", "learner", "rollout"))}
     # Everything the Dockerfiles COPY from the context is allowed in.
     for dockerfile in DOCKERFILES:
         for word, args in _instructions(dockerfile):
@@ -164,28 +186,46 @@ def test_operator_runs_on_the_base_dependencies_alone():
     assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-3000:]
 
 
-def test_operator_image_installs_only_hashed_pins_of_the_base_dependencies():
-    """The control plane's dependencies come from a lock with hashes (pip --require-hashes): every base dependency
-    of pyproject.toml is pinned there within its declared range, every pin carries hashes, and the project itself
-    is installed without resolving anything more."""
+def _declared(image: str) -> list[str]:
+    """What an image's lock must satisfy: pyproject.toml's base dependencies, the extras the image installs, and
+    its requirements.in."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras = {"operator": [], "learner": ["trainer", "vllm"], "rollout": ["vllm"]}[image]
+    declared = list(project["dependencies"]) + [d for e in extras for d in project["optional-dependencies"][e]]
+    extra_in = IMAGES / image / "requirements.in"
+    if extra_in.exists():
+        declared += [ln.strip() for ln in extra_in.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+    return declared
+
+
+@pytest.mark.parametrize("image", ["operator", "learner", "rollout"])
+def test_images_install_only_hashed_pins_of_their_declared_dependencies(image):
+    """Every Python package of an image comes from its lock with hashes (pip --require-hashes: a tampered or
+    swapped package on the index fails the build): each declared dependency is pinned there within its range,
+    every pin carries hashes, and the project itself goes in with --no-deps (nothing resolved at build time)."""
     from packaging.requirements import Requirement
     from packaging.utils import canonicalize_name
 
-    text = " ".join(args for _, args in _instructions(IMAGES / "operator" / "Dockerfile"))
-    assert "--require-hashes -r requirements.lock" in text and "--no-deps ." in text
-    lock = (IMAGES / "operator" / "requirements.lock").read_text()
-    pins: dict[str, str] = {}
-    for block in lock.split("\n"):
-        if block and not block.startswith((" ", "#")):
-            name, version = block.split(" ")[0].split("==")
-            pins[canonicalize_name(name)] = version
+    ins = _instructions(IMAGES / image / "Dockerfile")
+    runs = [args for word, args in ins if word == "RUN" and "pip install" in args]
+    text = " ".join(runs)
+    assert re.search(r"--require-hashes (--no-deps )?-r \S*requirements.lock", text), text
+    assert "--no-deps ." in text
+    for run in runs:  # no other pip install resolves a package by name (pip itself is pinned exactly)
+        for part in run.split("&&"):
+            if "pip install" in part and "--require-hashes" not in part and "--no-deps ." not in part:
+                assert re.search(r'"pip==[0-9.]+"', part), f"unhashed install: {part.strip()}"
+    lock = (IMAGES / image / "requirements.lock").read_text()
+    pins = _pins(image)
     entries = [e for e in lock.split("\n") if e and not e.startswith((" ", "#"))]
     assert all(e.rstrip().endswith("\\") for e in entries), "every pin is followed by its hashes"
     assert lock.count("--hash=sha256:") >= len(pins)
-    base = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
-    for dep in base:
+    for dep in _declared(image):
         req = Requirement(dep)
+        if req.marker and not req.marker.evaluate({"extra": "", "sys_platform": "linux", "platform_machine": "x86_64"}):
+            continue
         name = canonicalize_name(req.name)
-        assert name in pins, f"{req.name} is not in the lock"
-        assert req.specifier.contains(pins[name], prereleases=True), f"{req.name}=={pins[name]} is outside {req.specifier}"
-    assert "torch" not in pins
+        assert name in pins, f"{req.name} is not in the {image} lock"
+        assert req.specifier.contains(pins[name], prereleases=True), \
+            f"{req.name}=={pins[name]} is outside {req.specifier}"
+    assert ("torch" in pins) == (image != "operator")
