@@ -70,6 +70,28 @@ def test_looks_wait_for_the_grace_then_back_off_and_share_one_listing():
     assert scanner.next_look() is None
 
 
+def test_one_listing_is_a_look_for_every_ripe_job_of_the_namespace():
+    """Jobs created a few seconds apart are not each looked at on their own: the namespace's listing, due for the
+    first of them, covers every job past its grace, and listings of one namespace are at least `spacing` apart."""
+    listings = []
+    scanner = AdmissionScanner(lambda ns: listings.append(ns) or [], grace=30)
+    jobs = [PendingJob(f"r{i}-0-evaluate", f"u{i}", T0 + timedelta(seconds=i)) for i in range(20)]
+    for job in jobs:
+        scanner.note("ns", job.name[:3], [job], [job.name])
+    scanner.sweep(T0 + timedelta(seconds=30))  # r0 is due; r1..r19 are not ripe yet
+    assert listings == ["ns"] and scanner.next_look() == T0 + timedelta(seconds=40)  # spacing, not r1's 31 s
+    scanner.sweep(T0 + timedelta(seconds=35))
+    assert listings == ["ns"]  # too soon after the last listing
+    scanner.sweep(T0 + timedelta(seconds=40))  # covers r1..r10, all ripe by now
+    scanner.sweep(T0 + timedelta(seconds=50))  # covers r11..r19
+    assert len(listings) == 3
+    now = T0 + timedelta(seconds=50)
+    for _ in range(12):  # from here the three groups' gaps double in step: few listings per hour
+        now = scanner.next_look()
+        scanner.sweep(now)
+    assert now - T0 > timedelta(minutes=30) and len(listings) == 15
+
+
 def test_a_failed_listing_concludes_nothing():
     def broken(namespace):
         raise ConnectionError("API server unreachable")

@@ -24,6 +24,7 @@ from cpt_operator.kube.observe import parse_time
 
 REASONS = frozenset({"FailedCreate", "FailedCreatePod"})  # batch Job controller / Kubeflow's job controllers
 MAX_GAP = 600.0  # seconds between two looks at a job that stays Pending
+MIN_SPACING = 10.0  # seconds between two listings of one namespace's events (at most the grace)
 MESSAGE_CHARS = 600
 
 
@@ -102,9 +103,11 @@ class AdmissionScanner:
     def __init__(self, list_warnings: Callable[[str], list[dict]], grace: float) -> None:
         self.list_warnings = list_warnings
         self.grace = grace
+        self.spacing = timedelta(seconds=min(MIN_SPACING, grace))
         self._runs: dict[tuple[str, str], tuple[list[PendingJob], frozenset[str]]] = {}  # run -> (pending, all names)
         self._jobs: dict[tuple[str, str], _Schedule] = {}  # (namespace, job uid) -> schedule and finding
         self._versions: dict[tuple[str, str], int] = {}  # run -> how often a sweep changed its findings
+        self._listed: dict[str, datetime] = {}  # namespace -> its last listing
         self._lock = threading.Lock()
 
     def note(self, namespace: str, run: str, pending: list[PendingJob], known: Iterable[str]) -> dict[str, str]:
@@ -137,23 +140,40 @@ class AdmissionScanner:
             return self._versions.get((namespace, run), 0)
 
     def next_look(self) -> Optional[datetime]:
+        """When the next listing is due: a namespace's earliest due job, but not sooner than `spacing` after
+        that namespace's last listing."""
         with self._lock:
-            return min((s.next_look for s in self._jobs.values()), default=None)
+            due: dict[str, datetime] = {}
+            for (namespace, uid), sched in self._jobs.items():
+                if namespace not in due or sched.next_look < due[namespace]:
+                    due[namespace] = sched.next_look
+            return min((max(when, self._listed.get(namespace, when - self.spacing) + self.spacing)
+                        for namespace, when in due.items()), default=None)
 
     def sweep(self, now: datetime) -> set[tuple[str, str]]:
-        """One look per namespace with a job due; the runs whose findings changed. Raises what the listing raises
-        (the due jobs stay due: nothing is concluded from a failed read)."""
+        """A namespace with a job due (and no listing in the last `spacing`) is listed once, and that listing
+        is a look for every one of its jobs past the grace, due or not, so looks line up instead of spreading
+        over time. The runs whose findings changed are returned. Raises what the listing raises (the due jobs
+        stay due: nothing is concluded from a failed read)."""
         with self._lock:
             due: dict[str, list[tuple[str, PendingJob, frozenset[str]]]] = {}
+            ripe: dict[str, list[tuple[str, PendingJob, frozenset[str]]]] = {}
             for (namespace, run), (pending, known) in self._runs.items():
+                if now - self._listed.get(namespace, now - self.spacing) < self.spacing:
+                    continue
                 for job in pending:
                     sched = self._jobs.get((namespace, job.uid))
-                    if sched is not None and sched.next_look <= now:
-                        due.setdefault(namespace, []).append((run, job, known))
+                    if sched is None or job.created + timedelta(seconds=self.grace) > now:
+                        continue
+                    ripe.setdefault(namespace, []).append((run, job, known))
+                    if sched.next_look <= now:
+                        due.setdefault(namespace, [])
+            due = {namespace: ripe[namespace] for namespace in due}
         changed: set[tuple[str, str]] = set()
         for namespace, items in due.items():
             events = self.list_warnings(namespace)
             with self._lock:
+                self._listed[namespace] = now
                 for run, job, known in items:
                     sched = self._jobs.get((namespace, job.uid))
                     if sched is None:  # left Pending while the listing was in flight
