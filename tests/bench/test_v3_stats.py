@@ -93,3 +93,22 @@ def test_pilot_datasets_are_disjoint_and_sized(tmp_path):
     # the committed seed-0 files are what make.py writes
     for name in ("sub-train.jsonl", "add2-eval.jsonl", "capitals-eval.jsonl"):
         assert (tmp_path / name).read_text() == (ROOT / "examples" / "data" / "smollm2-pilot" / name).read_text()
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_every_arm_spec_of_v3_and_the_pilot_validates(tmp_path, device):
+    """The specs the runner writes (full runs, matched reruns, admission) pass the product's own validation."""
+    import v3
+    from cpt_core.validation import validate_resource
+
+    tasks = [("sort", tmp_path / "t.jsonl", tmp_path / "e.jsonl", "exact"),
+             ("max", tmp_path / "t2.jsonl", tmp_path / "e2.jsonl", "exact")]
+    general = [("copy", None, tmp_path / "c.jsonl", "exact"), ("dev-sort", None, tmp_path / "d.jsonl", "exact")]
+    for proto in (v3.V3, v3.pilot_protocol(device), v3.smoke_protocol()):
+        for name, arm in proto["arms"].items():
+            for max_steps, every in ((None, proto["every"]), (7, None)):
+                doc = v3.spec(f"x-{name}", tmp_path / "m", tmp_path / "run", arm, tasks, general, 0,
+                              proto["tokens"], every, max_steps=max_steps)
+                validate_resource(doc, mode="local")
+                key = "sft" if arm["method"] in ("sft", "self-sft") else "grpo"
+                assert doc["spec"][key].get("maxSteps") == (max_steps or arm[key].get("maxSteps"))
