@@ -10,6 +10,7 @@ the original execution is kept in bench.json next to it), so an interrupted benc
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -99,6 +100,7 @@ def build_base(out: Path, seed: int, steps: Optional[int], nice: int = 10, overr
     return json.loads(report.read_text())
 
 
+@functools.lru_cache(maxsize=None)
 def default_recipe_hash(seed: int) -> str:
     """The recipe hash of `cpt-trainer build-base --seed SEED` (default recipe) under the code measured (snapshot
     or working tree): sha256 of asdict(BaseModelConfig) plus the source of tinymodel.py and synthetic.py."""
