@@ -616,7 +616,8 @@ def main(argv=None) -> int:
     ap.add_argument("--report-only", action="store_true", help="run nothing; rewrite RESULTS.md from the cache")
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
                     help="pilot: cuda = the GPU settings (3 seeds, 500-prompt eval sets, 64 steps, vLLM on the GPU)")
-    ap.add_argument("--smoke", action="store_true", help="v3 end to end in minutes on the shipped tiny base (a check of "
+    ap.add_argument("--smoke", action="store_true",
+                    help="v3 end to end in minutes on the shipped tiny base (a check of "
                     "the machinery, not the protocol); default --work work/v3-smoke, --results there")
     ap.add_argument("--work", type=Path, help="scratch directory (default bench/forgetting/work/v3 or work/pilot)")
     ap.add_argument("--results", type=Path)

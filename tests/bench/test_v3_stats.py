@@ -78,7 +78,8 @@ def test_bootstrap_is_paired_and_deterministic():
 
 
 def test_pilot_datasets_are_disjoint_and_sized(tmp_path):
-    spec = importlib.util.spec_from_file_location("pilot_make", ROOT / "examples" / "data" / "smollm2-pilot" / "make.py")
+    path = ROOT / "examples" / "data" / "smollm2-pilot" / "make.py"
+    spec = importlib.util.spec_from_file_location("pilot_make", path)
     make = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(make)
     sizes = make.write_all(tmp_path, seed=0)
