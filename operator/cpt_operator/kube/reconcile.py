@@ -252,6 +252,12 @@ class Reconciler:
         except Exception as again:  # noqa: BLE001 - reporting must never raise
             log.warning("%s/%s: could not report the failed pass: %s", namespace, name, again)
 
+    def forget(self, namespace: str, name: str) -> None:
+        """The resource is gone: drop what was kept of it between passes."""
+        self.recent.forget(namespace, name)
+        self.admission.forget(namespace, name)
+        self._steady.pop((namespace, name), None)
+
     def close(self) -> None:
         self.reader.close()
         self.kube.close()
