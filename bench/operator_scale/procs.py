@@ -19,11 +19,7 @@ from botocore.config import Config
 HERE = Path(__file__).resolve().parent
 ACCESS, SECRET = "AKIABENCH00000000000", "benchSecretKey0000000000000000000000000"
 BUCKET = "cpt-bench"
-# HTTP/1.1: keep-alive connections, as real S3 (and MinIO) serve them; werkzeug's default HTTP/1.0 closes the
-# connection after every answer, so each of the operator's S3 requests paid a new TCP connection.
-MOTO = ("import sys; from werkzeug.serving import WSGIRequestHandler\n"
-        "WSGIRequestHandler.protocol_version = 'HTTP/1.1'\n"
-        "from moto.server import ThreadedMotoServer\n"
+MOTO = ("import sys; from moto.server import ThreadedMotoServer\n"
         "s = ThreadedMotoServer(ip_address='127.0.0.1', port=0, verbose=False); s.start()\n"
         "print(s.get_host_and_port()[1], flush=True); sys.stdin.read(); s.stop()\n")
 
