@@ -227,6 +227,8 @@ class Reconciler:
             if items:
                 log.info("%s/%s: %s %s (%s)", namespace, name, verb, ", ".join(items), why)
         for event in plan.events:
+            if event.reason == "StageStarted" and applied.created:
+                continue  # the "created ..." line above says it (the stage's ConfigMap and job)
             log.info("%s/%s: %s: %s", namespace, name, event.reason, event.message)
 
     def report_failure(self, namespace: str, name: str, exc: BaseException, retry_in: float) -> None:
