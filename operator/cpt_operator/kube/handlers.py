@@ -251,6 +251,8 @@ async def pass_once(runtime: Runtime, key: Key) -> None:
     delay = cfg.reconcile_interval * random.uniform(0.9, 1.1)
     if outcome.requeue_after is not None:
         delay = min(delay, max(outcome.requeue_after, 0.05))
+    if outcome.storage_unread:  # an outage ends without an event: notice it within a minute
+        delay = min(delay, max(ERROR_BACKOFF_CAP * random.uniform(0.9, 1.1), cfg.error_backoff))
     runtime.queue.add_after(key, delay)
 
 

@@ -68,6 +68,7 @@ class Outcome:
     requeue_after: Optional[float] = None  # the planner's wish (retry backoff); None = only on changes
     phase: Optional[str] = None
     applied: Optional[Applied] = None
+    storage_unread: bool = False  # storage did not answer: look again soon, not only at the resync
 
 
 def _utcnow() -> datetime:
@@ -210,7 +211,7 @@ class Reconciler:
                             run_stats(world.observed.committed))
         self._log_decisions(namespace, name, plan, applied)
         outcome = Outcome(exists=True, requeue_after=plan.requeue_after, phase=plan.status.get("phase"),
-                          applied=applied)
+                          applied=applied, storage_unread=view.error is not None)
         self._steady.pop((namespace, name), None)
         quiet = not (applied.created or applied.existed or applied.deleted or applied.patched
                      or applied.status_written or plan.events)

@@ -29,7 +29,7 @@ ENV: dict[str, tuple[str, str]] = {
     "CPT_STORAGE_ENDPOINT": ("", "S3 endpoint for runs whose spec.storage.endpoint is unset (MinIO); jobs get it too."),
     "CPT_STORAGE_REGION": ("", "S3 region for runs whose spec.storage.region is unset."),
     "CPT_STORAGE_PATH_STYLE": ("false", "Force path-style S3 addressing for every run (MinIO, Ceph)."),
-    "CPT_RECONCILE_INTERVAL": ("300", "Seconds between storage re-reads of a run when nothing happens (commits and "
+    "CPT_RECONCILE_INTERVAL": ("600", "Seconds between storage re-reads of a run when nothing happens (commits and "
                                       "damage made out of band); events trigger every other pass."),
     "CPT_ERROR_BACKOFF": ("5", "Seconds before a failed pass (API or storage error) is retried."),
     "CPT_METRICS_PORT": ("9090", "Port of the Prometheus /metrics endpoint; 0 disables it."),
@@ -86,7 +86,7 @@ class Settings:
     storage_endpoint: Optional[str] = None
     storage_region: Optional[str] = None
     storage_path_style: bool = False
-    reconcile_interval: float = 300.0
+    reconcile_interval: float = 600.0
     error_backoff: float = 5.0
     metrics_port: int = 9090
     metrics_addr: str = "0.0.0.0"
