@@ -361,13 +361,14 @@ class StrictEmulator(kmock.KubernetesEmulator):
         epoch = self._drop_epoch
         bookmarks = str(params.get("allowWatchBookmarks", "")).lower() == "true"
         pending, position = self._watch_start(path, params)
+        quiet_since = loop.time()  # the last write to this stream (events of other kinds do not count)
         try:
             while True:
                 for event in pending:
                     await response.write(json.dumps(event).encode() + b"\n")
+                    quiet_since = loop.time()
                 if position is None:
                     break
-                quiet_since = loop.time()
                 while position >= len(self._log) and self._drop_epoch == epoch:
                     transport = request._raw_request.transport
                     if (deadline is not None and loop.time() >= deadline) or transport is None \
