@@ -319,7 +319,7 @@ async def job_event(event: dict, body: kopf.Body, namespace: str, name: str, lab
 
     Not on a job's first sight while it is still Pending: the pass that created it already knows it (at scale,
     that self-inflicted wake-up was a second full pass per run; bench/operator_scale). Not on status changes the
-    planner does not read (replica counts). A restarted operator loses nothing: every daemon starts with a pass.
+    planner does not read (replica counts). A restarted operator loses nothing: every run is passed on first sight.
     """
     runtime: Optional[Runtime] = getattr(memo, "cpt", None)
     if runtime is None:
