@@ -13,6 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from cpt_core.api import SAMPLING_METHODS, STAGES, CptSpec, Stage
 
+_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
 STAGE_CONFIG_FILE = "stage.yaml"
 BASE_TASK_NAME = "base"  # task index 0: the base model, evaluated before any training (row 0 of the matrix)
 
@@ -45,7 +47,10 @@ class StageConfig(BaseModel):
         return BASE_TASK_NAME if self.task_index == 0 else self.spec.tasks[self.task_index - 1].name
 
     def dump_yaml(self) -> str:
-        return yaml.safe_dump(self.model_dump(mode="json", by_alias=True, exclude_none=True), sort_keys=True)
+        # libyaml's emitter when PyYAML has it: the same YAML, ~10x less CPU (the operator renders a stage
+        # config for every new stage and sizes the largest one on every spec check)
+        return yaml.dump(self.model_dump(mode="json", by_alias=True, exclude_none=True), Dumper=_DUMPER,
+                         sort_keys=True)
 
     @classmethod
     def load(cls, path: str) -> "StageConfig":

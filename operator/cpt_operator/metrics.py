@@ -237,26 +237,28 @@ class _RunCollector(Collector):
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._runs: dict[tuple[str, str], list[Sample]] = {}
-        # (namespace, cpt, task, stage) -> first time publish() saw the task in that stage (when stats lack it).
-        self._stage_seen: dict[tuple[str, str, str, str], float] = {}
+        # (namespace, cpt) -> {(task, stage): the first time publish() saw the task in that stage} (when stats lack
+        # it); per run, so a pass costs the same with 10 or 10,000 runs (it scanned every run's stages before)
+        self._stage_seen: dict[tuple[str, str], dict[tuple[str, str], float]] = {}
 
     def publish(self, namespace: str, name: str, spec: Mapping, status: Mapping,
                 stats: Optional[Mapping], now: float) -> None:
+        run = (namespace, name)
         with self._lock:
-            current = {(namespace, name, t.get("name") or "", t.get("stage"))
+            current = {(t.get("name") or "", t.get("stage"))
                        for t in (status or {}).get("tasks") or [] if t.get("stage")}
-            for key in [k for k in self._stage_seen if k[:2] == (namespace, name) and k not in current]:
-                del self._stage_seen[key]
-            for key in current:
-                self._stage_seen.setdefault(key, now)
-            started = {k[2:]: v for k, v in self._stage_seen.items() if k[:2] == (namespace, name)}
-            self._runs[(namespace, name)] = samples(namespace, name, spec, status, stats, started)
+            seen = self._stage_seen.get(run) or {}
+            seen = {key: seen.get(key, now) for key in current}  # stages no longer running are dropped
+            if seen:
+                self._stage_seen[run] = seen
+            else:
+                self._stage_seen.pop(run, None)
+            self._runs[run] = samples(namespace, name, spec, status, stats, dict(seen))
 
     def forget(self, namespace: str, name: str) -> None:
         with self._lock:
             self._runs.pop((namespace, name), None)
-            for key in [k for k in self._stage_seen if k[:2] == (namespace, name)]:
-                del self._stage_seen[key]
+            self._stage_seen.pop((namespace, name), None)
 
     def collect(self) -> Iterable[GaugeMetricFamily]:
         with self._lock:

@@ -11,7 +11,7 @@ kmock's server, request log, discovery endpoints and `objects` array, and replac
 - label and field selectors on list and watch; name and label-value validation (422);
 - finalizers + deletionTimestamp; ownerReference garbage collection (background propagation);
 - watch streams with real semantics: resume from a resourceVersion, synthetic ADDED only when none is given,
-  410 Expired for a compacted version, server-side timeoutSeconds;
+  410 Expired for a compacted version, server-side timeoutSeconds, a BOOKMARK a minute on a quiet stream;
 - injectable faults, rejected or applied-then-failed (reply lost), dropped and expired (410) watches;
 - lists shaped for kubectl (kind `<Kind>List`, apiVersion, metadata.resourceVersion).
 """
@@ -60,6 +60,8 @@ class StrictEmulator(kmock.KubernetesEmulator):
     # wait_for(Condition.wait()) could leave the lock held by a finished task and hang every later request.
     _changed: asyncio.Event = attrs.field(factory=asyncio.Event, init=False)
     _drop_epoch: int = attrs.field(default=0, init=False)
+    # A quiet watch that asked for bookmarks gets one this often (seconds), like a real API server's.
+    bookmark_seconds: float = attrs.field(default=60.0)
 
     # ------------------------------------------------------------------ public helpers (call in the loop)
     def declare(self, group_version: str, plural: str, kind: str, namespaced: bool = True,
@@ -357,11 +359,14 @@ class StrictEmulator(kmock.KubernetesEmulator):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout if timeout else None
         epoch = self._drop_epoch
+        bookmarks = str(params.get("allowWatchBookmarks", "")).lower() == "true"
         pending, position = self._watch_start(path, params)
+        quiet_since = loop.time()  # the last write to this stream (events of other kinds do not count)
         try:
             while True:
                 for event in pending:
                     await response.write(json.dumps(event).encode() + b"\n")
+                    quiet_since = loop.time()
                 if position is None:
                     break
                 while position >= len(self._log) and self._drop_epoch == epoch:
@@ -369,6 +374,13 @@ class StrictEmulator(kmock.KubernetesEmulator):
                     if (deadline is not None and loop.time() >= deadline) or transport is None \
                             or transport.is_closing():
                         break
+                    if bookmarks and loop.time() - quiet_since >= self.bookmark_seconds:
+                        # As the real API server does about once a minute: the client knows the stream is
+                        # alive (kopf re-opens a stream silent for 70 s) and where to resume.
+                        await response.write(json.dumps({"type": "BOOKMARK", "object": {
+                            "kind": info.kind, "apiVersion": f"{path.group}/{path.version}" if path.group
+                            else path.version, "metadata": {"resourceVersion": str(self._rv)}}}).encode() + b"\n")
+                        quiet_since = loop.time()
                     try:  # Event.wait holds nothing, so a cancel here (client gone) leaves no state behind
                         await asyncio.wait_for(self._changed.wait(), 0.5)
                     except asyncio.TimeoutError:

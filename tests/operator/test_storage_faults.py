@@ -86,19 +86,24 @@ def test_a_second_run_on_the_same_prefix_is_refused_and_deletes_nothing(emu_worl
     assert world.status("first")["phase"] == "Succeeded"
 
 
-def test_a_stopped_operator_leaves_no_finalizer_so_deletion_and_uninstall_complete(emu_world):
-    """helm uninstall stops the operator first; `kubectl delete crd` then waits on every resource's finalizer."""
+def test_the_operator_holds_no_finalizer_and_removes_an_old_one(emu_world):
+    """helm uninstall stops the operator first; `kubectl delete crd` then waits on every resource's finalizer. This
+    operator adds none (no daemon, no deletion handler), and removes the one an older version left behind."""
     from operator_harness import running_operator
 
     world = emu_world
-    world.create(cpt_body("held", world.endpoint, new_bucket(world.endpoint), tasks=1))
+    body = cpt_body("held", world.endpoint, new_bucket(world.endpoint), tasks=1)
+    body["metadata"]["finalizers"] = ["cpt.dev/kopf-finalizer"]  # left by an older operator
+    world.create(body)
+    world.create(cpt_body("fresh", world.endpoint, new_bucket(world.endpoint), tasks=1))
     with running_operator():
-        wait_for(lambda: "cpt.dev/kopf-finalizer" in ((world.get("held") or {}).get("metadata", {})
-                                                       .get("finalizers") or []), what="kopf's finalizer")
-        wait_for(lambda: world.jobs("held"), what="first job")
-    assert not (world.get("held") or {})["metadata"].get("finalizers")
+        wait_for(lambda: world.jobs("held") and world.jobs("fresh"), what="first jobs")
+        wait_for(lambda: not (world.get("held") or {})["metadata"].get("finalizers"), what="old finalizer removed")
+        assert not (world.get("fresh") or {})["metadata"].get("finalizers")
     world.delete("held")
-    wait_for(lambda: world.get("held") is None, timeout=10, what="deleted without an operator")
+    world.delete("fresh")
+    wait_for(lambda: world.get("held") is None and world.get("fresh") is None, timeout=10,
+             what="deleted without an operator")
 
 
 def test_slow_s3_during_passes_changes_nothing_but_speed(emu_world, emu_operator, s3_proxy, emulator):

@@ -64,7 +64,7 @@ def test_owned_by_and_event_body():
 
 def test_settings_defaults_and_overrides():
     default = Settings.from_env({})
-    assert default.namespaces == () and default.metrics_port == 9090 and default.reconcile_interval == 300
+    assert default.namespaces == () and default.metrics_port == 9090 and default.reconcile_interval == 600
     assert default.plan_defaults.image_pull_policy == "IfNotPresent"
     cfg = Settings.from_env({"CPT_NAMESPACES": "a, b-*", "CPT_LEARNER_IMAGE": "me/learner:1",
                              "CPT_STORAGE_ENDPOINT": "http://minio:9000", "CPT_STORAGE_PATH_STYLE": "true",

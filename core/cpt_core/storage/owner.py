@@ -22,22 +22,30 @@ OWNER = "owner.json"
 
 def claim_prefix(store: Store, uid: str, namespace: str, name: str) -> Optional[str]:
     """Claim the store for the run with this uid. None if it is ours (now or already); else why it is not."""
+    conflict, new = claim(store, uid, namespace, name)
+    if new and store.list(layout.TASKS):
+        log.warning("%s holds tasks but no %s: adopted by %s/%s", store.uri, OWNER, namespace, name)
+    return conflict
+
+
+def claim(store: Store, uid: str, namespace: str, name: str) -> tuple[Optional[str], bool]:
+    """(None, True): this call wrote the marker; (None, False): it was ours already; (why, False): not ours.
+
+    The write comes first (a conditional put, refused when the marker exists), so a fresh prefix costs one
+    check and one write, and the marker is read only when it exists. The caller says whether a prefix it just
+    claimed already held tasks (written before markers existed: adopted, with a log line)."""
     mine = {"uid": uid, "namespace": namespace, "name": name}
+    body = dict(mine, claimed_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    if store.put_if_absent(OWNER, dump_json(body)):
+        return None, True
     current = _owner(store)
-    if current is None:
-        if store.list(layout.TASKS):
-            log.warning("%s holds tasks but no %s: adopted by %s/%s", store.uri, OWNER, namespace, name)
-        body = dict(mine, claimed_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
-        if store.put_if_absent(OWNER, dump_json(body)):
-            return None
-        current = _owner(store)  # another run claimed it between our read and our write
     if current is not None and current.get("uid") == uid:
-        return None
+        return None, False
     who = (f"{current.get('namespace')}/{current.get('name')} (uid {current.get('uid')})" if current
            else "an unreadable owner marker")
     return (f"{store.uri} belongs to run {who}, not to this one (uid {uid}); nothing was read, started or "
             "deleted there. Give this resource its own spec.storage.uri (or delete "
-            f"{store.uri}/{OWNER} if the other run is gone and its results should be adopted)")
+            f"{store.uri}/{OWNER} if the other run is gone and its results should be adopted)"), False
 
 
 def _owner(store: Store) -> Optional[dict]:

@@ -9,7 +9,6 @@ it changed, so a pass can be repeated or cut short at any point. Every verb used
 from __future__ import annotations
 
 import base64
-import fnmatch
 import json
 import logging
 import os
@@ -213,31 +212,6 @@ class Kube:
                                                   "status"),
                              body={"status": patch}, content_type="application/merge-patch+json")
         return reply if isinstance(reply, dict) and reply else {"status": status}
-
-    def release_finalizer(self, finalizer: str, namespaces: tuple[str, ...] = ()) -> int:
-        """Remove `finalizer` from every ContinualPostTraining in `namespaces` (globs match listed names; empty =
-        all). Returns how many were released. Best effort, resourceVersion-guarded (a 409 skips that one)."""
-        exact = [n for n in namespaces if not any(c in n for c in "*?[")]
-        scopes = exact if namespaces and len(exact) == len(namespaces) else [None]
-        released = 0
-        for scope in scopes:
-            listing = self.request("GET", collection_path(api.API_VERSION, api.PLURAL, scope)) or {}
-            for item in listing.get("items") or []:
-                meta = item.get("metadata") or {}
-                if namespaces and not any(fnmatch.fnmatchcase(meta.get("namespace", ""), n) for n in namespaces):
-                    continue
-                held = meta.get("finalizers") or []
-                if finalizer not in held:
-                    continue
-                body = {"metadata": {"finalizers": [f for f in held if f != finalizer] or None,
-                                     "resourceVersion": meta.get("resourceVersion")}}
-                try:
-                    self.request("PATCH", object_path(api.API_VERSION, api.PLURAL, meta["namespace"], meta["name"]),
-                                 body=body, content_type="application/merge-patch+json")
-                    released += 1
-                except ApiError as exc:
-                    log.warning("could not release %s/%s: %s", meta.get("namespace"), meta.get("name"), exc)
-        return released
 
     def post_event(self, resource: dict, event_type: str, reason: str, message: str, now: datetime) -> None:
         body = event_body(resource, event_type, reason, message, now, self.instance)

@@ -1,20 +1,25 @@
-"""kopf wiring: the only module that imports kopf. Thin: it keeps the caches and schedules passes, nothing else.
+"""kopf wiring: the only module that imports kopf. Thin: it keeps the caches and feeds the work queue, nothing else.
 
 Children are read from kopf indexes, one per child kind the operator creates (ConfigMap, Service, Deployment,
-NetworkPolicy and the stage-job kind in use), keyed by (namespace, run label) and fed by kopf's watches: a pass never LISTs. kopf
-starts no handler before every index has its initial listing, so a restarted operator never plans from an empty
-cache. The resource itself comes from kopf's live body of the daemon, so a pass that changes nothing sends no
-request at all.
+NetworkPolicy and the stage-job kind in use), keyed by (namespace, run label) and fed by kopf's watches: a pass
+never LISTs. kopf starts no handler before every index has its initial listing, so a restarted operator never
+plans from an empty cache. The resource itself is the last copy kopf's watch delivered, so a pass that changes
+nothing sends no request at all.
 
-One daemon per ContinualPostTraining runs a loop: pass, then sleep until woken or until time itself matters (the
-planner's requeue_after: retry backoff, commit grace) or the slow storage resync (CPT_RECONCILE_INTERVAL: storage
-has no events; it catches commits and damage made out of band). Wake-ups: the resource's spec or cpt.dev
-annotations changed; one of its stage jobs changed what the planner reads (phase, suspension, deletion); one of
-its other children was deleted. A missed wake-up only delays work until the resync; a restart loses nothing.
+Passes come from a work queue (`workqueue.WorkQueue`), not from a daemon per resource: kopf event handlers add
+the run's key when something the planner reads changed (the resource's spec or cpt.dev annotations, first sight,
+one of its stage jobs' phase or suspension, one of its other children deleted), and a small fixed pool of
+workers (`WORKERS`) runs one pass per key, each in a thread (the API and S3 clients block). A key is queued at
+most once and never passed by two workers at once. Timers only where time itself matters: the planner's
+requeue_after (retry backoff, commit grace), the error backoff, and the slow storage resync
+(CPT_RECONCILE_INTERVAL: storage has no events; it catches commits and damage made out of band) are delayed
+re-queues. A missed wake-up only delays work until the resync; a restart loses nothing (every run is passed
+once when kopf's watch lists it).
 
-kopf's own bookkeeping (progress, diff base, finalizer) lives in metadata with the `cpt.dev` prefix: the strict
-status schema of the CRD would drop kopf's status fields. kopf's posting of log lines as Events is off, and its
-per-handler "succeeded" lines are filtered out: the operator logs one line per decision (`reconcile`).
+No daemon, no change handler: kopf keeps no per-resource progress and adds no finalizer (it removes the one
+older versions of this operator added); children go with their run through ownerReferences. kopf's posting of
+log lines as Events is off, and its per-handler "succeeded" lines are filtered out: the operator logs one line
+per decision (`reconcile`).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import copy
 import logging
 import os
 import random
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -38,9 +44,12 @@ from cpt_operator.kube import jobs
 from cpt_operator.kube.observe import KINDS, owned_by, slim_child
 from cpt_operator.kube.reconcile import Reconciler
 from cpt_operator.kube.settings import Settings, job_backend
+from cpt_operator.kube.workqueue import WorkQueue
 
 log = logging.getLogger(__name__)
 PREFIX = api.GROUP
+# Not added any more (no daemon, no deletion handler); named so that kopf removes it from resources that an
+# older version of this operator left it on.
 FINALIZER = f"{PREFIX}/kopf-finalizer"
 # The kind stage jobs run as (CPT_JOB_BACKEND, see settings): only that kind is watched, since the other's CRD
 # may not exist on the cluster and the chart grants rights on the kind in use only.
@@ -49,42 +58,57 @@ JOB_BACKEND = jobs.BACKENDS[job_backend()]
 # (with a 409 owner check): watching Secrets would need rights on every Secret of the namespace.
 CHILD_INDEXES = {f"cpt_children_{KINDS[kind][1]}": kind
                  for kind in ("ConfigMap", "Service", "Deployment", "NetworkPolicy", JOB_BACKEND.kind)}
+# Passes in flight at once. A pass mostly waits on the API server and S3 (a few ms of CPU each), so a few
+# more than the CPUs; more only queue at the server.
+WORKERS = 8
 
 
 class QuietKopf(logging.Filter):
-    """Drop kopf's "Handler ... succeeded." lines (one per watch event of every index and event handler: most
-    of the log at scale) and the cancellation warning of a daemon stopped while a pass was in flight."""
+    """Drop kopf's "Handler ... succeeded." lines: one per watch event of every index and event handler, most of
+    the log at scale."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        if record.levelno <= logging.INFO and message.endswith(" succeeded."):
-            return False
-        return not ("'reconcile'" in message and message.endswith("is cancelled. Will escalate."))
+        return not (record.levelno <= logging.INFO and record.getMessage().endswith(" succeeded."))
 
 
 ERROR_BACKOFF_CAP = 60.0  # seconds: failing passes are retried at least this often, whatever the resync interval
 _QUIET = QuietKopf()
 logging.getLogger("kopf.objects").addFilter(_QUIET)
 
+Key = tuple[str, str]  # (namespace, name) of a ContinualPostTraining
+
 
 @dataclass
 class Runtime:
-    """Per-operator state, kept in kopf's memo (a restarted operator in the same process starts fresh)."""
+    """Per-operator state, kept in kopf's memo (a restarted operator in the same process starts fresh).
+    Touched only from the event loop's thread, except what `reconciler` guards itself."""
 
     settings: Settings
     reconciler: Reconciler
-    wakeups: dict[tuple[str, str], asyncio.Event] = field(default_factory=dict)
-    seen: dict[tuple[str, str], Any] = field(default_factory=dict)
-    jobs_seen: dict[tuple[str, str], tuple] = field(default_factory=dict)  # (namespace, job) -> job_fingerprint
+    queue: WorkQueue = field(default_factory=WorkQueue)
+    resources: dict[Key, dict] = field(default_factory=dict)  # the last copy kopf's watch delivered, per run
+    indices: Optional[dict[str, Any]] = None  # kopf's child indexes (live), taken from the first handler call
+    seen: dict[Key, Any] = field(default_factory=dict)  # what of the resource wakes a pass, last seen
+    jobs_seen: dict[Key, tuple] = field(default_factory=dict)  # (namespace, job) -> job_fingerprint
+    failures: dict[Key, int] = field(default_factory=dict)  # failed passes in a row
+    pool: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(WORKERS, "cpt-pass"))
+    workers: list = field(default_factory=list)
     refused: dict[tuple[str, str], str] = field(default_factory=dict)  # (namespace, Deployment) -> ReplicaFailure
     metrics_server: Optional[metrics.Server] = None
     sweeps: Optional[asyncio.Task] = None
     closed: bool = False
 
     def wake(self, namespace: str, name: str) -> None:
-        event = self.wakeups.get((namespace, name))
-        if event is not None:
-            event.set()
+        if (namespace, name) in self.resources:
+            self.queue.add((namespace, name))
+
+    def forget(self, key: Key) -> None:
+        self.resources.pop(key, None)
+        self.seen.pop(key, None)
+        self.failures.pop(key, None)
+        self.queue.forget(key)
+        self.reconciler.forget(*key)
+        metrics.forget(*key)
 
 
 @kopf.on.login()
@@ -96,13 +120,16 @@ def login(**kwargs: Any) -> Optional[kopf.ConnectionInfo]:
 
 
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    """kopf's settings, then the work queue's workers (in this loop: they await passes run in `pool`)."""
     cfg = Settings.from_env()
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PREFIX)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=PREFIX, key="last-handled-configuration")
     settings.persistence.finalizer = FINALIZER
     settings.posting.enabled = False
+    # One watch request per kind per CPT_WATCH_TIMEOUT while idle; a stream that went silent (no event and no
+    # bookmark, which API servers send about every minute) is re-opened after kopf's inactivity timeout.
     settings.watching.server_timeout = cfg.watch_timeout
     settings.watching.client_timeout = cfg.watch_timeout + 30
     settings.watching.connect_timeout = 10
@@ -116,7 +143,10 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     server = None
     if cfg.metrics_port:
         server = metrics.serve(cfg.metrics_port, cfg.metrics_addr)
-    memo.cpt = Runtime(settings=cfg, reconciler=Reconciler(Kube.connect(job_kind=JOB_BACKEND.kind), cfg), metrics_server=server)
+    runtime = Runtime(settings=cfg, reconciler=Reconciler(Kube.connect(job_kind=JOB_BACKEND.kind), cfg),
+                      metrics_server=server)
+    runtime.workers = [asyncio.create_task(worker(runtime), name=f"cpt-worker-{i}") for i in range(WORKERS)]
+    memo.cpt = runtime
 
 
 @kopf.on.startup()
@@ -151,60 +181,79 @@ async def admission_sweeps(runtime: Runtime) -> None:
 
 
 @kopf.on.cleanup()
-def shutdown(memo: kopf.Memo, **_: Any) -> None:
+async def shutdown(memo: kopf.Memo, **_: Any) -> None:
+    """Stop the workers; passes already in their threads finish (at most ~10 s waited for), then the clients
+    close. Nothing to release on the resources: the operator holds no finalizer."""
     runtime: Optional[Runtime] = getattr(memo, "cpt", None)
     if runtime is None:
         return
     runtime.closed = True
+    runtime.queue.close()
+    for task in runtime.workers:
+        task.cancel()
+    if runtime.sweeps is not None:
+        runtime.sweeps.cancel()
+    await asyncio.gather(*runtime.workers, *([runtime.sweeps] if runtime.sweeps else []),
+                         return_exceptions=True)
     if runtime.metrics_server is not None:
         runtime.metrics_server.shutdown()
-    # kopf's finalizer only lets it stop a daemon cleanly while this operator runs. Left behind, it would block
-    # every deletion (and `kubectl delete crd` after `helm uninstall`) until an operator came back; children
-    # go with their owner through ownerReferences anyway. A restarted operator puts it back before its daemons.
     try:
-        released = runtime.reconciler.kube.release_finalizer(FINALIZER, runtime.settings.namespaces)
-        log.info("released the finalizer of %d resource(s)", released)
-    except Exception as exc:  # noqa: BLE001 - the API may be gone already (uninstall): nothing else to do
-        log.warning("could not release finalizers: %s", exc)
+        await asyncio.wait_for(asyncio.to_thread(runtime.pool.shutdown, True), 10.0)
+    except asyncio.TimeoutError:
+        log.warning("a pass still runs at shutdown; not waiting for it")
     runtime.reconciler.close()
 
 
-@kopf.daemon(api.GROUP, api.VERSION, api.PLURAL, id="reconcile", cancellation_backoff=10.0,
-             cancellation_timeout=10.0)
-async def reconcile_loop(namespace: str, name: str, body: kopf.Body, memo: kopf.Memo, stopped: kopf.DaemonStopped,
-                         **kwargs: Any) -> None:
-    runtime: Runtime = memo.cpt
+async def worker(runtime: Runtime) -> None:
+    """Take a run's key, pass it, mark it done; forever (until cleanup cancels it)."""
+    while True:
+        key = await runtime.queue.get()
+        try:
+            await pass_once(runtime, key)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - a bug here must not stop the worker (the run retries at its resync)
+            log.exception("%s/%s: the pass could not be scheduled", *key)
+            runtime.queue.add_after(key, runtime.settings.reconcile_interval)
+        finally:
+            runtime.queue.done(key)
+
+
+async def pass_once(runtime: Runtime, key: Key) -> None:
+    """One pass of one run, then its next timer: the planner's requeue_after, the error backoff or the resync."""
     cfg = runtime.settings
-    key = (namespace, name)
-    wake = runtime.wakeups.setdefault(key, asyncio.Event())
-    failures = 0
+    namespace, name = key
+    body = runtime.resources.get(key)
+    if body is None:
+        return  # deleted since it was queued
+    # Snapshots taken here, in the event loop that updates the caches; the pass runs in a worker thread.
+    resource = copy.deepcopy(body)
+    children = cached_children(runtime.indices or {}, namespace, name, (resource.get("metadata") or {}).get("uid"))
+    loop = asyncio.get_running_loop()
     try:
-        while not stopped:
-            wake.clear()
-            # Snapshots taken here, in the event loop that updates them; the pass runs in a worker thread.
-            resource = copy.deepcopy(dict(body))
-            children = cached_children(kwargs, namespace, name, (resource.get("metadata") or {}).get("uid"))
-            try:
-                outcome = await asyncio.to_thread(runtime.reconciler.reconcile, namespace, name, resource, children)
-            except Exception as exc:  # noqa: BLE001 - any failure: say so on the resource, back off, go again
-                failures += 1
-                delay = error_delay(cfg.error_backoff, failures,
-                                    max(min(cfg.reconcile_interval, ERROR_BACKOFF_CAP), cfg.error_backoff))
-                log.warning("%s/%s: reconcile failed (%d in a row), retrying in %.1fs: %s: %s", namespace, name,
-                            failures, delay, type(exc).__name__, exc)
-                await asyncio.to_thread(runtime.reconciler.report_failure, namespace, name, exc, delay)
-            else:
-                failures = 0
-                if not outcome.exists:
-                    return
-                # The storage resync, spread over +-10% so a thousand runs created at once do not re-read
-                # storage in the same second forever after.
-                delay = cfg.reconcile_interval * random.uniform(0.9, 1.1)
-                if outcome.requeue_after is not None:
-                    delay = min(delay, max(outcome.requeue_after, 0.05))
-            await sleep_until(wake, stopped, delay)
-    finally:
-        runtime.wakeups.pop(key, None)
+        outcome = await loop.run_in_executor(runtime.pool, runtime.reconciler.reconcile, namespace, name,
+                                             resource, children)
+    except Exception as exc:  # noqa: BLE001 - any failure: say so on the resource, back off, go again
+        failures = runtime.failures[key] = runtime.failures.get(key, 0) + 1
+        delay = error_delay(cfg.error_backoff, failures,
+                            max(min(cfg.reconcile_interval, ERROR_BACKOFF_CAP), cfg.error_backoff))
+        log.warning("%s/%s: reconcile failed (%d in a row), retrying in %.1fs: %s: %s", namespace, name,
+                    failures, delay, type(exc).__name__, exc)
+        await loop.run_in_executor(runtime.pool, runtime.reconciler.report_failure, namespace, name, exc, delay)
+        if key in runtime.resources:
+            runtime.queue.add_after(key, delay)
+        return
+    runtime.failures.pop(key, None)
+    if not outcome.exists or key not in runtime.resources:
+        return  # being deleted: its children go with it; the DELETED event forgets the rest
+    # The storage resync, spread over +-10% so a thousand runs created at once do not re-read storage in the
+    # same second forever after.
+    delay = cfg.reconcile_interval * random.uniform(0.9, 1.1)
+    if outcome.requeue_after is not None:
+        delay = min(delay, max(outcome.requeue_after, 0.05))
+    if outcome.storage_unread:  # an outage ends without an event: notice it within a minute
+        delay = min(delay, max(ERROR_BACKOFF_CAP * random.uniform(0.9, 1.1), cfg.error_backoff))
+    runtime.queue.add_after(key, delay)
 
 
 def cached_children(indices: dict[str, Any], namespace: str, run: str, uid: Optional[str]
@@ -221,16 +270,6 @@ def cached_children(indices: dict[str, Any], namespace: str, run: str, uid: Opti
     return out
 
 
-async def sleep_until(wake: asyncio.Event, stopped: kopf.DaemonStopped, delay: float) -> None:
-    """Sleep `delay` seconds, or less if woken or told to stop (then the daemon exits without being cancelled)."""
-    waiters = [asyncio.ensure_future(wake.wait()), asyncio.ensure_future(stopped.wait())]
-    try:
-        await asyncio.wait(waiters, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()
-
-
 def error_delay(base: float, failures: int, cap: float) -> float:
     """Backoff after failed passes in a row: base, 2 base, 4 base, ... at most `cap` (the resync interval, at
     most a minute: a run whose passes keep failing is retried often enough, never in a tight loop)."""
@@ -239,26 +278,30 @@ def error_delay(base: float, failures: int, cap: float) -> float:
 
 @kopf.on.event(api.GROUP, api.VERSION, api.PLURAL)
 async def resource_event(event: dict, namespace: str, name: str, meta: kopf.Meta, memo: kopf.Memo,
-                         **_: Any) -> None:
-    """Wake the run on what a user changes (spec -> generation, our annotations, deletion); not on status.
+                         **kwargs: Any) -> None:
+    """Keep the run's latest copy; queue a pass on what a user changes (first sight, spec -> generation, our
+    annotations, deletion), not on status (ours).
 
-    async (in the loop, like the daemons' asyncio.Events it sets: Event.set is not thread-safe): a sync handler
-    would cost a hop to kopf's executor for every event of every run.
+    async (in the loop that owns the queue and the caches): a sync handler would cost a hop to kopf's executor
+    for every event of every run.
     """
     runtime: Optional[Runtime] = getattr(memo, "cpt", None)
     if runtime is None:
         return
+    if runtime.indices is None:  # kopf hands every handler its indexes; the workers read them from here on
+        runtime.indices = {index_id: kwargs[index_id] for index_id in CHILD_INDEXES if index_id in kwargs}
     key = (namespace, name)
     if event.get("type") == "DELETED":
-        runtime.seen.pop(key, None)
-        metrics.forget(namespace, name)
+        runtime.forget(key)
         return
+    runtime.resources[key] = event["object"]
     ours = {k: v for k, v in (meta.get("annotations") or {}).items()
             if k.startswith(f"{PREFIX}/") and k not in (f"{PREFIX}/last-handled-configuration",)}
-    fingerprint = (meta.get("generation"), tuple(sorted(ours.items())), meta.get("deletionTimestamp"))
+    fingerprint = (meta.get("uid"), meta.get("generation"), tuple(sorted(ours.items())),
+                   meta.get("deletionTimestamp"))
     if runtime.seen.get(key) != fingerprint:
         runtime.seen[key] = fingerprint
-        runtime.wake(namespace, name)
+        runtime.queue.add(key)
 
 
 def job_fingerprint(body: Any) -> tuple:
@@ -276,7 +319,7 @@ async def job_event(event: dict, body: kopf.Body, namespace: str, name: str, lab
 
     Not on a job's first sight while it is still Pending: the pass that created it already knows it (at scale,
     that self-inflicted wake-up was a second full pass per run; bench/operator_scale). Not on status changes the
-    planner does not read (replica counts). A restarted operator loses nothing: every daemon starts with a pass.
+    planner does not read (replica counts). A restarted operator loses nothing: every run is passed on first sight.
     """
     runtime: Optional[Runtime] = getattr(memo, "cpt", None)
     if runtime is None:

@@ -27,8 +27,8 @@ def required_rules(job_backend: str = "pytorchjob") -> list[Rule]:
 
 # With the default backend (pytorchjob).
 REQUIRED_RULES: list[Rule] = [
-    # kopf lists/watches it (a pass reads kopf's copy) and patches its finalizer; kube GETs it only to report a
-    # failed pass.
+    # kopf lists/watches it (a pass reads kopf's copy); kube GETs it only to report a failed pass. `patch`: kopf
+    # removes the finalizer an older version of the operator added (this one adds none).
     (api.GROUP, api.PLURAL, ("get", "list", "watch", "patch")),
     (api.GROUP, f"{api.PLURAL}/status", ("patch",)),
     # Stage jobs: kopf watches them (wake-ups), kube lists, creates, and patches runPolicy.suspend. `get` on
@@ -57,6 +57,8 @@ CONDITIONAL_RULES: set[tuple[str, str, str]] = {
     ("", "events", "list"),
     # the resource is read from kopf's watch; a GET only when a failed pass is reported
     (api.GROUP, api.PLURAL, "get"),
+    # only on resources that still carry an older operator's finalizer
+    (api.GROUP, api.PLURAL, "patch"),
     # owner checks happen only on a 409 (an operator restart mid-pass, or a foreign object)
     ("kubeflow.org", "pytorchjobs", "get"), ("apps", "deployments", "get"), ("", "services", "get"),
     ("", "configmaps", "get"), ("networking.k8s.io", "networkpolicies", "get"),

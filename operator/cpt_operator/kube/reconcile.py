@@ -68,6 +68,7 @@ class Outcome:
     requeue_after: Optional[float] = None  # the planner's wish (retry backoff); None = only on changes
     phase: Optional[str] = None
     applied: Optional[Applied] = None
+    storage_unread: bool = False  # storage did not answer: look again soon, not only at the resync
 
 
 def _utcnow() -> datetime:
@@ -210,7 +211,7 @@ class Reconciler:
                             run_stats(world.observed.committed))
         self._log_decisions(namespace, name, plan, applied)
         outcome = Outcome(exists=True, requeue_after=plan.requeue_after, phase=plan.status.get("phase"),
-                          applied=applied)
+                          applied=applied, storage_unread=view.error is not None)
         self._steady.pop((namespace, name), None)
         quiet = not (applied.created or applied.existed or applied.deleted or applied.patched
                      or applied.status_written or plan.events)
@@ -227,6 +228,8 @@ class Reconciler:
             if items:
                 log.info("%s/%s: %s %s (%s)", namespace, name, verb, ", ".join(items), why)
         for event in plan.events:
+            if event.reason == "StageStarted" and applied.created:
+                continue  # the "created ..." line above says it (the stage's ConfigMap and job)
             log.info("%s/%s: %s: %s", namespace, name, event.reason, event.message)
 
     def report_failure(self, namespace: str, name: str, exc: BaseException, retry_in: float) -> None:
@@ -251,6 +254,12 @@ class Reconciler:
                     self.kube.post_event(resource, "Warning", "ReconcileFailed", message, now)
         except Exception as again:  # noqa: BLE001 - reporting must never raise
             log.warning("%s/%s: could not report the failed pass: %s", namespace, name, again)
+
+    def forget(self, namespace: str, name: str) -> None:
+        """The resource is gone: drop what was kept of it between passes."""
+        self.recent.forget(namespace, name)
+        self.admission.forget(namespace, name)
+        self._steady.pop((namespace, name), None)
 
     def close(self) -> None:
         self.reader.close()

@@ -29,14 +29,14 @@ ENV: dict[str, tuple[str, str]] = {
     "CPT_STORAGE_ENDPOINT": ("", "S3 endpoint for runs whose spec.storage.endpoint is unset (MinIO); jobs get it too."),
     "CPT_STORAGE_REGION": ("", "S3 region for runs whose spec.storage.region is unset."),
     "CPT_STORAGE_PATH_STYLE": ("false", "Force path-style S3 addressing for every run (MinIO, Ceph)."),
-    "CPT_RECONCILE_INTERVAL": ("300", "Seconds between storage re-reads of a run when nothing happens (commits and "
+    "CPT_RECONCILE_INTERVAL": ("600", "Seconds between storage re-reads of a run when nothing happens (commits and "
                                       "damage made out of band); events trigger every other pass."),
     "CPT_ERROR_BACKOFF": ("5", "Seconds before a failed pass (API or storage error) is retried."),
     "CPT_METRICS_PORT": ("9090", "Port of the Prometheus /metrics endpoint; 0 disables it."),
     "CPT_METRICS_ADDR": ("0.0.0.0", "Address the /metrics endpoint binds to."),
     "CPT_ADMISSION_GRACE": ("30", "Seconds a stage job may stay Pending before its Warning events are looked at for "
                                   "pods the cluster refused (admission, quota); then after growing gaps."),
-    "CPT_WATCH_TIMEOUT": ("300", "Server-side timeout of kopf's watch requests, seconds (then re-watched)."),
+    "CPT_WATCH_TIMEOUT": ("600", "Server-side timeout of kopf's watch requests, seconds (then re-watched from where it ended)."),
     tenancy.ENV_IMAGES: ("", "Image repository prefixes a spec may name (comma-separated; empty or * = any)."),
     tenancy.ENV_DIGEST: ("false", "Refuse spec images without a @sha256 digest."),
     tenancy.ENV_REWARDS: ("", "Module prefixes allowed as module:function rewards (empty = built-ins only; * = any; "
@@ -86,11 +86,11 @@ class Settings:
     storage_endpoint: Optional[str] = None
     storage_region: Optional[str] = None
     storage_path_style: bool = False
-    reconcile_interval: float = 300.0
+    reconcile_interval: float = 600.0
     error_backoff: float = 5.0
     metrics_port: int = 9090
     metrics_addr: str = "0.0.0.0"
-    watch_timeout: float = 300.0
+    watch_timeout: float = 600.0
     admission_grace: float = 30.0
     peering: Optional[str] = None
 

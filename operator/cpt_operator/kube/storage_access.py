@@ -20,7 +20,7 @@ from cpt_core.results import CommittedTask
 from cpt_core.storage import Credentials, RetryPolicy, Store, open_store_for_spec, scrub
 from cpt_core.storage.credentials import register_secret
 from cpt_core.storage.manifest import load_committed_report
-from cpt_core.storage.owner import claim_prefix
+from cpt_core.storage.owner import OWNER, claim as claim_prefix
 from cpt_core.validation import SpecError, validate_resource
 from cpt_operator.kube.settings import Settings
 
@@ -153,14 +153,19 @@ class CommittedReader:
         try:
             store = self._store(storage, meta["namespace"])
             claim = (meta.get("uid"), storage.uri)
+            new = False
             if meta.get("uid") and claim not in self._claimed:
-                conflict = claim_prefix(store, meta["uid"], meta["namespace"], meta["name"])
+                conflict, new = claim_prefix(store, meta["uid"], meta["namespace"], meta["name"])
                 if conflict:
                     return StorageView(conflict=scrub(conflict)[:1000])
                 if len(self._claimed) >= MAX_CLAIMS:
                     self._claimed.clear()
                 self._claimed.add(claim)
-            return self._committed(claim, store)
+            view = self._committed(claim, store)
+            if new and (view.committed or view.damaged):  # the same listing says whether it held tasks
+                log.warning("%s holds tasks but no %s: adopted by %s/%s", storage.uri, OWNER, meta["namespace"],
+                            meta["name"])
+            return view
         except Exception as exc:  # noqa: BLE001 - storage down, bad credentials, missing secret: report, retry
             message = scrub(f"cannot read {storage.uri}: {type(exc).__name__}: {exc}")[:500]
             log.warning("%s/%s: %s", meta["namespace"], meta["name"], message)

@@ -24,7 +24,10 @@ def transition_events(old: dict, new: dict, plan_: Plan, observed: Observed) -> 
             events.append(PlanEvent("Normal", "TaskCommitted", f"task {task['index']} {task['name']!r} committed"))
         if task["phase"] == "Retrying" and before.get("message") != task.get("message"):
             events.append(PlanEvent("Warning", "StageFailed", task.get("message", "")))
-    if old.get("phase") != new["phase"]:
+    started = any(e.reason == "StageStarted" for e in events)
+    if old.get("phase") != new["phase"] and not (started and new["phase"] == "Running"
+                                                 and old.get("phase") in (None, "Pending")):
+        # (a run's start is its first StageStarted event: a "Running" event beside it would say it twice)
         kind = "Warning" if new["phase"] == "Failed" else "Normal"
         reason = {"Running": "Running" if old.get("phase") != "Suspended" else "Resumed"}.get(
             new["phase"], new["phase"])
