@@ -33,7 +33,10 @@ def _warning_event(world, kind: str, name: str, uid: str, reason: str, message: 
 
 @pytest.fixture
 def quick_admission(world, monkeypatch):
+    """Looks after 1 s; no storage resync in the test's time (600 s, the default): a refused job sends no event,
+    so only the job's first sight and the sweep can bring the refusal to the run."""
     monkeypatch.setenv("CPT_ADMISSION_GRACE", "1")
+    monkeypatch.setenv("CPT_RECONCILE_INTERVAL", "600")
     with running_operator() as runner:
         yield runner
 

@@ -14,6 +14,8 @@ Running jobs, finished jobs and young jobs cost nothing.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -22,6 +24,7 @@ from typing import Callable, Iterable, Optional
 from cpt_core.storage import scrub
 from cpt_operator.kube.observe import parse_time
 
+log = logging.getLogger(__name__)
 REASONS = frozenset({"FailedCreate", "FailedCreatePod"})  # batch Job controller / Kubeflow's job controllers
 MAX_GAP = 600.0  # seconds between two looks at a job that stays Pending
 MIN_SPACING = 10.0  # seconds between two listings of one namespace's events (at most the grace)
@@ -129,6 +132,16 @@ class AdmissionScanner:
                     found[job.name] = sched.message
             return found
 
+    def add(self, namespace: str, run: str, job: PendingJob) -> None:
+        """A job seen Pending for the first time (its watch event, before any pass has observed it: the pass
+        that created it does not see it, and a refused job sends no further event)."""
+        with self._lock:
+            pending, known = self._runs.get((namespace, run), ([], frozenset()))
+            if job not in pending:
+                self._runs[(namespace, run)] = ([*pending, job], known | {job.name})
+            self._jobs.setdefault((namespace, job.uid), _Schedule(
+                job.created + timedelta(seconds=self.grace), self.grace))
+
     def forget(self, namespace: str, run: str) -> None:
         self.note(namespace, run, [], ())
         with self._lock:
@@ -186,3 +199,28 @@ class AdmissionScanner:
                     sched.gap = min(sched.gap * 2, MAX_GAP)
                     sched.next_look = now + timedelta(seconds=sched.gap)
         return changed
+
+
+async def sweep_forever(scanner: AdmissionScanner, clock: Callable[[], datetime],
+                        wake: Callable[[str, str], None], closed: Callable[[], bool],
+                        backoff: Callable[[int], float]) -> None:
+    """The operator's sweep loop (handlers start it): sleep until the next look is due (at most `grace`), sweep in
+    a thread, wake the runs whose findings changed; a failed listing is retried after `backoff(failures)`."""
+    failures = 0
+    while not closed():
+        due = scanner.next_look()
+        wait = scanner.grace if due is None else (due - clock()).total_seconds()
+        await asyncio.sleep(min(max(wait, 0.05), scanner.grace))
+        if closed():
+            return
+        try:
+            changed = await asyncio.to_thread(scanner.sweep, clock())
+        except Exception as exc:  # noqa: BLE001 - the due jobs stay due; the next sweep tries again
+            failures += 1
+            log.warning("listing Warning events for refused pods failed, retrying in %.1fs: %s: %s",
+                        backoff(failures), type(exc).__name__, exc)
+            await asyncio.sleep(backoff(failures))
+            continue
+        failures = 0
+        for namespace, run in changed:
+            wake(namespace, run)

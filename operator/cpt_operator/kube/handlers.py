@@ -31,6 +31,7 @@ import os
 import random
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any, Optional
 
 import kopf
@@ -38,10 +39,10 @@ import kopf
 from cpt_core import api
 from cpt_operator.kube import manifests
 from cpt_operator import metrics
-from cpt_operator.kube.admission import rejected_deployments
+from cpt_operator.kube.admission import PendingJob, rejected_deployments, sweep_forever
 from cpt_operator.kube.client import Kube
 from cpt_operator.kube import jobs
-from cpt_operator.kube.observe import KINDS, owned_by, slim_child
+from cpt_operator.kube.observe import KINDS, owned_by, parse_time, slim_child
 from cpt_operator.kube.reconcile import Reconciler
 from cpt_operator.kube.settings import Settings, job_backend
 from cpt_operator.kube.workqueue import WorkQueue
@@ -152,32 +153,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
 @kopf.on.startup()
 async def start_admission_sweeps(memo: kopf.Memo, **_: Any) -> None:
     runtime: Runtime = memo.cpt
-    runtime.sweeps = asyncio.create_task(admission_sweeps(runtime))
-
-
-async def admission_sweeps(runtime: Runtime) -> None:
-    """Look for refused pods of stage jobs that stay Pending (kube.admission: Warning events, listed only when a
-    job is due) and wake the runs whose findings changed. Sleeps until the next job is due, at most `grace`."""
-    scanner = runtime.reconciler.admission
-    failures = 0
-    while not runtime.closed:
-        due = scanner.next_look()
-        wait = scanner.grace if due is None else (due - runtime.reconciler.clock()).total_seconds()
-        await asyncio.sleep(min(max(wait, 0.05), scanner.grace))
-        if runtime.closed:
-            return
-        try:
-            changed = await asyncio.to_thread(scanner.sweep, runtime.reconciler.clock())
-        except Exception as exc:  # noqa: BLE001 - the due jobs stay due; the next sweep tries again
-            failures += 1
-            delay = error_delay(runtime.settings.error_backoff, failures, ERROR_BACKOFF_CAP)
-            log.warning("listing Warning events for refused pods failed, retrying in %.1fs: %s: %s", delay,
-                        type(exc).__name__, exc)
-            await asyncio.sleep(delay)
-            continue
-        failures = 0
-        for namespace, run in changed:
-            runtime.wake(namespace, run)
+    runtime.sweeps = asyncio.create_task(sweep_forever(
+        runtime.reconciler.admission, runtime.reconciler.clock, runtime.wake, lambda: runtime.closed,
+        lambda failures: error_delay(runtime.settings.error_backoff, failures, ERROR_BACKOFF_CAP)))
 
 
 @kopf.on.cleanup()
@@ -336,6 +314,10 @@ async def job_event(event: dict, body: kopf.Body, namespace: str, name: str, lab
     if previous is None:
         if fingerprint[0] != "Pending" or fingerprint[-1]:
             runtime.wake(namespace, labels[manifests.LABEL_RUN])
+        elif not fingerprint[1]:  # Pending and not suspended: due for refused-pod looks (kube.admission)
+            meta = body.get("metadata") or {}
+            runtime.reconciler.admission.add(namespace, labels[manifests.LABEL_RUN], PendingJob(
+                name, meta.get("uid") or name, parse_time(meta.get("creationTimestamp")) or datetime.now(timezone.utc)))
     elif previous != fingerprint:
         runtime.wake(namespace, labels[manifests.LABEL_RUN])
 
