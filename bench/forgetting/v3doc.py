@@ -360,7 +360,7 @@ def pilot_seed(seed: int, part: dict, seq: list, p: dict) -> list[str]:
             (st.mean_at(flags(A, -1, pr), idx[pr]) - st.mean_at(flags(A, 0, pr), idx[pr]))
             - (st.mean_at(flags(B, -1, pr), idx[pr]) - st.mean_at(flags(B, 0, pr), idx[pr])) for pr in probes)
         ci = st.bootstrap(stat, sets)
-        claims.append(["2 (full budget). probe change(sft) - probe change(grpo)", ci_text(ci),
+        claims.append(["2 (secondary, full budget). probe change(sft) - probe change(grpo)", ci_text(ci),
                        st.pilot_verdict(ci, "sft loses more general skill", "grpo loses more general skill")])
     mm = part["matched"].get(("sft", "grpo"))
     if mm and all(mm.get(k) and "second" in mm[k] for k in ("sft", "grpo")):
