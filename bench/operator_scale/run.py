@@ -24,6 +24,7 @@ import os
 import platform
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -96,6 +97,8 @@ class Phase:
     idle_requests_per_s: float = 0.0  # API requests served while idle (every client: watches, resyncs)
     idle_requests: dict[str, int] = field(default_factory=dict)
     requests_until_done: int = 0  # API requests served from the first create until the last run's children
+    jobs_started: int = 0  # stage jobs the training-operator stand-in marked Running before the idle window
+    quiet_after_s: float = 0.0  # from the last children (and the jobs started) until the server was quiet
     peak_rss_mb: float = 0.0
     requests: dict[str, int] = field(default_factory=dict)
     emulator_cpu_s: float = 0.0
@@ -121,7 +124,8 @@ class Phase:
                 "requests_until_done_per_run": self.requests_until_done / self.n, "idle_s": self.idle_s,
                 "idle_requests_per_s": self.idle_requests_per_s, "idle_requests": self.idle_requests,
                 "passes_per_run": self.passes, "pass_mean_ms": self.pass_mean_ms, "requests": self.requests,
-                "log_warnings": self.log_warnings}
+                "log_warnings": self.log_warnings, "jobs_started": self.jobs_started,
+                "quiet_after_s": self.quiet_after_s}
 
 
 def metrics_scrape(port: int) -> dict[str, float]:
@@ -142,6 +146,35 @@ def _total(counts: dict[str, int]) -> int:
 
 def _diff(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
     return {k: after[k] - before.get(k, 0) for k in after if after[k] - before.get(k, 0)}
+
+
+def start_jobs(co: Any, children: dict[str, list[dict]], threads: int) -> int:
+    """Mark every run's PyTorchJob Running (condition Running=True), as the training operator would."""
+    names = [obj["metadata"]["name"] for objs in children.values() for obj in objs if obj["kind"] == "PyTorchJob"]
+    status = {"status": {"conditions": [{"type": "Running", "status": "True", "reason": "PyTorchJobRunning",
+                                         "message": "bench stand-in for the training operator"}]}}
+
+    def start(name: str) -> None:
+        co.patch_namespaced_custom_object_status("kubeflow.org", "v1", NAMESPACE, "pytorchjobs", name, status,
+                                                 _preload_content=False)
+
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(start, names))
+    return len(names)
+
+
+def wait_quiet(emu: Emulator, quiet: float, limit: float = 300.0) -> float:
+    """Wait until the server saw no request for `quiet` seconds (at most `limit`); the seconds waited."""
+    t0 = time.monotonic()
+    last, since = _total(emu.ask("requests")), time.monotonic()
+    while time.monotonic() - t0 < limit:
+        time.sleep(0.5)
+        now = _total(emu.ask("requests"))
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            break
+    return time.monotonic() - t0
 
 
 def run_phase(who: str, n: int, children: dict[str, list[dict]], endpoint: str, workdir: str, settle: float,
@@ -209,9 +242,13 @@ def run_phase(who: str, n: int, children: dict[str, list[dict]], endpoint: str, 
         phase.cpu_s, phase.emulator_cpu_s = cpu1 - cpu0, emu1 - emu0
         # requests of the controller only (the bench's N creates of the runs are not its requests)
         phase.requests_until_done = _total(emu.ask("requests")) - _total(req0) - n
-        # Idle: after a quiet tail (the status writes and events that follow the children), nothing happens to
-        # any run for `settle` seconds: what the controller costs the server and itself then.
-        time.sleep(tail)
+        # The emulator runs no training operator, so every stage job would stay Pending, and the operator rightly
+        # looks for refused pods then (kube/admission.py). A cluster starts them within seconds: so does this
+        # stand-in, before the idle window, for both controllers. Then a quiet tail (the passes that read the jobs'
+        # new phase, the events posted behind the passes), then nothing happens to any run for `settle` seconds:
+        # what the controller costs the server and itself then.
+        phase.jobs_started = start_jobs(co, children, create_threads)
+        phase.quiet_after_s = wait_quiet(emu, tail)
         req1, cpu2, t1 = emu.ask("requests"), cpu_seconds(ps), time.monotonic()
         time.sleep(settle)
         req2, cpu3 = emu.ask("requests"), cpu_seconds(ps)

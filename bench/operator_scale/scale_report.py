@@ -20,6 +20,7 @@ ROWS = [  # (label, key, format)
     ("controller peak RSS (MB)", "peak_rss_mb", "{:.0f}"),
     ("API requests per run, first create -> last children", "requests_until_done_per_run", "{:.2f}"),
     ("API requests per run", "api_requests_per_run", "{:.1f}"),
+    ("stage jobs marked Running, then quiet after (s)", "quiet_after_s", "{:.1f}"),
     ("idle window (s)", "idle_s", "{:.0f}"),
     ("controller CPU when idle (% of a core)", "settle_cpu_pct", "{:.2f}"),
     ("API requests/s when idle (all clients)", "idle_requests_per_s", "{:.3f}"),

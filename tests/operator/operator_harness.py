@@ -126,6 +126,15 @@ class World:
         return [{"type": e.type, "reason": e.reason, "message": e.message} for e in items
                 if e.involved_object.name == name]
 
+    def events_with(self, name: str, *reasons: str, timeout: float = 15) -> list[dict]:
+        """The run's events once each of `reasons` is among them. The operator posts events behind its passes
+        (kube/event_sender.py): a second or more after the status that reports the same transition."""
+        def ready() -> Optional[list[dict]]:
+            events = self.events(name)
+            have = {e["reason"] for e in events}
+            return events if all(r in have for r in reasons) else None
+        return wait_for(ready, timeout, what=f"events {', '.join(reasons)} on {name}")
+
     # ------------------------------------------------------------------ children
     def jobs(self, run: str) -> list[dict]:
         items = self.co.list_namespaced_custom_object(*JOBS[:2], self.namespace, JOBS[2],

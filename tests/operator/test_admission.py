@@ -59,7 +59,7 @@ def test_refused_job_pods_become_a_condition_then_clear(world, quick_admission):
     assert status["phase"] == "Running" and "refused pods of" in status["message"]
     progressing = _condition(world, "refused", "Progressing")
     assert progressing["reason"] == "PodsRejected"
-    warnings = [e for e in world.events("refused") if e["type"] == "Warning" and e["reason"] == "PodsRejected"]
+    warnings = [e for e in world.events_with("refused", "PodsRejected") if e["type"] == "Warning" and e["reason"] == "PodsRejected"]
     assert len(warnings) == 1 and "violates PodSecurity" in warnings[0]["message"]
 
     world.start_job(name)  # the namespace's policy was fixed: the pods exist now
@@ -80,7 +80,7 @@ def test_refused_rollout_pods_become_a_condition(world, quick_admission):
     cond = wait_for(lambda: (_condition(world, "rfroll", "PodsRejected") or {}).get("status") == "True"
                     and _condition(world, "rfroll", "PodsRejected"), timeout=30, what="PodsRejected=True")
     assert "rfroll-1-rollout" in cond["message"] and 'container "vllm"' in cond["message"]
-    assert [e for e in world.events("rfroll") if e["reason"] == "PodsRejected"]
+    assert [e for e in world.events_with("rfroll", "PodsRejected") if e["reason"] == "PodsRejected"]
 
 
 def test_events_are_listed_only_for_jobs_that_stay_pending(emu_world, emulator, monkeypatch):

@@ -22,7 +22,7 @@ def test_job_failure_retries_then_fails_with_reason(world, operator):
     assert task["phase"] == "Failed" and "CUDA out of memory" in task["message"]
     ready = {c["type"]: c for c in status["conditions"]}
     assert any(c["status"] == "True" and c["reason"] == "RetriesExhausted" for c in ready.values()), ready
-    events = world.events("flaky")
+    events = world.events_with("flaky", "StageFailed", "Failed")
     assert [e for e in events if e["type"] == "Warning" and e["reason"] == "StageFailed"]
     assert [e for e in events if e["type"] == "Warning" and e["reason"] == "Failed"]
     assert status["completedTasks"] == 0 and status["accuracy"]["matrix"][0]  # the base row is still there
@@ -43,7 +43,7 @@ def test_suspend_and_resume(world, operator):
     wait_for(lambda: not any(suspended(j) for j in world.jobs("pause")), what="resumed")
     status = run_to_end(world, "pause", timeout=30)
     assert status["phase"] == "Succeeded"
-    reasons = [e["reason"] for e in world.events("pause")]
+    reasons = [e["reason"] for e in world.events_with("pause", "Suspended", "Resumed")]
     assert "Suspended" in reasons and "Resumed" in reasons
 
 
@@ -73,7 +73,7 @@ def test_invalid_spec_gets_a_condition_and_no_children(world, operator):
     valid = next(c for c in status["conditions"] if c["type"] == "SpecValid")
     assert valid["status"] == "False" and valid["reason"] == "InvalidSpec"
     assert "unique" in valid["message"] and "spec.rif" in valid["message"]
-    assert [e for e in world.events("bad") if e["reason"] == "InvalidSpec" and e["type"] == "Warning"]
+    assert [e for e in world.events_with("bad", "InvalidSpec") if e["reason"] == "InvalidSpec" and e["type"] == "Warning"]
     assert world.children("bad") == set()
 
     # The operator is unharmed: a valid run next to it proceeds, and fixing the spec starts the bad one.

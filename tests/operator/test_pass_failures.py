@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from cpt_core.validation import SpecError, validate_resource
-from cpt_operator.kube.handlers import error_delay
+from cpt_operator.kube.workqueue import error_delay
 from kubeemu import Fault
 from operator_harness import JOB_BACKEND, cpt_body, new_bucket, run_to_end, wait_for
 
@@ -41,7 +41,7 @@ def test_a_failing_pass_becomes_a_condition_and_one_event_with_backoff(emulator,
     # CPT_ERROR_BACKOFF 0.1 s, interval 0.5 s: a fixed backoff fails ~40 passes in 4 s; doubling up to the
     # interval ~10
     assert failed_passes <= 14, failed_passes
-    events = [e for e in world.events("broken") if e["reason"] == "ReconcileFailed"]
+    events = [e for e in world.events_with("broken", "ReconcileFailed") if e["reason"] == "ReconcileFailed"]
     assert len(events) == 1 and events[0]["type"] == "Warning", events
 
     emulator.clear_faults()

@@ -45,13 +45,13 @@ def test_s3_outage_keeps_children_and_last_status(emu_world, emu_operator, s3_pr
     assert _known(status) == before, (before, _known(status))
     assert status["phase"] == "Running" and _cond(status, "Failed").get("status") == "False"
     assert "storage unreachable" in status["message"]
-    warnings = [e for e in world.events(run) if e["reason"] == "StorageUnreachable"]
+    warnings = [e for e in world.events_with(run, "StorageUnreachable") if e["reason"] == "StorageUnreachable"]
     assert len(warnings) == 1 and warnings[0]["type"] == "Warning", warnings
 
     proxy.up()
     wait_for(lambda: _cond(world.status(run), "StorageReachable").get("status") == "True", timeout=30,
              what="StorageReachable=True again")
-    assert [e for e in world.events(run) if e["reason"] == "StorageReachable"]
+    assert [e for e in world.events_with(run, "StorageReachable") if e["reason"] == "StorageReachable"]
     status = run_to_end(world, run, timeout=60)
     assert status["phase"] == "Succeeded" and status["completedTasks"] == 3
 
@@ -138,4 +138,4 @@ def test_a_deleted_intermediate_object_stops_a_succeeded_run_instead_of_retraini
     assert _cond(status, "StorageIntact")["status"] == "False"
     time.sleep(1.5)
     assert len(world.jobs(run)) == jobs_before, "task 1 was retrained under the later lineage"
-    assert [e for e in world.events(run) if e["reason"] == "CommittedTaskDamaged"]
+    assert [e for e in world.events_with(run, "CommittedTaskDamaged") if e["reason"] == "CommittedTaskDamaged"]

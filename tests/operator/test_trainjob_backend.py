@@ -107,7 +107,7 @@ def test_example_runs_to_the_end_as_trainjobs_through_a_queue(emu_world, tmp_pat
         assert seen_queued == watched and len(admitted) == len(finished) == 1 + 3 * 3
         pytorchjobs = world.co.list_namespaced_custom_object("kubeflow.org", "v1", world.namespace, "pytorchjobs")
         assert pytorchjobs["items"] == []
-        queued_events = [e for e in world.events(run) if e["reason"] == "Queued"]
+        queued_events = [e for e in world.events_with(run, "Queued") if e["reason"] == "Queued"]
         assert queued_events, "a Queued transition event"
     finally:
         proc.terminate()

@@ -91,6 +91,9 @@ class Kube:
         self.job_kind = job_kind  # the stage-job kind in use; the other one is never listed (no CRD, no RBAC)
         self.client.user_agent = USER_AGENT
         self.instance = os.environ.get("HOSTNAME") or socket.gethostname()
+        # Where events go: None posts them at once (tools, tests); the operator sets an EventSender's `put`,
+        # which posts them behind the passes (kube/event_sender.py).
+        self.event_sink: Optional[Callable[[str, dict], None]] = None
 
     @classmethod
     def connect(cls, kubeconfig: Optional[str] = None, job_kind: str = "PyTorchJob") -> "Kube":
@@ -215,7 +218,14 @@ class Kube:
 
     def post_event(self, resource: dict, event_type: str, reason: str, message: str, now: datetime) -> None:
         body = event_body(resource, event_type, reason, message, now, self.instance)
-        self.request("POST", collection_path("v1", "events", resource["metadata"]["namespace"]), body=body)
+        namespace = resource["metadata"]["namespace"]
+        if self.event_sink is not None:
+            self.event_sink(namespace, body)
+        else:
+            self.post_event_body(namespace, body)
+
+    def post_event_body(self, namespace: str, body: dict) -> None:
+        self.request("POST", collection_path("v1", "events", namespace), body=body)
 
 
 # -------------------------------------------------------------------- observe / apply

@@ -146,3 +146,12 @@ TRAINJOB = Backend("trainjob", "TrainJob", f"{TRAINER_API}/v1alpha1", "trainjobs
                    trainjob_phase)
 BACKENDS: dict[str, Backend] = {b.name: b for b in (PYTORCHJOB, TRAINJOB)}
 BY_KIND: dict[str, Backend] = {b.kind: b for b in BACKENDS.values()}
+
+
+def job_fingerprint(body: dict, default: "Backend") -> tuple:
+    """What the planner reads of a job (observe.observed_job): its phase, suspension (and by whom), deletion.
+    A job's watch event wakes its run only when this changed."""
+    backend = BY_KIND.get(body.get("kind") or "", default)
+    phase, _ = backend.phase(body)
+    return (phase, is_suspended(backend, body), suspended_by_operator(body),
+            bool((body.get("metadata") or {}).get("deletionTimestamp")))

@@ -36,7 +36,7 @@ ENV: dict[str, tuple[str, str]] = {
     "CPT_METRICS_ADDR": ("0.0.0.0", "Address the /metrics endpoint binds to."),
     "CPT_ADMISSION_GRACE": ("30", "Seconds a stage job may stay Pending before its Warning events are looked at for "
                                   "pods the cluster refused (admission, quota); then after growing gaps."),
-    "CPT_WATCH_TIMEOUT": ("600", "Server-side timeout of kopf's watch requests, seconds (then re-watched from where it ended)."),
+    "CPT_WATCH_TIMEOUT": ("1800", "Server-side timeout of kopf's watch requests, seconds (then re-watched from where it ended; 1800 is the API server's own minimum, --min-request-timeout)."),
     tenancy.ENV_IMAGES: ("", "Image repository prefixes a spec may name (comma-separated; empty or * = any)."),
     tenancy.ENV_DIGEST: ("false", "Refuse spec images without a @sha256 digest."),
     tenancy.ENV_REWARDS: ("", "Module prefixes allowed as module:function rewards (empty = built-ins only; * = any; "
@@ -90,7 +90,7 @@ class Settings:
     error_backoff: float = 5.0
     metrics_port: int = 9090
     metrics_addr: str = "0.0.0.0"
-    watch_timeout: float = 600.0
+    watch_timeout: float = 1800.0
     admission_grace: float = 30.0
     peering: Optional[str] = None
 

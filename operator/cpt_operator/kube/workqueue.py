@@ -104,3 +104,9 @@ class WorkQueue(Generic[K]):
         self._order.clear()
         self._queued.clear()
         self._dirty.clear()
+
+
+def error_delay(base: float, failures: int, cap: float) -> float:
+    """Backoff after failed passes in a row: base, 2 base, 4 base, ... at most `cap` (the resync interval, at
+    most a minute: a run whose passes keep failing is retried often enough, never in a tight loop)."""
+    return min(cap, base * 2 ** min(failures - 1, 16))
