@@ -49,7 +49,7 @@ sys.path.insert(0, str(HERE))
 
 import cptbench as cb  # noqa: E402
 from results_doc import (COLUMNS, METHODS, V2_HEADING, describe, render, render_matrices,  # noqa: E402,F401
-                         run_header, sum_wall, v2_section)
+                         run_header, splice, sum_wall, v2_section)
 
 PROTOCOL = {
     "base": {"seed": 0, "steps": None},  # None: build-base's default recipe
@@ -286,9 +286,7 @@ def main(argv=None) -> int:
         f" --snapshot {args.snapshot}" if args.snapshot else "")
     if v2:
         doc = v2_section(p, out, table, cmd, started, elapsed, machine, code)
-        text = results.read_text() if results.is_file() else ""
-        cut = text.find("\n" + V2_HEADING)
-        doc = (text if cut < 0 else text[:cut]).rstrip("\n") + "\n\n" + doc
+        doc = splice(results.read_text() if results.is_file() else "", doc, V2_HEADING)  # v1, v3, pilot kept
         summary_file = work / "summary-v2.json"
     else:
         doc = "\n".join([
@@ -312,11 +310,8 @@ def main(argv=None) -> int:
         notes = HERE / "NOTES.md"  # analysis written after reading the results; appended verbatim
         if notes.is_file() and not args.quick:
             doc += "\n" + notes.read_text()
-        if results.is_file() and not args.quick:  # keep protocol v2's section when v1's part is regenerated
-            text = results.read_text()
-            cut = text.find("\n" + V2_HEADING)
-            if cut >= 0:
-                doc = doc.rstrip("\n") + "\n\n" + text[cut + 1:]
+        if results.is_file() and not args.quick:  # keep the other protocols' sections (v2, v3, pilot)
+            doc = splice(results.read_text(), doc)
         summary_file = work / "summary.json"
     results.parent.mkdir(parents=True, exist_ok=True)
     results.write_text(doc)

@@ -76,7 +76,7 @@ def pair_complete(pair: dict, seqs: dict) -> bool:
 
 
 def v3_section(data: dict, cmd: str) -> str:
-    from v3 import BASE_SEEDS, PAIR_ORDER, V3
+    from v3protocol import BASE_SEEDS, PAIR_ORDER, V3
 
     out = ["## Protocol v3 (tiny char model): SFT vs GRPO vs RIF-GRPO vs GRPO at the paper's lr vs self-SFT", ""]
     out += header(data, cmd)
@@ -221,7 +221,7 @@ def v3_claims(kind: str, seq: list, pairs: dict, probes: list, p: dict) -> list[
 
 
 def v3_runs(kind: str, seq: list, pairs: dict, probes: list) -> list[str]:
-    from v3 import PAIR_ORDER, V3
+    from v3protocol import PAIR_ORDER, V3
 
     rows = []
     for pr in PAIR_ORDER:
