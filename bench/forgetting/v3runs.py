@@ -19,13 +19,27 @@ import yaml
 import cptbench as cb
 
 
+def code_id() -> str:
+    """Which code the runs of this process use: the git snapshot(s) cptbench.use_code put on PYTHONPATH
+    (code-<sha12>), or "working tree". Recorded in done.json: a run is reused only under the same code."""
+    snaps = [Path(p).parent.name for p in (cb.ENV.get("PYTHONPATH") or "").split(os.pathsep)
+             if Path(p).parent.name.startswith("code-")]
+    return ",".join(dict.fromkeys(snaps)) or "working tree"
+
+
+def _reusable(done: Path) -> bool:
+    """done.json of the same code (records written before the code was recorded, all under the registered
+    snapshot 18aa84a per work/queue.log, count as the same)."""
+    return json.loads(done.read_text()).get("code", code_id()) == code_id()
+
+
 def run_cpt(run_dir: Path, doc: dict, nice: int, cpt: Optional[str] = None) -> dict:
     """`cpt run cpt.yaml` in run_dir, cached: returns {phase, wallSeconds, ...} and the run's folder. A run whose
     report says Succeeded or Failed is final (done.json); one that crashed or was stopped is resumed by `cpt run`
     (it continues after the last committed task) the next time."""
     spec_file, done = run_dir / "cpt.yaml", run_dir / "done.json"
     text = yaml.safe_dump(doc, sort_keys=False)
-    if spec_file.is_file() and spec_file.read_text() != text:
+    if spec_file.is_file() and (spec_file.read_text() != text or (done.is_file() and not _reusable(done))):
         for child in ("out", "done.json", "cpt-run.log"):
             p = run_dir / child
             shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
@@ -43,7 +57,7 @@ def run_cpt(run_dir: Path, doc: dict, nice: int, cpt: Optional[str] = None) -> d
     if phase not in ("Succeeded", "Failed"):
         tail = (run_dir / "cpt-run.log").read_text(errors="replace").splitlines()[-20:]
         raise RuntimeError(f"cpt run {spec_file} exited {code} (phase {phase}):\n" + "\n".join(tail))
-    res = {"phase": phase, "wallSeconds": round(wall, 1), "exit": code,
+    res = {"phase": phase, "wallSeconds": round(wall, 1), "exit": code, "code": code_id(),
            "finished": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
     done.write_text(json.dumps(res))
     print(f"  {run_dir.relative_to(run_dir.parents[2])}: {phase} in {wall:.0f} s", flush=True)
@@ -91,7 +105,7 @@ def cached(run: bool, run_dir: Path, doc: dict, nice: int, cpt: Optional[str] = 
     if run:
         return run_cpt(run_dir, doc, nice, cpt)
     done = run_dir / "done.json"
-    if done.is_file() and (run_dir / "cpt.yaml").is_file() and \
+    if done.is_file() and (run_dir / "cpt.yaml").is_file() and _reusable(done) and \
             (run_dir / "cpt.yaml").read_text() == yaml.safe_dump(doc, sort_keys=False):
         return dict(json.loads(done.read_text()), dir=str(run_dir), reused=True)
     return None

@@ -1,0 +1,30 @@
+"""bench/forgetting: a cached run is reused only for the same spec and the same code snapshot."""
+
+import json
+import sys
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench" / "forgetting"))
+
+import cptbench as cb  # noqa: E402
+from v3runs import cached, code_id  # noqa: E402
+
+
+def test_a_finished_run_is_reused_only_under_the_code_it_ran_with(tmp_path, monkeypatch):
+    monkeypatch.setitem(cb.ENV, "PYTHONPATH", f"{tmp_path}/code-aaa/core:{tmp_path}/code-aaa/trainer")
+    assert code_id() == "code-aaa"
+    doc = {"kind": "ContinualPostTraining", "spec": {"method": "sft"}}
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "cpt.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    done = run_dir / "done.json"
+
+    done.write_text(json.dumps({"phase": "Succeeded", "code": "code-aaa"}))
+    assert cached(False, run_dir, doc, 0)["phase"] == "Succeeded"
+    done.write_text(json.dumps({"phase": "Succeeded", "code": "code-bbb"}))  # measured under other code
+    assert cached(False, run_dir, doc, 0) is None
+    done.write_text(json.dumps({"phase": "Succeeded"}))  # recorded before the code was: the registered snapshot
+    assert cached(False, run_dir, doc, 0)["phase"] == "Succeeded"
+    assert cached(False, run_dir, dict(doc, spec={"method": "grpo"}), 0) is None  # another spec
