@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 
 import pytest
@@ -65,6 +66,23 @@ async def test_an_event_that_waited_max_defer_is_posted_even_while_busy():
 
 
 @pytest.mark.asyncio
+async def test_overdue_events_trickle_out_one_at_a_time_while_runs_wait():
+    posted: list[str] = []
+    clock = Clock()
+    sender = EventSender(lambda ns, b: posted.append(b["reason"]), lambda: True, max_defer=60, trickle=2,
+                         clock=clock)
+    for i in range(3):
+        sender.put("ns", body(f"E{i}"))
+    clock.now = 61
+    task = asyncio.create_task(sender.run(poll=0.01))
+    await asyncio.sleep(0.3)
+    assert posted == ["E0"]  # then a pause of 1/trickle s: the workers keep their turn
+    await asyncio.sleep(1.0)
+    assert posted == ["E0", "E1", "E2"]
+    task.cancel()
+
+
+@pytest.mark.asyncio
 async def test_put_from_another_thread_wakes_the_sender_and_failures_do_not_stop_it():
     posted: list[str] = []
 
@@ -89,7 +107,7 @@ def test_the_oldest_events_are_dropped_past_the_limit():
     for i in range(5):
         sender.put("ns", body(f"E{i}"))
     assert len(sender) == 3 and sender.dropped == 2
-    assert [b["reason"] for _, _, b in sender._take(10)] == ["E2", "E3", "E4"]
+    assert [json.loads(b)["reason"] for _, _, b in sender._take(10)] == ["E2", "E3", "E4"]
 
 
 @pytest.mark.asyncio
