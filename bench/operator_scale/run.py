@@ -163,16 +163,18 @@ def start_jobs(co: Any, children: dict[str, list[dict]], threads: int) -> int:
     return len(names)
 
 
-def wait_quiet(emu: Emulator, quiet: float, limit: float = 300.0) -> float:
-    """Wait until the server saw no request for `quiet` seconds (at most `limit`); the seconds waited."""
+def wait_quiet(emu: Emulator, ps: psutil.Process, quiet: float, limit: float = 300.0) -> float:
+    """Wait until the server saw no request and the controller used under 5% of a core for `quiet` seconds (a
+    pass that changes nothing sends no request but still runs); at most `limit`. Returns the seconds waited."""
     t0 = time.monotonic()
-    last, since = _total(emu.ask("requests")), time.monotonic()
+    last, cpu, since = _total(emu.ask("requests")), cpu_seconds(ps), time.monotonic()
     while time.monotonic() - t0 < limit:
         time.sleep(0.5)
-        now = _total(emu.ask("requests"))
-        if now != last:
-            last, since = now, time.monotonic()
-        elif time.monotonic() - since >= quiet:
+        now, cpu_now = _total(emu.ask("requests")), cpu_seconds(ps)
+        if now != last or cpu_now - cpu > 0.025:
+            since = time.monotonic()
+        last, cpu = now, cpu_now
+        if time.monotonic() - since >= quiet:
             break
     return time.monotonic() - t0
 
@@ -228,7 +230,7 @@ def run_phase(who: str, n: int, children: dict[str, list[dict]], endpoint: str, 
             log.flush()
             raise RuntimeError(f"{who} did not create the warm-up run's children in 120 s ({counts}); its log "
                                f"ends: {log_path.read_text(errors='replace')[-2000:]}")
-        time.sleep(0.5)
+        wait_quiet(emu, ps, 2.0)  # the warm-up run's status and event too: none of it counts below
         cpu0, emu0 = cpu_seconds(ps), cpu_seconds(emu.ps)
         req0 = emu.ask("requests")
         names = [name for name in children if name != "warmup"]
@@ -248,7 +250,7 @@ def run_phase(who: str, n: int, children: dict[str, list[dict]], endpoint: str, 
         # new phase, the events posted behind the passes), then nothing happens to any run for `settle` seconds:
         # what the controller costs the server and itself then.
         phase.jobs_started = start_jobs(co, children, create_threads)
-        phase.quiet_after_s = wait_quiet(emu, tail)
+        phase.quiet_after_s = wait_quiet(emu, ps, tail)
         req1, cpu2, t1 = emu.ask("requests"), cpu_seconds(ps), time.monotonic()
         time.sleep(settle)
         req2, cpu3 = emu.ask("requests"), cpu_seconds(ps)

@@ -18,7 +18,7 @@ ROWS = [  # (label, key, format)
     ("controller CPU until done (s)", "cpu_s", "{:.2f}"),
     ("controller CPU per run (ms)", "cpu_ms_per_run", "{:.1f}"),
     ("controller peak RSS (MB)", "peak_rss_mb", "{:.0f}"),
-    ("API requests per run, first create -> last children", "requests_until_done_per_run", "{:.2f}"),
+    ("API requests per run, first create -> last children", "requests_until_done_per_run", "{:.3f}"),
     ("API requests per run", "api_requests_per_run", "{:.1f}"),
     ("stage jobs marked Running, then quiet after (s)", "quiet_after_s", "{:.1f}"),
     ("idle window (s)", "idle_s", "{:.0f}"),
@@ -66,7 +66,7 @@ def verdict(op: dict, base: dict) -> str:
     goals = [
         f"p99 {op['p99_s']:.2f} s (goal <= {GOAL_P99_S:g} s: {mark(op['p99_s'] <= GOAL_P99_S)})",
         f"p99 / bare client {ratio:.2f}x (goal <= {GOAL_RATIO:g}x: {mark(ratio <= GOAL_RATIO)})",
-        f"requests per run until all children exist {op['requests_until_done_per_run']:.2f} (goal <= "
+        f"requests per run until all children exist {op['requests_until_done_per_run']:.3f} (goal <= "
         f"{GOAL_REQUESTS:g}: {mark(op['requests_until_done_per_run'] <= GOAL_REQUESTS)})",
         f"idle {op['idle_requests_per_s']:.3f} requests/s and {op['settle_cpu_pct']:.2f}% of a core (goal 0 "
         f"requests/s and < {GOAL_IDLE_CPU:g}%: {mark(op['idle_requests_per_s'] == 0)} / "
