@@ -57,6 +57,7 @@ def test_kubectl_apply_runs_to_the_end(emu_world, emu_operator, tmp_path):
     got = yaml.safe_load(kubectl("get", "cpt", "from-kubectl", "-o", "yaml", cwd=tmp_path))
     assert got["status"]["phase"] == "Succeeded"
     assert got["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"]
+    world.events_with("from-kubectl", "TaskCommitted", "StageStarted")  # posted behind the passes
     described = kubectl("describe", "cpt", "from-kubectl", cwd=tmp_path)
     assert "TaskCommitted" in described and "StageStarted" in described  # Events section
     jobs = kubectl("get", "pytorchjobs", "-l", "cpt.dev/run=from-kubectl", "-o", "name", cwd=tmp_path).split()
@@ -80,6 +81,7 @@ def test_a_task_without_training_signal_shows_in_describe(emu_world, emu_operato
 
     status = run_to_end(world, "no-signal", timeout=40, fail=trainer)
     assert status["phase"] == "Failed" and status["progress"] == "1/2", status
+    world.events_with("no-signal", "NoTrainingSignal")  # posted behind the passes (kube/event_sender.py)
     described = kubectl("describe", "cpt", "no-signal", cwd=tmp_path)
     assert "NoTrainingSignal" in described and "TaskNotTrained" in described and why in described
     assert [line for line in described.splitlines() if "Warning" in line and "NoTrainingSignal" in line]
