@@ -90,7 +90,9 @@ def _free_port():
 
 
 def test_interrupted_run_resumes_without_redoing_task1(workspace):
-    spec = write_spec(workspace, name="resume", storage="out-resume")
+    # GRPO without RIF and 30 steps: task 2 trains for seconds (with RIF the base solves no `add` prompt, the
+    # task ends in well under a second, and the interrupt below could land after the run had finished)
+    spec = write_spec(workspace, name="resume", storage="out-resume", method="grpo", max_steps=30)
     run_dir = workspace / "out-resume"
     port = _free_port()
     proc = subprocess.Popen([*CPT, "run", spec.name, "--metrics-port", str(port)], cwd=workspace,
