@@ -108,12 +108,18 @@ def test_interrupted_run_resumes_without_redoing_task1(workspace):
     # while running, the same metrics the operator exports are served on localhost
     scrape = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
     assert 'cpt_task_accuracy{' in scrape and 'cpt="resume"' in scrape
-    # a second `cpt run` of the same run is refused while the first holds it, and changes nothing
-    second = cpt("run", spec.name, "--metrics-port", "-1", cwd=workspace, timeout=120)
+    # a second `cpt run` of the same run is refused while the first holds it, and changes nothing. The first is
+    # held still meanwhile (SIGSTOP: its stage process may finish, nothing new starts or commits), so that the
+    # interrupt below lands during task 2 however slow this machine is.
+    os.kill(proc.pid, signal.SIGSTOP)
+    try:
+        second = cpt("run", spec.name, "--metrics-port", "-1", cwd=workspace, timeout=120)
+    finally:
+        proc.send_signal(signal.SIGINT)  # delivered first thing when it continues
+        os.kill(proc.pid, signal.SIGCONT)
     assert second.returncode == 75, second.stdout[-2000:] + second.stderr[-2000:]
     assert f"already running this run (pid {proc.pid} since" in second.stderr and "nothing was changed" in second.stderr
     assert "==>" not in second.stdout and manifest1.read_bytes() == before
-    proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 130, out[-2000:]
     assert "rerun the same command to continue" in out

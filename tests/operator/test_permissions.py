@@ -46,6 +46,7 @@ def test_required_rules_are_exactly_what_the_operator_uses(emulator, emu_world, 
     wait_for(lambda: any(j["spec"]["runPolicy"].get("suspend") for j in world.jobs("perm")), what="suspended")
     world.patch_spec("perm", {"suspend": False})
     assert run_to_end(world, "perm", timeout=30)["phase"] == "Succeeded"  # deletes the rollout servers
+    world.events_with("perm", "Succeeded", timeout=90)  # events go out behind the passes (kube/event_sender.py)
     world.delete("perm")  # kopf releases its finalizer
     wait_for(lambda: world.get("perm") is None, what="deleted")
 

@@ -3,7 +3,7 @@
 An Event is what `kubectl describe` lists: best effort (a lost one beats a repeated one) and never read back by
 the operator. Posted inside the pass, it put one more request on every run's way to its children: at 1,000 runs
 created at once, 1,000 Event POSTs competed with the creates (bench/operator_scale). So a pass only hands its
-events here (`put`, from any thread); the sender posts them in order once no run has waited for a worker for a
+events here (`put`, from any thread); the sender posts them in order once no run has waited for a busy worker for a
 second; while runs wait, those that waited `max_defer` seconds trickle out (a few per second), so that a
 busy operator still posts them without taking the workers' turn. What client-go's
 EventBroadcaster does for Go controllers: events go out on their own, behind the work.

@@ -114,8 +114,9 @@ class Runtime:
     closed: bool = False
 
     def busy(self) -> bool:
-        """Runs wait for a worker: events wait too (a steady trickle of passes, e.g. resyncs, is not busy)."""
-        return len(self.queue) > 0
+        """Every worker has a pass and runs wait for one: events wait too (a steady trickle of passes, e.g.
+        resyncs, that leaves a worker free is not busy)."""
+        return len(self.queue) > 0 and self.queue.active >= WORKERS
 
     def wake(self, namespace: str, name: str) -> None:
         if (namespace, name) in self.resources:
