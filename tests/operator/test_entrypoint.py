@@ -17,7 +17,8 @@ def test_python_dash_m_runs_the_operator(emu_world, tmp_path):
                             stdout=log, stderr=subprocess.STDOUT)
     try:
         wait_for(lambda: world.jobs("entry"), timeout=30, what="the first job from `python -m cpt_operator`")
-        assert world.status("entry")["phase"] == "Running"
+        # the pass creates the job, then writes the status: a read in between sees no phase yet
+        wait_for(lambda: world.status("entry").get("phase") == "Running", timeout=30, what="phase Running")
     finally:
         proc.terminate()
         proc.wait(20)
