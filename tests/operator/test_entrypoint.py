@@ -16,7 +16,7 @@ def test_python_dash_m_runs_the_operator(emu_world, tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "cpt_operator"], env=dict(os.environ, CPT_METRICS_PORT="0"),
                             stdout=log, stderr=subprocess.STDOUT)
     try:
-        wait_for(lambda: world.jobs("entry"), timeout=30, what="the first job from `python -m cpt_operator`")
+        wait_for(lambda: world.jobs("entry"), timeout=90, what="the first job from `python -m cpt_operator`")
         # the pass creates the job, then writes the status: a read in between sees no phase yet
         wait_for(lambda: world.status("entry").get("phase") == "Running", timeout=30, what="phase Running")
     finally:
