@@ -95,8 +95,11 @@ def test_interrupted_run_resumes_without_redoing_task1(workspace):
     spec = write_spec(workspace, name="resume", storage="out-resume", method="grpo", max_steps=30)
     run_dir = workspace / "out-resume"
     port = _free_port()
+    # SIGINT back to its default in the child: a shell that starts this test suite in the background (`... &`)
+    # leaves SIGINT ignored, Python then installs no KeyboardInterrupt handler, and the interrupt below is lost
     proc = subprocess.Popen([*CPT, "run", spec.name, "--metrics-port", str(port)], cwd=workspace,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     state = run_dir / ".cpt-local"
     deadline = time.time() + 300
     while time.time() < deadline and not list(state.glob("resume-2-*.log")):
