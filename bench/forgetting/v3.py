@@ -7,7 +7,7 @@
 Every run is a `cpt run` of the product (report.json, train.json curves and eval.json per-prompt results read
 back). Resumable: a finished run (its spec file byte-identical, its report Succeeded or Failed) is cached in its
 folder and never redone; a stopped runner continues where it stopped with the same command. Phases (v3): bases,
-admission, pairs[:N]; (pilot): import, admission, arms.
+admission, pairs[:N]; (pilot): import, admission, arms, and (only when named) engine-check (v3engines.py).
 
 This module is the driver (collect_v3, collect_pilot, main); the parts: v3protocol.py (the registered settings),
 v3runs.py (one cached `cpt run`), v3parta.py (Part A, the tiny char model), v3pilot.py (Part B, the SmolLM2 pilot),
@@ -66,8 +66,14 @@ def collect_pilot(work: Path, nice: int, run_phases: set, device: str) -> dict:
         if halved:
             pl.halve()
     arms = pl.arms("arms" in run_phases, seq) if seq else {}
+    check = None
+    if arms:  # the post-hoc engine check (PROTOCOL-v3.md addendum of 2026-11-30): runs only when asked
+        import v3engines
+
+        check = v3engines.collect(work, nice, arms, adm, "engine-check" in run_phases)
     return {"import": imp, "admission": adm, "sequence": seq, "arms": arms, "engine": pl.engine()[0],
-            "protocol": pl.p, "device": device, "arms_estimate_s": estimate, "halved": halved}
+            "protocol": pl.p, "device": device, "arms_estimate_s": estimate, "halved": halved,
+            "engine_check": check}
 
 
 def main(argv=None) -> int:
@@ -78,7 +84,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="bench/forgetting protocol v3 and the SmolLM2 pilot (PROTOCOL-v3.md)")
     ap.add_argument("--protocol", choices=["v3", "pilot"], required=True)
     ap.add_argument("--phase", default="all", help="comma-separated phases to run (v3: bases,admission,pairs; "
-                    "pilot: import,admission,arms); default all, in the protocol's order")
+                    "pilot: import,admission,arms; and engine-check, never part of all); default all, in the "
+                    "protocol's order")
     ap.add_argument("--pairs", type=int, help="v3: run at most the first N (base, seed) pairs of the execution order")
     ap.add_argument("--report-only", action="store_true", help="run nothing; rewrite RESULTS.md from the cache")
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu",

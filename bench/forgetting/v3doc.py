@@ -298,6 +298,10 @@ def pilot_section(data: dict, cmd: str) -> str:
                                 "not more than 90 min, the registered budget stands") + ".", ""]
     for seed, part in sorted(data["arms"].items()):
         out += pilot_seed(seed, part, seq, p)
+    if data["arms"]:
+        import v3engines
+
+        out += v3engines.section(data)
     return "\n".join(out)
 
 
@@ -319,6 +323,16 @@ def pilot_seed(seed: int, part: dict, seq: list, p: dict) -> list[str]:
                         "learner steps", "wall s", "eval engine per row"], rows),
            "The evaluation engine is the one `cpt run` used for each matrix row: it starts vLLM servers only for "
            "the tasks of sampling/GRPO methods, so row 0 and every SFT row generate with hf (both fp32 greedy).", ""]
+    out += [f"### Seed {seed}: claims (per-prompt paired bootstrap, 2,000 replicates, 95% percentile interval; "
+            "a difference counts only when its interval excludes 0 and it is at least 0.15)", "",
+            cb.md_table(["claim", "d [95% CI]", "verdict"], pilot_claims(part, seq, p))]
+    return out
+
+
+def pilot_claims(part: dict, seq: list, p: dict) -> list[list]:
+    """One seed's claim rows [claim, d [95% CI], verdict] from its runs' per-prompt flags (eval.json `correct`);
+    v3engines.py calls it again on the same runs with every row re-scored by hf."""
+    probes = p["probes"]
     claims = []
 
     def flags(run, row, name):
@@ -389,7 +403,4 @@ def pilot_seed(seed: int, part: dict, seq: list, p: dict) -> list[str]:
                        st.pilot_verdict(ci, "rif-grpo ends lower", "rif-grpo ends higher")])
     else:
         claims.append(["3. RIF cost and accuracy", "n/a", "not decided: rif-grpo or grpo not run yet"])
-    out += [f"### Seed {seed}: claims (per-prompt paired bootstrap, 2,000 replicates, 95% percentile interval; "
-            "a difference counts only when its interval excludes 0 and it is at least 0.15)", "",
-            cb.md_table(["claim", "d [95% CI]", "verdict"], claims)]
-    return out
+    return claims

@@ -1,0 +1,258 @@
+"""The pilot's engine check (PROTOCOL-v3.md addendum of 2026-11-30, post hoc): `cpt run` scored the GRPO-family
+rows of the pilot with vLLM and the base row and every SFT row with hf, so the pilot's differences mix engines.
+This phase (`run.py --protocol pilot --phase engine-check`) re-scores with hf every pilot row that vLLM scored (the
+same checkpoint, eval sets, max tokens, greedy) and scores the base row once with vLLM, through the product's own
+evaluation (v3engine_score.py, in .venv-vllm under the pilot's code snapshot); then it compares the two engines on
+the same weights and recomputes every pilot claim with all rows scored by hf (the same statistics code).
+
+Cached in WORK/engine-check/s<seed>/<run>/row<i>-<engine>.json: a finished score is never redone; it is reused
+only under the same code snapshot (recorded, like done.json's) and while the row it re-scores is unchanged (the
+sha256 of that row's eval.json is recorded)."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import subprocess
+import time
+from pathlib import Path
+from typing import Optional
+
+import cptbench as cb
+from v3runs import code_id
+
+HERE = Path(__file__).resolve().parent
+SCORER = HERE / "v3engine_score.py"
+VLLM_PYTHON = HERE.parents[1] / ".venv-vllm" / "bin" / "python"
+OTHER = {"hf": "vllm", "vllm": "hf"}
+
+
+def _runs(part: dict) -> list[dict]:
+    """Every finished run one seed's pilot report reads (full arms, both runs of each matched sequence), once."""
+    runs = [r for r in part["full"].values() if r is not None and r.get("phase") == "Succeeded"]
+    for mm in part["matched"].values():
+        for arm, m in (mm or {}).items():
+            if arm != "steps" and m:
+                runs += [m[k] for k in ("first", "second") if k in m]
+    seen, out = set(), []
+    for r in runs:
+        if r["run"]["dir"] not in seen:
+            seen.add(r["run"]["dir"])
+            out.append(r)
+    return out
+
+
+def admission_runs(work: Path, adm: dict) -> list[dict]:
+    """The admission runs behind the pilot's admission table (each candidate's sft and grpo run, cached)."""
+    from v3runs import read_run
+
+    out = []
+    for task in adm["table"]:
+        for arm in ("sft", "grpo"):
+            d = work / "admission" / f"{task}-{arm}"
+            done = d / "done.json"
+            if done.is_file() and json.loads(done.read_text()).get("phase") == "Succeeded":
+                out.append(read_run(dict(json.loads(done.read_text()), dir=str(d))))
+    return out
+
+
+def jobs(arms: dict, adm_runs: list) -> list[dict]:
+    """(group, run, row, engine) to score: hf for every row vLLM scored (arms and admission runs); vLLM for the base
+    row of each seed (row 0 of the first full-budget run: the full arms' row 0 holds both tasks and every probe)."""
+    out = []
+    groups = [(f"s{seed}", _runs(part)) for seed, part in sorted(arms.items())] + [("admission", adm_runs)]
+    for group, runs in groups:
+        for r in runs:
+            out += [{"group": group, "run": r, "row": i, "engine": "hf"} for i, ev in enumerate(r["evals"])
+                    if ev and ev.get("engine") == "vllm"]
+        base = next((r for r in runs if r["evals"] and r["evals"][0] and r["evals"][0].get("engine") == "hf"
+                     and len(r["evals"]) == len(r["tasks"]) + 1 > 2), None)
+        if base is not None and group != "admission":
+            out.append({"group": group, "run": base, "row": 0, "engine": "vllm"})
+    return out
+
+
+def _row_file(run: dict, row: int) -> Path:
+    names = ["base"] + run["tasks"]
+    return Path(run["run"]["dir"]) / "out" / "tasks" / f"{row}-{names[row]}" / "eval.json"
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def cache_file(work: Path, job: dict) -> Path:
+    return (work / "engine-check" / job["group"] / Path(job["run"]["run"]["dir"]).name
+            / f"row{job['row']}-{job['engine']}.json")
+
+
+def _code(meta: dict) -> str:
+    parent = Path(meta.get("code", "")).parent.name
+    return parent if parent.startswith("code-") else "working tree"
+
+
+def load(work: Path, job: dict) -> Optional[dict]:
+    """The cached score of a job, when it was made under this code and the row it re-scores is unchanged."""
+    path = cache_file(work, job)
+    if not path.is_file():
+        return None
+    res = json.loads(path.read_text())
+    meta = res.get("meta", {})
+    if _code(meta) != code_id() or meta.get("source_eval_sha256") != _sha(_row_file(job["run"], job["row"])):
+        return None
+    return res
+
+
+def run_jobs(work: Path, nice: int, todo: list[dict]) -> None:
+    """Scores what is not cached, one at a time (in .venv-vllm, under the code snapshot cptbench.use_code set)."""
+    if not VLLM_PYTHON.exists():
+        raise RuntimeError(f"the engine check needs the product's vLLM venv ({VLLM_PYTHON})")
+    pending = [j for j in todo if load(work, j) is None]
+    print(f"  engine check: {len(todo) - len(pending)} of {len(todo)} scores cached", flush=True)
+    for k, job in enumerate(pending, 1):
+        out = cache_file(work, job)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        cmd = cb.nice_prefix(nice) + [str(VLLM_PYTHON), str(SCORER), job["run"]["run"]["dir"], str(job["row"]),
+                                      job["engine"], str(out)]
+        t0 = time.monotonic()
+        with open(out.with_suffix(".log"), "w", encoding="utf-8") as log:
+            code = subprocess.run(cmd, env=cb.ENV, stdout=log, stderr=subprocess.STDOUT).returncode
+        if code != 0 or not out.is_file():
+            tail = out.with_suffix(".log").read_text(errors="replace").splitlines()[-20:]
+            raise RuntimeError(f"engine check {out} exited {code}:\n" + "\n".join(tail))
+        res = json.loads(out.read_text())  # tie the score to the row it re-scores
+        res["meta"]["source_eval_sha256"] = _sha(_row_file(job["run"], job["row"]))
+        res["meta"]["wallSeconds"] = round(time.monotonic() - t0, 1)
+        out.write_text(json.dumps(res, indent=1))
+        print(f"  engine check {k}/{len(pending)}: {out.parent.name} row {job['row']} {job['engine']}: "
+              f"{time.monotonic() - t0:.0f} s", flush=True)
+
+
+def collect(work: Path, nice: int, arms: dict, adm: dict, run: bool) -> dict:
+    """run: score what is missing first. Returns {"jobs": n, "pairs": [...], "hf_arms": arms with every row scored
+    by hf, or None until every job is done, "admission": the admission table's grpo accuracies with hf}."""
+    adm_runs = admission_runs(work, adm)
+    todo = jobs(arms, adm_runs)
+    if run and todo:
+        run_jobs(work, nice, todo)
+    pairs, hf_arms, adm_hf = [], copy.deepcopy(arms), {}
+    by_dir = {r["run"]["dir"]: r for part in hf_arms.values() for r in _runs(part)}
+    for job in todo:
+        res = load(work, job)
+        if res is None:
+            continue
+        orig = job["run"]["evals"][job["row"]]
+        pairs.append({"group": job["group"], "run": Path(job["run"]["run"]["dir"]).name, "row": job["row"],
+                      job["engine"]: res, OTHER[job["engine"]]: orig})
+        if job["engine"] == "hf" and job["group"] == "admission":
+            task = job["run"]["tasks"][0]
+            adm_hf[task] = dict(adm_hf.get(task, {}), **{Path(job["run"]["run"]["dir"]).name.split("-")[-1]:
+                                                        res["tasks"][task]})
+        elif job["engine"] == "hf":
+            by_dir[job["run"]["run"]["dir"]]["evals"][job["row"]] = res
+    complete = bool(todo) and len(pairs) == len(todo)
+    return {"jobs": len(todo), "pairs": pairs, "hf_arms": hf_arms if complete else None, "admission": adm_hf}
+
+
+# ------------------------------------------------------------------------------------------------ report
+
+def set_table(pairs: list[dict]) -> list[list]:
+    """Per eval set, pooled over every (weights, set) scored by both engines."""
+    agg: dict[str, dict] = {}
+    for pr in pairs:
+        for name, hf in pr["hf"]["correct"].items():
+            vl = pr["vllm"]["correct"][name]
+            a = agg.setdefault(name, {"rows": 0, "n": 0, "hf": 0, "vllm": 0, "differ": 0, "max": 0.0})
+            a["rows"] += 1
+            a["n"] += len(hf)
+            a["hf"] += hf.count("1")
+            a["vllm"] += vl.count("1")
+            a["differ"] += sum(x != y for x, y in zip(hf, vl))
+            a["max"] = max(a["max"], abs(vl.count("1") - hf.count("1")) / len(hf))
+    order = sorted(agg, key=lambda k: (k.startswith("dev-"), k))
+    return [[k, agg[k]["rows"], agg[k]["n"], f"{agg[k]['hf'] / agg[k]['n']:.3f}", f"{agg[k]['vllm'] / agg[k]['n']:.3f}",
+             f"{(agg[k]['vllm'] - agg[k]['hf']) / agg[k]['n']:+.3f}", f"{agg[k]['max']:.3f}",
+             f"{agg[k]['differ'] / agg[k]['n']:.3f} ({agg[k]['differ']})"] for k in order]
+
+
+def row_table(pairs: list[dict]) -> list[list]:
+    rows = []
+    for pr in pairs:
+        cells = [f"{k} {pr['hf']['correct'][k].count('1')}/{pr['vllm']['correct'][k].count('1')}"
+                 f" ({sum(x != y for x, y in zip(pr['hf']['correct'][k], pr['vllm']['correct'][k]))})"
+                 for k in pr["hf"]["correct"]]
+        rows.append([f"{pr['group']} {pr['run']}", pr["row"], "hf (cached)" if pr["row"] == 0 else "vllm (cached)",
+                     "; ".join(cells)])
+    return rows
+
+
+def admission_lines(data: dict, ec: dict) -> list[str]:
+    """The admission rule again with the grpo runs' rows scored by hf (their sft rows and base rows were hf)."""
+    import v3stats as st
+
+    rows = []
+    for task, e in data["admission"]["table"].items():
+        hf = ec["admission"].get(task, {}).get("grpo")
+        if hf is None or e.get("grpo") is None:
+            continue
+        again = st.admitted(e["base"], [e["sft"], hf], e["c"], e["n"], **data["protocol"]["admission"])
+        rows.append([task, f"{e['grpo']:.3f}", f"{hf:.3f} ({st.wilson_lower(hf, e['n']):.3f})",
+                     "yes" if e["admitted"] else "no", "yes" if again else "no",
+                     "same" if again == e["admitted"] else "**changes**"])
+    if not rows:
+        return []
+    return ["Admission with the grpo runs' rows scored by hf (the base and sft rows were hf already):", "",
+            cb.md_table(["candidate", "grpo a, vLLM (pilot)", "grpo a, hf (Wilson lower)", "admitted (pilot)",
+                         "admitted, all hf", "verdict"], rows)]
+
+
+def section(data: dict) -> list[str]:
+    """The pilot section's engine check, from the cache only."""
+    import v3doc
+
+    ec = data.get("engine_check")
+    out = ["### Engine check (post hoc, PROTOCOL-v3.md addendum of 2026-11-30)", "",
+           "`cpt run` scored the rows of grpo, rif-grpo, self-sft and their matched reruns after training with "
+           "vLLM, the base row and every SFT row with hf, so every pilot difference above compares rows of two "
+           "engines. This check re-scores with hf every row vLLM scored (the same checkpoint, verified against its "
+           "manifest; the same eval sets, 32 tokens, greedy) and the base row once with vLLM, through the "
+           "product's evaluation at the pilot's code snapshot (bench/forgetting/v3engine_score.py), and recomputes "
+           "every claim with all rows scored by hf.", ""]
+    if not ec or not ec["jobs"]:
+        return out + ["**The engine check has not run** (`run.py --protocol pilot --phase engine-check`): the "
+                      "verdicts above compare rows scored by two engines, and nothing here says how much that "
+                      "matters.", ""]
+    pairs = ec["pairs"]
+    if len(pairs) < ec["jobs"]:
+        out += [f"**Not complete: {len(pairs)} of {ec['jobs']} scores done**; the figures below cover those; the "
+                "hf-only verdicts wait for all of them.", ""]
+    if pairs:
+        out += ["Same weights, two engines, per eval set (pooled over every row scored by both; accuracy hf vs "
+                "vLLM, difference vLLM - hf, the largest per-row absolute difference, and the fraction of prompts "
+                "whose correctness differs between the engines):", "",
+                cb.md_table(["set", "rows", "prompts", "acc hf", "acc vLLM", "vLLM - hf", "largest row difference",
+                             "prompts that differ"], set_table(pairs)),
+                "<details><summary>Per row: correct with hf / with vLLM (prompts that differ)</summary>", "",
+                cb.md_table(["run", "row", "engine of the pilot's row", "per set"], row_table(pairs)),
+                "</details>", ""]
+    out += admission_lines(data, ec)
+    if ec["hf_arms"] is None:
+        return out
+    changed = []
+    for seed, part in sorted(data["arms"].items()):
+        mixed = v3doc.pilot_claims(part, data["sequence"], data["protocol"])
+        hf = v3doc.pilot_claims(ec["hf_arms"][seed], data["sequence"], data["protocol"])
+        rows = []
+        for m, h in zip(mixed, hf):
+            same = m[2] == h[2]
+            if not same:
+                changed.append(f"seed {seed}: {m[0]} ({m[2]} -> {h[2]})")
+            rows.append([m[0], m[1], m[2], h[1], h[2], "same" if same else "**changes**"])
+        out += [f"Seed {seed}: every claim with the pilot's rows (mixed engines) and with every row scored by hf "
+                "(same statistics: per-prompt paired bootstrap, 2,000 replicates, the pilot's 0.15 rule):", "",
+                cb.md_table(["claim", "mixed engines: d [95% CI]", "verdict", "all hf: d [95% CI]", "verdict",
+                             "verdict"], rows)]
+    out += [("**No pilot verdict changes when every row is scored by hf.**" if not changed else
+             "**Verdicts that change when every row is scored by hf:** " + "; ".join(changed) + "."), ""]
+    return out
