@@ -108,6 +108,11 @@ class EvaluationSpec(Wire):
     every_steps: Optional[int] = Field(
         None, ge=1, description="Also evaluate during training, every N optimizer steps (and at the last): the tasks "
         "seen so far and the general benchmarks, kept in train.json as `curve` (learning and forgetting curves).")
+    engine: Literal["hf", "vllm"] = Field(
+        "hf", description="What scores every row of the matrix, the base model's included: hf (greedy generate in "
+        "the evaluate stage's own process) or vllm (the run's rollout servers, started for every task, the base "
+        "model's too, whatever the method). One engine for the whole run, so differences between rows are the "
+        "model's, not the engines'.")
 
 
 class RolloutSpec(Wire):
@@ -183,6 +188,15 @@ class CptSpec(Wire):
         None, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", max_length=63,
         description="Kueue LocalQueue for the run's stage jobs and rollout servers (label kueue.x-k8s.io/queue-name); "
                     "they wait, suspended, until Kueue admits them.")
+
+    def needs_rollout_servers(self, index: Optional[int]) -> bool:
+        """Whether task `index` (0: the base model's evaluation) runs with vLLM rollout servers: GRPO-family
+        generation (filter, train) from task 1 on, or every evaluation when spec.evaluation.engine is vllm."""
+        if index is None:
+            return False
+        if self.evaluation.engine == "vllm":
+            return True
+        return index >= 1 and self.method != "sft" and self.rollout.engine == "vllm"
 
     @property
     def rif_effective(self) -> Optional[RifSpec]:

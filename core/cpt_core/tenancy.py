@@ -92,8 +92,9 @@ def problems(resource: api.ContinualPostTraining, mode: str, policy: Optional[Te
     for path, uri in locations:
         if not uri.startswith("s3://"):
             yield f"{path}: must be an s3:// URI on a cluster (got {uri!r}); local paths only work with `cpt run`"
-    if spec.method != "sft" and spec.rollout.engine == "vllm" and spec.rollout.gpus == 0:
-        yield "spec.rollout.gpus: vLLM rollout servers need at least 1 GPU on a cluster (or set rollout.engine: hf)"
+    if spec.rollout.gpus == 0 and any(spec.needs_rollout_servers(i) for i in range(len(spec.tasks) + 1)):
+        yield ("spec.rollout.gpus: vLLM rollout servers need at least 1 GPU on a cluster (or set rollout.engine: hf "
+               "and evaluation.engine: hf)")
     for path, image in (("spec.learner.image", spec.learner.image), ("spec.rollout.image", spec.rollout.image)):
         if image is not None:
             yield from _image_problems(path, image, policy or TenantPolicy())

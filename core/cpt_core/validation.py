@@ -69,6 +69,10 @@ def cross_field_problems(spec: api.CptSpec, mode: Mode) -> Iterable[str]:
     if spec.rollout.gpus and spec.rollout.tensor_parallel > spec.rollout.gpus:
         yield (f"spec.rollout.tensorParallel: must be <= spec.rollout.gpus "
                f"({spec.rollout.tensor_parallel} > {spec.rollout.gpus})")
+    if spec.evaluation.every_steps and spec.evaluation.engine == "vllm":
+        yield ("spec.evaluation.everySteps: curve points are scored with hf inside the learner, so with "
+               "evaluation.engine vllm the curve and the matrix rows would come from two engines; set "
+               "evaluation.engine: hf, or remove everySteps")
     if mode == "cluster":
         if not spec.storage.uri.startswith("s3://"):
             yield (f"spec.storage.uri: must be an s3:// URI on a cluster (got {spec.storage.uri!r}); "

@@ -393,6 +393,26 @@ def test_tasks_with_signal_have_no_no_signal_condition(resource, base_done):
     assert "NoTrainingSignal" not in {c["type"] for c in p.status["conditions"]}
 
 
+def test_evaluation_engine_vllm_serves_every_row_even_sft_and_the_base(resource):
+    """One engine scores the whole matrix: with evaluation.engine vllm the base model's evaluation (row 0) and
+    every task of an SFT run get rollout servers (with the default hf, SFT and row 0 never do)."""
+    resource["spec"]["method"] = "sft"
+    resource["spec"]["evaluation"] = {"engine": "vllm"}
+    p = plan(resource, Observed(now=NOW))
+    assert [f"{o['kind']}/{o['metadata']['name']}" for o in p.create] == [
+        "NetworkPolicy/demo-pods", "Secret/demo-rollout-key", "Deployment/demo-0-rollout", "Service/demo-0-rollout",
+        "ConfigMap/demo-0-evaluate", "PyTorchJob/demo-0-evaluate"]
+    stage = next(o for o in p.create if o["kind"] == "ConfigMap")
+    assert "demo-0-rollout" in json.dumps(stage)  # the evaluate stage is told where its servers are
+    done = {0: committed(resource, 0, {"add": 0.3})}
+    p = plan(resource, Observed(now=NOW, committed=done),
+             children=frozenset({("Deployment", "demo-0-rollout"), ("Service", "demo-0-rollout")}))
+    created = [f"{o['kind']}/{o['metadata']['name']}" for o in p.create]
+    assert "Deployment/demo-1-rollout" in created and "PyTorchJob/demo-1-train" in created
+    assert sorted(f"{d.kind}/{d.name}" for d in p.delete) == ["Deployment/demo-0-rollout",
+                                                                "Service/demo-0-rollout"]
+
+
 def test_self_sft_samples_with_rollout_servers_before_it_trains(resource):
     resource["spec"]["method"] = "self-sft"
     done = {0: committed(resource, 0, {"add": 0.3})}  # the method is part of what was trained

@@ -46,6 +46,8 @@ CASES = [
     ("spec.storage", {}, "spec.storage.uri", "required field is missing"),
     ("spec.retry", {"limit": -1}, "spec.retry.limit", "greater than or equal to 0"),
     ("metadata.name", "Bad_Name", "metadata.name", "DNS label"),
+    ("spec.evaluation", {"engine": "sglang"}, "spec.evaluation.engine", "'hf' or 'vllm'"),
+    ("spec.evaluation", {"engine": "vllm", "everySteps": 5}, "spec.evaluation.everySteps", "two engines"),
 ]
 
 
@@ -57,6 +59,15 @@ def test_bad_input_names_field_and_rule(resource, path, value, field, rule):
     text = str(err.value)
     assert f"{field}:" in text, text
     assert rule in text, text
+
+
+def test_vllm_evaluation_needs_rollout_gpus_even_for_sft(resource):
+    resource["spec"]["method"] = "sft"
+    resource["spec"]["rollout"] = {"gpus": 0}
+    validate_resource(resource)  # SFT scored by hf: no rollout servers, no GPUs needed for them
+    resource["spec"]["evaluation"] = {"engine": "vllm"}
+    with pytest.raises(SpecError, match=r"spec.rollout.gpus: vLLM rollout servers need at least 1 GPU"):
+        validate_resource(resource)
 
 
 def test_rif_block_with_sft_is_rejected(resource):

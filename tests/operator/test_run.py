@@ -78,3 +78,24 @@ def _status_fields() -> set[str]:
     from cpt_core import api
 
     return {api.to_camel(n) for n in api.CptStatus.model_fields}
+
+
+def test_vllm_evaluation_serves_the_base_row_and_removes_every_server(world, operator):
+    """evaluation.engine vllm: an SFT run gets rollout servers for the base model's evaluation (task 0) and for
+    every task, the stage jobs are told where they are, and none is left once the run has succeeded."""
+    body = cpt_body("ve", world.endpoint, new_bucket(world.endpoint), tasks=2, method="sft",
+                    evaluation={"engine": "vllm"})
+    world.create(body)
+    job = wait_for(lambda: world.jobs("ve"), what="the base evaluation job")[0]
+    assert job["metadata"]["name"] == "ve-0-evaluate"
+    assert {("Deployment", "ve-0-rollout"), ("Service", "ve-0-rollout")} <= world.children("ve")
+    seen = set()
+
+    def servers() -> None:
+        seen.update(name for kind, name in world.children("ve") if kind == "Deployment")
+
+    status = run_to_end(world, "ve", timeout=60, step=servers)
+    assert status["phase"] == "Succeeded", status
+    assert {"ve-1-rollout", "ve-2-rollout"} <= seen, seen
+    wait_for(lambda: not {k for k in world.children("ve") if k[0] in ("Deployment", "Service")},
+             what="rollout servers removed, the base model's included")

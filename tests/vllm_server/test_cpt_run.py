@@ -1,5 +1,6 @@
-"""`cpt run` with `rollout.engine: vllm`: it starts its own vLLM server for the task (from the planner's
-RolloutServers intent), every stage of the task generates through it, the report has the usual structure, and
+"""`cpt run` with `rollout.engine: vllm` and `evaluation.engine: vllm`: it starts its own vLLM server (from the
+planner's RolloutServers intent) for the base model's evaluation, hands it on to the task, every stage generates
+and every row of the matrix is scored through it, the report has the usual structure, and
 no server is left running afterwards."""
 
 import json
@@ -28,7 +29,7 @@ spec:
     - {name: copy, eval: copy-eval.jsonl, reward: "rewards:has_e"}
   grpo: {groupSize: 4, learningRate: 5.0e-3, klCoef: 0.0, promptsPerStep: 4, maxSteps: 2, maxCompletionTokens: 12}
   rif: {rollouts: 4}
-  evaluation: {maxCompletionTokens: 12, maxSamples: 16}
+  evaluation: {maxCompletionTokens: 12, maxSamples: 16, engine: vllm}
   retry: {limit: 0, backoffSeconds: 0}
   rollout: {engine: vllm, replicas: 1}
   storage: {uri: out}
@@ -48,12 +49,13 @@ def test_cpt_run_with_engine_vllm(random_base, data_dir, tmp_path):
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-4000:]
-    assert "starting 1 vLLM rollout server(s) for task 1" in out and "Accuracy matrix" in out
+    assert "starting 1 vLLM rollout server(s) for task 0" in out and "Accuracy matrix" in out
+    assert "rollout server(s) for task 1" not in out  # task 0's server is handed on, not restarted
 
     committed = load_committed(open_store(str(tmp_path / "out")))
     assert sorted(committed) == [0, 1]
     assert committed[1].rif["engine"] == "vllm" and committed[1].train["engine"] == "vllm"
-    assert committed[1].eval["engine"] == "vllm"
+    assert committed[0].eval["engine"] == "vllm" and committed[1].eval["engine"] == "vllm"  # one engine
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["phase"] == "Succeeded" and report["completedTasks"] == 1 and len(report["matrix"]) == 2
     assert report["totals"]["learnerSteps"] == 2 and report["totals"]["rolloutTokens"] > 0

@@ -31,7 +31,7 @@ def _spec(model, data_dir, storage, method="rif-grpo", max_steps=2):
         "grpo": {"groupSize": 4, "learningRate": 5e-3, "klCoef": 0.0, "promptsPerStep": 4, "maxSteps": max_steps,
                  "maxCompletionTokens": 16},
         "rif": {"rollouts": 4, "minCorrect": 1},
-        "evaluation": {"maxCompletionTokens": 16, "maxSamples": 16},
+        "evaluation": {"maxCompletionTokens": 16, "maxSamples": 16, "engine": "vllm"},
         "rollout": {"engine": "vllm"},
         "storage": {"uri": str(storage)},
     }

@@ -233,7 +233,7 @@ def run_evaluate(cfg: StageConfig, store, workdir: str) -> dict:
     else:
         path = start_model_dir(cfg, store, workdir)
     model, tokenizer = load_model(path)
-    engine = make_engine(spec.rollout.engine, model, tokenizer, cfg.rollout_url, spec.rollout.tensor_parallel)
+    engine = make_engine(spec.evaluation.engine, model, tokenizer, cfg.rollout_url, spec.rollout.tensor_parallel)
     set_seed(stage_seed(spec, i, "evaluate"))
     protocol.progress("evaluate", i, 0, 1)
     row = evaluate_row(engine, tokenizer, i, tasks, general, spec.evaluation.max_completion_tokens)

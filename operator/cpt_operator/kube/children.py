@@ -71,7 +71,7 @@ def render(plan: Plan, resource: dict, present: Iterable[tuple[str, str]],
     out.create = _isolation(resource, run, spec, out.create, present, defaults) + out.create
     out.patch.extend(suspensions)
     wanted = {rollout_name(run, s.task_index) for s in plan.rollout}
-    servers_of_run = {rollout_name(run, index) for index in range(1, len(spec.tasks) + 1)}
+    servers_of_run = {rollout_name(run, index) for index in range(0, len(spec.tasks) + 1)}
     for kind, name in sorted(present):
         if kind in ("Deployment", "Service") and name in servers_of_run and name not in wanted:
             out.delete.append(ChildRef("apps/v1" if kind == "Deployment" else "v1", kind, name))

@@ -37,6 +37,7 @@ def build_report(spec: dict, committed: dict[int, CommittedTask], status: Option
             "seconds": stats[i]["stageDurations"],
             "rewardFirst": train.get("mean_reward_first"), "rewardLast": train.get("mean_reward_last"),
             "noSignal": no_signal(committed[i]),
+            "evalEngine": (committed[i].eval or {}).get("engine"),
         })
     return {
         "method": spec.get("method"),
@@ -107,6 +108,13 @@ def render_markdown(report: dict) -> str:
           f"{t['stageRolloutTokens']['filter']} + {t['stageRolloutTokens']['train']} | {t['learnerSteps']} | "
           f"{reward} | {_fmt(secs.get('filter'), 1)} | "
           f"{_fmt(secs.get('train'), 1)} | {_fmt(secs.get('evaluate'), 1)} |\n")
+    engines = {t["name"]: t.get("evalEngine") for t in report["perTask"]}
+    if len(set(engines.values())) > 1:  # an older run, or vLLM unavailable for some stages: say it plainly
+        scored = ", ".join(f"{name}: {engine or 'unknown'}" for name, engine in engines.items())
+        w(f"\n**Warning: the rows were scored by different engines** ({scored}); differences between those rows "
+          "include the engines' own. spec.evaluation.engine picks one for every row.\n")
+    elif engines:
+        w(f"\nEvery row scored by the {next(iter(engines.values())) or 'unknown'} engine (greedy).\n")
     for t in report["perTask"]:
         if t.get("noSignal"):
             w(f"\n**Warning: task {t['name']!r} taught the model nothing**: {t['noSignal']}.\n")

@@ -87,7 +87,7 @@ def plan(resource: dict, observed: Observed, mode: Mode = "cluster") -> Plan:
     active = phase in ("Running", "Queued") and reason in ("StageRunning", "RetryBackoff", "AwaitingAdmission")
     if active:
         _start_stage(plan_, resource, spec, run, progress)
-    if phase in ("Running", "Queued", "Suspended") and _uses_rollout_servers(spec, progress.current):
+    if phase in ("Running", "Queued", "Suspended") and spec.needs_rollout_servers(progress.current):
         plan_.rollout.append(RolloutServers(progress.current, _start_model_uri(spec, committed, progress.current),
                                             start=active))
     # Resume only what this operator suspended: a job a queue holds (Kueue, until admission) is the queue's.
@@ -194,11 +194,6 @@ def _start_stage(plan_: Plan, resource: dict, spec: api.CptSpec, run: str, progr
     cfg = StageConfig(run=run, namespace=resource["metadata"].get("namespace", "default"), stage=stage,
                       task_index=index, attempt=progress.attempt, spec=spec, spec_hash=task_spec_hash(spec, index))
     plan_.start.append(StartStage(name, cfg))
-
-
-def _uses_rollout_servers(spec: api.CptSpec, index: Optional[int]) -> bool:
-    return (index is not None and index >= 1 and spec.method != "sft"
-            and spec.rollout.engine == "vllm")
 
 
 def _start_model_uri(spec: api.CptSpec, committed: dict[int, CommittedTask], index: int) -> str:
