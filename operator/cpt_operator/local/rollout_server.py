@@ -215,9 +215,9 @@ class LocalRollout:
 
         if wanted and importlib.util.find_spec("vllm") is None:
             if not self.warned:  # engine vllm is the API's default: generate in the learner (hf) as before
-                self.log(f"    rollout.engine: vllm, but vLLM is not installed in this Python ({sys.executable}): the "
-                         "stages generate with hf. For real vLLM servers: `make install-vllm`, then "
-                         "`.venv-vllm/bin/cpt run FILE`.")
+                self.log(f"    the spec asks for vLLM servers (rollout.engine or evaluation.engine: vllm), but vLLM is "
+                         f"not installed in this Python ({sys.executable}): the stages generate with hf. For real "
+                         "vLLM servers: `make install-vllm`, then `.venv-vllm/bin/cpt run FILE`.")
                 self.warned = True
             return {}
         for index, intent in wanted.items():
