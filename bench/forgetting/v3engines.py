@@ -152,7 +152,31 @@ def collect(work: Path, nice: int, arms: dict, adm: dict, run: bool) -> dict:
         elif job["engine"] == "hf":
             by_dir[job["run"]["run"]["dir"]]["evals"][job["row"]] = res
     complete = bool(todo) and len(pairs) == len(todo)
-    return {"jobs": len(todo), "pairs": pairs, "hf_arms": hf_arms if complete else None, "admission": adm_hf}
+    return {"jobs": len(todo), "pairs": pairs, "hf_arms": hf_arms if complete else None, "admission": adm_hf,
+            "reproduced": reproduced(arms, hf_arms)}
+
+
+def reproduced(arms: dict, hf_arms: dict) -> dict:
+    """A check of the re-scoring itself: a matched sequence's second run starts from its first run's checkpoint,
+    and the pilot scored that checkpoint with hf as the second run's row 0; the hf re-score of the first run's
+    row 1 should agree with it prompt for prompt (on the sets both rows hold)."""
+    n = same = 0
+    seen = set()
+    for seed, part in arms.items():
+        for mm in part["matched"].values():
+            for arm, m in (mm or {}).items():
+                if arm == "steps" or not m or "second" not in m or m["first"]["run"]["dir"] in seen:
+                    continue
+                seen.add(m["first"]["run"]["dir"])
+                rescored = next(r for r in _runs(hf_arms[seed]) if r["run"]["dir"] == m["first"]["run"]["dir"])
+                old, new = m["first"]["evals"][1], rescored["evals"][1]
+                row0 = m["second"]["evals"][0]
+                if old.get("engine") != "vllm" or new.get("engine") != "hf" or row0.get("engine") != "hf":
+                    continue
+                for k in set(new["correct"]) & set(row0["correct"]):
+                    n += len(row0["correct"][k])
+                    same += sum(x == y for x, y in zip(new["correct"][k], row0["correct"][k]))
+    return {"prompts": n, "same": same}
 
 
 # ------------------------------------------------------------------------------------------------ report
@@ -236,6 +260,11 @@ def section(data: dict) -> list[str]:
                 "<details><summary>Per row: correct with hf / with vLLM (prompts that differ)</summary>", "",
                 cb.md_table(["run", "row", "engine of the pilot's row", "per set"], row_table(pairs)),
                 "</details>", ""]
+    rep = ec.get("reproduced") or {}
+    if rep.get("prompts"):
+        out += [f"Check of the re-scoring itself: each matched sequence's second run starts from its first run's "
+                f"checkpoint and the pilot scored that checkpoint with hf (the second run's row 0); the hf re-scores "
+                f"agree with those rows on {rep['same']} of {rep['prompts']} prompts.", ""]
     out += admission_lines(data, ec)
     if ec["hf_arms"] is None:
         return out

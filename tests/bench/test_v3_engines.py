@@ -21,13 +21,13 @@ def row(engine, flags):
             "general": {k: a for k, a in acc.items() if k not in SEQ}}
 
 
-def run(tmp: Path, name: str, engines: list, rows: list) -> dict:
+def run(tmp: Path, name: str, engines: list, rows: list, tasks=SEQ) -> dict:
     d = tmp / name
     evals = [row(e, f) for e, f in zip(engines, rows)]
-    for i, (n, ev) in enumerate(zip(["base"] + SEQ, evals)):
+    for i, (n, ev) in enumerate(zip(["base", *tasks], evals)):
         (d / "out" / "tasks" / f"{i}-{n}").mkdir(parents=True)
         (d / "out" / "tasks" / f"{i}-{n}" / "eval.json").write_text(json.dumps(ev))
-    return {"phase": "Succeeded", "tasks": SEQ, "evals": evals, "run": {"dir": str(d)}}
+    return {"phase": "Succeeded", "tasks": list(tasks), "evals": evals, "run": {"dir": str(d)}}
 
 
 def flags(sub, add2, cap, mul):
@@ -86,3 +86,20 @@ def test_report_compares_the_engines_and_recomputes_the_claims_with_hf(tmp_path)
     text = "\n".join(v3engines.section(dict(data, engine_check=ec)))
     assert "| sub | 3 | 12 |" in text and "all hf: d [95% CI]" in text
     assert ("No pilot verdict changes" in text) != ("Verdicts that change" in text)
+
+
+def test_the_rescore_of_a_matched_first_run_is_checked_against_the_second_runs_hf_row_0(tmp_path):
+    """grpo-m4 (sub) ends in the checkpoint grpo-m4-4 starts from; the pilot scored it with vLLM (grpo-m4 row 1)
+    and with hf (grpo-m4-4 row 0): the hf re-score is compared with the latter."""
+    arms, _, _ = fixture(tmp_path)
+    probe = {"capitals": "10", "mul": "11"}
+    first = run(tmp_path, "grpo-m4", ["hf", "vllm"], [dict(probe, sub="1100"), dict(probe, sub="1110")], ["sub"])
+    second = run(tmp_path, "grpo-m4-4", ["hf", "vllm"], [dict(probe, add2="1000", sub="1100"),
+                                                          dict(probe, add2="1100", sub="1100")], ["add2"])
+    arms[0]["matched"] = {("sft", "grpo"): {"steps": {"grpo": [4, 4]}, "grpo": {"phase": "Succeeded",
+                                                                                "first": first, "second": second}}}
+    job = next(j for j in v3engines.jobs(arms, []) if j["run"] is first)
+    assert v3engines.collect(tmp_path / "work", 10, arms, {"table": {}}, run=False)["reproduced"]["prompts"] == 0
+    cache(tmp_path, job, dict(probe, sub="1101"))
+    assert v3engines.collect(tmp_path / "work", 10, arms, {"table": {}}, run=False)["reproduced"] == {
+        "prompts": 8, "same": 7}
