@@ -238,12 +238,13 @@ def section(data: dict) -> list[str]:
     ec = data.get("engine_check")
     out = ["### Engine check (post hoc, PROTOCOL-v3.md addendum of 2026-11-30)", "",
            "`cpt run` scored the rows of grpo, rif-grpo, self-sft and their matched reruns after training with "
-           "vLLM, the base row and every SFT row with hf, so every pilot difference above compares rows of two "
-           "engines. This check re-scores with hf every row vLLM scored (the same checkpoint, verified against its "
-           "manifest; the same eval sets, 32 tokens, greedy) and the base row once with vLLM, through the "
-           "product's evaluation at the pilot's code snapshot (bench/forgetting/v3engine_score.py), and recomputes "
-           "every claim with all rows scored by hf.", ""]
-    if not ec or not ec["jobs"]:
+           "vLLM, the base row and every SFT row with hf, so each difference above between an SFT row and a "
+           "GRPO-family row, and each change from the base row of a GRPO-family arm, compares two engines. This "
+           "check re-scores with hf every row vLLM scored (the same checkpoint, verified against its manifest; the "
+           "same eval sets, 32 tokens, greedy) and the base row once with vLLM, through the product's evaluation at "
+           "the pilot's code snapshot (bench/forgetting/v3engine_score.py), and recomputes every claim with all "
+           "rows scored by hf.", ""]
+    if not ec or not ec["jobs"] or not ec["pairs"]:
         return out + ["**The engine check has not run** (`run.py --protocol pilot --phase engine-check`): the "
                       "verdicts above compare rows scored by two engines, and nothing here says how much that "
                       "matters.", ""]

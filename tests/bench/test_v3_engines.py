@@ -72,6 +72,8 @@ def test_report_compares_the_engines_and_recomputes_the_claims_with_hf(tmp_path)
     arms, sft, grpo = fixture(tmp_path)
     data = {"arms": arms, "sequence": SEQ, "protocol": PILOT, "admission": {"table": {}}}
     assert "has not run" in "\n".join(v3engines.section(dict(data, engine_check=None)))
+    nothing = v3engines.collect(tmp_path / "work", 10, arms, {"table": {}}, run=False)
+    assert "has not run" in "\n".join(v3engines.section(dict(data, engine_check=nothing)))
     todo = v3engines.jobs(arms, [])
     cache(tmp_path, todo[0], flags("1100", "1000", "10", "11"))  # hf differs from vLLM on one sub prompt
     partial = v3engines.collect(tmp_path / "work", 10, arms, {"table": {}}, run=False)
