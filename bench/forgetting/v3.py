@@ -11,7 +11,8 @@ admission, pairs[:N]; (pilot): import, admission, arms, and (only when named) en
 
 This module is the driver (collect_v3, collect_pilot, main); the parts: v3protocol.py (the registered settings),
 v3runs.py (one cached `cpt run`), v3parta.py (Part A, the tiny char model), v3pilot.py (Part B, the SmolLM2 pilot),
-v3stats.py (statistics), v3doc.py (RESULTS.md sections).
+v3stats.py (statistics), v3doc.py and v3pilotdoc.py (RESULTS.md sections), v3engines.py (the pilot's post-hoc
+engine check).
 """
 
 from __future__ import annotations

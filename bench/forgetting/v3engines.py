@@ -233,7 +233,7 @@ def admission_lines(data: dict, ec: dict) -> list[str]:
 
 def section(data: dict) -> list[str]:
     """The pilot section's engine check, from the cache only."""
-    import v3doc
+    from v3pilotdoc import pilot_claims
 
     ec = data.get("engine_check")
     out = ["### Engine check (post hoc, PROTOCOL-v3.md addendum of 2026-11-30)", "",
@@ -271,8 +271,8 @@ def section(data: dict) -> list[str]:
         return out
     changed = []
     for seed, part in sorted(data["arms"].items()):
-        mixed = v3doc.pilot_claims(part, data["sequence"], data["protocol"])
-        hf = v3doc.pilot_claims(ec["hf_arms"][seed], data["sequence"], data["protocol"])
+        mixed = pilot_claims(part, data["sequence"], data["protocol"])
+        hf = pilot_claims(ec["hf_arms"][seed], data["sequence"], data["protocol"])
         rows = []
         for m, h in zip(mixed, hf):
             same = m[2] == h[2]
