@@ -1,0 +1,43 @@
+"""The planner's rollout servers: which tasks get them (GRPO-family generation, and every row when
+spec.evaluation.engine is vllm) and which methods never do."""
+
+import json
+
+from cpt_operator.planner import Observed
+
+from .test_planner import NOW, committed, plan
+
+
+def test_sft_has_no_filter_stage_and_no_rollout_servers(resource):
+    resource["spec"]["method"] = "sft"
+    base_done = {0: committed(resource, 0, {"add": 0.3})}  # the method is part of what was trained
+    p = plan(resource, Observed(now=NOW, committed=base_done))
+    assert [f"{o['kind']}/{o['metadata']['name']}" for o in p.create] == [
+        "NetworkPolicy/demo-pods", "ConfigMap/demo-1-train", "PyTorchJob/demo-1-train"]
+
+
+def test_evaluation_engine_vllm_serves_every_row_even_sft_and_the_base(resource):
+    """One engine scores the whole matrix: with evaluation.engine vllm the base model's evaluation (row 0) and
+    every task of an SFT run get rollout servers (with the default hf, SFT and row 0 never do)."""
+    resource["spec"]["method"] = "sft"
+    resource["spec"]["evaluation"] = {"engine": "vllm"}
+    p = plan(resource, Observed(now=NOW))
+    assert [f"{o['kind']}/{o['metadata']['name']}" for o in p.create] == [
+        "NetworkPolicy/demo-pods", "Secret/demo-rollout-key", "Deployment/demo-0-rollout", "Service/demo-0-rollout",
+        "ConfigMap/demo-0-evaluate", "PyTorchJob/demo-0-evaluate"]
+    stage = next(o for o in p.create if o["kind"] == "ConfigMap")
+    assert "demo-0-rollout" in json.dumps(stage)  # the evaluate stage is told where its servers are
+    done = {0: committed(resource, 0, {"add": 0.3})}
+    p = plan(resource, Observed(now=NOW, committed=done),
+             children=frozenset({("Deployment", "demo-0-rollout"), ("Service", "demo-0-rollout")}))
+    created = [f"{o['kind']}/{o['metadata']['name']}" for o in p.create]
+    assert "Deployment/demo-1-rollout" in created and "PyTorchJob/demo-1-train" in created
+    assert sorted(f"{d.kind}/{d.name}" for d in p.delete) == ["Deployment/demo-0-rollout",
+                                                                "Service/demo-0-rollout"]
+
+
+def test_self_sft_samples_with_rollout_servers_before_it_trains(resource):
+    resource["spec"]["method"] = "self-sft"
+    done = {0: committed(resource, 0, {"add": 0.3})}  # the method is part of what was trained
+    created = [f"{o['kind']}/{o['metadata']['name']}" for o in plan(resource, Observed(now=NOW, committed=done)).create]
+    assert "PyTorchJob/demo-1-filter" in created and "Deployment/demo-1-rollout" in created
