@@ -42,7 +42,7 @@ def collect_v3(work: Path, nice: int, run_phases: set, max_pairs: Optional[int],
     base_reports = {b: (a.base_if_built(b) or (None, None))[1] for b in BASE_SEEDS}
     adm = a.admission("admission" in run_phases)
     seqs = a.sequences(adm)
-    base_evals = {b: a.base_eval(b) for b in BASE_SEEDS if base_reports[b] is not None}
+    base_evals = {b: a.base_eval(b, run=bool(run_phases)) for b in BASE_SEEDS if base_reports[b] is not None}
     probes = a.probes(seqs, base_evals) if seqs else None
     pairs = {}
     if seqs and probes is not None:

@@ -68,8 +68,9 @@ class PartA:
 
         return synthetic.REWARDS.get(skill, "exact")
 
-    def base_eval(self, b: int) -> Optional[dict]:
-        """Greedy accuracy of base b on run seed 0's 500-prompt eval sets (every candidate and copy), cached."""
+    def base_eval(self, b: int, run: bool = True) -> Optional[dict]:
+        """Greedy accuracy of base b on run seed 0's 500-prompt eval sets (every candidate and copy), cached.
+        With run=False (report only) the cache or None: a report never starts an evaluation."""
         built = self.base_if_built(b)
         if built is None:
             return None
@@ -77,6 +78,8 @@ class PartA:
         out = self.work / "base-eval" / f"{path.name}{'-' + str(b) if self.smoke else ''}.json"
         if out.is_file():
             return json.loads(out.read_text())
+        if not run:
+            return None
         d = self.data(0)
         sets = [(s, str(d / f"{s}-eval.jsonl"), self.reward(s)) for s in self.p["candidates"] + ["copy"]]
         code = ("import json, sys, torch\ntorch.set_num_threads(1)\n"
