@@ -6,7 +6,9 @@ The planner writes a StageConfig into the stage ConfigMap (cluster) or a file (l
 
 from __future__ import annotations
 
-from typing import Optional
+import functools
+import json
+from typing import Any, Optional
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
@@ -14,6 +16,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from cpt_core.api import SAMPLING_METHODS, STAGES, CptSpec, Stage
 
 _DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+# Distinct specs whose `spec:` YAML is kept (lru_cache, thread-safe). A run's first pass renders its spec three
+# times (two ConfigMap size checks, the ConfigMap) while 7 other workers render theirs: 32 keeps every pass's
+# entry with room to spare. An entry is the spec's JSON and YAML, a few KB (at most ~2 x 1.5 MB, etcd's limit).
+SPEC_YAML_CACHE = 32
 
 STAGE_CONFIG_FILE = "stage.yaml"
 BASE_TASK_NAME = "base"  # task index 0: the base model, evaluated before any training (row 0 of the matrix)
@@ -47,12 +54,34 @@ class StageConfig(BaseModel):
         return BASE_TASK_NAME if self.task_index == 0 else self.spec.tasks[self.task_index - 1].name
 
     def dump_yaml(self) -> str:
-        # libyaml's emitter when PyYAML has it: the same YAML, ~10x less CPU (the operator renders a stage
-        # config for every new stage and sizes the largest one on every spec check)
-        return yaml.dump(self.model_dump(mode="json", by_alias=True, exclude_none=True), Dumper=_DUMPER,
-                         sort_keys=True)
+        """The config as YAML, byte for byte `yaml.dump(model_dump(...), Dumper=_DUMPER, sort_keys=True)`.
+
+        A top-level block mapping with sorted keys is emitted as each key on its own, in order, so the large
+        `spec:` entry comes from a cache keyed by the spec's canonical JSON and the small header keys around it
+        are dumped on each call: the operator renders a stage config for every new stage and sizes the largest
+        one on every spec check, mostly for the same spec (tests/api/test_stage_yaml.py checks the identity)."""
+        data = self.model_dump(mode="json", by_alias=True, exclude_none=True, exclude={"spec"})
+        before = {k: v for k, v in data.items() if k < "spec"}
+        after = {k: v for k, v in data.items() if k > "spec"}
+        return _dump(before) + spec_yaml(spec_json(self.spec)) + _dump(after)
 
     @classmethod
     def load(cls, path: str) -> "StageConfig":
         with open(path, encoding="utf-8") as fh:
             return cls.model_validate(yaml.safe_load(fh))
+
+
+def spec_json(spec: CptSpec) -> str:
+    """The spec's canonical JSON: equal for equal specs, what the caches of rendered specs are keyed by."""
+    return json.dumps(spec.model_dump(mode="json", by_alias=True, exclude_none=True), sort_keys=True)
+
+
+@functools.lru_cache(maxsize=SPEC_YAML_CACHE)
+def spec_yaml(spec_json: str) -> str:
+    """The `spec:` entry of a stage config, from `spec_json` (the same data as the spec's JSON-mode dump, so
+    the same YAML); libyaml's emitter when PyYAML has it (~10x less CPU than PyYAML's own)."""
+    return _dump({"spec": json.loads(spec_json)})
+
+
+def _dump(data: dict[str, Any]) -> str:
+    return yaml.dump(data, Dumper=_DUMPER, sort_keys=True) if data else ""

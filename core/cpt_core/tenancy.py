@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import re
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Optional
 from urllib.parse import urlsplit
@@ -141,13 +143,34 @@ def _reward_problems(path: str, reward: str, policy: Optional[TenantPolicy]) -> 
 
 
 def _configmap_problems(resource: api.ContinualPostTraining) -> Iterable[str]:
-    from cpt_core.stage import StageConfig
-
-    spec = resource.spec
-    largest = StageConfig(run=resource.metadata.name, namespace=resource.metadata.namespace, stage="evaluate",
-                          task_index=len(spec.tasks), attempt=spec.retry.limit, spec=spec, spec_hash="0" * 64,
-                          rollout_url="http://" + "x" * 200)
-    size = len(largest.dump_yaml().encode())
+    size = _largest_config_bytes(resource)
     if size > CONFIGMAP_LIMIT - 4096:
         yield (f"spec: the stage configuration would be {size} bytes, over the 1 MiB a ConfigMap holds; "
                "shorten answerPatterns, names or URIs, or split the tasks over several runs")
+
+
+# Sizes of the largest stage config by (name, namespace, spec JSON): a pass validates its resource twice (the
+# storage reader, the planner), and every pass of an unchanged run checks the same spec again.
+_sizes: OrderedDict[tuple[str, str, str], int] = OrderedDict()
+_sizes_lock = threading.Lock()
+
+
+def _largest_config_bytes(resource: api.ContinualPostTraining) -> int:
+    from cpt_core.stage import SPEC_YAML_CACHE, StageConfig, spec_json
+
+    spec = resource.spec
+    key = (resource.metadata.name, resource.metadata.namespace, spec_json(spec))
+    with _sizes_lock:
+        size = _sizes.get(key)
+        if size is not None:
+            _sizes.move_to_end(key)
+            return size
+    largest = StageConfig(run=resource.metadata.name, namespace=resource.metadata.namespace, stage="evaluate",
+                          task_index=len(spec.tasks), attempt=spec.retry.limit, spec=spec, spec_hash="0" * 64,
+                          rollout_url="http://" + "x" * 200)
+    size = len(largest.dump_yaml().encode())  # the spec's part rendered once, for the ConfigMap too
+    with _sizes_lock:
+        _sizes[key] = size
+        while len(_sizes) > SPEC_YAML_CACHE:
+            _sizes.popitem(last=False)
+    return size
