@@ -1,6 +1,6 @@
-"""Passes read children from kopf's watch-fed indexes and the resource from kopf's watch (issue 16): a pass never
-LISTs or GETs, an idle pass sends no request at all, and a child deleted behind the run's back wakes the run
-at once (not at the storage resync). The emulator counts every request by User-Agent."""
+"""Passes read children from the watch-fed cache (kube/informer.py) and the resource from kopf's watch (issue
+16): a pass never LISTs or GETs, an idle pass sends no request at all, and a child deleted behind the run's back
+wakes the run at once (not at the storage resync). The emulator counts every request by User-Agent."""
 
 from __future__ import annotations
 

@@ -1,20 +1,21 @@
-"""kopf wiring: the only module that imports kopf. Thin: it keeps the caches and feeds the work queue, nothing else.
+"""kopf wiring: the only module that imports kopf (with kube/informer.py). Thin: it keeps the caches and feeds the
+work queue, nothing else.
 
-Children are read from kopf indexes, one per child kind the operator creates (ConfigMap, Service, Deployment,
-NetworkPolicy and the stage-job kind in use), keyed by (namespace, run label) and fed by kopf's watches: a pass
-never LISTs. kopf starts no handler before every index has its initial listing, so a restarted operator never
-plans from an empty cache. The resource itself is the last copy kopf's watch delivered, so a pass that changes
-nothing sends no request at all.
+Children are read from a watch-fed cache (`informer.Informer`: one list-then-watch stream per child kind the
+operator creates, ConfigMap, Service, Deployment, NetworkPolicy and the stage-job kind in use, filtered by the
+API server on the run label), keyed by (namespace, run label): a pass never LISTs. No pass starts before every
+stream has listed once, so a restarted operator never plans from an empty cache. The resource itself is the
+last copy kopf's watch delivered, so a pass that changes nothing sends no request at all.
 
-Passes come from a work queue (`workqueue.WorkQueue`), not from a daemon per resource: kopf event handlers add
-the run's key when something the planner reads changed (the resource's spec or cpt.dev annotations, first sight,
-one of its stage jobs' phase or suspension, one of its other children deleted), and a small fixed pool of
-workers (`WORKERS`) runs one pass per key, each in a thread (the API and S3 clients block). A key is queued at
-most once and never passed by two workers at once. Timers only where time itself matters: the planner's
-requeue_after (retry backoff, commit grace), the error backoff, and the slow storage resync
-(CPT_RECONCILE_INTERVAL: storage has no events; it catches commits and damage made out of band) are delayed
-re-queues. A missed wake-up only delays work until the resync; a restart loses nothing (every run is passed
-once when kopf's watch lists it).
+Passes come from a work queue (`workqueue.WorkQueue`), not from a daemon per resource: the resource's kopf
+event handler and the children's cache add the run's key when something the planner reads changed (the
+resource's spec or cpt.dev annotations, first sight, one of its stage jobs' phase or suspension, one of its
+other children deleted), and a small fixed pool of workers (`WORKERS`) runs one pass per key, each in a thread
+(the API and S3 clients block). A key is queued at most once and never passed by two workers at once. Timers
+only where time itself matters: the planner's requeue_after (retry backoff, commit grace), the error backoff,
+and the slow storage resync (CPT_RECONCILE_INTERVAL: storage has no events; it catches commits and damage made
+out of band) are delayed re-queues. A missed wake-up only delays work until the resync; a restart loses nothing
+(every run is passed once when kopf's watch lists it).
 
 No daemon, no change handler: kopf keeps no per-resource progress and adds no finalizer (it removes the one
 older versions of this operator added); children go with their run through ownerReferences. kopf's posting of
@@ -35,15 +36,15 @@ from datetime import datetime, timezone
 from typing import Any, Optional
 
 import kopf
-
 from cpt_core import api
-from cpt_operator.kube import manifests
+
 from cpt_operator import metrics
+from cpt_operator.kube import jobs, manifests
 from cpt_operator.kube.admission import PendingJob, rejected_deployments, sweep_forever
 from cpt_operator.kube.client import Kube
 from cpt_operator.kube.event_sender import EventSender
-from cpt_operator.kube import jobs
-from cpt_operator.kube.observe import KINDS, owned_by, parse_time, slim_child
+from cpt_operator.kube.informer import Informer, watch_selectors
+from cpt_operator.kube.observe import parse_time
 from cpt_operator.kube.reconcile import Reconciler
 from cpt_operator.kube.settings import Settings, job_backend
 from cpt_operator.kube.workqueue import WorkQueue, error_delay
@@ -56,10 +57,9 @@ FINALIZER = f"{PREFIX}/kopf-finalizer"
 # The kind stage jobs run as (CPT_JOB_BACKEND, see settings): only that kind is watched, since the other's CRD
 # may not exist on the cluster and the chart grants rights on the kind in use only.
 JOB_BACKEND = jobs.BACKENDS[job_backend()]
-# Child kinds read from watch-fed indexes: index id -> kind. The run's rollout-key Secret is only ever created
-# (with a 409 owner check): watching Secrets would need rights on every Secret of the namespace.
-CHILD_INDEXES = {f"cpt_children_{KINDS[kind][1]}": kind
-                 for kind in ("ConfigMap", "Service", "Deployment", "NetworkPolicy", JOB_BACKEND.kind)}
+# Child kinds read from the watch-fed cache. The run's rollout-key Secret is only ever created (with a 409
+# owner check): watching Secrets would need rights on every Secret of the namespace.
+CHILD_KINDS = ("ConfigMap", "Service", "Deployment", "NetworkPolicy", JOB_BACKEND.kind)
 # Passes in flight at once. A pass mostly waits on the API server and S3 (a few ms of CPU each), so a few
 # more than the CPUs; more only queue at the server.
 WORKERS = 8
@@ -100,7 +100,7 @@ class Runtime:
     reconciler: Reconciler
     queue: WorkQueue = field(default_factory=WorkQueue)
     resources: dict[Key, dict] = field(default_factory=dict)  # the last copy kopf's watch delivered, per run
-    indices: Optional[dict[str, Any]] = None  # kopf's child indexes (live), taken from the first handler call
+    informer: Optional[Informer] = None  # the children's watch-fed cache (kube/informer.py)
     seen: dict[Key, Any] = field(default_factory=dict)  # what of the resource wakes a pass, last seen
     jobs_seen: dict[Key, tuple] = field(default_factory=dict)  # (namespace, job) -> jobs.job_fingerprint
     failures: dict[Key, int] = field(default_factory=dict)  # failed passes in a row
@@ -166,6 +166,10 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     runtime = Runtime(settings=cfg, reconciler=Reconciler(kube, cfg), metrics_server=server)
     runtime.events = EventSender(kube.post_event_body, runtime.busy)
     kube.event_sink = runtime.events.put
+    watch_selectors(settings, CHILD_KINDS)
+    runtime.informer = Informer(settings, CHILD_KINDS, cfg.namespaces,
+                                lambda kind, old, new: child_changed(runtime, kind, old, new))
+    runtime.informer.start()
     runtime.workers = [asyncio.create_task(worker(runtime), name=f"cpt-worker-{i}") for i in range(WORKERS)]
     runtime.sender = asyncio.create_task(runtime.events.run(runtime.pool), name="cpt-events")
     memo.cpt = runtime
@@ -194,6 +198,8 @@ async def shutdown(memo: kopf.Memo, **_: Any) -> None:
     for task in extra:
         task.cancel()
     await asyncio.gather(*runtime.workers, *extra, return_exceptions=True)
+    if runtime.informer is not None:
+        await runtime.informer.stop()
     if runtime.metrics_server is not None:
         runtime.metrics_server.shutdown()
     try:
@@ -206,7 +212,10 @@ async def shutdown(memo: kopf.Memo, **_: Any) -> None:
 
 
 async def worker(runtime: Runtime) -> None:
-    """Take a run's key, pass it, mark it done; forever (until cleanup cancels it)."""
+    """Take a run's key, pass it, mark it done; forever (until cleanup cancels it). Not before the children's
+    cache has listed every kind once: a pass must never mistake an unfilled cache for missing children."""
+    if runtime.informer is not None:
+        await runtime.informer.synced.wait()
     while True:
         key = await runtime.queue.get()
         try:
@@ -229,7 +238,8 @@ async def pass_once(runtime: Runtime, key: Key) -> None:
         return  # deleted since it was queued
     # Snapshots taken here, in the event loop that updates the caches; the pass runs in a worker thread.
     resource = copy.deepcopy(body)
-    children = cached_children(runtime.indices or {}, namespace, name, (resource.get("metadata") or {}).get("uid"))
+    children = runtime.informer.cache.children(namespace, name, (resource.get("metadata") or {}).get("uid")) \
+        if runtime.informer is not None else {}
     loop = asyncio.get_running_loop()
     try:
         outcome = await loop.run_in_executor(runtime.pool, runtime.reconciler.reconcile, namespace, name,
@@ -257,20 +267,6 @@ async def pass_once(runtime: Runtime, key: Key) -> None:
     runtime.queue.add_after(key, delay)
 
 
-def cached_children(indices: dict[str, Any], namespace: str, run: str, uid: Optional[str]
-                    ) -> dict[tuple[str, str], dict]:
-    """The run's children as the watch-fed indexes hold them, by (kind, name), owned by this resource's uid."""
-    out: dict[tuple[str, str], dict] = {}
-    for index_id, kind in CHILD_INDEXES.items():
-        index = indices.get(index_id)
-        if index is None:
-            continue
-        for child in index.get((namespace, run), ()):
-            if owned_by(child, uid):
-                out[(kind, child["metadata"]["name"])] = child
-    return out
-
-
 @kopf.on.event(api.GROUP, api.VERSION, api.PLURAL)
 async def resource_event(event: dict, namespace: str, name: str, meta: kopf.Meta, memo: kopf.Memo,
                          **kwargs: Any) -> None:
@@ -283,8 +279,6 @@ async def resource_event(event: dict, namespace: str, name: str, meta: kopf.Meta
     runtime: Optional[Runtime] = getattr(memo, "cpt", None)
     if runtime is None:
         return
-    if runtime.indices is None:  # kopf hands every handler its indexes; the workers read them from here on
-        runtime.indices = {index_id: kwargs[index_id] for index_id in CHILD_INDEXES if index_id in kwargs}
     key = (namespace, name)
     if event.get("type") == "DELETED":
         runtime.forget(key)
@@ -299,86 +293,45 @@ async def resource_event(event: dict, namespace: str, name: str, meta: kopf.Meta
         runtime.queue.add(key)
 
 
-@kopf.on.event(*JOB_BACKEND.api_version.split("/"), JOB_BACKEND.plural, labels={manifests.LABEL_RUN: kopf.PRESENT})
-async def job_event(event: dict, body: kopf.Body, namespace: str, name: str, labels: kopf.Labels,
-                    memo: kopf.Memo, **_: Any) -> None:
-    """A stage job changed (started, succeeded, failed, deleted): its run should look now, not at the resync.
+def child_changed(runtime: Runtime, kind: str, old: Optional[dict], new: Optional[dict]) -> None:
+    """The children's cache saw a change (new None: the child is gone); in the event loop. Wake the run when the
+    planner reads what changed: a stage job's phase or suspension (not its first sight while Pending: the pass
+    that created it knows it; at scale that self-inflicted wake-up was a second full pass per run), a Deployment
+    whose pods are refused (or no longer), any other child deleted (re-created now, not at the resync)."""
+    child = new if new is not None else old
+    meta = child["metadata"]
+    namespace, name, run = meta.get("namespace", ""), meta.get("name", ""), meta["labels"][manifests.LABEL_RUN]
+    runtime.reconciler.recent.seen(namespace, run, child, gone=new is None)
+    if kind in jobs.BY_KIND:
+        job_changed(runtime, namespace, name, run, new)
+    elif new is None:
+        runtime.refused.pop((namespace, name), None)
+        runtime.wake(namespace, run)
+    elif kind == "Deployment":
+        refused = rejected_deployments([new]).get(name, "")
+        if refused != runtime.refused.get((namespace, name), ""):  # pods refused, or no longer: the run says so
+            runtime.refused[(namespace, name)] = refused
+            runtime.wake(namespace, run)
 
-    Not on a job's first sight while it is still Pending: the pass that created it already knows it (at scale,
-    that self-inflicted wake-up was a second full pass per run; bench/operator_scale). Not on status changes the
-    planner does not read (replica counts). A restarted operator loses nothing: every run is passed on first sight.
-    """
-    runtime: Optional[Runtime] = getattr(memo, "cpt", None)
-    if runtime is None:
-        return
+
+def job_changed(runtime: Runtime, namespace: str, name: str, run: str, job: Optional[dict]) -> None:
     key = (namespace, name)
-    if event.get("type") == "DELETED":
+    if job is None:
         runtime.jobs_seen.pop(key, None)
-        runtime.reconciler.recent.seen(namespace, labels[manifests.LABEL_RUN], slim_child(body), gone=True)
-        runtime.wake(namespace, labels[manifests.LABEL_RUN])
+        runtime.wake(namespace, run)
         return
-    fingerprint = jobs.job_fingerprint(body, JOB_BACKEND)
+    fingerprint = jobs.job_fingerprint(job, JOB_BACKEND)
     previous = runtime.jobs_seen.get(key)
     runtime.jobs_seen[key] = fingerprint
     if previous is None:
         if fingerprint[0] != "Pending" or fingerprint[-1]:
-            runtime.wake(namespace, labels[manifests.LABEL_RUN])
+            runtime.wake(namespace, run)
         elif not fingerprint[1]:  # Pending and not suspended: due for refused-pod looks (kube.admission)
-            meta = body.get("metadata") or {}
-            runtime.reconciler.admission.add(namespace, labels[manifests.LABEL_RUN], PendingJob(
+            meta = job["metadata"]
+            runtime.reconciler.admission.add(namespace, run, PendingJob(
                 name, meta.get("uid") or name, parse_time(meta.get("creationTimestamp")) or datetime.now(timezone.utc)))
     elif previous != fingerprint:
-        runtime.wake(namespace, labels[manifests.LABEL_RUN])
-
-
-def _register_child_indexes() -> None:
-    """One kopf index per child kind: (namespace, run label) -> the children's slim copies (observe.slim_child).
-
-    async, so an event costs no hop to kopf's executor threads. A deleted child also wakes its run (a user
-    removed what the run needs: it is re-created now, not at the resync); stage jobs wake their run in
-    `job_event`, on the changes the planner reads."""
-    for index_id, kind in CHILD_INDEXES.items():
-        api_version, plural = KINDS[kind]
-
-        async def index_child(body: kopf.Body, namespace: str, labels: kopf.Labels, memo: kopf.Memo,
-                              _kind: str = kind, **_: Any) -> dict:
-            child = slim_child(body, _kind)
-            runtime: Optional[Runtime] = getattr(memo, "cpt", None)
-            if runtime is not None:
-                run = labels[manifests.LABEL_RUN]
-                runtime.reconciler.recent.seen(namespace, run, child)
-                if _kind == "Deployment":
-                    refused = rejected_deployments([child]).get(child["metadata"]["name"], "")
-                    key = (namespace, child["metadata"]["name"])
-                    if refused != runtime.refused.get(key, ""):  # pods refused, or no longer: the run says so
-                        runtime.refused[key] = refused
-                        runtime.wake(namespace, run)
-            return {(namespace, labels[manifests.LABEL_RUN]): child}
-
-        kopf.index(*api_version.split("/"), plural, id=index_id,
-                   labels={manifests.LABEL_RUN: kopf.PRESENT})(index_child)
-        if kind in jobs.BY_KIND:
-            continue
-
-        async def child_deleted(body: kopf.Body, namespace: str, labels: kopf.Labels, memo: kopf.Memo,
-                                _kind: str = kind, **_: Any) -> None:
-            runtime: Optional[Runtime] = getattr(memo, "cpt", None)
-            if runtime is not None:
-                run = labels[manifests.LABEL_RUN]
-                runtime.reconciler.recent.seen(namespace, run, slim_child(body, _kind), gone=True)
-                runtime.refused.pop((namespace, body["metadata"]["name"]), None)
-                runtime.wake(namespace, run)
-
-        kopf.on.event(*api_version.split("/"), plural, id=f"deleted_{plural}", when=_is_deletion,
-                      labels={manifests.LABEL_RUN: kopf.PRESENT})(child_deleted)
-
-
-def _is_deletion(event: dict, **_: Any) -> bool:
-    """Filter: only a deletion of a child other than a job interests its run (kopf skips the handler otherwise)."""
-    return event.get("type") == "DELETED"
-
-
-_register_child_indexes()
+        runtime.wake(namespace, run)
 
 
 def run_operator(cfg: Settings, liveness_endpoint: Optional[str] = None) -> None:

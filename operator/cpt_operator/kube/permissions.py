@@ -14,7 +14,7 @@ Rule = tuple[str, str, tuple[str, ...]]  # (apiGroup, resource, verbs)
 
 
 def job_rule(job_backend: str) -> Rule:
-    """Stage jobs: kopf lists and watches them (the index and wake-ups), kube creates and patches suspend. Only the kind of the
+    """Stage jobs: the children's informer lists and watches them (cache and wake-ups), kube creates and patches suspend. Only the kind of the
     configured backend (CPT_JOB_BACKEND): the other's CRD may not even exist."""
     backend = jobs.BACKENDS[job_backend]
     return backend.api_version.split("/")[0], backend.plural, ("get", "list", "watch", "create", "patch")
@@ -31,11 +31,11 @@ REQUIRED_RULES: list[Rule] = [
     # removes the finalizer an older version of the operator added (this one adds none).
     (api.GROUP, api.PLURAL, ("get", "list", "watch", "patch")),
     (api.GROUP, f"{api.PLURAL}/status", ("patch",)),
-    # Stage jobs: kopf watches them (wake-ups), kube lists, creates, and patches runPolicy.suspend. `get` on
+    # Stage jobs: the informer watches them (cache, wake-ups), kube creates and patches runPolicy.suspend. `get` on
     # every created kind: the owner check of a 409 (a foreign object with a child's name is never adopted).
     ("kubeflow.org", "pytorchjobs", ("get", "list", "watch", "create", "patch")),
     # Rollout servers: created per task, deleted when the task is committed. Every child kind that is read back
-    # is listed and watched by kopf (the watch-fed indexes a pass reads instead of listing).
+    # is listed and watched by the informer (kube/informer.py: the cache a pass reads instead of listing).
     ("apps", "deployments", ("get", "list", "watch", "create", "delete")),
     ("", "services", ("get", "list", "watch", "create", "delete")),
     ("", "configmaps", ("get", "list", "watch", "create")),
