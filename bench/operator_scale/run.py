@@ -202,7 +202,7 @@ def run_phase(who: str, n: int, children: dict[str, list[dict]], endpoint: str, 
     spies = []
     if profile and who == "operator":  # py-spy on the operator and the emulator, from the warm-up to the last child
         spies = [subprocess.Popen([profile, "record", "--pid", str(pid), "--rate", "100", "--format", "raw",
-                                   "--threads", "--nonblocking", "-o", str(HERE / f"profile.{what}.txt")],
+                                   "--threads", "--nonblocking", "--gil", "-o", str(HERE / f"profile.{what}.txt")],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                  for what, pid in (("operator", proc.pid), ("emulator", emu.proc.pid))]
     sampler = Sampler(ps)
