@@ -87,8 +87,11 @@ class Store(abc.ABC):
         """Raises NotFound when the key does not exist."""
 
     @abc.abstractmethod
-    def put_if_absent(self, key: str, data: bytes) -> bool:
-        """Write only if the key does not exist (S3 If-None-Match: *, local hard link). False if it exists."""
+    def put_if_absent(self, key: str, data: bytes, *, seen_absent: bool = False) -> bool:
+        """Write only if the key does not exist (S3 If-None-Match: *, local hard link). False if it exists.
+
+        `seen_absent`: the caller has just listed the key as absent, which stands in for the check a backend
+        makes before its conditional write (S3: a HEAD); the write stays conditional."""
 
     @abc.abstractmethod
     def head(self, key: str) -> Optional[FileInfo]:
@@ -124,6 +127,14 @@ class Store(abc.ABC):
     # -- conveniences built on the primitives
     def exists(self, key: str) -> bool:
         return self.head(key) is not None
+
+    def list_key_and_dir(self, key: str, prefix: str) -> list[FileInfo]:
+        """The object `key` if it exists and every object under the directory `prefix`, sorted by key: for a
+        key that sorts before the directory (e.g. `owner.json` and `tasks/`), one listing where the backend
+        can (S3: ListObjectsV2 from `key` on); here a head and a listing."""
+        info = self.head(key)
+        found = [FileInfo(info.key, info.size)] if info is not None else []
+        return sorted(found + self.list_info(prefix), key=lambda i: i.key)
 
     def list(self, prefix: str = "") -> list[str]:
         return [info.key for info in self.list_info(prefix)]

@@ -62,7 +62,8 @@ class LocalStore(Store):
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise NotFound(f"{self.uri}/{key} not found") from None
 
-    def put_if_absent(self, key: str, data: bytes) -> bool:
+    def put_if_absent(self, key: str, data: bytes, *, seen_absent: bool = False) -> bool:
+        # a hard link fails atomically when the key exists: no separate check to skip (seen_absent)
         path = self._path(key)
         tmp = self._durable_tmp(path, data)
         try:

@@ -28,17 +28,22 @@ def claim_prefix(store: Store, uid: str, namespace: str, name: str) -> Optional[
     return conflict
 
 
-def claim(store: Store, uid: str, namespace: str, name: str) -> tuple[Optional[str], bool]:
+def claim(store: Store, uid: str, namespace: str, name: str,
+          listed: Optional[bool] = None) -> tuple[Optional[str], bool]:
     """(None, True): this call wrote the marker; (None, False): it was ours already; (why, False): not ours.
 
     The write comes first (a conditional put, refused when the marker exists), so a fresh prefix costs one
-    check and one write, and the marker is read only when it exists. The caller says whether a prefix it just
-    claimed already held tasks (written before markers existed: adopted, with a log line)."""
+    check and one write, and the marker is read only when it exists. `listed`: whether a listing the caller
+    just made showed the marker (True: it is read, nothing written; False: the conditional put without its
+    own check; None: not listed). The caller says whether a prefix it just claimed already held tasks
+    (written before markers existed: adopted, with a log line)."""
     mine = {"uid": uid, "namespace": namespace, "name": name}
     body = dict(mine, claimed_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
-    if store.put_if_absent(OWNER, dump_json(body)):
+    if not listed and store.put_if_absent(OWNER, dump_json(body), seen_absent=listed is False):
         return None, True
     current = _owner(store)
+    if current is None and listed:  # deleted since the listing: claimed as if it had not been listed
+        return claim(store, uid, namespace, name)
     if current is not None and current.get("uid") == uid:
         return None, False
     who = (f"{current.get('namespace')}/{current.get('name')} (uid {current.get('uid')})" if current

@@ -145,8 +145,9 @@ class S3Store(Store):
         return self._retry(once, f"get {key}")
 
     @_guard("conditional put")
-    def put_if_absent(self, key: str, data: bytes) -> bool:
-        if self.head(key) is not None:  # also protects servers that ignore If-None-Match
+    def put_if_absent(self, key: str, data: bytes, *, seen_absent: bool = False) -> bool:
+        # The HEAD (or the caller's listing, seen_absent) also protects servers that ignore If-None-Match.
+        if not seen_absent and self.head(key) is not None:
             return False
         meta = {SHA_META: sha256_bytes(data)}
 
@@ -159,7 +160,7 @@ class S3Store(Store):
                 if _status(exc) == 412 or _code(exc) == "PreconditionFailed":
                     return False
                 if _status(exc) == 501 or _code(exc) == "NotImplemented":  # no conditional writes here:
-                    log.warning("%s does not support If-None-Match; falling back to HEAD-then-PUT", self.uri)
+                    log.warning("%s does not support If-None-Match; falling back to check-then-PUT", self.uri)
                     self.client.put_object(Bucket=self.bucket, Key=self._k(key), Body=data, Metadata=meta)
                     return True
                 raise  # 409 ConditionalRequestConflict is transient: retried
@@ -191,6 +192,38 @@ class S3Store(Store):
             return out
 
         return sorted(self._retry(once, f"list {prefix}"), key=lambda info: info.key)
+
+    @_guard("list")
+    def list_key_and_dir(self, key: str, prefix: str) -> list[FileInfo]:
+        """One ListObjectsV2 from just before `key` on, stopped past the directory `prefix` (a run's first pass:
+        owner.json and tasks/). Other objects between the two cost at most one page: when a whole page ends
+        before the directory, the rest is listed from the directory itself."""
+        rel = dir_prefix(prefix)
+        if not check_key(key) < rel:  # the directory comes first, or holds the key: no single span
+            return super().list_key_and_dir(key, prefix)
+        root = f"{self.prefix}/" if self.prefix else ""
+        first, under = root + key, root + rel
+
+        def once() -> list[FileInfo]:
+            out: list[FileInfo] = []
+            kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": root, "StartAfter": first[:-1]}
+            while True:
+                page = self.client.list_objects_v2(**kwargs)
+                objs = page.get("Contents", [])
+                for obj in objs:
+                    if obj["Key"] == first or obj["Key"].startswith(under):
+                        out.append(FileInfo(self._rel(obj["Key"]), int(obj["Size"])))
+                    elif obj["Key"] > under:
+                        return out  # past the directory
+                if not page.get("IsTruncated"):
+                    return out
+                if objs and objs[-1]["Key"] < under:  # a page of other objects: jump to the directory
+                    kwargs = {"Bucket": self.bucket, "Prefix": under}
+                else:
+                    kwargs = {"Bucket": self.bucket, "Prefix": kwargs["Prefix"],
+                              "ContinuationToken": page["NextContinuationToken"]}
+
+        return sorted(self._retry(once, f"list {key} and {prefix}"), key=lambda info: info.key)
 
     @_guard("delete")
     def delete_keys(self, keys: Iterable[str]) -> None:

@@ -87,22 +87,16 @@ class ClientCache:
             _close(client)
 
 
-def _listing(store: Store) -> tuple:
-    return tuple(sorted((info.key, info.size) for info in store.list_info(layout.TASKS)))
+class _Listed:
+    """A Store whose listing of tasks/ is the one this pass already made: load_committed_report reads its
+    results with the very listing the view cache is keyed by, and lists nothing again."""
 
-
-class _Recorder:
-    """A Store that remembers the listing of tasks/ that load_committed_report read its results with."""
-
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, tasks: list) -> None:
         self._store = store
-        self.listing: Optional[tuple] = None
+        self._tasks = tasks
 
     def list_info(self, prefix: str = "") -> list:
-        infos = self._store.list_info(prefix)
-        if prefix == layout.TASKS:
-            self.listing = tuple(sorted((info.key, info.size) for info in infos))
-        return infos
+        return list(self._tasks) if prefix == layout.TASKS else self._store.list_info(prefix)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
@@ -153,42 +147,46 @@ class CommittedReader:
         try:
             store = self._store(storage, meta["namespace"])
             claim = (meta.get("uid"), storage.uri)
-            new = False
+            tasks = None
             if meta.get("uid") and claim not in self._claimed:
-                conflict, new = claim_prefix(store, meta["uid"], meta["namespace"], meta["name"])
+                # One listing shows the owner marker and holds tasks/: a fresh run costs it and the marker's
+                # conditional write, a run claimed before this process started it and a read of the marker.
+                listed = store.list_key_and_dir(OWNER, layout.TASKS)
+                tasks = [info for info in listed if info.key != OWNER]
+                conflict, new = claim_prefix(store, meta["uid"], meta["namespace"], meta["name"],
+                                             listed=len(tasks) < len(listed))
                 if conflict:
                     return StorageView(conflict=scrub(conflict)[:1000])
+                if new and tasks:
+                    log.warning("%s holds tasks but no %s: adopted by %s/%s", storage.uri, OWNER,
+                                meta["namespace"], meta["name"])
                 if len(self._claimed) >= MAX_CLAIMS:
                     self._claimed.clear()
                 self._claimed.add(claim)
-            view = self._committed(claim, store)
-            if new and (view.committed or view.damaged):  # the same listing says whether it held tasks
-                log.warning("%s holds tasks but no %s: adopted by %s/%s", storage.uri, OWNER, meta["namespace"],
-                            meta["name"])
-            return view
+            return self._committed(claim, store, tasks)
         except Exception as exc:  # noqa: BLE001 - storage down, bad credentials, missing secret: report, retry
             message = scrub(f"cannot read {storage.uri}: {type(exc).__name__}: {exc}")[:500]
             log.warning("%s/%s: %s", meta["namespace"], meta["name"], message)
             return StorageView(error=message)
 
-    def _committed(self, claim: tuple, store: Store) -> StorageView:
+    def _committed(self, claim: tuple, store: Store, tasks: Optional[list] = None) -> StorageView:
         """Committed results, read again only when the listing of tasks/ changed (keys and sizes): a pass
-        costs one listing, and an unchanged run gets the very same StorageView back (reconcile skips it)."""
+        costs one listing (`tasks`, when the caller made it), and an unchanged run gets the very same
+        StorageView back (reconcile skips it)."""
+        if tasks is None:
+            tasks = store.list_info(layout.TASKS)
+        listing = tuple(sorted((info.key, info.size) for info in tasks))
         with self._lock:
             cached = self._views.get(claim)
-        if cached is not None and cached[0] == _listing(store):  # a run's first read lists only once
-            with self._lock:
-                if claim in self._views:
-                    self._views.move_to_end(claim)
-            return cached[1]
-        recorder = _Recorder(store)
-        committed, damaged = load_committed_report(recorder)  # type: ignore[arg-type]
+            if cached is not None and cached[0] == listing:
+                self._views.move_to_end(claim)
+                return cached[1]
+        committed, damaged = load_committed_report(_Listed(store, tasks))  # type: ignore[arg-type]
         view = StorageView(committed=committed, damaged=damaged)
-        if recorder.listing is not None:
-            with self._lock:
-                self._views[claim] = (recorder.listing, view)
-                while len(self._views) > MAX_VIEWS:
-                    self._views.popitem(last=False)
+        with self._lock:
+            self._views[claim] = (listing, view)
+            while len(self._views) > MAX_VIEWS:
+                self._views.popitem(last=False)
         return view
 
     def _store(self, storage: Any, namespace: str) -> Store:
