@@ -57,3 +57,56 @@ def test_a_child_deleted_while_the_watch_was_compacted_is_dropped_at_the_relisti
         wait_for(lambda: [c for c in configmaps() if c.metadata.uid != old.metadata.uid], timeout=20,
                  what="the ConfigMap re-created after the re-listing")
         assert emulator.call(lambda e: e.stats.watches_expired) >= 1
+
+
+def test_children_are_followed_in_the_namespaces_a_glob_matches(emulator, emu_world, monkeypatch):
+    """CPT_NAMESPACES with a glob: the informer follows the Namespace objects and opens the child streams of
+    each matching one; a deleted child is then seen (and re-created) through them, with no resync to help."""
+    monkeypatch.setenv("CPT_NAMESPACES", "def*,!kube-*")
+    monkeypatch.setenv("CPT_RECONCILE_INTERVAL", "120")
+    world = emu_world
+    with running_operator() as runner:
+        world.create(cpt_body("globbed", world.endpoint, new_bucket(world.endpoint), tasks=1))
+
+        def configmaps() -> list:
+            return world.core.list_namespaced_config_map("default", label_selector="cpt.dev/run=globbed").items
+
+        old = wait_for(configmaps, what="the first stage's ConfigMap")[0]
+        world.core.delete_namespaced_config_map(old.metadata.name, "default")
+        wait_for(lambda: [c for c in configmaps() if c.metadata.uid != old.metadata.uid], timeout=20,
+                 what="the ConfigMap re-created (its deletion seen through the glob's stream)")
+    watched = {str(request.url.path) for request in emulator.call(lambda e: list(e._requests))
+               if request.params.get("watch") == "true"}
+    assert "/api/v1/namespaces" in watched and "/api/v1/namespaces/default/configmaps" in watched, watched
+    assert not any(path.startswith("/api/v1/namespaces/kube-system/") for path in watched), watched
+    assert "children cache filled" in runner.output
+
+
+def test_a_child_kind_the_server_does_not_serve_holds_no_other_work_back(tmp_path, monkeypatch, s3_endpoint):
+    """The stage-job CRD missing: its stream cannot list, the others do; passes run, create what they can, and
+    the run says why its job cannot be created (instead of every run waiting for a listing that never comes)."""
+    import os
+
+    from conftest import CRD, OPERATOR_ENV
+    from kubeemu import EmulatorThread, runner as emu_runner
+    from operator_harness import JOB_BACKEND, World, api_client
+
+    monkeypatch.setattr(emu_runner, "RESOURCES", [r for r in emu_runner.RESOURCES if r[1] != JOB_BACKEND.plural])
+    with EmulatorThread(crds=[CRD]) as emu:
+        monkeypatch.setenv("KUBECONFIG", emu.kubeconfig(str(tmp_path)))
+        for key, value in OPERATOR_ENV.items():
+            monkeypatch.setenv(key, value)
+        client = api_client(os.environ["KUBECONFIG"])
+        world = World(client, "default", s3_endpoint)
+        try:
+            with running_operator() as runner:
+                world.create(cpt_body("nojobs", world.endpoint, new_bucket(world.endpoint), tasks=1))
+                wait_for(lambda: world.core.list_namespaced_config_map(
+                    "default", label_selector="cpt.dev/run=nojobs").items, what="the stage's ConfigMap")
+                reconciled = wait_for(lambda: [c for c in (world.status("nojobs") or {}).get("conditions") or []
+                                               if c.get("type") == "Reconciled" and c.get("status") == "False"],
+                                      what="the run saying its pass failed")[0]
+                assert "404" in reconciled["message"] or "not found" in reconciled["message"].lower(), reconciled
+            assert f"{JOB_BACKEND.kind} in all namespaces is not served by the API server" in runner.output
+        finally:
+            client.close()
