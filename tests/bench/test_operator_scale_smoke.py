@@ -50,3 +50,17 @@ def test_operator_scale_quick(tmp_path: Path) -> None:
         assert cells[2].strip().endswith("x"), (label, cells)
     text = md.read_text()
     assert text.startswith("# Operator scale") and "run.py --quick" in text and "Goals: p99" in text
+
+
+def test_request_cost_prints_each_clients_cpu_per_request() -> None:
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "operator_scale" / "request_cost.py"), "-n", "5"],
+                          cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = [line.split("|")[1:-1] for line in proc.stdout.splitlines() if line.startswith("| ") and "ms" not in line]
+    assert [name.strip() for name, _, _ in rows] == ["boto3 LIST (bounded, owner.json..tasks/)",
+                                                     "boto3 conditional PUT of owner.json",
+                                                     "kubernetes client POST ConfigMap"], proc.stdout
+    for _, ms, ratio in rows:
+        assert math.isfinite(float(ms)) and float(ms) > 0, proc.stdout
+    assert rows[-1][2].strip() == "1.0x", proc.stdout
