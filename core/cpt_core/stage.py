@@ -19,8 +19,11 @@ _DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 # Distinct specs whose `spec:` YAML is kept (lru_cache, thread-safe). A run's first pass renders its spec three
 # times (two ConfigMap size checks, the ConfigMap) while 7 other workers render theirs: 32 keeps every pass's
-# entry with room to spare. An entry is the spec's JSON and YAML, a few KB (at most ~2 x 1.5 MB, etcd's limit).
+# entry with room to spare. An entry is the spec's JSON and YAML, a few KB.
 SPEC_YAML_CACHE = 32
+# A spec whose JSON is longer is rendered on every call, never kept: a tenant's spec may approach etcd's 1.5 MB,
+# and 32 of those would pin ~150 MB; with this bound the caches hold a few MB at most.
+SPEC_CACHE_MAX_BYTES = 64 * 1024
 
 STAGE_CONFIG_FILE = "stage.yaml"
 BASE_TASK_NAME = "base"  # task index 0: the base model, evaluated before any training (row 0 of the matrix)
@@ -63,7 +66,7 @@ class StageConfig(BaseModel):
         data = self.model_dump(mode="json", by_alias=True, exclude_none=True, exclude={"spec"})
         before = {k: v for k, v in data.items() if k < "spec"}
         after = {k: v for k, v in data.items() if k > "spec"}
-        return _dump(before) + spec_yaml(spec_json(self.spec)) + _dump(after)
+        return _dump(before) + spec_entry(spec_json(self.spec)) + _dump(after)
 
     @classmethod
     def load(cls, path: str) -> "StageConfig":
@@ -76,10 +79,19 @@ def spec_json(spec: CptSpec) -> str:
     return json.dumps(spec.model_dump(mode="json", by_alias=True, exclude_none=True), sort_keys=True)
 
 
+def spec_entry(spec_json: str) -> str:
+    """The `spec:` entry of a stage config, from `spec_json` (the same data as the spec's JSON-mode dump, so
+    the same YAML): from the cache unless the spec is over SPEC_CACHE_MAX_BYTES."""
+    return spec_yaml(spec_json) if len(spec_json) <= SPEC_CACHE_MAX_BYTES else _render_spec(spec_json)
+
+
 @functools.lru_cache(maxsize=SPEC_YAML_CACHE)
 def spec_yaml(spec_json: str) -> str:
-    """The `spec:` entry of a stage config, from `spec_json` (the same data as the spec's JSON-mode dump, so
-    the same YAML); libyaml's emitter when PyYAML has it (~10x less CPU than PyYAML's own)."""
+    return _render_spec(spec_json)
+
+
+def _render_spec(spec_json: str) -> str:
+    # libyaml's emitter when PyYAML has it (~10x less CPU than PyYAML's own)
     return _dump({"spec": json.loads(spec_json)})
 
 

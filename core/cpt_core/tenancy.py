@@ -156,7 +156,7 @@ _sizes_lock = threading.Lock()
 
 
 def _largest_config_bytes(resource: api.ContinualPostTraining) -> int:
-    from cpt_core.stage import SPEC_YAML_CACHE, StageConfig, spec_json
+    from cpt_core.stage import SPEC_CACHE_MAX_BYTES, SPEC_YAML_CACHE, StageConfig, spec_json
 
     spec = resource.spec
     key = (resource.metadata.name, resource.metadata.namespace, spec_json(spec))
@@ -169,6 +169,8 @@ def _largest_config_bytes(resource: api.ContinualPostTraining) -> int:
                           task_index=len(spec.tasks), attempt=spec.retry.limit, spec=spec, spec_hash="0" * 64,
                           rollout_url="http://" + "x" * 200)
     size = len(largest.dump_yaml().encode())  # the spec's part rendered once, for the ConfigMap too
+    if len(key[2]) > SPEC_CACHE_MAX_BYTES:
+        return size  # not kept (stage.SPEC_CACHE_MAX_BYTES)
     with _sizes_lock:
         _sizes[key] = size
         while len(_sizes) > SPEC_YAML_CACHE:

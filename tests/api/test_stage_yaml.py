@@ -108,3 +108,18 @@ def test_concurrent_renders_agree(resource):
     for t in threads:
         t.join()
     assert not bad
+
+
+def test_a_huge_spec_is_rendered_but_never_kept(resource):
+    """A tenant's spec may approach etcd's 1.5 MB: such specs are rendered on every call, so the caches stay a
+    few MB whatever is sent."""
+    huge = copy.deepcopy(resource)
+    huge["spec"]["tasks"][0]["answerPattern"] = "(a|b)" * (stage.SPEC_CACHE_MAX_BYTES // 4)
+    stage.spec_yaml.cache_clear()
+    with tenancy._sizes_lock:
+        tenancy._sizes.clear()
+    spec = validate_resource(huge, "cluster").spec
+    assert len(stage.spec_json(spec)) > stage.SPEC_CACHE_MAX_BYTES
+    cfg = StageConfig(run="demo", stage="train", task_index=1, spec=spec, spec_hash="0" * 64)
+    assert cfg.dump_yaml() == _plain(cfg)
+    assert stage.spec_yaml.cache_info().currsize == 0 and len(tenancy._sizes) == 0
