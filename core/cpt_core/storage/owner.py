@@ -3,29 +3,18 @@
 Two resources with the same storage.uri (a copy-paste, a re-created run, another namespace) would otherwise
 read, adopt and delete each other's tasks. The first run to claim a prefix owns it; any other one is refused
 and touches nothing there. A prefix that holds tasks but no marker (written before markers existed) is adopted
-by the first run that claims it, with a log line.
+by the first run that claims it (the caller, which lists the prefix, says so in a log line).
 """
 
 from __future__ import annotations
 
-import logging
 from datetime import datetime, timezone
 from typing import Optional
 
-from cpt_core import layout
 from cpt_core.storage.base import Store, dump_json
 from cpt_core.storage.errors import NotFound, StorageError
 
-log = logging.getLogger(__name__)
 OWNER = "owner.json"
-
-
-def claim_prefix(store: Store, uid: str, namespace: str, name: str) -> Optional[str]:
-    """Claim the store for the run with this uid. None if it is ours (now or already); else why it is not."""
-    conflict, new = claim(store, uid, namespace, name)
-    if new and store.list(layout.TASKS):
-        log.warning("%s holds tasks but no %s: adopted by %s/%s", store.uri, OWNER, namespace, name)
-    return conflict
 
 
 def claim(store: Store, uid: str, namespace: str, name: str,

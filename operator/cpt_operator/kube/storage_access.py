@@ -20,7 +20,7 @@ from cpt_core.results import CommittedTask
 from cpt_core.storage import Credentials, RetryPolicy, Store, open_store_for_spec, scrub
 from cpt_core.storage.credentials import register_secret
 from cpt_core.storage.manifest import load_committed_report
-from cpt_core.storage.owner import OWNER, claim as claim_prefix
+from cpt_core.storage.owner import OWNER, claim
 from cpt_core.validation import SpecError, validate_resource
 from cpt_operator.kube.settings import Settings
 
@@ -146,15 +146,15 @@ class CommittedReader:
                 self._specs[version] = storage
         try:
             store = self._store(storage, meta["namespace"])
-            claim = (meta.get("uid"), storage.uri)
+            key = (meta.get("uid"), storage.uri)
             tasks = None
-            if meta.get("uid") and claim not in self._claimed:
+            if meta.get("uid") and key not in self._claimed:
                 # One listing shows the owner marker and holds tasks/: a fresh run costs it and the marker's
                 # conditional write, a run claimed before this process started it and a read of the marker.
                 listed = store.list_key_and_dir(OWNER, layout.TASKS)
                 tasks = [info for info in listed if info.key != OWNER]
-                conflict, new = claim_prefix(store, meta["uid"], meta["namespace"], meta["name"],
-                                             listed=len(tasks) < len(listed))
+                conflict, new = claim(store, meta["uid"], meta["namespace"], meta["name"],
+                                      listed=len(tasks) < len(listed))
                 if conflict:
                     return StorageView(conflict=scrub(conflict)[:1000])
                 if new and tasks:
@@ -162,8 +162,8 @@ class CommittedReader:
                                 meta["namespace"], meta["name"])
                 if len(self._claimed) >= MAX_CLAIMS:
                     self._claimed.clear()
-                self._claimed.add(claim)
-            return self._committed(claim, store, tasks)
+                self._claimed.add(key)
+            return self._committed(key, store, tasks)
         except Exception as exc:  # noqa: BLE001 - storage down, bad credentials, missing secret: report, retry
             message = scrub(f"cannot read {storage.uri}: {type(exc).__name__}: {exc}")[:500]
             log.warning("%s/%s: %s", meta["namespace"], meta["name"], message)
