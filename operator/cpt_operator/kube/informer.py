@@ -12,6 +12,9 @@ Children are keyed by (namespace, run label). `on_change(kind, old, new)` sees e
 in the event loop; the caller decides which changes wake a run. Passes wait for `synced`: every stream has
 listed once, so a restarted operator never plans from an empty cache. A re-listing (after a 410 or a broken
 stream) drops what it no longer returns, as a deletion.
+
+`infinite_watch` is kopf's internal API (kopf._cogs): kopf is pinned in pyproject.toml, and an upgrade must pass
+tests/operator/test_informer.py.
 """
 
 from __future__ import annotations
