@@ -36,8 +36,8 @@ from datetime import datetime, timezone
 from typing import Any, Optional
 
 import kopf
-from cpt_core import api
 
+from cpt_core import api
 from cpt_operator import metrics
 from cpt_operator.kube import jobs, manifests
 from cpt_operator.kube.admission import PendingJob, rejected_deployments, sweep_forever
@@ -302,6 +302,8 @@ def child_changed(runtime: Runtime, kind: str, old: Optional[dict], new: Optiona
     meta = child["metadata"]
     namespace, name, run = meta.get("namespace", ""), meta.get("name", ""), meta["labels"][manifests.LABEL_RUN]
     runtime.reconciler.recent.seen(namespace, run, child, gone=new is None)
+    if old is not None and new is not None and old["metadata"]["labels"][manifests.LABEL_RUN] != run:
+        runtime.wake(namespace, old["metadata"]["labels"][manifests.LABEL_RUN])  # relabelled: gone from that run
     if kind in jobs.BY_KIND:
         job_changed(runtime, namespace, name, run, new)
     elif new is None:
