@@ -7,6 +7,7 @@ need the emulator's internals (fault injection, the log of creates) never run th
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import threading
@@ -59,6 +60,24 @@ def emulator(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Emulat
     with EmulatorThread(crds=[CRD]) as emu:
         monkeypatch.setenv("KUBECONFIG", emu.kubeconfig(str(tmp_path)))
         yield emu
+
+
+@pytest.fixture
+def emulator_without(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """`emulator_without("pytorchjobs")`: an emulator that does not serve those kinds (their CRD not installed),
+    KUBECONFIG and the operator's environment set for it."""
+    from kubeemu import runner as emu_runner
+
+    with contextlib.ExitStack() as stack:
+        def start(*plurals: str) -> EmulatorThread:
+            monkeypatch.setattr(emu_runner, "RESOURCES", [r for r in emu_runner.RESOURCES if r[1] not in plurals])
+            emu = stack.enter_context(EmulatorThread(crds=[CRD]))
+            monkeypatch.setenv("KUBECONFIG", emu.kubeconfig(str(tmp_path)))
+            for key, value in OPERATOR_ENV.items():
+                monkeypatch.setenv(key, value)
+            return emu
+
+        yield start
 
 
 @pytest.fixture(params=["emulator", pytest.param("cluster", marks=pytest.mark.cluster)])

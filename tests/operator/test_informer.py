@@ -82,31 +82,25 @@ def test_children_are_followed_in_the_namespaces_a_glob_matches(emulator, emu_wo
     assert "children cache filled" in runner.output
 
 
-def test_a_child_kind_the_server_does_not_serve_holds_no_other_work_back(tmp_path, monkeypatch, s3_endpoint):
+def test_a_child_kind_the_server_does_not_serve_holds_no_other_work_back(emulator_without, s3_endpoint):
     """The stage-job CRD missing: its stream cannot list, the others do; passes run, create what they can, and
     the run says why its job cannot be created (instead of every run waiting for a listing that never comes)."""
     import os
 
-    from conftest import CRD, OPERATOR_ENV
-    from kubeemu import EmulatorThread, runner as emu_runner
     from operator_harness import JOB_BACKEND, World, api_client
 
-    monkeypatch.setattr(emu_runner, "RESOURCES", [r for r in emu_runner.RESOURCES if r[1] != JOB_BACKEND.plural])
-    with EmulatorThread(crds=[CRD]) as emu:
-        monkeypatch.setenv("KUBECONFIG", emu.kubeconfig(str(tmp_path)))
-        for key, value in OPERATOR_ENV.items():
-            monkeypatch.setenv(key, value)
-        client = api_client(os.environ["KUBECONFIG"])
-        world = World(client, "default", s3_endpoint)
-        try:
-            with running_operator() as runner:
-                world.create(cpt_body("nojobs", world.endpoint, new_bucket(world.endpoint), tasks=1))
-                wait_for(lambda: world.core.list_namespaced_config_map(
-                    "default", label_selector="cpt.dev/run=nojobs").items, what="the stage's ConfigMap")
-                reconciled = wait_for(lambda: [c for c in (world.status("nojobs") or {}).get("conditions") or []
-                                               if c.get("type") == "Reconciled" and c.get("status") == "False"],
-                                      what="the run saying its pass failed")[0]
-                assert "404" in reconciled["message"] or "not found" in reconciled["message"].lower(), reconciled
-            assert f"{JOB_BACKEND.kind} in all namespaces is not served by the API server" in runner.output
-        finally:
-            client.close()
+    emulator_without(JOB_BACKEND.plural)
+    client = api_client(os.environ["KUBECONFIG"])
+    world = World(client, "default", s3_endpoint)
+    try:
+        with running_operator() as runner:
+            world.create(cpt_body("nojobs", world.endpoint, new_bucket(world.endpoint), tasks=1))
+            wait_for(lambda: world.core.list_namespaced_config_map(
+                "default", label_selector="cpt.dev/run=nojobs").items, what="the stage's ConfigMap")
+            reconciled = wait_for(lambda: [c for c in (world.status("nojobs") or {}).get("conditions") or []
+                                           if c.get("type") == "Reconciled" and c.get("status") == "False"],
+                                  what="the run saying its pass failed")[0]
+            assert "404" in reconciled["message"] or "not found" in reconciled["message"].lower(), reconciled
+        assert f"{JOB_BACKEND.kind} in all namespaces is not served by the API server" in runner.output
+    finally:
+        client.close()
