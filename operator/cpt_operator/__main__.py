@@ -1,7 +1,7 @@
 """`python -m cpt_operator [--verbose] [--liveness=http://0.0.0.0:8080/healthz]`: run the operator.
 
 Same as `kopf run -m cpt_operator.kube.handlers` plus our settings. Namespaces come from CPT_NAMESPACES (empty = all
-namespaces); peering from CPT_PEERING (empty = standalone). kopf itself is only imported by `handlers`.
+namespaces); always standalone (one replica, no kopf peering). kopf itself is only imported by `handlers`.
 """
 
 from __future__ import annotations

@@ -149,7 +149,6 @@ def test_full_values_reach_the_operator(render):
 # Settings the chart leaves at the operator's default on purpose.
 NOT_SET_BY_CHART = {
     "CPT_METRICS_ADDR": "0.0.0.0 is right in a pod",
-    "CPT_PEERING": "the chart runs one standalone replica; peering needs kopf.dev RBAC the operator does not list",
 }
 
 

@@ -72,9 +72,11 @@ def test_settings_defaults_and_overrides():
     assert cfg.namespaces == ("a", "b-*") and cfg.plan_defaults.learner_image == "me/learner:1"
     assert cfg.storage_endpoint == "http://minio:9000" and cfg.storage_path_style and cfg.metrics_port == 0
     for bad in ({"CPT_RECONCILE_INTERVAL": "soon"}, {"CPT_METRICS_PORT": "80.5"}, {"CPT_IMAGE_PULL_POLICY": "Sometimes"},
-                {"CPT_STORAGE_PATH_STYLE": "maybe"}, {"CPT_ERROR_BACKOFF": "-1"}):
+                {"CPT_STORAGE_PATH_STYLE": "maybe"}, {"CPT_ERROR_BACKOFF": "-1"},
+                {"CPT_PEERING": "cpt"}):  # retired: refused, not ignored (two replicas would pass every run)
         with pytest.raises(SettingsError, match=next(iter(bad))):
             Settings.from_env(bad)
+    assert Settings.from_env({"CPT_PEERING": ""}) == default  # empty is what "unset" always meant
 
 
 def test_docs_list_every_setting():

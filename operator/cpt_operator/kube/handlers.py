@@ -156,9 +156,6 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.networking.error_backoffs = tuple(min(first * 2 ** i, 30.0) for i in range(6))
     settings.execution.default_backoff = cfg.error_backoff
     settings.queueing.idle_timeout = min(5.0, cfg.reconcile_interval)
-    if cfg.peering:
-        settings.peering.name = cfg.peering
-        settings.peering.standalone = False
     server = None
     if cfg.metrics_port:
         server = metrics.serve(cfg.metrics_port, cfg.metrics_addr)
@@ -341,7 +338,6 @@ def run_operator(cfg: Settings, liveness_endpoint: Optional[str] = None) -> None
     kopf.run(
         clusterwide=not cfg.namespaces,
         namespaces=list(cfg.namespaces),
-        standalone=cfg.peering is None,
-        peering_name=cfg.peering,
+        standalone=True,  # one replica: the work queue and informer do not pause with kopf's peering
         liveness_endpoint=liveness_endpoint,
     )

@@ -41,7 +41,12 @@ ENV: dict[str, tuple[str, str]] = {
     tenancy.ENV_DIGEST: ("false", "Refuse spec images without a @sha256 digest."),
     tenancy.ENV_REWARDS: ("", "Module prefixes allowed as module:function rewards (empty = built-ins only; * = any; "
                               "unset = any but the never-allowed ones)."),
-    "CPT_PEERING": ("", "kopf peering object name for several replicas; empty = standalone (one replica)."),
+}
+# Accepted by earlier versions; refused now rather than ignored, since a second replica would pass the same runs.
+RETIRED_ENV = {
+    "CPT_PEERING": "kopf peering is not supported: its pause stops kopf's own watch but not this operator's work "
+                   "queue or informer, so two replicas would both pass every run. Run one replica (the chart does) "
+                   "and unset CPT_PEERING.",
 }
 
 
@@ -92,11 +97,13 @@ class Settings:
     metrics_addr: str = "0.0.0.0"
     watch_timeout: float = 1800.0
     admission_grace: float = 30.0
-    peering: Optional[str] = None
 
     @classmethod
     def from_env(cls, env: Optional[Mapping[str, str]] = None) -> "Settings":
         env = os.environ if env is None else env
+        for name, why in RETIRED_ENV.items():
+            if env.get(name):
+                raise SettingsError(f"{name}={env[name]!r}: {why}")
         port = _float(env, "CPT_METRICS_PORT")
         rollout_port = _float(env, "CPT_ROLLOUT_PORT", 1)
         if port != int(port) or port > 65535 or rollout_port != int(rollout_port) or rollout_port > 65535:
@@ -130,5 +137,4 @@ class Settings:
             metrics_addr=_str(env, "CPT_METRICS_ADDR"),
             watch_timeout=_float(env, "CPT_WATCH_TIMEOUT", 1),
             admission_grace=_float(env, "CPT_ADMISSION_GRACE", 0.1),
-            peering=_str(env, "CPT_PEERING") or None,
         )

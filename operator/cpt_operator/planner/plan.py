@@ -9,7 +9,6 @@ condition transition times and to decide which events are new.
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Optional
 
 from cpt_core import api
