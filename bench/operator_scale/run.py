@@ -102,6 +102,7 @@ class Phase:
     peak_rss_mb: float = 0.0
     requests: dict[str, int] = field(default_factory=dict)
     emulator_cpu_s: float = 0.0
+    storage_cpu_s: float = 0.0  # the S3 server's (moto's) CPU over the same span: the claims and listings
     passes: Optional[float] = None  # operator only: reconcile passes, and their mean duration
     pass_mean_ms: Optional[float] = None
     log_warnings: int = 0
@@ -112,6 +113,11 @@ class Phase:
         xs = sorted(self.latencies)
         return xs[min(len(xs) - 1, max(0, math.ceil(q * len(xs)) - 1))]
 
+    def servers_floor_s(self) -> float:
+        """No controller that makes these requests can finish sooner on this machine, even at zero CPU of its own:
+        the emulator (one process, one event loop) must do its share, and both servers share the CPUs."""
+        return max(self.emulator_cpu_s, (self.emulator_cpu_s + self.storage_cpu_s) / (os.cpu_count() or 1))
+
     def row(self) -> dict:
         total = sum(self.requests.values())
         return {"who": self.who, "n": self.n, "p50_s": self.pct(0.50), "p99_s": self.pct(0.99),
@@ -121,6 +127,7 @@ class Phase:
                 "cpu_s": self.cpu_s, "cpu_ms_per_run": 1000 * self.cpu_s / self.n,
                 "settle_cpu_pct": self.settle_cpu_pct, "peak_rss_mb": self.peak_rss_mb,
                 "api_requests_per_run": total / (self.n + 1), "emulator_cpu_s": self.emulator_cpu_s,
+                "storage_cpu_s": self.storage_cpu_s, "servers_floor_s": self.servers_floor_s(),
                 "requests_until_done_per_run": self.requests_until_done / self.n, "idle_s": self.idle_s,
                 "idle_requests_per_s": self.idle_requests_per_s, "idle_requests": self.idle_requests,
                 "passes_per_run": self.passes, "pass_mean_ms": self.pass_mean_ms, "requests": self.requests,
@@ -179,7 +186,8 @@ def wait_quiet(emu: Emulator, ps: psutil.Process, quiet: float, limit: float = 3
     return time.monotonic() - t0
 
 
-def run_phase(who: str, n: int, children: dict[str, list[dict]], endpoint: str, workdir: str, settle: float,
+def run_phase(who: str, n: int, children: dict[str, list[dict]], endpoint: str, storage: psutil.Process,
+              workdir: str, settle: float,
               timeout: float, create_threads: int, profile: Optional[str] = None,
               keep_logs: Optional[str] = None, tail: float = 5.0, prefix: str = "") -> Phase:
     phase = Phase(who, n)
@@ -231,17 +239,17 @@ def run_phase(who: str, n: int, children: dict[str, list[dict]], endpoint: str, 
             raise RuntimeError(f"{who} did not create the warm-up run's children in 120 s ({counts}); its log "
                                f"ends: {log_path.read_text(errors='replace')[-2000:]}")
         wait_quiet(emu, ps, 2.0)  # the warm-up run's status and event too: none of it counts below
-        cpu0, emu0 = cpu_seconds(ps), cpu_seconds(emu.ps)
+        cpu0, emu0, s30 = cpu_seconds(ps), cpu_seconds(emu.ps), cpu_seconds(storage)
         req0 = emu.ask("requests")
         names = [name for name in children if name != "warmup"]
         with ThreadPoolExecutor(create_threads) as pool:
             list(pool.map(create, names))
         wait_children(n + 1, time.monotonic() + timeout)
-        cpu1, emu1 = cpu_seconds(ps), cpu_seconds(emu.ps)
+        cpu1, emu1, s31 = cpu_seconds(ps), cpu_seconds(emu.ps), cpu_seconds(storage)
         for spy in spies:
             spy.send_signal(signal.SIGINT)
             spy.wait(60)
-        phase.cpu_s, phase.emulator_cpu_s = cpu1 - cpu0, emu1 - emu0
+        phase.cpu_s, phase.emulator_cpu_s, phase.storage_cpu_s = cpu1 - cpu0, emu1 - emu0, s31 - s30
         # requests of the controller only (the bench's N creates of the runs are not its requests)
         phase.requests_until_done = _total(emu.ask("requests")) - _total(req0) - n
         # The emulator runs no training operator, so every stage job would stay Pending, and the operator rightly
@@ -308,7 +316,7 @@ def run_phase(who: str, n: int, children: dict[str, list[dict]], endpoint: str, 
     return phase
 
 
-def measure(n: int, endpoint: str, settle: float, args: argparse.Namespace) -> dict[str, dict]:
+def measure(n: int, endpoint: str, storage: psutil.Process, settle: float, args: argparse.Namespace) -> dict[str, dict]:
     """Both controllers on N runs, each on a fresh emulator: {"baseline": row, "operator": row}."""
     rows: dict[str, dict] = {}
     names = [f"run-{i:04d}" for i in range(n)]
@@ -318,7 +326,7 @@ def measure(n: int, endpoint: str, settle: float, args: argparse.Namespace) -> d
         for who in ("baseline", "operator"):
             workdir = os.path.join(tmp, who)
             os.makedirs(workdir)
-            phase = run_phase(who, n, children, endpoint, workdir, settle, args.timeout,
+            phase = run_phase(who, n, children, endpoint, storage, workdir, settle, args.timeout,
                               args.create_threads, args.profile, args.keep_logs, prefix=prefix)
             rows[who] = phase.row()
             print(f"{who} n={n}: p50 {rows[who]['p50_s']:.2f}s p99 {rows[who]['p99_s']:.2f}s "
@@ -356,10 +364,11 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     moto, endpoint = start_moto()
     try:
-        rows = measure(n, endpoint, settle, args)
+        storage = psutil.Process(moto.pid)
+        rows = measure(n, endpoint, storage, settle, args)
         curve = {n: rows}
         for size in sizes:
-            curve[size] = measure(size, endpoint, args.curve_settle, args)
+            curve[size] = measure(size, endpoint, storage, args.curve_settle, args)
     finally:
         moto.stdin.close()  # type: ignore[union-attr]
         try:

@@ -25,6 +25,8 @@ ROWS = [  # (label, key, format)
     ("controller CPU when idle (% of a core)", "settle_cpu_pct", "{:.2f}"),
     ("API requests/s when idle (all clients)", "idle_requests_per_s", "{:.3f}"),
     ("emulator CPU until done (s)", "emulator_cpu_s", "{:.2f}"),
+    ("S3 server (moto) CPU until done (s)", "storage_cpu_s", "{:.2f}"),
+    ("servers' floor: max(emulator, (emulator + S3) / CPUs) (s)", "servers_floor_s", "{:.2f}"),
 ]
 
 
@@ -73,7 +75,17 @@ def verdict(op: dict, base: dict) -> str:
         f"{mark(op['settle_cpu_pct'] < GOAL_IDLE_CPU)})",
         f"peak RSS {op['peak_rss_mb']:.0f} MB (goal <= {GOAL_RSS_MB:g} MB: {mark(op['peak_rss_mb'] <= GOAL_RSS_MB)})",
     ]
-    return "; ".join(goals)
+    return "; ".join(goals) + ". " + floor_note(op, base)
+
+
+def floor_note(op: dict, base: dict) -> str:
+    """What the servers alone allow on this machine: a controller of zero CPU making the operator's requests."""
+    floor, done = op["servers_floor_s"], base["all_done_s"]
+    if not (done and floor == floor):
+        return ""
+    return (f"Servers' floor: a controller that cost no CPU itself but made the operator's requests (its S3 claims "
+            f"included) would need >= {floor:.2f} s from the first create to the last children on this machine, "
+            f"{floor / done:.2f}x the bare client's {done:.2f} s.")
 
 
 def curve_table(curve: dict[int, dict[str, dict]]) -> str:
