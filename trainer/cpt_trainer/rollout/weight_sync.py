@@ -177,7 +177,15 @@ class WeightSync:
         if self.engine is None or self.engine.source._module is not model:
             self.close()
             self._init(model)
-        self.engine.send_weights()
+        try:
+            self.engine.send_weights()
+        except WeightSyncError:
+            raise
+        except RuntimeError as exc:
+            # The transport's own error (gloo: "Connection reset by peer", NCCL: a timeout) names a socket, not
+            # the server: a replica died or hung mid-broadcast. Say which servers this push was for.
+            raise WeightSyncError(f"weight sync to rollout server(s) {', '.join(self.endpoints)} failed: "
+                                  f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
         self.seconds.append(time.perf_counter() - t0)
 
     def close(self) -> None:
