@@ -176,8 +176,9 @@ class WeightSync:
         t0 = time.perf_counter()
         if self.engine is None or self.engine.source._module is not model:
             self.close()
-            self._init(model)
         try:
+            if self.engine is None:
+                self._init(model)  # the rendezvous with the servers' workers can meet a dead one too
             self.engine.send_weights()
         except WeightSyncError:
             raise
