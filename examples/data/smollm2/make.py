@@ -37,6 +37,17 @@ def problems(task: str) -> list[tuple[str, str]]:
     return out
 
 
+def row(task: str, question: str, answer: str, with_solution: bool) -> dict:
+    """A training row carries `solution`, SFT's target in the very form the worked example demonstrates
+    (`a - b = c. The answer is \\boxed{c}.`): without it SFT would train the bare `\\boxed{c}` and so a change of
+    answer format, not the task (the SmolLM2 pilot's confound). GRPO and evaluation read only `answer`."""
+    out = {"prompt": chat(task, question), "answer": answer}
+    if with_solution:
+        expr = question.removeprefix("What is ").removesuffix("?")
+        out["solution"] = f"{expr} = {answer}. The answer is \\boxed{{{answer}}}."
+    return out
+
+
 def write(name: str, rows: list[dict]) -> None:
     with open(os.path.join(HERE, name), "w", encoding="utf-8") as fh:
         fh.writelines(json.dumps(r) + "\n" for r in rows)
@@ -46,7 +57,7 @@ def main() -> None:
     for task in ("add", "sub"):
         probs = problems(task)
         for pool, chunk in (("train", probs[:N]), ("eval", probs[N:2 * N])):
-            write(f"{task}-{pool}.jsonl", [{"prompt": chat(task, q), "answer": a} for q, a in chunk])
+            write(f"{task}-{pool}.jsonl", [row(task, q, a, with_solution=pool == "train") for q, a in chunk])
     write("capitals-eval.jsonl", [{"prompt": chat("capitals", f"What is the capital of {c}?"), "answer": a}
                                   for c, a in CAPITALS.items()])
 
