@@ -141,7 +141,8 @@ def run_phase(who: str, n: int, children: dict[str, list[dict]], endpoint: str, 
     phase = Phase(who, n)
     emu = Emulator(workdir)
     env = dict(os.environ, KUBECONFIG=emu.kubeconfig, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1",
-               AWS_ACCESS_KEY_ID=ACCESS, AWS_SECRET_ACCESS_KEY=SECRET, AWS_DEFAULT_REGION="us-east-1")
+               AWS_ACCESS_KEY_ID=ACCESS, AWS_SECRET_ACCESS_KEY=SECRET, AWS_DEFAULT_REGION="us-east-1",
+               CPT_ALLOWED_INTERNAL_ENDPOINTS="127.0.0.1")  # moto on loopback, allowed as an admin would
     metrics_port = free_port()
     log_path = Path(workdir) / f"{who}.log"
     log = open(log_path, "w")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 import math
 import re
+import sys
 from typing import Callable, Optional
 
 ACCURACY_WEIGHT = 0.9
@@ -20,6 +21,34 @@ CORRECT_THRESHOLD = 0.5
 BOXED = "\\boxed{"
 
 RewardFn = Callable[..., list[float]]
+
+# Never a reward, whatever the admin allows: a reward runs on every completion inside the learner, so a module
+# whose functions run their argument as code, read or write files, spawn processes, open sockets or unpickle
+# (`subprocess:getoutput`, `timeit:timeit`, `numpy:load`, ...) would run a tenant's completion on the pod.
+# Rather than listing the dangerous ones (a list that is never complete), every standard-library module and
+# every package of the learner image's own stack is refused: a reward is the tenant's own module.
+IMAGE_STACK_MODULES = frozenset({
+    "torch", "torchvision", "torchaudio", "triton", "numpy", "scipy", "pandas", "sympy", "mpmath", "sklearn",
+    "transformers", "trl", "peft", "accelerate", "deepspeed", "datasets", "evaluate", "tokenizers",
+    "safetensors", "huggingface_hub", "hf_xet", "vllm", "xformers", "ray", "gguf", "sentencepiece", "tiktoken",
+    "yaml", "jinja2", "markupsafe", "dill", "cloudpickle", "joblib", "multiprocess", "pyarrow", "fsspec",
+    "boto3", "botocore", "s3transfer", "urllib3", "requests", "httpx", "httpcore", "aiohttp", "websockets",
+    "pydantic", "pydantic_core", "fastapi", "starlette", "uvicorn", "setuptools", "pkg_resources", "pip",
+    "_distutils_hack", "wheel", "IPython", "psutil", "filelock", "tqdm", "rich", "click", "typer",
+    "cpt_core", "cpt_trainer", "cpt_operator", "kopf", "kubernetes",
+})
+
+
+def never_a_reward(module: str) -> Optional[str]:
+    """Why `module` (of a `module:function` reward) can never be one, or None. Private and dunder names too."""
+    root = module.split(".")[0]
+    if any(part.startswith("_") for part in module.split(".")):
+        return "a private module"
+    if root in sys.stdlib_module_names or root in sys.builtin_module_names:
+        return "a standard-library module (some run code, files, processes or sockets)"
+    if root in IMAGE_STACK_MODULES:
+        return "a package of the learner image itself, not a reward module"
+    return None
 
 
 class RewardError(ValueError):
@@ -139,6 +168,11 @@ def load_reward(name: str, pattern: Optional[str] = None) -> RewardFn:
     if ":" not in name:
         return make_builtin(name, pattern)
     module_name, func_name = name.split(":", 1)
+    why = never_a_reward(module_name)
+    if why is not None:
+        raise RewardError(f"reward {name!r}: module {module_name!r} can never be a reward ({why})")
+    if func_name.startswith("_"):
+        raise RewardError(f"reward {name!r}: {func_name!r} is private; a reward is a public function")
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:

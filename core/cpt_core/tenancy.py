@@ -8,44 +8,52 @@ digests, allowed reward modules) comes from the chart's `policy` values through 
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
+import socket
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Optional
 from urllib.parse import urlsplit
 
-from cpt_core import api
+from cpt_core import api, rewards
 
 INT64_MAX = 2**63 - 1
 # Service and PyTorchJob names derived from the run name are DNS-1035 labels: a letter first.
-DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+DNS_1035 = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?", re.ASCII)
 # The image reference grammar of distribution/reference: [domain[:port]/]path[:tag][@digest].
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 _LABEL = r"[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?"
 # A first component is a registry only with a dot, a port, or as localhost (else it is part of the path).
 _DOMAIN = rf"(?:localhost(?::[0-9]+)?|{_LABEL}(?:\.{_LABEL})+(?::[0-9]+)?|{_LABEL}:[0-9]+)"
-IMAGE_REF = re.compile(rf"^(?:{_DOMAIN}/)?{_COMPONENT}(?:/{_COMPONENT})*(?::(?P<tag>[\w][\w.-]{{0,127}}))?"
-                       r"(?:@(?P<digest>sha256:[a-f0-9]{64}))?$")
+# Matched whole (fullmatch) and ASCII-only: `$` would accept a trailing newline and `\w` any Unicode letter.
+IMAGE_REF = re.compile(rf"(?:{_DOMAIN}/)?{_COMPONENT}(?:/{_COMPONENT})*(?::(?P<tag>[\w][\w.-]{{0,127}}))?"
+                       r"(?:@(?P<digest>sha256:[a-f0-9]{64}))?", re.ASCII)
 CONFIGMAP_LIMIT = 1024 * 1024  # bytes of data a ConfigMap (an etcd value) may hold
-# Never a reward: their functions run a tenant's completion as code or touch the pod's system.
-DENIED_REWARD_MODULES = ("builtins", "os", "posix", "nt", "subprocess", "sys", "importlib", "shutil", "ctypes",
-                         "socket", "pickle", "marshal", "runpy", "code", "codeop", "pty", "multiprocessing",
-                         "pathlib", "io", "operator", "functools", "eval", "exec", "types", "gc", "signal")
 ENV_IMAGES = "CPT_ALLOWED_IMAGES"
 ENV_DIGEST = "CPT_REQUIRE_IMAGE_DIGEST"
 ENV_REWARDS = "CPT_ALLOWED_REWARD_MODULES"
+ENV_INTERNAL_ENDPOINTS = "CPT_ALLOWED_INTERNAL_ENDPOINTS"
+ENV_DEFAULT_ENDPOINT = "CPT_STORAGE_ENDPOINT"  # the admin's own endpoint (kube.settings): allowed as it is
+# Names that resolve inside the cluster or the site, never on the internet: a run's endpoint there would make the
+# operator (which PUTs the run's owner marker and reads its results) reach services of the cluster.
+INTERNAL_SUFFIXES = (".localhost", ".local", ".internal", ".svc", ".cluster.local", ".home.arpa", ".lan",
+                     ".intranet", ".corp", ".private")
 
 
 @dataclass(frozen=True)
 class TenantPolicy:
     """The admin's rules. `images`: allowed repository prefixes (empty or "*": any); `reward_modules`: allowed
-    module prefixes for `module:function` rewards (None or "*": any but the denied ones; empty: built-ins only)."""
+    module prefixes for `module:function` rewards (empty: built-ins only; "*": any but the never-allowed ones,
+    rewards.never_a_reward); `internal_endpoints`: storage endpoints a spec may name although they are loopback,
+    link-local, private or cluster-internal: host names (".suffix" for a domain), CIDRs, or "*"."""
 
     images: tuple[str, ...] = ()
     require_digest: bool = False
-    reward_modules: Optional[tuple[str, ...]] = None
+    reward_modules: tuple[str, ...] = ()
+    internal_endpoints: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, env: Optional[Mapping[str, str]] = None) -> "TenantPolicy":
@@ -54,9 +62,18 @@ class TenantPolicy:
         digest = (env.get(ENV_DIGEST) or "false").strip().lower()
         if digest not in ("true", "false", "1", "0", "yes", "no"):
             raise ValueError(f"{ENV_DIGEST}={digest!r} is not a boolean (true/false)")
-        rewards = env.get(ENV_REWARDS)
+        internal = split(env.get(ENV_INTERNAL_ENDPOINTS) or "")
+        for entry in internal:
+            if "/" in entry:
+                try:
+                    ipaddress.ip_network(entry, strict=False)
+                except ValueError:
+                    raise ValueError(f"{ENV_INTERNAL_ENDPOINTS}: {entry!r} is not a CIDR (a.b.c.d/n)") from None
+        default = (env.get(ENV_DEFAULT_ENDPOINT) or "").strip()
+        host = _host(default)[0] if default else None
         return cls(images=split(env.get(ENV_IMAGES) or ""), require_digest=digest in ("true", "1", "yes"),
-                   reward_modules=None if rewards is None else split(rewards))
+                   reward_modules=split(env.get(ENV_REWARDS) or ""),
+                   internal_endpoints=internal + ((host,) if host else ()))
 
 
 def raw_int_problems(node: Any, path: str = "spec") -> Iterable[str]:
@@ -75,7 +92,7 @@ def raw_int_problems(node: Any, path: str = "spec") -> Iterable[str]:
 
 def problems(resource: api.ContinualPostTraining, mode: str, policy: Optional[TenantPolicy]) -> Iterable[str]:
     spec = resource.spec
-    yield from _endpoint_problems(spec.storage.endpoint)
+    yield from _endpoint_problems(spec.storage.endpoint, (policy or TenantPolicy()) if mode == "cluster" else None)
     for path, quantity in (("spec.learner.cpu", spec.learner.cpu), ("spec.learner.memory", spec.learner.memory)):
         if quantity is not None and float(re.sub(r"[^0-9.]", "", quantity) or 0) == 0:
             yield f"{path}: must be above zero (got {quantity!r}); leave it out for the default request"
@@ -85,7 +102,7 @@ def problems(resource: api.ContinualPostTraining, mode: str, policy: Optional[Te
         yield from _reward_problems(path, reward, policy if mode == "cluster" else None)
     if mode != "cluster":
         return
-    if not DNS_1035.match(resource.metadata.name):
+    if not DNS_1035.fullmatch(resource.metadata.name):
         yield (f"metadata.name: must start with a letter on a cluster (got {resource.metadata.name!r}); the run's "
                "Services and jobs are named after it and must be DNS-1035 labels")
     locations = [("spec.model", spec.model)]
@@ -103,15 +120,108 @@ def problems(resource: api.ContinualPostTraining, mode: str, policy: Optional[Te
     yield from _configmap_problems(resource)
 
 
-def _endpoint_problems(endpoint: Optional[str]) -> Iterable[str]:
-    if endpoint and "@" in (urlsplit(endpoint).netloc or ""):
+def _endpoint_problems(endpoint: Optional[str], policy: Optional[TenantPolicy]) -> Iterable[str]:
+    """A spec's endpoint must parse as the operator and botocore will read it, and on a cluster (`policy` set)
+    must not be a loopback, link-local, private or cluster-internal host unless the admin allows it."""
+    if not endpoint:
+        return
+    if "@" in endpoint.split("?")[0].split("#")[0]:
         # The value is not echoed: it holds a password.
         yield ("spec.storage.endpoint: must not contain user info (user:password@); credentials go in a Secret "
                "named by spec.storage.secretRef")
+        return
+    try:
+        host, _ = _host(endpoint)
+    except ValueError as exc:
+        yield f"spec.storage.endpoint: {exc} (got {endpoint[:200]!r}); write http(s)://host[:port]"
+        return
+    why = internal_reason(host)
+    if policy is not None and why is not None and not endpoint_allowed(host, policy):
+        yield (f"spec.storage.endpoint: {host!r} is {why}; the operator does not reach such hosts for a run "
+               f"unless the cluster's admin allows them (chart value policy.allowedInternalEndpoints)")
+
+
+def _host(endpoint: str) -> tuple[str, int]:
+    """(host, port) of an http(s) URL, lower case, without brackets or a trailing dot; ValueError saying why not."""
+    try:
+        parts = urlsplit(endpoint)
+        host, port = parts.hostname, parts.port
+    except ValueError as exc:  # "Invalid IPv6 URL", "Port out of range 0-65535", ...
+        raise ValueError(f"not a URL that parses ({exc})") from None
+    if parts.scheme not in ("http", "https"):
+        raise ValueError("must be an http:// or https:// URL")
+    if not host:
+        raise ValueError("has no host")
+    if port == 0:
+        raise ValueError("port 0 cannot be connected to")
+    if not host.isascii():
+        raise ValueError("the host must be ASCII (write an international name in its xn-- form)")
+    host = host.rstrip(".")
+    if _ip(host) is None and not _HOSTNAME.fullmatch(host):
+        raise ValueError(f"{host!r} is neither a host name (letters, digits, '-' and '.') nor an IP address")
+    return host, port or (80 if parts.scheme == "http" else 443)
+
+
+_HOSTNAME = re.compile(r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?",
+                       re.ASCII)
+
+
+def _ip(host: str) -> Optional[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    """The address a host literal means to the resolver: also the shorthand IPv4 forms inet_aton accepts
+    (`127.1`, `0x7f.0.0.1`, `2130706433`), which getaddrinfo connects to as well."""
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    if re.fullmatch(r"[0-9a-fx.]+", host) and not host.endswith("."):
+        try:
+            return ipaddress.IPv4Address(socket.inet_aton(host))
+        except OSError:
+            return None
+    return None
+
+
+def internal_reason(host: str) -> Optional[str]:
+    """Why `host` is not a public internet host (loopback, link-local, private, cluster-internal), or None."""
+    ip = _ip(host)
+    if ip is not None:
+        if isinstance(ip, ipaddress.IPv6Address):
+            ip = ip.ipv4_mapped or ip.sixtofour or (ip.teredo[1] if ip.teredo else None) or ip
+        for test, what in (("is_loopback", "a loopback address"), ("is_link_local", "a link-local address "
+                           "(cloud metadata lives there)"), ("is_unspecified", "the unspecified address"),
+                           ("is_multicast", "a multicast address"), ("is_private", "a private address")):
+            if getattr(ip, test):
+                return what
+        return None if ip.is_global else "not a public address"
+    if host == "localhost" or host.endswith(".localhost"):
+        return "a loopback name"
+    if "." not in host:
+        return "a single-label name (the cluster's DNS search path resolves it to a Service)"
+    if host.endswith(INTERNAL_SUFFIXES):
+        return "a cluster- or site-internal name"
+    return None
+
+
+def endpoint_allowed(host: str, policy: TenantPolicy) -> bool:
+    """Whether the admin's `internal_endpoints` name this host: "*", the host, a ".suffix" of it, or a CIDR."""
+    ip = _ip(host)
+    for entry in policy.internal_endpoints:
+        entry = entry.strip().lower().rstrip(".")
+        if entry == "*" or entry == host or (entry.startswith(".") and host.endswith(entry)):
+            return True
+        if "/" in entry and ip is not None:
+            try:
+                if ip in ipaddress.ip_network(entry, strict=False):
+                    return True
+            except (ValueError, TypeError):  # another address family, or not a CIDR
+                continue
+        elif ip is not None and _ip(entry) == ip:
+            return True
+    return False
 
 
 def _image_problems(path: str, image: str, policy: TenantPolicy) -> Iterable[str]:
-    match = IMAGE_REF.match(image)
+    match = IMAGE_REF.fullmatch(image)
     if not match:
         yield f"{path}: not a valid image reference [registry/]repository[:tag][@sha256:digest] (got {image!r})"
         return
@@ -130,10 +240,11 @@ def _image_problems(path: str, image: str, policy: TenantPolicy) -> Iterable[str
 def _reward_problems(path: str, reward: str, policy: Optional[TenantPolicy]) -> Iterable[str]:
     if ":" not in reward:
         return
-    module = reward.split(":", 1)[0]
-    root = module.split(".")[0]
-    if root in DENIED_REWARD_MODULES or root.startswith("_"):
-        yield f"{path}: module {module!r} can never be a reward (it runs code or touches the system; got {reward!r})"
+    module, function = reward.split(":", 1)
+    why = rewards.never_a_reward(module)
+    if why is not None or function.startswith("_"):
+        what = f"module {module!r} is {why}" if why else f"function {function!r} is private"
+        yield f"{path}: {reward!r} can never be a reward: {what}; a reward is a public function of your own module"
         return
     allowed = None if policy is None else policy.reward_modules
     if allowed is not None and "*" not in allowed and not any(

@@ -135,8 +135,9 @@ def _describe(exc: ValidationError, root: type[BaseModel]) -> list[str]:
         elif kind == "string_pattern_mismatch":
             got = re.sub(r"(://)[^/@\s]*@", r"\1***@", str(err.get("input")))  # never echo a URL's password
             lines.append(f"{path}: {_pattern_rule(loc, err.get('input'))} (got {got!r})")
-        elif kind == "literal_error":
-            lines.append(f"{path}: {err['msg'].lower()} (got {err.get('input')!r})")
+        elif kind == "literal_error":  # "Input should be 'ContinualPostTraining'": the value keeps its case
+            msg = err["msg"]
+            lines.append(f"{path}: {msg[:1].lower() + msg[1:]} (got {err.get('input')!r})")
         else:
             lines.append(f"{path}: {err['msg']} (got {err.get('input')!r})")
     return lines

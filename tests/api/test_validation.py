@@ -86,6 +86,15 @@ def test_misspelled_field_gets_a_suggestion(resource):
     assert "spec.tasks[0].rewrd: unknown field 'rewrd'; did you mean 'reward'?" in str(err.value)
 
 
+@pytest.mark.parametrize("kind", ["continualposttraining", "ContinualPostTrainings", "CPT"])
+def test_a_wrong_kind_is_told_the_kind_as_written(resource, kind):
+    """Issue 26: the suggestion keeps the kind's case (`kubectl` and the API server match it exactly)."""
+    resource["kind"] = kind
+    with pytest.raises(SpecError) as err:
+        validate_resource(resource)
+    assert f"kind: input should be 'ContinualPostTraining' (got {kind!r})" in err.value.problems
+
+
 def test_all_problems_reported_at_once(resource):
     resource["spec"]["method"] = "nope"
     resource["spec"]["tasks"][0]["name"] = "UPPER"

@@ -41,6 +41,8 @@ OPERATOR_ENV = {
     "AWS_SECRET_ACCESS_KEY": "testing",
     "AWS_DEFAULT_REGION": "us-east-1",
     "CPT_NAMESPACES": "",
+    # The tests' S3 (moto) listens on loopback: allowed as an admin allows an in-cluster MinIO (cpt_core.tenancy).
+    "CPT_ALLOWED_INTERNAL_ENDPOINTS": "127.0.0.1",
 }
 
 

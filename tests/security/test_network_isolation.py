@@ -75,7 +75,8 @@ def test_peers_are_selected_by_run_uid_not_by_a_role_label():
         assert not selects(peer, labels)
 
 
-def test_egress_is_each_other_dns_and_the_storage_port():
+def test_egress_is_each_other_dns_and_the_storage_port(monkeypatch):
+    monkeypatch.setenv("CPT_ALLOWED_INTERNAL_ENDPOINTS", ".svc")  # an in-cluster MinIO, as the admin allows
     resource = example("grpo")
     resource["spec"]["storage"]["endpoint"] = "http://minio.storage.svc:9000"
     egress = _policy(children(resource))["spec"]["egress"]

@@ -48,6 +48,37 @@ REFUSED = {
     "builtins:exec reward": (_set("spec.tasks.0.reward", "builtins:exec"), "spec.tasks[0].reward", "never be a reward"),
     "os:system reward": (_set("spec.general.0.reward", "os:system"), "spec.general[0].reward", "never be a reward"),
     "subprocess reward": (_set("spec.tasks.1.reward", "subprocess:run"), "spec.tasks[1].reward", "never be a reward"),
+    # Issue 26, low items.
+    "endpoint that does not parse": (_set("spec.storage.endpoint", "http://[::1"), "spec.storage.endpoint",
+                                     "not a URL that parses"),
+    "endpoint port out of range": (_set("spec.storage.endpoint", "https://s3.example.com:99999"),
+                                   "spec.storage.endpoint", "not a URL that parses"),
+    "endpoint with a non-ASCII host": (_set("spec.storage.endpoint", "https://s3.exämple.com"),
+                                       "spec.storage.endpoint", "xn--"),
+    "image with a trailing newline": (_set("spec.learner.image", "ghcr.io/cpt-operator/learner:0.2.0\n"),
+                                      "spec.learner.image", "not a valid image reference"),
+    "image with a Unicode tag": (_set("spec.rollout.image", "ghcr.io/cpt-operator/rollout:0.2.\u0661"),
+                                 "spec.rollout.image", "not a valid image reference"),
+}
+
+# Hosts a run may not send the operator to unless the admin allows them: its marker PUT and reads would reach
+# the cloud's metadata service, the operator's own pod, or the cluster's Services.
+INTERNAL_ENDPOINTS = {
+    "http://169.254.169.254/latest": "link-local",
+    "http://[fe80::1]:9000": "link-local",
+    "http://127.0.0.1:9000": "loopback",
+    "http://127.1:9000": "loopback",            # inet_aton's shorthand, which getaddrinfo connects to
+    "http://2130706433": "loopback",
+    "http://0x7f.0.0.1": "loopback",
+    "http://[::ffff:127.0.0.1]": "loopback",
+    "http://localhost:9000": "loopback",
+    "http://[::1]:9000": "loopback",
+    "http://10.96.0.1": "private",
+    "http://100.64.3.4:9000": "not a public address",
+    "http://minio:9000": "single-label",
+    "http://minio.storage.svc:9000": "cluster- or site-internal",
+    "http://kubernetes.default.svc.cluster.local": "cluster- or site-internal",
+    "http://metadata.google.internal": "cluster- or site-internal",
 }
 
 
@@ -77,6 +108,97 @@ def test_specs_that_work_are_accepted(mutate):
         doc["spec"].pop("rif")
         doc["spec"]["rollout"]["gpus"] = 0
     validate_resource(doc, policy=TenantPolicy())
+
+
+@pytest.mark.parametrize("endpoint", INTERNAL_ENDPOINTS)
+def test_internal_storage_endpoints_are_refused_unless_the_admin_allows_them(endpoint):
+    doc = example("rif-grpo")
+    doc["spec"]["storage"]["endpoint"] = endpoint
+    with pytest.raises(SpecError) as err:
+        validate_resource(doc, policy=TenantPolicy())
+    (problem,) = err.value.problems
+    assert problem.startswith("spec.storage.endpoint: ") and INTERNAL_ENDPOINTS[endpoint] in problem
+    assert "policy.allowedInternalEndpoints" in problem
+    validate_resource(doc, policy=TenantPolicy(internal_endpoints=("*",)))
+    doc["spec"]["storage"].pop("secretRef")  # (a cluster-only field)
+    validate_resource(doc, "local")  # `cpt run` on the user's own machine (its MinIO on localhost)
+
+
+def test_the_admin_allows_internal_endpoints_by_host_suffix_or_cidr():
+    doc = example("rif-grpo")
+    allowed = TenantPolicy(internal_endpoints=("minio.storage.svc", ".ceph.internal", "10.20.0.0/16", "fd00::/8"))
+    for endpoint in ("http://minio.storage.svc:9000", "https://rgw.ceph.internal", "http://10.20.3.4:9000",
+                     "http://[fd00::5]:9000", "http://MINIO.storage.svc.:9000"):
+        doc["spec"]["storage"]["endpoint"] = endpoint
+        validate_resource(doc, policy=allowed)
+    for endpoint in ("http://other.storage.svc:9000", "http://10.21.0.1", "http://169.254.169.254",
+                     "http://evilceph.internal"):
+        doc["spec"]["storage"]["endpoint"] = endpoint
+        with pytest.raises(SpecError):
+            validate_resource(doc, policy=allowed)
+
+
+def test_the_operators_own_default_endpoint_is_allowed_and_bad_cidrs_fail_at_start():
+    """The operator fills CPT_STORAGE_ENDPOINT into specs that leave it out: the admin's choice, not a tenant's."""
+    policy = TenantPolicy.from_env({"CPT_STORAGE_ENDPOINT": "http://minio.storage.svc:9000",
+                                    "CPT_ALLOWED_INTERNAL_ENDPOINTS": "10.0.0.0/8"})
+    doc = example("rif-grpo")
+    for endpoint in ("http://minio.storage.svc:9000", "http://10.1.2.3:9000"):
+        doc["spec"]["storage"]["endpoint"] = endpoint
+        validate_resource(doc, policy=policy)
+    with pytest.raises(ValueError, match="CPT_ALLOWED_INTERNAL_ENDPOINTS: '10.0.0/33' is not a CIDR"):
+        TenantPolicy.from_env({"CPT_ALLOWED_INTERNAL_ENDPOINTS": "10.0.0/33"})
+
+
+def test_public_endpoints_pass():
+    doc = example("rif-grpo")
+    for endpoint in ("https://s3.us-east-1.amazonaws.com", "https://storage.googleapis.com", "http://8.8.8.8:9000",
+                     "https://[2001:4860:4860::8888]"):
+        doc["spec"]["storage"]["endpoint"] = endpoint
+        validate_resource(doc, policy=TenantPolicy())
+
+
+# Modules that run what they are given, spawn processes, open files or sockets, or unpickle: each would run a
+# tenant's completion (the reward's first argument) on the learner pod.
+CODE_RUNNING = ["subprocess:getoutput", "os:system", "posix:system", "sys:exit", "builtins:eval", "importlib:import_module",
+                "pty:spawn", "ctypes:CDLL", "runpy:run_path", "code:interact", "codeop:compile_command",
+                "pickle:loads", "shutil:rmtree", "socket:create_connection", "multiprocessing:Process",
+                "timeit:timeit", "pdb:run", "cProfile:run", "profile:run", "trace:Trace", "doctest:run_docstring_examples",
+                "webbrowser:open", "tempfile:mktemp", "asyncio:create_subprocess_shell", "logging.config:listen",
+                "pydoc:pipepager", "shelve:open", "marshal:loads", "zipimport:zipimporter", "platform:popen",
+                "numpy:load", "torch:load", "sympy:sympify", "yaml:unsafe_load", "dill:loads", "transformers:pipeline",
+                "cpt_trainer.cli:main", "team._internal:score", "team_rewards:__call__"]
+
+
+@pytest.mark.parametrize("reward", CODE_RUNNING)
+def test_code_running_modules_are_never_rewards_even_when_any_module_is_allowed(reward):
+    doc = example("rif-grpo")
+    doc["spec"]["tasks"][0]["reward"] = reward
+    for mode, policy in (("cluster", TenantPolicy(reward_modules=("*",))), ("local", None)):
+        with pytest.raises(SpecError) as err:
+            validate_resource(doc, mode, policy=policy)
+        assert any(p.startswith("spec.tasks[0].reward:") and "never be a reward" in p for p in err.value.problems)
+
+
+def test_the_stage_refuses_them_too():
+    """The learner's own loader checks again: a stage config that did not come through validation (a file, a
+    planted ConfigMap) still never imports one."""
+    from cpt_core.rewards import RewardError, load_reward
+
+    for reward in ("subprocess:getoutput", "timeit:timeit", "numpy:load", "team:_hidden"):
+        with pytest.raises(RewardError, match="never be a reward|is private"):
+            load_reward(reward)
+
+
+def test_reward_modules_default_to_built_ins_only():
+    """Allow-list first: an operator environment without the variable (not only the chart's empty default)
+    allows built-in rewards only; `*` is the admin's explicit choice."""
+    assert TenantPolicy.from_env({}).reward_modules == ()
+    doc = example("rif-grpo")
+    doc["spec"]["tasks"][0]["reward"] = "team_rewards:score"
+    with pytest.raises(SpecError, match="built-in rewards only"):
+        validate_resource(doc, policy=TenantPolicy.from_env({}))
+    validate_resource(doc, policy=TenantPolicy.from_env({"CPT_ALLOWED_REWARD_MODULES": "*"}))
 
 
 def test_local_runs_keep_local_paths():

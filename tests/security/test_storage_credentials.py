@@ -46,6 +46,7 @@ def _read(endpoint_url: str, operator_endpoint: str | None, monkeypatch) -> None
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", CANARY_KEY)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "canary-secret")
     monkeypatch.setenv("AWS_SESSION_TOKEN", CANARY_TOKEN)
+    monkeypatch.setenv("CPT_ALLOWED_INTERNAL_ENDPOINTS", "127.0.0.1")  # the test's endpoint, as an admin allows one
     resource = example("sft", name="ssrf")
     resource["spec"]["storage"].update(endpoint=endpoint_url, pathStyle=True)
     resource["spec"]["storage"].pop("secretRef")  # no Secret: the case where the operator used its own keys

@@ -53,7 +53,7 @@ def test_user_reward_and_unknown():
     with pytest.raises(R.RewardError, match="cannot import module"):
         R.load_reward("no_such_module_xyz:f")
     with pytest.raises(R.RewardError, match="has no function"):
-        R.load_reward("json:nope")
+        R.load_reward("tests_trainer_rewards_mod:nope")
 
 
 def test_synthetic_pools_disjoint_and_deterministic():

@@ -213,11 +213,24 @@ def _rounded(rows: tuple[list, list]) -> tuple[list, list]:
 def _regressions(spec: api.CptSpec, matrix: list, last_row: Optional[int], resource: dict) -> dict[int, float]:
     if last_row is None or last_row < 2:
         return {}
-    accepted = ((resource.get("metadata") or {}).get("annotations") or {}).get(ACK_REGRESSION_ANNOTATION)
-    accepted = str(accepted).strip() if accepted is not None else ""
-    if accepted.isascii() and accepted.isdigit() and int(accepted) >= last_row:  # "²" is a digit, not an int
+    annotations = (resource.get("metadata") or {}).get("annotations")
+    accepted = accepted_after(annotations.get(ACK_REGRESSION_ANNOTATION) if isinstance(annotations, dict) else None)
+    if accepted is not None and accepted >= last_row:
         return {}
     return fm.regressions(matrix, last_row, spec.forgetting.max_drop)
+
+
+def accepted_after(value: object) -> Optional[int]:
+    """The task row the accept-regression annotation names, or None when it names none (absent, not a number).
+    Digits only ("²" is a digit to Python, not an int); a number past any row is compared by its length, since
+    int() refuses strings of more than 4,300 digits (sys.get_int_max_str_digits)."""
+    if isinstance(value, int) and not isinstance(value, bool):  # a YAML file's unquoted number
+        return value if value >= 0 else None
+    text = value.strip() if isinstance(value, str) else ""
+    if not (text.isascii() and text.isdigit()):
+        return None
+    text = text.lstrip("0") or "0"
+    return int(text) if len(text) <= 18 else 10**18  # more rows than any spec has (at most 100 tasks)
 
 
 def _regression_message(spec: api.CptSpec, regressions: dict[int, float], last_row: Optional[int]) -> str:
