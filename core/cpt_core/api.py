@@ -154,6 +154,22 @@ class ForgettingSpec(Wire):
     on_regression: Literal["alert", "pause"] = "alert"
 
 
+class CheckpointSpec(Wire):
+    """Step checkpoints of the train stage (docs/checkpoints.md): a retried train stage resumes from the newest
+    committed one instead of step 0. A save happens when either interval is reached; 0 turns an interval off
+    (both 0: no step checkpoints)."""
+
+    every_steps: int = Field(0, ge=0, le=10**7, description="Save every N optimizer steps (0: by time only).")
+    every_minutes: float = Field(
+        10.0, ge=0, le=10080, description="Save when this many minutes passed since the stage started or last "
+        "saved (checked after each optimizer step; 0: by steps only). A fault loses at most about this much.")
+    keep: int = Field(2, ge=1, le=100, description="Committed step checkpoints kept per task (older ones deleted).")
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.every_steps or self.every_minutes)
+
+
 class RetrySpec(Wire):
     """Retries of a failed stage job, with exponential backoff."""
 
@@ -183,6 +199,7 @@ class CptSpec(Wire):
         "equal rewards at every step): fail stops the run once that task is evaluated (set skip to go on); skip "
         "goes on with the model unchanged by it. Either way the NoTrainingSignal condition and a Warning event say so.")
     retry: RetrySpec = Field(default_factory=RetrySpec)
+    checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec)
     suspend: bool = False
     queue: Optional[str] = Field(
         None, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", max_length=63,
