@@ -155,3 +155,54 @@ def test_patches_that_change_nothing_send_no_request():
     assert not _satisfied(deployment, {"spec": {"replicas": 1}})
     assert _satisfied(deployment, {"metadata": {"annotations": {"b": None}}})
     assert not _satisfied(deployment, {"metadata": {"annotations": {"a": None}}})
+
+
+def _finished(run: str, index: int, stages: tuple[str, ...], attempt: int = 0, round_: int = 0,
+              phase: str = "Succeeded") -> tuple[ObservedJob, ...]:
+    suffix = f"-r{attempt}" if attempt else ""
+    return tuple(ObservedJob(f"{run}-{index}-{s}{suffix}", index, s, attempt, phase, NOW - timedelta(hours=1),
+                             round=round_) for s in stages)
+
+
+def test_a_damaged_last_task_is_redone_from_its_first_stage_with_its_finished_jobs_still_there():
+    """Issue 26: on a cluster the jobs of the task's finished stages stay. They must not count: the redo starts
+    at filter (a new round, attempt numbers after every earlier one), not at evaluate on the broken checkpoint."""
+    resource = copy.deepcopy(RESOURCE)
+    old = _finished("demo", 3, ("filter", "train", "evaluate")) + \
+        (ObservedJob("demo-3-train-r1", 3, "train", 1, "Failed", NOW - timedelta(hours=2), "OOM"),)
+    seen = Observed(now=NOW, jobs=old, committed=_done(resource, 2), damaged={3: "sha256 mismatch"})
+    p = plan(resource, seen)
+    assert [(s.job, s.round, s.config.attempt) for s in p.start] == [("demo-3-filter-r2", 1, 2)]
+    assert p.status["phase"] == "Running" and _cond(p.status, "StorageIntact")["status"] == "False"
+    task = p.status["tasks"][3]
+    assert task["stage"] == "filter" and task["attempts"] == 1
+    assert any("(attempt 1, redo 1) started as job demo-3-filter-r2" in e.message for e in p.events)
+    created = render(p, resource, ())
+    job = next(o for o in created.create if o["kind"] == "PyTorchJob")
+    assert job["metadata"]["labels"]["cpt.dev/round"] == "1"
+
+    # The redo's filter reset the task in storage (no longer damaged) and succeeded: train of round 1 next,
+    # although train of round 0 succeeded; then evaluate of round 1.
+    redo = old + _finished("demo", 3, ("filter",), attempt=2, round_=1)
+    p = plan(resource, Observed(now=NOW, jobs=redo, committed=_done(resource, 2)))
+    assert [(s.job, s.round) for s in p.start] == [("demo-3-train-r2", 1)]
+    redo += _finished("demo", 3, ("train",), attempt=2, round_=1)
+    p = plan(resource, Observed(now=NOW, jobs=redo, committed=_done(resource, 2)))
+    assert [(s.job, s.round) for s in p.start] == [("demo-3-evaluate-r2", 1)]
+    redo += _finished("demo", 3, ("evaluate",), attempt=2, round_=1)
+    p = plan(resource, Observed(now=NOW, jobs=redo, committed=_done(resource, 3)))
+    assert p.status["phase"] == "Succeeded" and not p.start
+
+
+def test_a_redo_still_running_is_not_redone_again_and_redos_are_bounded():
+    resource = copy.deepcopy(RESOURCE)  # retry.limit 0: one redo
+    old = _finished("demo", 3, ("filter", "train", "evaluate"))
+    running = (ObservedJob("demo-3-filter-r1", 3, "filter", 1, "Pending", round=1),)
+    p = plan(resource, Observed(now=NOW, jobs=old + running, committed=_done(resource, 2),
+                                damaged={3: "sha256 mismatch"}))
+    assert [s.job for s in p.start] == ["demo-3-filter-r1"]  # the same job again (creating it is idempotent)
+    assert p.status["phase"] == "Running"
+    twice = old + _finished("demo", 3, ("filter", "train", "evaluate"), attempt=1, round_=1)
+    p = plan(resource, Observed(now=NOW, jobs=twice, committed=_done(resource, 2), damaged={3: "truncated"}))
+    assert not p.start and p.status["phase"] == "Failed"
+    assert "still damaged after 1 redo(s)" in p.status["message"] and "truncated" in p.status["message"]

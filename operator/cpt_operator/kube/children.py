@@ -67,7 +67,8 @@ def render(plan: Plan, resource: dict, present: Iterable[tuple[str, str]],
         if cfg.task_index in urls:
             cfg = cfg.model_copy(update={"rollout_url": urls[cfg.task_index]})
         out.create.append(manifests.stage_configmap(resource, start.job, cfg))
-        out.create.append(jobs.with_queue(backend.build(resource, start.job, cfg, defaults), spec.queue))
+        out.create.append(jobs.with_round(jobs.with_queue(backend.build(resource, start.job, cfg, defaults),
+                                                          spec.queue), start.round))
     out.create = _isolation(resource, run, spec, out.create, present, defaults) + out.create
     out.patch.extend(suspensions)
     wanted = {rollout_name(run, s.task_index) for s in plan.rollout}

@@ -24,6 +24,9 @@ SUSPENDED_BY = f"{api.GROUP}/suspended-by-operator"  # annotation: "true" on a j
 TRAINER_API = "trainer.kubeflow.org"
 TRAINJOB_NODE = "node"  # the replicated job and container name of Trainer's torch runtimes
 PATCH_MANAGER = f"{api.GROUP}/operator"
+# Label of a stage job that redoes a damaged task from its first stage (planner.position): the round, 1, 2, ...
+# Absent on round 0, so jobs created before it existed read as round 0.
+LABEL_ROUND = f"{api.GROUP}/round"
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,18 @@ def with_queue(obj: dict, queue: Optional[str]) -> dict:
         if obj.get("kind") == "Deployment" and isinstance(template, dict):
             template.setdefault("metadata", {}).setdefault("labels", {})[QUEUE_LABEL] = queue
     return obj
+
+
+def with_round(obj: dict, round_: int) -> dict:
+    """Label a stage job with its round (only a redo, round > 0, carries the label)."""
+    if round_:
+        obj["metadata"].setdefault("labels", {})[LABEL_ROUND] = str(round_)
+    return obj
+
+
+def round_of(obj: dict) -> int:
+    value = str(((obj.get("metadata") or {}).get("labels") or {}).get(LABEL_ROUND, "0"))
+    return int(value) if value.isascii() and value.isdigit() and len(value) <= 4 else 0
 
 
 def suspend_patch(backend: Backend, suspended: bool) -> dict:

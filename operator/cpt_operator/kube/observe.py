@@ -68,7 +68,7 @@ def observed_job(obj: dict, kind: Optional[str] = None) -> Optional[ObservedJob]
     suspended = jobs.is_suspended(backend, obj)
     return ObservedJob(name=meta["name"], task_index=index, stage=stage, attempt=attempt, phase=phase,
                        finished_at=finished, message=message, suspended=suspended,
-                       queued=suspended and not jobs.suspended_by_operator(obj))
+                       queued=suspended and not jobs.suspended_by_operator(obj), round=jobs.round_of(obj))
 
 
 def owned_by(obj: dict, uid: Optional[str]) -> bool:

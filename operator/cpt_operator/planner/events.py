@@ -16,7 +16,8 @@ def transition_events(old: dict, new: dict, plan_: Plan, observed: Observed) -> 
         if name not in observed_names:
             events.append(PlanEvent("Normal", "StageStarted",
                                     f"task {cfg.task_index} {cfg.task_name!r}: stage {cfg.stage} "
-                                    f"(attempt {cfg.attempt + 1}) started as job {name}"))
+                                    f"(attempt {cfg.attempt - start.first_attempt + 1}"
+                                    f"{f', redo {start.round}' if start.round else ''}) started as job {name}"))
     old_tasks = {t.get("index"): t for t in old.get("tasks") or []}
     for task in new.get("tasks") or []:
         before = old_tasks.get(task["index"], {})

@@ -20,6 +20,8 @@ class StartStage:
 
     job: str
     config: StageConfig
+    round: int = 0  # > 0: a redo of a damaged task from its first stage (planner.position)
+    first_attempt: int = 0  # config.attempt of this round's first try (attempt numbers go on across rounds)
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,9 @@ class ObservedJob:
     message: str = ""
     suspended: bool = False
     queued: bool = False  # suspended by a queue (Kueue) until admitted, not by this operator: never resumed here
+    # Which pass over the task's stages it belongs to: 0, then one more each time a damaged task is redone from
+    # its first stage (the earlier rounds' finished jobs stay on the cluster and must not count as done).
+    round: int = 0
 
 
 @dataclass(frozen=True)

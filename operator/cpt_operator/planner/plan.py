@@ -192,7 +192,7 @@ def _start_stage(plan_: Plan, resource: dict, spec: api.CptSpec, run: str, progr
     name = job_name(run, index, stage, progress.attempt)
     cfg = StageConfig(run=run, namespace=resource["metadata"].get("namespace", "default"), stage=stage,
                       task_index=index, attempt=progress.attempt, spec=spec, spec_hash=task_spec_hash(spec, index))
-    plan_.start.append(StartStage(name, cfg))
+    plan_.start.append(StartStage(name, cfg, progress.round, progress.first_attempt))
 
 
 def _start_model_uri(spec: api.CptSpec, committed: dict[int, CommittedTask], index: int) -> str:
@@ -292,7 +292,7 @@ def _task_statuses(spec: api.CptSpec, run: str, committed: dict, observed: Obser
         elif index == progress.current and progress.stage:
             entry.stage = progress.stage
             waiting = progress.wait_until is not None and progress.job is None
-            entry.attempts = progress.attempt + (0 if waiting else 1)
+            entry.attempts = progress.attempt - progress.first_attempt + (0 if waiting else 1)
             if progress.job is not None:
                 entry.job = progress.job.name
             elif not waiting and progress.stage and not progress.failed_reason:

@@ -2,6 +2,10 @@
 
 The current task is the first one not committed; within it, the first stage without a succeeded job. Failed
 jobs are retried under new names (`-r<attempt>`) after an exponential backoff, up to spec.retry.limit.
+
+A committed task found damaged with no later task committed is redone from its first stage in a new round
+(jobs labelled with it): the finished jobs of earlier rounds stay on the cluster and count for nothing, and
+the new round's attempts are numbered after every earlier one (names and checkpoint prefixes stay unique).
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ class Progress:
     stage: Optional[str] = None
     job: Optional[ObservedJob] = None  # latest job of the current stage
     attempt: int = 0  # attempt to run (or running) for the current stage
+    round: int = 0  # the round of the current task's stages (see the module's docstring)
+    first_attempt: int = 0  # the attempt number each stage of this round starts at
     wait_until: Optional[datetime] = None  # retry backoff / commit grace
     failed_reason: Optional[str] = None
     retrying_reason: Optional[str] = None
@@ -74,13 +80,16 @@ def progress_of(spec: api.CptSpec, committed: dict, observed: Observed) -> Progr
     progress = Progress(current=current)
     if current is None:
         return progress
-    jobs = [j for j in observed.jobs if j.task_index == current]
+    jobs = _round_of(spec, current, [j for j in observed.jobs if j.task_index == current], observed, progress)
+    if progress.failed_reason:
+        return progress
     retry = spec.retry
     for stage in stages_for(spec.method, current):
         attempts = sorted((j for j in jobs if j.stage == stage), key=lambda j: j.attempt)
         if any(j.phase == "Succeeded" for j in attempts) and stage != "evaluate":
             continue
         progress.stage = stage
+        progress.attempt = progress.first_attempt
         if not attempts:
             return progress
         latest = attempts[-1]
@@ -98,7 +107,8 @@ def progress_of(spec: api.CptSpec, committed: dict, observed: Observed) -> Progr
             reason = latest.message or "job failed"
         if len(failures) + (latest.phase == "Succeeded") > retry.limit:
             progress.failed_reason = (f"task {current} ({task_names(spec)[current]}) stage {stage} failed "
-                                      f"{latest.attempt + 1} time(s), retry limit {retry.limit}: {reason}")
+                                      f"{latest.attempt - progress.first_attempt + 1} time(s), retry limit "
+                                      f"{retry.limit}: {reason}")
             return progress
         delay = retry.backoff_seconds * (2 ** max(len(failures) - 1, 0))
         ready = _after(latest.finished_at, delay, observed.now)
@@ -107,9 +117,33 @@ def progress_of(spec: api.CptSpec, committed: dict, observed: Observed) -> Progr
         if ready > observed.now:
             progress.wait_until = ready
             progress.retrying_reason = (f"stage {stage} of task {task_names(spec)[current]} failed ({reason}); "
-                                        f"attempt {progress.attempt + 1} starts at {ready.isoformat()}")
+                                        f"attempt {progress.attempt - progress.first_attempt + 1} starts at "
+                                        f"{ready.isoformat()}")
         return progress
     return progress
+
+
+def _round_of(spec: api.CptSpec, index: int, jobs: list[ObservedJob], observed: Observed,
+              progress: Progress) -> list[ObservedJob]:
+    """The jobs of the task's current round; sets progress.round and first_attempt. A damaged task whose
+    latest round finished something and runs nothing gets a new round: its first stage resets the task in
+    storage (storage.prepare_task), so no earlier output is reused. At most retry.limit + 1 redos."""
+    latest = max((j.round for j in jobs), default=0)
+    mine = [j for j in jobs if j.round == latest]
+    why = observed.damaged.get(index)
+    if why is not None and mine and any(j.phase == "Succeeded" for j in mine) and \
+            not any(j.phase in ("Pending", "Running") for j in mine):
+        latest, mine = latest + 1, []
+        if latest > spec.retry.limit + 1:
+            progress.stage = stages_for(spec.method, index)[0]
+            progress.failed_reason = (f"task {index} ({task_names(spec)[index]}) is still damaged after "
+                                      f"{latest - 1} redo(s) from its first stage: {why}")
+    progress.round = latest
+    if mine:
+        progress.first_attempt = min(j.attempt for j in mine)
+    elif latest:
+        progress.first_attempt = 1 + max(j.attempt for j in jobs)
+    return mine
 
 
 def _after(start: Optional[datetime], seconds: float, now: datetime) -> datetime:
