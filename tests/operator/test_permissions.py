@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 
+import kubernetes
 from operator_harness import cpt_body, new_bucket, run_to_end, wait_for
 from kubeemu.semantics import parse_path
 
@@ -44,6 +45,14 @@ def test_required_rules_are_exactly_what_the_operator_uses(emulator, emu_world, 
     wait_for(lambda: world.jobs("perm"), what="first job")
     world.patch_spec("perm", {"suspend": True})  # patches the running PyTorchJob
     wait_for(lambda: any(j["spec"]["runPolicy"].get("suspend") for j in world.jobs("perm")), what="suspended")
+    world.patch_spec("perm", {"suspend": False})
+    wait_for(lambda: not any(j["spec"]["runPolicy"].get("suspend") for j in world.jobs("perm")), what="resumed")
+    world.play_trainer("perm")  # task 0 committed: task 1 runs with rollout servers
+    apps = kubernetes.client.AppsV1Api(world.client)
+    servers = lambda: apps.read_namespaced_deployment("perm-1-rollout", world.namespace).spec.replicas  # noqa: E731
+    wait_for(lambda: servers() == 1, what="rollout servers")
+    world.patch_spec("perm", {"suspend": True})  # scales the rollout Deployment to 0 (issue 26: a 403 before)
+    wait_for(lambda: servers() == 0, what="rollout servers scaled to 0")
     world.patch_spec("perm", {"suspend": False})
     assert run_to_end(world, "perm", timeout=30)["phase"] == "Succeeded"  # deletes the rollout servers
     world.events_with("perm", "Succeeded", timeout=90)  # events go out behind the passes (kube/event_sender.py)

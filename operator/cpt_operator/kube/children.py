@@ -86,7 +86,7 @@ def _isolation(resource: dict, run: str, spec: CptSpec, creates: list[dict], pre
                 and (o["kind"], o["metadata"]["name"]) not in present}
     out = []
     if new_pods and defaults.network_policies:
-        out.append(manifests.run_network_policy(resource, run, spec))
+        out.append(manifests.run_network_policy(resource, run, spec, defaults))
     if "Deployment" in new_pods:
         out.append(manifests.rollout_key_secret(resource, run))
     return out

@@ -24,3 +24,6 @@ class PlanDefaults:
     network_policies: bool = True  # a NetworkPolicy per run (chart: networkPolicy.enabled)
     job_backend: str = "pytorchjob"  # pytorchjob | trainjob: the kind stage jobs run as (kube.jobs.BACKENDS)
     training_runtime: str = "cpt-learner"  # the ClusterTrainingRuntime TrainJobs refer to (the chart installs it)
+    # Where the storage endpoint's addresses are (chart networkPolicy.storageCIDRs): the runs' pods reach storage
+    # only there; empty: on its port at any address (manifests._storage_egress).
+    storage_cidrs: tuple[str, ...] = ()

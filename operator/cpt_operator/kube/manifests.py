@@ -12,7 +12,7 @@ import secrets
 from typing import Optional
 from urllib.parse import urlsplit
 
-from cpt_core import api, rollout
+from cpt_core import api, rollout, tenancy
 from cpt_operator.kube.defaults import PlanDefaults
 from cpt_core.stage import STAGE_CONFIG_FILE, StageConfig
 from cpt_operator.planner.names import MAX_CHILD_NAME, rollout_name
@@ -300,19 +300,29 @@ def with_key(obj: dict) -> dict:
     return {**obj, "stringData": {ROLLOUT_KEY: secrets.token_urlsafe(32)}}
 
 
-def _storage_port(endpoint: Optional[str]) -> int:
+def _storage_egress(endpoint: Optional[str], defaults: PlanDefaults) -> dict:
+    """Egress to storage: its port, and where known the addresses: an endpoint written as an IP address gets that
+    address alone; otherwise the admin's CIDRs (chart networkPolicy.storageCIDRs) when set. A host name without
+    them is reachable on its port at any address: a policy cannot name a DNS name, and resolving it here would
+    freeze one answer of a name whose addresses change (AWS S3)."""
     parsed = urlsplit(endpoint or "https://s3.amazonaws.com")
     try:
         port = parsed.port
     except ValueError:  # validation refuses such endpoints; no reason to crash a pass on one
         port = None
-    return port or (80 if parsed.scheme == "http" else 443)
+    rule: dict = {"ports": [{"port": port or (80 if parsed.scheme == "http" else 443), "protocol": "TCP"}]}
+    address = tenancy.literal_address(endpoint) if endpoint else None
+    if address is not None:
+        rule["to"] = [{"ipBlock": {"cidr": f"{address}/{address.max_prefixlen}"}}]
+    elif defaults.storage_cidrs:
+        rule["to"] = [{"ipBlock": {"cidr": cidr}} for cidr in defaults.storage_cidrs]
+    return rule
 
 
-def run_network_policy(resource: dict, run: str, spec: api.CptSpec) -> dict:
+def run_network_policy(resource: dict, run: str, spec: api.CptSpec, defaults: PlanDefaults = PlanDefaults()) -> dict:
     """Pods of this run (learner ranks and rollout servers, selected by run name AND uid) accept traffic only
     from each other: the vLLM routes (weight updates), the NCCL/gloo process groups and torchrun's rendezvous
-    store are unreachable from any other pod. Egress: each other, DNS, and the storage endpoint's port."""
+    store are unreachable from any other pod. Egress: each other, DNS, and storage (_storage_egress)."""
     run_pods = {"matchLabels": {LABEL_RUN: run, LABEL_RUN_UID: resource["metadata"].get("uid") or ""}}
     peers = [{"podSelector": run_pods}]
     dns = [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]
@@ -324,8 +334,7 @@ def run_network_policy(resource: dict, run: str, spec: api.CptSpec) -> dict:
             "podSelector": run_pods,
             "policyTypes": ["Ingress", "Egress"],
             "ingress": [{"from": peers}],
-            "egress": [{"to": peers}, {"ports": dns},
-                       {"ports": [{"port": _storage_port(spec.storage.endpoint), "protocol": "TCP"}]}],
+            "egress": [{"to": peers}, {"ports": dns}, _storage_egress(spec.storage.endpoint, defaults)],
         },
     }
 

@@ -34,9 +34,10 @@ REQUIRED_RULES: list[Rule] = [
     # Stage jobs: the informer watches them (cache, wake-ups), kube creates and patches runPolicy.suspend. `get` on
     # every created kind: the owner check of a 409 (a foreign object with a child's name is never adopted).
     ("kubeflow.org", "pytorchjobs", ("get", "list", "watch", "create", "patch")),
-    # Rollout servers: created per task, deleted when the task is committed. Every child kind that is read back
-    # is listed and watched by the informer (kube/informer.py: the cache a pass reads instead of listing).
-    ("apps", "deployments", ("get", "list", "watch", "create", "delete")),
+    # Rollout servers: created per task, deleted when the task is committed, patched to 0 replicas while the run
+    # is suspended or its spec invalid (the GPUs they hold are released) and back up on resume. Every child kind
+    # that is read back is listed and watched by the informer (kube/informer.py: the cache a pass reads).
+    ("apps", "deployments", ("get", "list", "watch", "create", "patch", "delete")),
     ("", "services", ("get", "list", "watch", "create", "delete")),
     ("", "configmaps", ("get", "list", "watch", "create")),
     # Never listed: `get` by name (spec.storage.secretRef, owner checks); create: the run's rollout key.

@@ -6,6 +6,7 @@ value fails at start with the variable's name, not somewhere deep in a reconcile
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from dataclasses import dataclass, field
 from typing import Mapping, Optional
@@ -26,7 +27,10 @@ ENV: dict[str, tuple[str, str]] = {
                                       "(Kubeflow Trainer v2 TrainJob). Only that kind is created and watched."),
     "CPT_TRAINING_RUNTIME": ("cpt-learner", "ClusterTrainingRuntime that TrainJobs refer to (the chart installs it)."),
     "CPT_NETWORK_POLICIES": ("true", "Create a NetworkPolicy per run that isolates its pods (false: the cluster has none)."),
-    "CPT_STORAGE_ENDPOINT": ("", "S3 endpoint for runs whose spec.storage.endpoint is unset (MinIO); jobs get it too."),
+    "CPT_STORAGE_CIDRS": ("", "Comma-separated CIDRs where storage is: each run's NetworkPolicy lets its pods reach the "
+                              "storage port only there (empty: at any address, unless the endpoint is an IP address)."),
+    tenancy.ENV_DEFAULT_ENDPOINT: ("", "S3 endpoint for runs whose spec.storage.endpoint is unset (MinIO); jobs get it "
+                                       "too. Allowed even where it is an internal host."),
     "CPT_STORAGE_REGION": ("", "S3 region for runs whose spec.storage.region is unset."),
     "CPT_STORAGE_PATH_STYLE": ("false", "Force path-style S3 addressing for every run (MinIO, Ceph)."),
     "CPT_RECONCILE_INTERVAL": ("600", "Seconds between storage re-reads of a run when nothing happens (commits and "
@@ -39,8 +43,10 @@ ENV: dict[str, tuple[str, str]] = {
     "CPT_WATCH_TIMEOUT": ("1800", "Server-side timeout of kopf's watch requests, seconds (then re-watched from where it ended; 1800 is the API server's own minimum, --min-request-timeout)."),
     tenancy.ENV_IMAGES: ("", "Image repository prefixes a spec may name (comma-separated; empty or * = any)."),
     tenancy.ENV_DIGEST: ("false", "Refuse spec images without a @sha256 digest."),
-    tenancy.ENV_REWARDS: ("", "Module prefixes allowed as module:function rewards (empty = built-ins only; * = any; "
-                              "unset = any but the never-allowed ones)."),
+    tenancy.ENV_REWARDS: ("", "Module prefixes allowed as module:function rewards (empty or unset = built-ins only; "
+                              "* = any but the never-allowed ones: the standard library and the image's own stack)."),
+    tenancy.ENV_INTERNAL_ENDPOINTS: ("", "Storage endpoints a spec may name although they are loopback, link-local, "
+                                         "private or cluster-internal: host names (.suffix for a domain), CIDRs, or *."),
 }
 # Accepted by earlier versions; refused now rather than ignored, since a second replica would pass the same runs.
 RETIRED_ENV = {
@@ -113,6 +119,12 @@ class Settings:
         except ValueError as exc:
             raise SettingsError(str(exc)) from None
         backend = job_backend(env)
+        storage_cidrs = tuple(c.strip() for c in _str(env, "CPT_STORAGE_CIDRS").split(",") if c.strip())
+        for cidr in storage_cidrs:
+            try:
+                ipaddress.ip_network(cidr)
+            except ValueError as exc:
+                raise SettingsError(f"CPT_STORAGE_CIDRS: {cidr!r} is not a CIDR ({exc})") from None
         policy = _str(env, "CPT_IMAGE_PULL_POLICY")
         if policy not in ("Always", "IfNotPresent", "Never"):
             raise SettingsError(f"CPT_IMAGE_PULL_POLICY={policy!r} must be Always, IfNotPresent or Never")
@@ -127,6 +139,7 @@ class Settings:
                 network_policies=_bool(env, "CPT_NETWORK_POLICIES"),
                 job_backend=backend,
                 training_runtime=_str(env, "CPT_TRAINING_RUNTIME"),
+                storage_cidrs=storage_cidrs,
             ),
             storage_endpoint=_str(env, "CPT_STORAGE_ENDPOINT") or None,
             storage_region=_str(env, "CPT_STORAGE_REGION") or None,
