@@ -21,3 +21,10 @@ def test_the_switch_reaches_the_operators_settings(render, enabled):
            ["spec"]["template"]["spec"]["containers"][0]["env"]}
     parsed = Settings.from_env({k: v for k, v in env.items() if isinstance(v, str)})
     assert parsed.plan_defaults.network_policies is enabled
+
+
+def test_storage_cidrs_reach_the_operators_settings(render):
+    env = {e["name"]: e.get("value") for e in one(render({"networkPolicy": {"storageCIDRs": ["10.20.0.0/16"]}}),
+                                                  "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]}
+    parsed = Settings.from_env({k: v for k, v in env.items() if isinstance(v, str)})
+    assert parsed.plan_defaults.storage_cidrs == ("10.20.0.0/16",)

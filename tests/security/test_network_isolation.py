@@ -84,8 +84,38 @@ def test_egress_is_each_other_dns_and_the_storage_port(monkeypatch):
     assert peers == {"to": [{"podSelector": _policy(children(resource))["spec"]["podSelector"]}]}
     assert sorted((p["port"], p["protocol"]) for p in dns["ports"]) == [(53, "TCP"), (53, "UDP")]
     assert storage["ports"] == [{"port": 9000, "protocol": "TCP"}]
+    assert "to" not in storage  # a host name and no CIDRs from the admin: the port, at any address
     resource["spec"]["storage"].pop("endpoint")
     assert _policy(children(resource))["spec"]["egress"][2]["ports"] == [{"port": 443, "protocol": "TCP"}]
+
+
+def test_storage_egress_is_limited_to_the_endpoints_address_where_known(monkeypatch):
+    """Issue 26: the storage rule names addresses where they are known: the endpoint's own IP when it is written
+    as one, else the admin's CIDRs (chart networkPolicy.storageCIDRs); never the port open to every address then."""
+    monkeypatch.setenv("CPT_ALLOWED_INTERNAL_ENDPOINTS", "10.0.0.0/8,fd00::/8,.svc")
+    resource = example("grpo")
+    for endpoint, cidr in (("http://10.1.2.3:9000", "10.1.2.3/32"), ("http://[fd00::7]:9000", "fd00::7/128"),
+                           ("https://52.216.8.1", "52.216.8.1/32")):
+        resource["spec"]["storage"]["endpoint"] = endpoint
+        storage = _policy(children(resource))["spec"]["egress"][2]
+        assert storage["to"] == [{"ipBlock": {"cidr": cidr}}], endpoint
+        kubernetes_validate.validate(_policy(children(resource)), KUBE_VERSION, strict=True)
+    cidrs = PlanDefaults(storage_cidrs=("10.20.0.0/16", "192.168.5.0/24"))
+    resource["spec"]["storage"]["endpoint"] = "http://minio.storage.svc:9000"
+    storage = _policy(children(resource, cidrs))["spec"]["egress"][2]
+    assert storage == {"ports": [{"port": 9000, "protocol": "TCP"}],
+                       "to": [{"ipBlock": {"cidr": "10.20.0.0/16"}}, {"ipBlock": {"cidr": "192.168.5.0/24"}}]}
+    resource["spec"]["storage"].pop("endpoint")  # AWS S3 through the admin's VPC endpoint range
+    assert _policy(children(resource, cidrs))["spec"]["egress"][2]["to"][0] == {"ipBlock": {"cidr": "10.20.0.0/16"}}
+
+
+def test_the_chart_setting_reaches_the_policy(monkeypatch):
+    from cpt_operator.kube.settings import Settings, SettingsError
+
+    parsed = Settings.from_env({"CPT_STORAGE_CIDRS": "10.20.0.0/16, 2001:db8::/32"})
+    assert parsed.plan_defaults.storage_cidrs == ("10.20.0.0/16", "2001:db8::/32")
+    with pytest.raises(SettingsError, match="CPT_STORAGE_CIDRS: '10.20.0.1/16' is not a CIDR"):
+        Settings.from_env({"CPT_STORAGE_CIDRS": "10.20.0.1/16"})
 
 
 def test_each_run_namespace_gets_a_policy_per_run():
