@@ -181,6 +181,14 @@ def _ip(host: str) -> Optional[ipaddress.IPv4Address | ipaddress.IPv6Address]:
     return None
 
 
+def literal_address(endpoint: str) -> Optional[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    """The address an endpoint names literally (`http://10.0.0.5:9000`, `http://[fd00::5]`), else None."""
+    try:
+        return _ip(_host(endpoint)[0])
+    except ValueError:
+        return None
+
+
 def internal_reason(host: str) -> Optional[str]:
     """Why `host` is not a public internet host (loopback, link-local, private, cluster-internal), or None."""
     ip = _ip(host)
