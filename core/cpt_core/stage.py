@@ -45,6 +45,8 @@ class StageConfig(BaseModel):
 
     run: str = Field(description="Name of the ContinualPostTraining resource.")
     namespace: str = "default"
+    run_uid: Optional[str] = Field(None, description="The run's uid: the stage checks the storage owner marker "
+                                                     "(cpt_core.storage.owner) against it before writing.")
     stage: Stage
     task_index: int = Field(ge=0, description="1..T for tasks; 0 evaluates the base model.")
     attempt: int = Field(0, ge=0)

@@ -19,6 +19,7 @@ import yaml
 from cpt_core.results import CommittedTask
 from cpt_core.validation import validate_resource
 from cpt_operator.kube.children import render
+from cpt_operator.kube.defaults import PlanDefaults
 from cpt_operator.planner import ACK_REGRESSION_ANNOTATION, Observed, ObservedJob, Plan, task_spec_hash
 from cpt_operator.planner import plan as plan_intents
 
@@ -51,9 +52,13 @@ class KubePlan:
         return getattr(self.intents, name)
 
 
+# The operator's key (kube.ownership) fixes the private child names' suffixes: one for the golden files.
+GOLDEN_DEFAULTS = PlanDefaults(child_key=b"golden-files-key-" + b"0" * 32)
+
+
 def plan(resource, observed, children=()):
     p = plan_intents(resource, observed)
-    c = render(p, resource, children)
+    c = render(p, resource, children, GOLDEN_DEFAULTS)
     return KubePlan(p, c.create, c.patch, c.delete)
 
 
@@ -90,7 +95,8 @@ def base_done(resource):
 def test_start_evaluates_base_model_first(resource):
     p = plan(resource, Observed(now=NOW))
     got = check_golden("01-start", p)
-    assert got["create"] == ["NetworkPolicy/demo-pods", "ConfigMap/demo-0-evaluate", "PyTorchJob/demo-0-evaluate"]
+    assert got["create"] == ["NetworkPolicy/demo-pods", "ConfigMap/demo-0-evaluate-40062d75a8",
+                             "PyTorchJob/demo-0-evaluate"]
     assert p.status["phase"] == "Running" and p.status["currentTask"] == "base"
 
 
@@ -98,9 +104,9 @@ def test_base_done_starts_task1_filter_with_rollout(resource, base_done):
     p = plan(resource, Observed(now=NOW, committed=base_done,
                                 jobs=(job("demo-0-evaluate", 0, "evaluate", "Succeeded", finished=NOW),)))
     got = check_golden("02-task1-filter", p)
-    assert got["create"] == ["NetworkPolicy/demo-pods", "Secret/demo-rollout-key",
+    assert got["create"] == ["NetworkPolicy/demo-pods", "Secret/demo-rollout-key-b5b6086993",
                              "Deployment/demo-1-rollout", "Service/demo-1-rollout",
-                             "ConfigMap/demo-1-filter", "PyTorchJob/demo-1-filter"]
+                             "ConfigMap/demo-1-filter-4aaa7c445e", "PyTorchJob/demo-1-filter"]
     assert p.status["currentTask"] == "add"
 
 
@@ -330,8 +336,8 @@ def test_pytorchjob_shape(resource, base_done):
 def test_long_names_fit_dns_labels(resource):
     resource["metadata"]["name"] = "a" * 63
     p = plan(resource, Observed(now=NOW))
-    for obj in p.create:
-        assert len(obj["metadata"]["name"]) <= 50
+    for obj in p.create:  # objects with pods leave room for pod suffixes; private names fit a DNS label
+        assert len(obj["metadata"]["name"]) <= (63 if obj["kind"] in ("ConfigMap", "Secret") else 50)
 
 
 def test_plan_is_deterministic(resource, base_done):

@@ -13,7 +13,7 @@ def test_sft_has_no_filter_stage_and_no_rollout_servers(resource):
     base_done = {0: committed(resource, 0, {"add": 0.3})}  # the method is part of what was trained
     p = plan(resource, Observed(now=NOW, committed=base_done))
     assert [f"{o['kind']}/{o['metadata']['name']}" for o in p.create] == [
-        "NetworkPolicy/demo-pods", "ConfigMap/demo-1-train", "PyTorchJob/demo-1-train"]
+        "NetworkPolicy/demo-pods", "ConfigMap/demo-1-train-431d7e4675", "PyTorchJob/demo-1-train"]
 
 
 def test_evaluation_engine_vllm_serves_every_row_even_sft_and_the_base(resource):
@@ -23,8 +23,8 @@ def test_evaluation_engine_vllm_serves_every_row_even_sft_and_the_base(resource)
     resource["spec"]["evaluation"] = {"engine": "vllm"}
     p = plan(resource, Observed(now=NOW))
     assert [f"{o['kind']}/{o['metadata']['name']}" for o in p.create] == [
-        "NetworkPolicy/demo-pods", "Secret/demo-rollout-key", "Deployment/demo-0-rollout", "Service/demo-0-rollout",
-        "ConfigMap/demo-0-evaluate", "PyTorchJob/demo-0-evaluate"]
+        "NetworkPolicy/demo-pods", "Secret/demo-rollout-key-b5b6086993", "Deployment/demo-0-rollout",
+        "Service/demo-0-rollout", "ConfigMap/demo-0-evaluate-40062d75a8", "PyTorchJob/demo-0-evaluate"]
     stage = next(o for o in p.create if o["kind"] == "ConfigMap")
     assert "demo-0-rollout" in json.dumps(stage)  # the evaluate stage is told where its servers are
     done = {0: committed(resource, 0, {"add": 0.3})}

@@ -11,12 +11,15 @@ from cpt_operator.kube.children import render
 from cpt_operator.local.rollout_server import server_args as local_server_args
 from cpt_operator.planner import Observed, plan, task_spec_hash
 
+from .test_planner import GOLDEN_DEFAULTS
+
 
 def _children(resource):
     resource["spec"]["rollout"] = {"engine": "vllm", "replicas": 2, "gpus": 1, "tensorParallel": 1}
     spec = validate_resource(resource).spec
     base = {0: CommittedTask(0, "base", task_spec_hash(spec, 0), {"tasks": {}})}
-    return render(plan(resource, Observed(now=datetime.now(timezone.utc), committed=base)), resource, ()).create
+    return render(plan(resource, Observed(now=datetime.now(timezone.utc), committed=base)), resource, (),
+                  GOLDEN_DEFAULTS).create
 
 
 def test_rollout_servers_use_the_shared_flags_and_no_dev_mode(resource):
@@ -34,7 +37,7 @@ def test_rollout_servers_use_the_shared_flags_and_no_dev_mode(resource):
     assert env["VLLM_PLUGINS"]["value"] == rollout.PLUGINS
     assert "VLLM_SERVER_DEV_MODE" not in env and not any("worker-extension" in a for a in container["args"])
     for name in rollout.KEY_ENV:  # vLLM's --api-key and the weight-sync routes' token: the run's Secret
-        assert env[name]["valueFrom"]["secretKeyRef"]["name"] == "demo-rollout-key"
+        assert env[name]["valueFrom"]["secretKeyRef"]["name"] == "demo-rollout-key-b5b6086993"
     assert deployment["spec"]["replicas"] == 2
 
 
@@ -47,4 +50,4 @@ def test_every_replica_is_reachable_and_the_learner_hosts_the_rendezvous(resourc
     assert env["CPT_ROLLOUT_URL"]["value"] == "dns+http://demo-1-rollout.ml.svc:8000"
     assert env["CPT_WEIGHT_SYNC_PORT"]["value"] == str(rollout.WEIGHT_SYNC_PORT)
     assert env["POD_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
-    assert env["CPT_ROLLOUT_API_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "demo-rollout-key"
+    assert env["CPT_ROLLOUT_API_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "demo-rollout-key-b5b6086993"

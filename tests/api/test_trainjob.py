@@ -19,7 +19,7 @@ from .crdschema import crd_validator
 
 HERE = Path(__file__).parent
 NOW = datetime(2026, 11, 1, 12, 0, 0, tzinfo=timezone.utc)
-TRAINJOB = PlanDefaults(job_backend="trainjob")
+TRAINJOB = PlanDefaults(job_backend="trainjob", child_key=b"golden-files-key-" + b"0" * 32)
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +55,7 @@ def test_stage_is_a_valid_trainjob_on_the_operators_runtime(resource, trainjob_s
     assert {"name": "CPT_STAGE", "value": "filter"} in trainer["env"]
     pod = tj["spec"]["runtimePatches"][0]["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"][0]
     pod_spec = pod["template"]["spec"]["template"]["spec"]
-    assert any(v.get("configMap", {}).get("name") == "demo-1-filter" for v in pod_spec["volumes"])
+    assert any(v.get("configMap", {}).get("name") == "demo-1-filter-4aaa7c445e" for v in pod_spec["volumes"])
     assert pod_spec["containers"][0]["securityContext"]["capabilities"] == {"drop": ["ALL"]}
     assert pod_spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     assert tj["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-a"

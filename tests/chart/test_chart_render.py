@@ -40,7 +40,7 @@ def test_chart_versions_match_the_package():
 def test_default_render_has_the_operator_and_nothing_optional(render):
     kinds = sorted(o["kind"] for o in render())
     assert kinds == sorted(["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding",
-                            "Deployment", "Service"])
+                            "Deployment", "Service", "Secret"])  # Secret: the child key (kube.ownership)
 
 
 def test_full_render_has_every_optional_object(render):
@@ -149,6 +149,7 @@ def test_full_values_reach_the_operator(render):
 # Settings the chart leaves at the operator's default on purpose.
 NOT_SET_BY_CHART = {
     "CPT_METRICS_ADDR": "0.0.0.0 is right in a pod",
+    "CPT_CHILD_KEY_FILE": "the chart sets CPT_CHILD_KEY from its Secret",
 }
 
 

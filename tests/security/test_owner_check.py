@@ -18,6 +18,8 @@ from kubeemu import EmulatorThread  # noqa: E402
 from children_common import example  # noqa: E402
 from cpt_operator.kube.children import render  # noqa: E402
 from cpt_operator.kube.client import ForeignObject, Kube, World, apply  # noqa: E402
+from cpt_operator.kube.defaults import PlanDefaults  # noqa: E402
+from cpt_operator.kube.manifests import stage_config_name  # noqa: E402
 from cpt_operator.planner import Observed, plan  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -54,24 +56,27 @@ def _warnings(kube: Kube) -> list[dict]:
 
 
 def test_a_planted_configmap_is_not_adopted_and_is_reported(kube):
-    _run(kube)
-    planted = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "demo-0-evaluate"},
+    """Planted under the stage ConfigMap's private name (as if it had leaked; it is not derivable from the run's
+    name, see test_forged_owner.py), without the run's mark."""
+    resource = _run(kube)
+    cm_name = stage_config_name(resource, "demo-0-evaluate", PlanDefaults())
+    planted = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": cm_name},
                "data": {"stage.yaml": "attacker: config"}}
     kube.request("POST", f"/api/v1/namespaces/{NS}/configmaps", body=planted)
     for _ in range(2):  # the retried pass reports the same thing once
-        with pytest.raises(ForeignObject, match="ConfigMap/demo-0-evaluate"):
+        with pytest.raises(ForeignObject, match=f"ConfigMap/{cm_name}"):
             _pass(kube)
     jobs = kube.request("GET", f"/apis/kubeflow.org/v1/namespaces/{NS}/pytorchjobs")["items"]
     assert jobs == [], "the stage job must not start on a planted config"
-    cm = kube.request("GET", f"/api/v1/namespaces/{NS}/configmaps/demo-0-evaluate")
+    cm = kube.request("GET", f"/api/v1/namespaces/{NS}/configmaps/{cm_name}")
     assert cm["data"] == planted["data"] and not cm["metadata"].get("ownerReferences")
     status = kube.get_resource(NS, "demo")["status"]
     ready = {c["type"]: c for c in status["conditions"]}["Ready"]
     assert (ready["status"], ready["reason"]) == ("False", "ForeignObject")
-    assert "ConfigMap/demo-0-evaluate" in ready["message"] and "not adopted" in ready["message"]
+    assert f"ConfigMap/{cm_name}" in ready["message"] and "not adopted" in ready["message"]
     assert len(_warnings(kube)) == 1
     # Once the planted object is gone, the same pass goes on and creates the run's own children.
-    kube.delete("ConfigMap", NS, "demo-0-evaluate")
+    kube.delete("ConfigMap", NS, cm_name)
     _pass(kube)
     jobs = kube.request("GET", f"/apis/kubeflow.org/v1/namespaces/{NS}/pytorchjobs")["items"]
     assert [j["metadata"]["name"] for j in jobs] == ["demo-0-evaluate"]

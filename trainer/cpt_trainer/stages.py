@@ -29,6 +29,7 @@ from cpt_trainer.rif import run_rif
 from cpt_trainer.rollout import make_engine
 from cpt_core.storage import (CorruptTask, StorageError, fetch_checkpoint, layout, load_task, open_store,
                               open_store_for_spec, prepare_task)
+from cpt_core.storage import owner
 from cpt_core.storage.manifest import mark_damaged
 from cpt_core.storage.staging import fetch_verified, publish_checkpoint
 from cpt_core.tasks import Task, load_task as load_dataset_task, parse_jsonl
@@ -261,6 +262,13 @@ def run_stage(cfg: StageConfig, workdir: Optional[str] = None) -> dict:
     set_seed(stage_seed(spec, i, cfg.stage))
     store = open_store_for_spec(spec.storage)
     if rank() == 0:
+        # Like the operator: nothing is prepared, written or deleted under another run's prefix, and a base
+        # model under another run's prefix (its checkpoints) is not read.
+        refused = owner.check(store, cfg.run_uid, cfg.namespace, cfg.run) or (
+            cfg.run_uid and owner.model_conflict(lambda uri: open_store_for_spec(spec.storage.model_copy(
+                update={"uri": uri})), spec.model, cfg.run_uid))
+        if refused:
+            raise StageError(refused)
         if cfg.stage == stages_for(spec.method, i)[0]:
             done = prepare_task(store, i, cfg.task_name, cfg.spec_hash)
         else:

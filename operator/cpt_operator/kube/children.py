@@ -66,7 +66,7 @@ def render(plan: Plan, resource: dict, present: Iterable[tuple[str, str]],
         cfg = start.config
         if cfg.task_index in urls:
             cfg = cfg.model_copy(update={"rollout_url": urls[cfg.task_index]})
-        out.create.append(manifests.stage_configmap(resource, start.job, cfg))
+        out.create.append(manifests.stage_configmap(resource, start.job, cfg, defaults))
         out.create.append(jobs.with_round(jobs.with_queue(backend.build(resource, start.job, cfg, defaults),
                                                           spec.queue), start.round))
     out.create = _isolation(resource, run, spec, out.create, present, defaults) + out.create
@@ -88,5 +88,5 @@ def _isolation(resource: dict, run: str, spec: CptSpec, creates: list[dict], pre
     if new_pods and defaults.network_policies:
         out.append(manifests.run_network_policy(resource, run, spec, defaults))
     if "Deployment" in new_pods:
-        out.append(manifests.rollout_key_secret(resource, run))
+        out.append(manifests.rollout_key_secret(resource, run, defaults))
     return out

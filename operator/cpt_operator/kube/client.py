@@ -21,7 +21,7 @@ import kubernetes
 
 from cpt_operator import __version__
 from cpt_core import api
-from cpt_operator.kube import manifests
+from cpt_operator.kube import manifests, ownership
 from cpt_operator.kube.admission import AdmissionScanner, PendingJob, rejected_deployments
 from cpt_operator.kube.observe import (KINDS, collection_path, event_body, merge_patch_for, object_path, observed_job,
                                        owned_by, parse_time)
@@ -45,7 +45,8 @@ class ApiError(Exception):
 
 
 class ForeignObject(ApiError):
-    """A child's name is taken by an object this run does not own: never adopted (it could be a planted
+    """A child's name is taken by an object that does not carry this run's mark (kube.ownership; an
+    ownerReference with the run's uid is no proof, anyone can write one): never adopted (it could be a planted
     ConfigMap or Service), reported on the resource, and the pass stops before anything that would use it."""
 
     def __init__(self, kind: str, name: str) -> None:
@@ -86,8 +87,11 @@ class Applied:
 class Kube:
     """A thin REST layer over kubernetes.client.ApiClient: JSON in, JSON out, ApiError on failure."""
 
-    def __init__(self, client: kubernetes.client.ApiClient, job_kind: str = "PyTorchJob") -> None:
+    def __init__(self, client: kubernetes.client.ApiClient, job_kind: str = "PyTorchJob",
+                 mark_key: Optional[bytes] = None) -> None:
         self.client = client
+        # Marks the children this operator creates and proves the ones it finds (kube.ownership).
+        self.mark_key = mark_key if mark_key is not None else ownership.default_key()
         self.job_kind = job_kind  # the stage-job kind in use; the other one is never listed (no CRD, no RBAC)
         self.client.user_agent = USER_AGENT
         self.instance = os.environ.get("HOSTNAME") or socket.gethostname()
@@ -137,7 +141,8 @@ class Kube:
             raise
 
     def list_children(self, resource: dict) -> dict[tuple[str, str], dict]:
-        """Every child of the run, found by the cpt.dev/run label and owned by this very resource (uid)."""
+        """Every child of the run, found by the cpt.dev/run label, owned by this very resource (uid) and
+        carrying the run's mark (an object planted with the label and the uid is not a child)."""
         meta = resource["metadata"]
         selector = f"{manifests.LABEL_RUN}={meta['name']}"
         out: dict[tuple[str, str], dict] = {}
@@ -147,7 +152,8 @@ class Kube:
             listing = self.request("GET", collection_path(api_version, plural, meta["namespace"]),
                                    query={"labelSelector": selector})
             for item in listing.get("items") or []:
-                if owned_by(item, meta.get("uid")):
+                if owned_by(item, meta.get("uid")) and ownership.proven(self.mark_key, dict(item, kind=kind),
+                                                                        meta.get("uid")):
                     out[(kind, item["metadata"]["name"])] = item
         return out
 
@@ -164,26 +170,27 @@ class Kube:
 
     # ---------------------------------------------------------------- writes
     def create(self, obj: dict, namespace: str) -> Optional[dict]:
-        """Create a child: the server's copy, or None if this run's own object already existed (names are
-        deterministic, so a lagging cache only costs this 409). An object of that name owned by anything else
-        raises ForeignObject."""
+        """Create a child, marked as this run's: the server's copy, or None if this run's own object already
+        existed (names are deterministic, so a lagging cache only costs this 409). An object of that name that
+        does not carry this run's mark raises ForeignObject, whoever it claims to be owned by."""
         api_version, plural = {**KINDS, **UNLISTED_KINDS}[obj["kind"]]
+        uid = obj["metadata"]["ownerReferences"][0]["uid"]
+        body = ownership.sign(self.mark_key, manifests.with_key(obj), uid)
         try:
-            reply = self.request("POST", collection_path(api_version, plural, namespace),
-                                 body=manifests.with_key(obj))
-            return reply if isinstance(reply, dict) and reply else dict(obj)
+            reply = self.request("POST", collection_path(api_version, plural, namespace), body=body)
+            return reply if isinstance(reply, dict) and reply else body
         except ApiError as exc:
             if not (exc.status == 409 and exc.reason == "AlreadyExists"):
                 raise
         name = obj["metadata"]["name"]
-        uid = obj["metadata"]["ownerReferences"][0]["uid"]
         try:
             existing = self.request("GET", object_path(api_version, plural, namespace, name))
         except ApiError as exc:
             if exc.status == 404:  # deleted in between (garbage collection): the next pass creates it
                 return None
             raise
-        if not uid or not owned_by(existing, uid):
+        existing = dict(existing, kind=obj["kind"])
+        if not uid or not owned_by(existing, uid) or not ownership.proven(self.mark_key, existing, uid):
             raise ForeignObject(obj["kind"], name)
         return None
 

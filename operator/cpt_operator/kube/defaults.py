@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cpt_operator import __version__
+from cpt_operator.kube.ownership import default_key
 
 IMAGE_REPOSITORY = "ghcr.io/cpt-operator"
 OPERATOR_IMAGE = f"{IMAGE_REPOSITORY}/operator:{__version__}"
@@ -27,3 +28,5 @@ class PlanDefaults:
     # Where the storage endpoint's addresses are (chart networkPolicy.storageCIDRs): the runs' pods reach storage
     # only there; empty: on its port at any address (manifests._storage_egress).
     storage_cidrs: tuple[str, ...] = ()
+    # The operator's secret (kube.ownership): marks its children and derives the private child names.
+    child_key: bytes = field(default_factory=default_key, repr=False)

@@ -1,7 +1,9 @@
 """Pure builders for the children of a ContinualPostTraining: plain dicts, no I/O.
 
-Names are deterministic (`<cpt>-<task-index>-<stage>[-r<attempt>]`) so that a restarted operator finds what it
-created; every child carries an ownerReference (garbage collection) and labels (observation by selector).
+Job and rollout-server names are deterministic (`<cpt>-<task-index>-<stage>[-r<attempt>]`) so that a restarted
+operator finds what it created; the stage ConfigMap and the rollout-key Secret get private names (an HMAC suffix,
+planner.names.private_name) so nobody can take them first. Every child carries an ownerReference (garbage
+collection) and labels (observation by selector); the mark that proves it ours is added by kube.create.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from urllib.parse import urlsplit
 from cpt_core import api, rollout, tenancy
 from cpt_operator.kube.defaults import PlanDefaults
 from cpt_core.stage import STAGE_CONFIG_FILE, StageConfig
-from cpt_operator.planner.names import MAX_CHILD_NAME, rollout_name
+from cpt_operator.planner.names import MAX_CHILD_NAME, private_name, rollout_name
 
 LABEL_RUN = f"{api.GROUP}/run"
 LABEL_TASK = f"{api.GROUP}/task-index"
@@ -96,8 +98,14 @@ def _hardened(pod_spec: dict, gpus: int) -> dict:
     return pod_spec
 
 
-def stage_configmap(resource: dict, name: str, cfg: StageConfig) -> dict:
-    """The stage configuration the learner pods read from CONFIG_MOUNT/stage.yaml."""
+def stage_config_name(resource: dict, job: str, defaults: PlanDefaults) -> str:
+    """The stage ConfigMap of job `job`: `<job>-<hmac>`, not guessable from the run's name."""
+    return private_name(job, defaults.child_key, resource["metadata"].get("uid") or "")
+
+
+def stage_configmap(resource: dict, job: str, cfg: StageConfig, defaults: PlanDefaults) -> dict:
+    """The stage configuration the learner pods of job `job` read from CONFIG_MOUNT/stage.yaml."""
+    name = stage_config_name(resource, job, defaults)
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
@@ -121,13 +129,13 @@ def _storage_env(spec: api.CptSpec) -> list[dict]:
     return env
 
 
-def _rollout_key_env(run: str) -> list[dict]:
+def _rollout_key_env(resource: dict, defaults: PlanDefaults) -> list[dict]:
     """The run's rollout key, from its Secret, under every name a side reads it by."""
-    ref = {"secretKeyRef": {"name": rollout_key_name(run), "key": ROLLOUT_KEY}}
+    ref = {"secretKeyRef": {"name": rollout_key_name(resource, defaults), "key": ROLLOUT_KEY}}
     return [{"name": name, "valueFrom": ref} for name in ROLLOUT_KEY_ENV]
 
 
-def learner_pod(resource: dict, cfg: StageConfig, configmap: str, defaults: PlanDefaults) -> dict:
+def learner_pod(resource: dict, cfg: StageConfig, job: str, defaults: PlanDefaults) -> dict:
     spec = cfg.spec
     gpus = spec.learner.gpus_per_replica
     resources: dict = {"requests": {"cpu": spec.learner.cpu or LEARNER_REQUESTS["cpu"],
@@ -151,7 +159,7 @@ def learner_pod(resource: dict, cfg: StageConfig, configmap: str, defaults: Plan
         # run's own pods on every port) and broadcasts to every replica behind the headless Service.
         env += [{"name": "CPT_ROLLOUT_URL", "value": cfg.rollout_url},
                 {"name": "CPT_WEIGHT_SYNC_PORT", "value": str(rollout.WEIGHT_SYNC_PORT)},
-                *_rollout_key_env(cfg.run)]
+                *_rollout_key_env(resource, defaults)]
     container = {
         "name": "pytorch",  # the Kubeflow training operator requires this container name
         "image": spec.learner.image or defaults.learner_image,
@@ -163,7 +171,7 @@ def learner_pod(resource: dict, cfg: StageConfig, configmap: str, defaults: Plan
         "volumeMounts": [{"name": "stage-config", "mountPath": CONFIG_MOUNT, "readOnly": True}],
     }
     pod_spec = _hardened({"containers": [container],
-                          "volumes": [{"name": "stage-config", "configMap": {"name": configmap}}]}, gpus)
+                          "volumes": [{"name": "stage-config", "configMap": {"name": stage_config_name(resource, job, defaults)}}]}, gpus)
     if defaults.learner_service_account:
         pod_spec["serviceAccountName"] = defaults.learner_service_account
     return {"metadata": {"labels": pod_labels(resource, labels(cfg.run, cfg.task_index, "learner", cfg.stage,
@@ -214,7 +222,7 @@ def rollout_deployment(resource: dict, run: str, index: int, model_uri: str, spe
         "imagePullPolicy": defaults.image_pull_policy,
         "args": args,  # the image's entrypoint is `vllm serve`
         "env": [*_storage_env(spec), {"name": "HF_HUB_OFFLINE", "value": "1"},
-                {"name": "VLLM_PLUGINS", "value": rollout.PLUGINS}, *_rollout_key_env(run)],
+                {"name": "VLLM_PLUGINS", "value": rollout.PLUGINS}, *_rollout_key_env(resource, defaults)],
         "ports": [{"name": "http", "containerPort": defaults.rollout_port}],
         "readinessProbe": {"httpGet": {"path": "/health", "port": "http"}, "periodSeconds": 10},
         "resources": resources,
@@ -272,22 +280,24 @@ def run_child_name(run: str, suffix: str) -> str:
     return run[: MAX_CHILD_NAME - len(tail)].rstrip("-") + tail
 
 
-def rollout_key_name(run: str) -> str:
-    return run_child_name(run, "rollout-key")
+def rollout_key_name(resource: dict, defaults: PlanDefaults) -> str:
+    """`<run>-rollout-key-<hmac>`: a planter cannot create it first (see private_name)."""
+    return private_name(run_child_name(resource["metadata"]["name"], "rollout-key"), defaults.child_key,
+                        resource["metadata"].get("uid") or "")
 
 
 def network_policy_name(run: str) -> str:
     return run_child_name(run, "pods")
 
 
-def rollout_key_secret(resource: dict, run: str) -> dict:
+def rollout_key_secret(resource: dict, run: str, defaults: PlanDefaults) -> dict:
     """The run's rollout key. Created once by the operator (409 keeps the first one), read only by the run's
     pods through secretKeyRef, garbage-collected with the run. The value is a placeholder until `with_key`
     (called by kube.create, at the last moment): plans stay deterministic and `cpt plan` prints no key."""
     return {
         "apiVersion": "v1",
         "kind": "Secret",
-        "metadata": child_metadata(resource, rollout_key_name(run), {**MANAGED_BY, LABEL_RUN: run}),
+        "metadata": child_metadata(resource, rollout_key_name(resource, defaults), {**MANAGED_BY, LABEL_RUN: run}),
         "type": "Opaque",
         "stringData": {ROLLOUT_KEY: KEY_PLACEHOLDER},
     }

@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 from collections.abc import Mapping
 from typing import Any, Optional
 
-from cpt_operator.kube import jobs, manifests
+from cpt_operator.kube import jobs, manifests, ownership
 from cpt_operator.planner.observed import ObservedJob
 
 # kind -> (apiVersion, plural): every kind the operator creates, patches or deletes. Of the two stage-job
@@ -118,7 +118,8 @@ def event_body(resource: dict, event_type: str, reason: str, message: str, now: 
 
 def slim_child(obj: Any, kind: Optional[str] = None) -> dict:
     """What a pass reads of a child, copied out of a watch event or a write's reply: names, labels, annotations,
-    owners, creation time and resourceVersion; a job's suspension and status; a Deployment's replicas and
+    owners, creation time and resourceVersion, the content digest its mark covers (kube.ownership); a job's
+    suspension and status; a Deployment's replicas and
     ReplicaFailure condition. A ConfigMap's data and
     pod templates stay out, so 1,000 runs' children cost little memory in the cache."""
     meta = obj.get("metadata") or {}
@@ -128,6 +129,7 @@ def slim_child(obj: Any, kind: Optional[str] = None) -> dict:
         key: _plain(meta[key]) for key in ("name", "namespace", "uid", "resourceVersion", "labels", "annotations",
                                            "creationTimestamp", "deletionTimestamp") if meta.get(key) is not None}}
     out["metadata"]["ownerReferences"] = [{"uid": ref.get("uid")} for ref in meta.get("ownerReferences") or []]
+    out[ownership.DIGEST] = ownership.content_digest(dict(obj, kind=kind))  # its mark is checked against this
     if kind in jobs.BY_KIND:
         path = jobs.BY_KIND[kind].suspend_path
         node: Any = obj

@@ -23,12 +23,14 @@ from typing import Callable, Optional
 from cpt_core.results import run_stats
 from cpt_core.storage import scrub
 from cpt_operator import metrics, planner
+from cpt_operator.kube import ownership
 from cpt_operator.kube.admission import AdmissionScanner
 from cpt_operator.kube.children import render
 from cpt_operator.kube.client import Applied, Kube, apply, observe
 from cpt_operator.kube.observe import newer, owned_by, slim_child
 from cpt_operator.kube.settings import Settings
 from cpt_operator.kube.storage_access import CommittedReader
+from cpt_operator.kube.storage_reads import Pending, StorageReads
 from cpt_operator.planner.conditions import set_condition
 from cpt_operator.planner.events import condition
 
@@ -151,9 +153,13 @@ class Recent:
 class Reconciler:
     def __init__(self, kube: Kube, settings: Settings, clock: Callable[[], datetime] = _utcnow) -> None:
         self.kube = kube
+        self.kube.mark_key = settings.plan_defaults.child_key  # the one key names and marks are derived from
         self.settings = settings
         self.clock = clock
-        self.reader = CommittedReader(settings, kube.read_secret)
+        self.reader = CommittedReader(settings, kube.read_secret, get_resource=kube.get_resource)
+        # Storage is read off the pass workers, bounded per endpoint and in time (kube/storage_reads.py);
+        # handlers set `reads.wake` so that a read that outlives its pass queues the run's next one.
+        self.reads = StorageReads(self.reader, allowed=settings.storage_endpoints)
         self.recent = Recent()
         self.admission = AdmissionScanner(kube.list_warning_events, settings.admission_grace)
         # run -> (what the planner read: uid, resourceVersions; the StorageView object; the outcome) of its last
@@ -185,14 +191,19 @@ class Reconciler:
             self.recent.forget(namespace, name)
             self.admission.forget(namespace, name)
             self._steady.pop((namespace, name), None)
+            self.reads.forget(namespace, name)
             return Outcome(exists=False)  # children go with it (ownerReferences); storage is left alone
         now = self.clock()
         resource = effective_resource(self.recent.resource(namespace, name, resource), self.settings)
         if children is not None:
             uid = resource["metadata"].get("uid")
+            key_ = self.kube.mark_key  # an object planted with the run's label and uid is not a child
             children = {key: obj for key, obj in self.recent.children(namespace, name, children).items()
-                        if owned_by(obj, uid) and not (obj.get("metadata") or {}).get("deletionTimestamp")}
-        view = self.reader(resource)
+                        if owned_by(obj, uid) and ownership.proven(key_, obj, uid)
+                        and not (obj.get("metadata") or {}).get("deletionTimestamp")}
+        view = self.reads.view(namespace, name, resource)
+        if isinstance(view, Pending):  # still reading, off this worker: its end wakes the run, else the deadline
+            return Outcome(exists=True, requeue_after=view.retry_in)
         if children is not None:
             inputs = (resource["metadata"].get("uid"), resource["metadata"].get("resourceVersion"),
                       tuple(sorted((key, (obj.get("metadata") or {}).get("resourceVersion"))
@@ -260,7 +271,9 @@ class Reconciler:
         self.recent.forget(namespace, name)
         self.admission.forget(namespace, name)
         self._steady.pop((namespace, name), None)
+        self.reads.forget(namespace, name)
 
     def close(self) -> None:
+        self.reads.close()
         self.reader.close()
         self.kube.close()

@@ -1,14 +1,18 @@
 """Committed results of a run, read from its storage with the operator's credentials.
 
 Credentials: the Secret named by spec.storage.secretRef (read through `kube`), else the operator's environment
-(AWS_* or a mounted secret directory, see cpt_core.storage.credentials). They are registered with the
-storage layer's scrubber, so they never show up in logs, exception messages or status.
+(AWS_* or a mounted secret directory, see cpt_core.storage.credentials), which a run may use only under the
+per-namespace prefix of CPT_STORAGE_PREFIX_WITHOUT_SECRET (the operator's identity must not read or write another
+team's prefix for a tenant). They are registered with the storage layer's scrubber, so they never show up in
+logs, exception messages or status. On a run's first pass the prefix is claimed (cpt_core.storage.owner) and a
+base model under another run's prefix is refused.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -20,7 +24,7 @@ from cpt_core.results import CommittedTask
 from cpt_core.storage import Credentials, RetryPolicy, Store, open_store_for_spec, scrub
 from cpt_core.storage.credentials import register_secret
 from cpt_core.storage.manifest import load_committed_report
-from cpt_core.storage.owner import OWNER, claim
+from cpt_core.storage.owner import ADOPT_ANNOTATION, OWNER, claim, model_conflict
 from cpt_core.validation import SpecError, validate_resource
 from cpt_operator.kube.settings import Settings
 
@@ -37,6 +41,7 @@ MAX_VIEWS = 10_000  # runs whose committed results are kept between passes (a fe
 # Owner claims remembered (a few hundred bytes each); past this many the set starts over (claims are re-read).
 MAX_CLAIMS = 100_000
 READ_RETRY = RetryPolicy(attempts=2, base_delay=0.2, max_delay=1.0)
+_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")  # a resource name (a marker's is storage data)
 
 
 @dataclass
@@ -120,9 +125,11 @@ class CommittedReader:
     """
 
     def __init__(self, settings: Settings, read_secret: Callable[[str, str], dict[str, str]],
-                 max_clients: int = MAX_CLIENTS) -> None:
+                 max_clients: int = MAX_CLIENTS,
+                 get_resource: Optional[Callable[[str, str], Optional[dict]]] = None) -> None:
         self.settings = settings
         self.read_secret = read_secret
+        self.get_resource = get_resource  # whether a marker's run still exists (adopting a deleted run's prefix)
         self.clients = ClientCache(max_clients)
         # (uid, uri) whose owner marker this process has read as ours: claimed once, not on every resync.
         self._claimed: set[tuple[str, str]] = set()
@@ -144,6 +151,9 @@ class CommittedReader:
                 if len(self._specs) >= MAX_VIEWS:
                     self._specs.clear()
                 self._specs[version] = storage
+        refused = self.settings.unsigned_refusal(storage, meta["namespace"])
+        if refused:
+            return StorageView(conflict=refused)
         try:
             store = self._store(storage, meta["namespace"])
             key = (meta.get("uid"), storage.uri)
@@ -154,7 +164,10 @@ class CommittedReader:
                 listed = store.list_key_and_dir(OWNER, layout.TASKS)
                 tasks = [info for info in listed if info.key != OWNER]
                 conflict, new = claim(store, meta["uid"], meta["namespace"], meta["name"],
-                                      listed=len(tasks) < len(listed))
+                                      listed=len(tasks) < len(listed), may_adopt=self._adoption(resource))
+                if not conflict:
+                    conflict = model_conflict(lambda uri: self._store(storage, meta["namespace"], uri),
+                                              storage_model(resource), meta["uid"])
                 if conflict:
                     return StorageView(conflict=scrub(conflict)[:1000])
                 if new and tasks:
@@ -189,7 +202,21 @@ class CommittedReader:
                 self._views.popitem(last=False)
         return view
 
-    def _store(self, storage: Any, namespace: str) -> Store:
+    def _adoption(self, resource: dict) -> Optional[Callable[[dict], bool]]:
+        """With the adopt-prefix annotation: a check that a marker's run was of this namespace and is gone."""
+        meta = resource["metadata"]
+        if str((meta.get("annotations") or {}).get(ADOPT_ANNOTATION, "")).lower() != "true" or not self.get_resource:
+            return None
+
+        def gone(marker: dict) -> bool:
+            name = marker.get("name")
+            if marker.get("namespace") != meta["namespace"] or not isinstance(name, str) or not _NAME.match(name):
+                return False
+            current = self.get_resource(meta["namespace"], name)  # type: ignore[misc]
+            return current is None or (current.get("metadata") or {}).get("uid") != marker.get("uid")
+        return gone
+
+    def _store(self, storage: Any, namespace: str, uri: Optional[str] = None) -> Store:
         creds = None
         if storage.secret_ref:
             data = self.read_secret(namespace, storage.secret_ref)
@@ -205,9 +232,9 @@ class CommittedReader:
             # would hand the operator's key id and session token to whoever runs that endpoint.
             creds = Credentials("anonymous", "anonymous")
         # The operator's storage defaults are already in the spec (reconcile.effective_resource).
-        effective = SimpleNamespace(uri=storage.uri, endpoint=storage.endpoint, region=storage.region,
+        effective = SimpleNamespace(uri=uri or storage.uri, endpoint=storage.endpoint, region=storage.region,
                                     path_style=bool(storage.path_style))
-        if not storage.uri.startswith("s3://"):
+        if not effective.uri.startswith("s3://"):
             return open_store_for_spec(effective)  # a local directory (`cpt run`): nothing worth sharing
         fingerprint = hashlib.sha256(repr((creds.access_key_id, creds.secret_access_key, creds.session_token)
                                           if creds else "").encode()).hexdigest()
@@ -219,3 +246,8 @@ class CommittedReader:
 
     def close(self) -> None:
         self.clients.close()
+
+
+def storage_model(resource: dict) -> str:
+    model = (resource.get("spec") or {}).get("model")
+    return model if isinstance(model, str) else ""

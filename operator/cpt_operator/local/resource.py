@@ -20,5 +20,8 @@ def load_resource(path: str) -> tuple[dict, CptSpec]:
     doc = resolve_paths(doc, Path(path).resolve().parent) if isinstance(doc, dict) else doc
     resource = validate_resource(doc, mode="local")
     doc.setdefault("metadata", {})["namespace"] = LOCAL_NAMESPACE
+    # The owner marker's identity of a local run (cpt_core.storage.owner): its name, so a rerun is the same run
+    # and a cluster run or another local run on the same storage is not.
+    doc["metadata"].setdefault("uid", f"local-{doc['metadata'].get('name')}")
     doc["spec"] = resource.spec.wire()
     return doc, resource.spec

@@ -22,7 +22,7 @@ from cpt_core.api import CptSpec
 from cpt_core.protocol import EXIT_BAD_INPUT, EXIT_FAILED, PROGRESS, RESULT, parse
 from cpt_core.results import run_stats
 from cpt_core.stage import StageConfig
-from cpt_core.storage import load_committed, open_store_for_spec
+from cpt_core.storage import load_committed, open_store_for_spec, owner
 from cpt_core.validation import SpecError
 from cpt_operator import metrics
 from cpt_operator.local.display import ProgressDisplay
@@ -70,6 +70,12 @@ def run_file(path: str, workdir: Optional[str] = None, metrics_port: int = 9464)
         print("nothing was trained.", file=sys.stderr)
         return EXIT_BAD_INPUT
     store = open_store_for_spec(spec.storage)
+    meta = doc["metadata"]
+    refused = owner.check(store, meta["uid"], meta["namespace"], meta["name"])  # like the operator's first pass
+    if refused:
+        print(f"error: {refused}", file=sys.stderr)
+        print("nothing was trained.", file=sys.stderr)
+        return EXIT_BAD_INPUT
     state_dir = Path(workdir) if workdir else _default_workdir(spec, doc["metadata"]["name"])
     state_dir.mkdir(parents=True, exist_ok=True)
     lock = _claim(state_dir)
@@ -79,10 +85,12 @@ def run_file(path: str, workdir: Optional[str] = None, metrics_port: int = 9464)
               "wait for it to finish or stop it, then rerun", file=sys.stderr)
         print("nothing was changed.", file=sys.stderr)
         return EXIT_BUSY
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"}
+    servers = LocalRollout(spec, base, state_dir.resolve() / "rollout", log=display.log)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1",
+           **servers.client_env()}  # the stages reach the run's servers with its key
     launcher = Launcher(env, state_dir.resolve(), log=display.log)
     run = LocalRun(doc=doc, spec=spec, workdir=state_dir.resolve(), display=display, base=base, launcher=launcher,
-                   rollout=LocalRollout(spec, base, state_dir.resolve() / "rollout", log=display.log))
+                   rollout=servers)
     server = _serve_metrics(metrics_port, display)
     display.log(f"cpt run {doc['metadata']['name']}: {spec.method}, {len(spec.tasks)} tasks, storage {spec.storage.uri}")
     try:

@@ -190,7 +190,8 @@ def _start_stage(plan_: Plan, resource: dict, spec: api.CptSpec, run: str, progr
     if index is None or stage is None or progress.wait_until is not None:
         return  # nothing to run, or backoff / commit grace: no new job yet
     name = job_name(run, index, stage, progress.attempt)
-    cfg = StageConfig(run=run, namespace=resource["metadata"].get("namespace", "default"), stage=stage,
+    cfg = StageConfig(run=run, namespace=resource["metadata"].get("namespace", "default"),
+                      run_uid=resource["metadata"].get("uid") or None, stage=stage,
                       task_index=index, attempt=progress.attempt, spec=spec, spec_hash=task_spec_hash(spec, index))
     plan_.start.append(StartStage(name, cfg, progress.round, progress.first_attempt))
 
