@@ -14,7 +14,9 @@ os.environ["TOKENIZERS_PARALLELISM"] = "false"
 os.environ["TRL_EXPERIMENTAL_SILENCE"] = "1"
 os.environ.setdefault("DS_BUILD_OPS", "0")
 os.environ.setdefault("CPT_WEIGHT_SYNC_TIMEOUT", "60")  # a dead server fails a sync in a minute, not five
-os.environ["CPT_WEIGHT_SYNC_TOKEN"] = "test-run-token"  # servers require it on the weight-sync routes; learners send it
+TOKEN = "test-run-token"  # the servers' key (vLLM's /v1 and the weight-sync routes); learners send it from the env
+os.environ["CPT_WEIGHT_SYNC_TOKEN"] = TOKEN
+os.environ["CPT_ROLLOUT_API_KEY"] = TOKEN
 sys.path.insert(0, os.path.dirname(__file__))  # vllm_test_rewards, greedy_probe
 
 import pytest  # noqa: E402
@@ -51,7 +53,7 @@ def data_dir(tmp_path_factory):
 def start_servers(model, log_dir, replicas=1):
     from cpt_operator.local.rollout_server import RolloutServers
 
-    return RolloutServers(model, log_dir, replicas=replicas).start()
+    return RolloutServers(model, log_dir, replicas=replicas, token=TOKEN).start()
 
 
 @pytest.fixture(scope="module")

@@ -46,6 +46,8 @@ def test_local_rollout_follows_the_planner_intents(random_base, tmp_path):
     rollout = LocalRollout(spec, tmp_path, tmp_path / "rollout", log=logs.append)
     try:
         first = rollout.apply([Intent(1, random_base)])[1]
+        assert _status(first + "/v1/models") == 401 and _status(first + "/v1/models", "guess") == 401
+        assert _status(first + "/v1/models", rollout.client_env()["CPT_ROLLOUT_API_KEY"]) == 200  # the stages' key
         assert rollout.apply([Intent(2, random_base)]) == {2: first}  # handed over, not restarted
         server = rollout.running[2].servers[0]
         os.killpg(server.proc.pid, signal.SIGKILL)
@@ -56,3 +58,17 @@ def test_local_rollout_follows_the_planner_intents(random_base, tmp_path):
         assert rollout.apply([]) == {} and not rollout.running
     finally:
         rollout.stop()
+
+
+def _status(url: str, key: str | None = None) -> int:
+    import urllib.error
+    import urllib.request
+
+    req = urllib.request.Request(url)
+    if key:
+        req.add_header("Authorization", f"Bearer {key}")
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status
+    except urllib.error.HTTPError as exc:
+        return exc.code

@@ -108,6 +108,7 @@ def test_weight_sync_routes_need_the_token_and_dev_routes_are_absent(server):
         except urllib.error.HTTPError as exc:
             return exc.code
 
+    assert status("/v1/models") == 401 and status("/v1/models", token="test-run-token") == 200  # --api-key too
     assert status("/get_world_size") == 401 and status("/get_world_size", token="wrong") == 401
     assert status("/get_world_size", token="test-run-token") == 200
     assert status("/collective_rpc", "POST", token="test-run-token") == 404

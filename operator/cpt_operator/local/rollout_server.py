@@ -53,15 +53,17 @@ def server_args(model: str, port: int, max_model_len: Optional[int] = None, back
     return ["--model", model, *rollout.server_args(model, port, backend or default_backend(), host, max_model_len)]
 
 
-def server_env(base: Optional[dict] = None, token: Optional[str] = None) -> dict:
+def server_env(token: str, base: Optional[dict] = None) -> dict:
+    """The server's environment: the caller's, with the rollout key `token` required on /v1 and weight sync."""
+    if not token:
+        raise ValueError("a rollout server needs a key: it would serve anyone on the machine without one")
     env = dict(os.environ if base is None else base)
     env.setdefault("OMP_NUM_THREADS", "1")
     env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB of KV cache: the tiny model needs far less
     env["VLLM_PLUGINS"] = rollout.PLUGINS
     env.pop(DEV_MODE_ENV, None)  # never inherited from the caller's shell: it would open every worker method
     env.setdefault("HF_HUB_OFFLINE", "1")
-    if token:
-        env["CPT_WEIGHT_SYNC_TOKEN"] = token
+    env.update(rollout.server_key_env(token))
     return env
 
 
@@ -73,15 +75,16 @@ def _die_with_parent() -> None:
 
 
 class RolloutServer:
-    """One vLLM server process. `start()` returns at once; `wait_ready()` blocks until it serves."""
+    """One vLLM server process. `start()` returns at once; `wait_ready()` blocks until it serves. It always requires
+    a key, as on a cluster: `token`, else a fresh random one (`.token`; clients get it by rollout.client_key_env)."""
 
     def __init__(self, model: str, log_path: Path, port: Optional[int] = None, max_model_len: Optional[int] = None,
                  backend: Optional[str] = None, python: Optional[str] = None, env: Optional[dict] = None,
                  token: Optional[str] = None):
         self.model, self.log_path, self.port = model, Path(log_path), port or free_port()
-        self.max_model_len, self.backend, self.token = max_model_len, backend, token
+        self.max_model_len, self.backend, self.token = max_model_len, backend, token or rollout.new_key()
         self.python = python or os.environ.get("CPT_VLLM_PYTHON") or sys.executable
-        self.env = server_env(env, token)
+        self.env = server_env(self.token, env)
         self.proc: Optional[subprocess.Popen] = None
 
     @property
@@ -108,8 +111,7 @@ class RolloutServer:
 
     def _ready(self) -> bool:
         req = urllib.request.Request(self.url + "/v1/models")
-        if self.token:
-            req.add_header("Authorization", f"Bearer {self.token}")
+        req.add_header("Authorization", f"Bearer {self.token}")
         try:
             with urllib.request.urlopen(req, timeout=5) as resp:
                 return resp.status == 200
@@ -150,10 +152,13 @@ class RolloutServer:
 
 
 class RolloutServers:
-    """`replicas` servers of one model, started together (start-up overlaps), stopped together."""
+    """`replicas` servers of one model, started together (start-up overlaps), stopped together, sharing one key
+    (`token`, else a fresh random one: `.token`)."""
 
-    def __init__(self, model: str, log_dir: Path, replicas: int = 1, **kwargs):
-        self.servers = [RolloutServer(model, Path(log_dir) / f"rollout-{r}.log", **kwargs) for r in range(replicas)]
+    def __init__(self, model: str, log_dir: Path, replicas: int = 1, token: Optional[str] = None, **kwargs):
+        self.token = token or rollout.new_key()
+        self.servers = [RolloutServer(model, Path(log_dir) / f"rollout-{r}.log", token=self.token, **kwargs)
+                        for r in range(replicas)]
 
     @property
     def url(self) -> str:
@@ -186,12 +191,19 @@ class LocalRollout:
     """The local executor of the planner's `RolloutServers` intents: servers for the task being run, started
     from the base model (every stage pushes its own weights before generating), handed on to the next task
     (unlike a cluster, where they hold GPUs between tasks, a restart buys nothing here), stopped at the end and
-    on Ctrl-C. `apply` returns the `rollout_url` for each task's stage configs."""
+    on Ctrl-C. `apply` returns the `rollout_url` for each task's stage configs. Like a cluster run's Secret, one
+    random key per `cpt run` guards every server (vLLM's /v1 and the weight-sync routes): the stages get it from
+    `client_env()`, so another user or process on the machine cannot generate with or overwrite the policy."""
 
     def __init__(self, spec, base: Path, log_dir: Path, log=print):
         self.spec, self.base, self.log_dir, self.log = spec, Path(base), Path(log_dir), log
         self.running: dict[int, RolloutServers] = {}
         self.warned = False
+        self.key = rollout.new_key()
+
+    def client_env(self) -> dict[str, str]:
+        """What the stage processes need in their environment to reach these servers."""
+        return rollout.client_key_env(self.key)
 
     def _model_dir(self) -> str:
         uri = self.spec.model.removeprefix("file://")
@@ -226,7 +238,7 @@ class LocalRollout:
             n = self.spec.rollout.replicas
             self.log(f"    starting {n} vLLM rollout server(s) for task {index} (logs: {self.log_dir / f'task-{index}'})")
             self.running[index] = RolloutServers(self._model_dir(), self.log_dir / f"task-{index}",
-                                                 replicas=self.spec.rollout.replicas).start()
+                                                 replicas=self.spec.rollout.replicas, token=self.key).start()
         return {i: s.url for i, s in self.running.items()}
 
     def stop(self) -> None:
