@@ -4,33 +4,45 @@ Transfers go through boto3's transfer manager (multipart above `multipart_thresh
 shared by all files of a call). Transient failures are retried by botocore per request (standard mode) and by
 `retry.retry_call` around what botocore does not cover (body reads, files whose transfer ran out of attempts).
 Each uploaded object carries its sha256 as metadata (x-amz-meta-sha256) so a manifest can be written later by
-another process without reading the bytes back. Errors leave as StorageError with scrubbed messages.
+another process without reading the bytes back. Errors leave as StorageError with scrubbed messages, classified
+(errors.py: Unreachable, AccessDenied, BucketMissing, LimitExceeded). Clients share one parsed botocore model
+(s3client.py). A reader of storage it does not trust (the operator) passes `limits`: listings stop past a number
+of pages or keys and bodies past a number of bytes (the declared ContentLength is checked before reading, then at
+most the cap is read), so an endpoint cannot grow the reader's memory.
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import logging
 import os
 import time
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
-from typing import Any, Callable, Iterable, Optional, TypeVar
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Optional
 
-import boto3
 from boto3.s3.transfer import TransferConfig, create_transfer_manager
-from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from cpt_core.storage.base import FileInfo, Store, check_key, dir_prefix, sha256_bytes, sha256_file
-from cpt_core.storage.credentials import Credentials, load_credentials, register_secret
-from cpt_core.storage.errors import NotFound, StorageError
+from cpt_core.storage.credentials import Credentials, load_credentials
+from cpt_core.storage.errors import LimitExceeded, StorageError
 from cpt_core.storage.retry import DEFAULT_RETRY, RetryPolicy, is_transient, retry_call
+from cpt_core.storage.s3client import Timeouts, make_client
+from cpt_core.storage.s3errors import code as _code, guard as _guard, status as _status
 
 log = logging.getLogger(__name__)
-F = TypeVar("F", bound=Callable[..., Any])
 SHA_META = "sha256"
 MiB = 1 << 20
+
+
+@dataclass(frozen=True)
+class ReadLimits:
+    """What one listing or one body read may bring back (None: unbounded, the trainer's own storage)."""
+
+    max_pages: Optional[int] = None
+    max_keys: Optional[int] = None
+    max_body: Optional[int] = None
 
 
 def default_transfer_config() -> TransferConfig:
@@ -39,44 +51,6 @@ def default_transfer_config() -> TransferConfig:
     16 MiB parts measured no faster on moto; tune per site with open_store(..., transfer=TransferConfig(...))."""
     return TransferConfig(multipart_threshold=8 * MiB, multipart_chunksize=8 * MiB, max_concurrency=10,
                           use_threads=True)
-
-
-def _guard(op: str) -> Callable[[F], F]:
-    """Turn any non-storage exception into a StorageError whose message is scrubbed and which carries no
-    chained exception (the original could hold request details); NotFound for 404s."""
-
-    def wrap(fn: F) -> F:
-        @functools.wraps(fn)
-        def inner(self: "S3Store", *args: Any, **kwargs: Any) -> Any:
-            try:
-                return fn(self, *args, **kwargs)
-            except StorageError as exc:
-                err: StorageError = exc
-            except Exception as exc:  # noqa: BLE001 - every backend error is translated
-                err = _translate(exc, f"S3 {op} in {self.uri}")
-            err.__cause__ = err.__context__ = None
-            err.__suppress_context__ = True
-            raise err
-
-        return inner  # type: ignore[return-value]
-
-    return wrap
-
-
-def _translate(exc: BaseException, where: str) -> StorageError:
-    if _code(exc) != "NoSuchBucket" and (_status(exc) == 404 or _code(exc) in ("NoSuchKey", "404", "NotFound")):
-        return NotFound(f"{where}: not found")
-    return StorageError(f"{where}: {type(exc).__name__}: {exc}", transient=is_transient(exc))
-
-
-def _code(exc: BaseException) -> str:
-    return str(exc.response.get("Error", {}).get("Code", "")) if isinstance(exc, ClientError) else ""
-
-
-def _status(exc: BaseException) -> int:
-    if isinstance(exc, ClientError):
-        return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
-    return 0
 
 
 def parse_s3_uri(uri: str) -> tuple[str, str]:
@@ -93,32 +67,31 @@ class S3Store(Store):
     def __init__(self, uri: str, *, endpoint: Optional[str] = None, region: Optional[str] = None,
                  path_style: bool = False, credentials: Optional[Credentials] = None,
                  transfer: Optional[TransferConfig] = None, max_attempts: int = 6,
-                 retry: RetryPolicy = DEFAULT_RETRY, client: Any = None) -> None:
+                 retry: RetryPolicy = DEFAULT_RETRY, client: Any = None, timeouts: Optional[Timeouts] = None,
+                 limits: ReadLimits = ReadLimits(), max_pool_connections: Optional[int] = None) -> None:
         self.bucket, self.prefix = parse_s3_uri(uri)
         self.uri = f"s3://{self.bucket}/{self.prefix}".rstrip("/")
         self.transfer = transfer or default_transfer_config()
         self.retry = retry
-        self.client = client or self._make_client(endpoint, region, path_style, credentials, max_attempts)
+        self.limits = limits
+        pool = max_pool_connections or int(self.transfer.max_request_concurrency) + 6
+        self.client = client or self._make_client(endpoint, region, path_style, credentials,
+                                                  timeouts or Timeouts(attempts=max_attempts), pool)
 
     def _make_client(self, endpoint: Optional[str], region: Optional[str], path_style: bool,
-                     credentials: Optional[Credentials], max_attempts: int) -> Any:
+                     credentials: Optional[Credentials], timeouts: Timeouts, pool: int) -> Any:
+        """Credentials passed in are the caller's to register with the scrubber (the operator holds them per
+        run); load_credentials registers what it finds for the process."""
         creds = credentials or load_credentials()
-        kwargs: dict[str, Any] = {}
-        if creds is not None:
-            for value in (creds.access_key_id, creds.secret_access_key, creds.session_token):
-                register_secret(value)
-            kwargs = dict(aws_access_key_id=creds.access_key_id, aws_secret_access_key=creds.secret_access_key,
-                          aws_session_token=creds.session_token)
         region = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
-        session = boto3.session.Session(region_name=region, **kwargs)
-        config = Config(
-            signature_version="s3v4",
-            s3={"addressing_style": "path" if path_style else "auto"},
-            retries={"mode": "standard", "total_max_attempts": max_attempts},
-            max_pool_connections=int(self.transfer.max_request_concurrency) + 6,
-            connect_timeout=10, read_timeout=120, tcp_keepalive=True,
-        )
-        return session.client("s3", endpoint_url=endpoint, config=config)
+        try:
+            return make_client(region=region, endpoint=endpoint, path_style=path_style, timeouts=timeouts,
+                               max_pool_connections=pool,
+                               access_key_id=creds.access_key_id if creds else None,
+                               secret_access_key=creds.secret_access_key if creds else None,
+                               session_token=creds.session_token if creds else None)
+        except ValueError as exc:  # botocore refuses the endpoint URL (ValueError subclasses): say which
+            raise StorageError(f"S3 endpoint {endpoint!r} cannot be used: {type(exc).__name__}: {exc}") from None
 
     def _k(self, key: str) -> str:
         check_key(key)
@@ -139,10 +112,40 @@ class S3Store(Store):
 
     @_guard("get")
     def get_bytes(self, key: str) -> bytes:
+        cap = self.limits.max_body
+
         def once() -> bytes:
-            return self.client.get_object(Bucket=self.bucket, Key=self._k(key))["Body"].read()
+            resp = self.client.get_object(Bucket=self.bucket, Key=self._k(key))
+            body = resp["Body"]
+            try:
+                if cap is None:
+                    return body.read()
+                if int(resp.get("ContentLength") or 0) > cap:  # said before a byte of it is read
+                    raise self._too_big(key, f"{resp.get('ContentLength')} bytes")
+                data = body.read(cap + 1)  # a server that sends more than it declared is cut off here
+                if len(data) > cap:
+                    raise self._too_big(key, "more than declared")
+                return data
+            finally:
+                body.close()  # unread bytes are dropped with the connection, never buffered
 
         return self._retry(once, f"get {key}")
+
+    def _too_big(self, key: str, size: str) -> LimitExceeded:
+        return LimitExceeded(f"{self.uri}/{key} is larger than this reader accepts ({size}; at most "
+                             f"{self.limits.max_body} bytes)")
+
+    def _pages(self, listing: str) -> Callable[[int, int], None]:
+        """A check for each page a listing receives: past `max_pages` pages or `max_keys` keys it stops."""
+        limits = self.limits
+
+        def check(pages: int, keys: int) -> None:
+            if (limits.max_pages is not None and pages > limits.max_pages) or (
+                    limits.max_keys is not None and keys > limits.max_keys):
+                raise LimitExceeded(f"listing {listing} was cut off after {pages} pages and {keys} keys (this "
+                                    f"reader reads at most {limits.max_pages} pages, {limits.max_keys} keys)")
+
+        return check
 
     @_guard("conditional put")
     def put_if_absent(self, key: str, data: bytes, *, seen_absent: bool = False) -> bool:
@@ -185,11 +188,21 @@ class S3Store(Store):
         rel = dir_prefix(prefix)
         full = f"{self.prefix}/{rel}" if self.prefix else rel
 
+        check = self._pages(f"{self.uri}/{rel}")
+
         def once() -> list[FileInfo]:
-            out = []
-            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=full):
+            out: list[FileInfo] = []
+            kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": full}
+            pages = 0
+            while True:
+                page = self.client.list_objects_v2(**kwargs)
+                pages += 1
                 out.extend(FileInfo(self._rel(obj["Key"]), int(obj["Size"])) for obj in page.get("Contents", []))
-            return out
+                check(pages, len(out))
+                token = page.get("NextContinuationToken")
+                if not page.get("IsTruncated") or not token:
+                    return out
+                kwargs["ContinuationToken"] = token
 
         return sorted(self._retry(once, f"list {prefix}"), key=lambda info: info.key)
 
@@ -203,13 +216,17 @@ class S3Store(Store):
             return super().list_key_and_dir(key, prefix)
         root = f"{self.prefix}/" if self.prefix else ""
         first, under = root + key, root + rel
+        check = self._pages(f"{self.uri}/{key} and {rel}")
 
         def once() -> list[FileInfo]:
             out: list[FileInfo] = []
             kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": root, "StartAfter": first[:-1]}
+            pages = seen = 0
             while True:
                 page = self.client.list_objects_v2(**kwargs)
                 objs = page.get("Contents", [])
+                pages, seen = pages + 1, seen + len(objs)
+                check(pages, seen)
                 for obj in objs:
                     if obj["Key"] == first or obj["Key"].startswith(under):
                         out.append(FileInfo(self._rel(obj["Key"]), int(obj["Size"])))

@@ -258,6 +258,7 @@ def observe(kube: Kube, resource: dict, now: datetime, read_storage: Callable[[d
         rejected.update(admission.note(meta["namespace"], meta["name"], pending, [j.name for j in jobs]))
     view = read_storage(resource)
     observed = Observed(now=now, jobs=jobs, committed=view.committed, storage_error=view.error,
+                        storage_reason=view.reason,
                         storage_conflict=view.conflict, damaged=view.damaged, rejected=tuple(sorted(rejected.items())))
     return World(resource=resource, children=children, observed=observed)
 

@@ -11,7 +11,8 @@ Passes come from a work queue (`workqueue.WorkQueue`), not from a daemon per res
 event handler and the children's cache add the run's key when something the planner reads changed (the
 resource's spec or cpt.dev annotations, first sight, one of its stage jobs' phase or suspension, one of its
 other children deleted), and a small fixed pool of workers (`WORKERS`) runs one pass per key, each in a thread
-(the API and S3 clients block). A key is queued at most once and never passed by two workers at once. Timers
+(the API client blocks). Storage is read in a pool of its own (kube/storage_reads.py): a pass waits for its run's
+read a moment at most, and a read that ends later wakes the run. A key is queued at most once and never passed by two workers at once. Timers
 only where time itself matters: the planner's requeue_after (retry backoff, commit grace), the error backoff,
 and the slow storage resync (CPT_RECONCILE_INTERVAL: storage has no events; it catches commits and damage made
 out of band) are delayed re-queues. A missed wake-up only delays work until the resync; a restart loses nothing
@@ -162,6 +163,13 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     kube = Kube.connect(job_kind=JOB_BACKEND.kind)
     runtime = Runtime(settings=cfg, reconciler=Reconciler(kube, cfg), metrics_server=server)
     runtime.events = EventSender(kube.post_event_body, runtime.busy)
+    loop = asyncio.get_running_loop()
+
+    def woken_by_storage(namespace: str, name: str) -> None:  # a storage read ended, in a reader thread
+        if not runtime.closed:
+            loop.call_soon_threadsafe(runtime.wake, namespace, name)
+
+    runtime.reconciler.reads.wake = woken_by_storage
     kube.event_sink = runtime.events.put
     watch_selectors(settings, CHILD_KINDS)
     runtime.informer = Informer(settings, CHILD_KINDS, cfg.namespaces,

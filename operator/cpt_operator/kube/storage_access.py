@@ -22,21 +22,30 @@ from typing import Any, Callable, Optional
 from cpt_core import layout
 from cpt_core.results import CommittedTask
 from cpt_core.storage import Credentials, RetryPolicy, Store, open_store_for_spec, scrub
-from cpt_core.storage.credentials import register_secret
+from cpt_core.storage import s3client
+from cpt_core.storage.redact import hold_secrets, release_secrets
+from cpt_core.storage.s3 import ReadLimits
+from cpt_core.storage.s3client import Timeouts
 from cpt_core.storage.manifest import load_committed_report
 from cpt_core.storage.owner import ADOPT_ANNOTATION, OWNER, claim, model_conflict
 from cpt_core.validation import SpecError, validate_resource
+from cpt_operator.kube import storage_problems as problems
 from cpt_operator.kube.settings import Settings
 
 log = logging.getLogger(__name__)
 
-# S3 clients kept between passes. ~12 MB each (botocore's parsed models and pools): 16 bound the cache near
-# 200 MB whatever the number of endpoints or Secret rotations, well inside the chart's 512Mi limit
-# (bench/operator_scale/clients.py measures it).
-MAX_CLIENTS = 16
-# A pass reads a few small objects: it gives up within seconds when S3 is down (the next pass tries again)
-# instead of holding the run's pass for botocore's and the store's full retry budgets (a minute and more).
-READ_ATTEMPTS = 3
+# S3 clients kept between passes, least recently used evicted. All share one parsed botocore model
+# (cpt_core.storage.s3client): ~0.4 MB and ~15 ms of CPU each, so 256 bound the cache near 100 MB and 100
+# endpoints are kept, not rebuilt (bench/storage_endpoints measures it).
+MAX_CLIENTS = 256
+# A run's read is a few small objects: short socket timeouts and two attempts per request, under the wall-clock
+# deadline of kube.storage_reads; a dead endpoint gives up within seconds (the next pass tries again).
+READ_TIMEOUTS = Timeouts(connect=3.0, read=5.0, attempts=2)
+READ_DEADLINE = 10.0  # seconds a run's whole read (Secret, listing, claim, manifests) may take, wall clock
+READ_POOL = 2  # connections per client: a run's read sends one request at a time
+# What one run's read may bring back: an endpoint that paginates forever or serves a huge "manifest" stops here.
+# A run's tasks/ holds a few files per task (checkpoint shards, eval, manifest); manifests are a few KB.
+READ_LIMITS = ReadLimits(max_pages=50, max_keys=50_000, max_body=4 << 20)
 MAX_VIEWS = 10_000  # runs whose committed results are kept between passes (a few KB each)
 # Owner claims remembered (a few hundred bytes each); past this many the set starts over (claims are re-read).
 MAX_CLAIMS = 100_000
@@ -52,6 +61,7 @@ class StorageView:
     damaged: dict[int, str] = field(default_factory=dict)
     error: Optional[str] = None
     conflict: Optional[str] = None
+    reason: Optional[str] = None  # the condition reason of `error` (kube.storage_problems)
 
 
 class ClientCache:
@@ -69,7 +79,7 @@ class ClientCache:
             if client is not None:
                 self._clients.move_to_end(key)
                 return client
-        client = make()  # outside the lock: making a client takes ~140 ms of CPU
+        client = make()  # outside the lock: making a client takes ~15 ms of CPU
         with self._lock:
             if key in self._clients:  # another thread made one meanwhile: keep theirs
                 _close(client)
@@ -118,10 +128,10 @@ class CommittedReader:
     """`reader(resource) -> StorageView`; keeps S3 clients per (endpoint, region, addressing, credentials)
     between passes and runs, in a bounded LRU cache.
 
-    Not one per run: a boto3 client costs ~140 ms of CPU (it parses botocore's S3 model and endpoint rules,
-    per Session) and ~12 MB, which with 1,000 runs (each its own URI) was 70% of the operator's CPU and most of
-    its memory (bench/operator_scale/RESULTS.md). A Store over a shared client is a few attributes; clients
-    are thread-safe.
+    Not one per run: even over the shared botocore model a client costs ~15 ms of CPU and ~0.4 MB; a Store over
+    a shared client is a few attributes; clients are thread-safe. Reads are bounded (READ_TIMEOUTS, READ_LIMITS;
+    kube.storage_reads runs them off the pass workers under a deadline). A run's credentials are held by the
+    scrubber while a run of the namespace uses that Secret, and let go with the last one (`forget`).
     """
 
     def __init__(self, settings: Settings, read_secret: Callable[[str, str], dict[str, str]],
@@ -137,6 +147,7 @@ class CommittedReader:
         self._views: OrderedDict[tuple, tuple[tuple, StorageView]] = OrderedDict()
         self._lock = threading.Lock()
         self._specs: dict[tuple, Any] = {}  # (uid, generation) -> the validated spec.storage (~2 ms to validate)
+        self._secret_users: dict[tuple[str, str], tuple[str, str]] = {}  # run -> (namespace, Secret) it reads
 
     def __call__(self, resource: dict) -> StorageView:
         meta = resource["metadata"]
@@ -154,6 +165,8 @@ class CommittedReader:
         refused = self.settings.unsigned_refusal(storage, meta["namespace"])
         if refused:
             return StorageView(conflict=refused)
+        if storage.secret_ref:
+            self._secret_users[(meta["namespace"], meta["name"])] = (meta["namespace"], storage.secret_ref)
         try:
             store = self._store(storage, meta["namespace"])
             key = (meta.get("uid"), storage.uri)
@@ -178,9 +191,10 @@ class CommittedReader:
                 self._claimed.add(key)
             return self._committed(key, store, tasks)
         except Exception as exc:  # noqa: BLE001 - storage down, bad credentials, missing secret: report, retry
-            message = scrub(f"cannot read {storage.uri}: {type(exc).__name__}: {exc}")[:500]
-            log.warning("%s/%s: %s", meta["namespace"], meta["name"], message)
-            return StorageView(error=message)
+            reason, message = problems.explain(exc, storage, s3client.budget() or READ_DEADLINE)
+            message = scrub(message)[:problems.MAX_MESSAGE]
+            log.warning("%s/%s: %s: %s", meta["namespace"], meta["name"], reason, message)
+            return StorageView(error=message, reason=reason)
 
     def _committed(self, claim: tuple, store: Store, tasks: Optional[list] = None) -> StorageView:
         """Committed results, read again only when the listing of tasks/ changed (keys and sizes): a pass
@@ -219,12 +233,17 @@ class CommittedReader:
     def _store(self, storage: Any, namespace: str, uri: Optional[str] = None) -> Store:
         creds = None
         if storage.secret_ref:
-            data = self.read_secret(namespace, storage.secret_ref)
+            try:
+                data = self.read_secret(namespace, storage.secret_ref)
+            except Exception as exc:  # noqa: BLE001 - told apart by status: missing, forbidden, API down
+                raise problems.secret_problem(exc, namespace, storage.secret_ref) from None
             missing = [k for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY") if not data.get(k)]
             if missing:
-                raise KeyError(f"secret {storage.secret_ref!r} lacks {', '.join(missing)}")
-            for value in data.values():
-                register_secret(value)
+                raise problems.missing_keys(namespace, storage.secret_ref, missing)
+            # Only the values used, held while a run of the namespace reads with this Secret (not every key of
+            # it, and not forever: a Secret of 20,000 keys cost every later log line 28 ms, issue 26).
+            hold_secrets((namespace, storage.secret_ref), (data["AWS_ACCESS_KEY_ID"], data["AWS_SECRET_ACCESS_KEY"],
+                                                           data.get("AWS_SESSION_TOKEN")))
             creds = Credentials(data["AWS_ACCESS_KEY_ID"], data["AWS_SECRET_ACCESS_KEY"],
                                 data.get("AWS_SESSION_TOKEN") or None)
         elif storage.endpoint and storage.endpoint != self.settings.storage_endpoint:
@@ -240,9 +259,15 @@ class CommittedReader:
                                           if creds else "").encode()).hexdigest()
         key = (effective.endpoint, effective.region, effective.path_style, fingerprint)
         extra = {"credentials": creds} if creds else {}
-        client = self.clients.get(key, lambda: open_store_for_spec(effective, max_attempts=READ_ATTEMPTS,
-                                                                   **extra).client)
-        return open_store_for_spec(effective, client=client, retry=READ_RETRY)
+        client = self.clients.get(key, lambda: open_store_for_spec(effective, timeouts=READ_TIMEOUTS,
+                                                                   max_pool_connections=READ_POOL, **extra).client)
+        return open_store_for_spec(effective, client=client, retry=READ_RETRY, limits=READ_LIMITS)
+
+    def forget(self, namespace: str, name: str) -> None:
+        """The run is gone: its Secret's values are let go when no other run of the namespace reads with it."""
+        used = self._secret_users.pop((namespace, name), None)
+        if used is not None and used not in self._secret_users.values():
+            release_secrets(used)
 
     def close(self) -> None:
         self.clients.close()

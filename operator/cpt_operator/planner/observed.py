@@ -40,6 +40,9 @@ class Observed:
     jobs: tuple[ObservedJob, ...] = ()
     committed: dict[int, CommittedTask] = field(default_factory=dict)
     storage_error: Optional[str] = None  # storage could not be read this pass: keep everything as it was
+    # Why (a condition reason): "StorageUnavailable" (not answering: waiting helps) or one a person must fix
+    # (kube/storage_problems.py: a missing Secret, wrong keys, no such bucket, ...); None = StorageUnavailable.
+    storage_reason: Optional[str] = None
     storage_conflict: Optional[str] = None  # the storage prefix belongs to another run: touch nothing
     # (child name, message) for children whose pods the cluster refused to create (admission, quota)
     rejected: tuple[tuple[str, str], ...] = ()

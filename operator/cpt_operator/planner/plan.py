@@ -149,9 +149,13 @@ def _held_plan(old: dict, generation: Optional[int], spec: api.CptSpec, observed
                                       message=message, valid=True,
                                       extra=[("StorageReachable", True, "Reachable", "")])
     else:
-        phase, reason = old.get("phase") or "Pending", "StorageUnavailable"
-        message = (f"storage unreachable: {observed.storage_error}; showing the last known status, keeping every "
-                   "child, starting nothing until it answers")
+        phase, reason = old.get("phase") or "Pending", observed.storage_reason or "StorageUnavailable"
+        if reason == "StorageUnavailable":  # the endpoint did not answer: waiting may help
+            message = (f"storage unreachable: {observed.storage_error}; showing the last known status, keeping "
+                       "every child, starting nothing until it answers")
+        else:  # a missing Secret, wrong keys, no such bucket, ...: the error says what to fix
+            message = (f"storage unusable: {observed.storage_error}; showing the last known status, keeping every "
+                       "child, starting nothing until this is fixed")
         conditions = old.get("conditions") or build_conditions([], now, generation, phase=phase, reason=reason,
                                                                message=message, valid=True)
         conditions = set_condition(conditions, now, generation, "StorageReachable", False, reason,

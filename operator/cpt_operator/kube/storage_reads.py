@@ -1,0 +1,200 @@
+"""Runs' storage reads, off the pass workers: a bounded pool, a per-endpoint in-flight limit, a wall-clock deadline.
+
+One tenant's endpoint must not stall the operator for the others (issue 26). So a pass never reads storage itself:
+it hands the read to this scheduler and waits at most `pass_wait` (a healthy endpoint answers in milliseconds). A
+read still going then leaves the pass with `Pending` (plan nothing, look again at the deadline); when it ends,
+`wake` queues the run's next pass, which takes the result. A read that passes its `deadline` gives the pass a
+StorageView.error saying that the endpoint did not answer in N s (never "nothing there": the planner holds
+everything), while the read itself goes on in the background until its socket timeouts end it (no second read
+of that run is started meanwhile). Each read runs under `s3client.deadline`, so no request is sent after it.
+
+Threads: `workers` daemon threads for all runs; at most `per_endpoint` of them on one endpoint, the other reads
+for it wait their turn outside the pool. A few endpoints that never answer hold a few threads, never all: the
+other runs' reads go on. With no `wake` (tools and tests that pass without handlers) a pass waits for its read
+up to the deadline.
+"""
+
+from __future__ import annotations
+
+import collections
+import fnmatch
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional, Union
+
+from cpt_core.storage import s3client
+from cpt_operator.kube import storage_problems as problems
+from cpt_operator.kube.storage_access import READ_DEADLINE, CommittedReader, StorageView
+
+log = logging.getLogger(__name__)
+
+PASS_WAIT = 0.5  # seconds a pass waits for its read before it lets the worker go (the read wakes the run)
+WORKERS = 32  # reader threads for all runs
+PER_ENDPOINT = 2  # reads in flight on one endpoint at once
+MAX_AGE = 30.0  # seconds a finished read stays usable by the run's next pass
+
+RunKey = tuple[str, str]
+
+
+@dataclass(frozen=True)
+class Pending:
+    """The read is still going: plan nothing now, look again in `retry_in` seconds (or when woken)."""
+
+    retry_in: float
+
+
+@dataclass(eq=False)
+class _Read:
+    key: RunKey
+    identity: tuple
+    endpoint: str
+    resource: dict
+    deadline: float
+    done: threading.Event = field(default_factory=threading.Event)
+    started: Optional[float] = None
+    finished: Optional[float] = None
+    view: Optional[StorageView] = None
+    abandoned: bool = False  # the run was forgotten or its storage changed: the result goes nowhere
+
+
+class StorageReads:
+    def __init__(self, reader: CommittedReader, *, allowed: tuple[str, ...] = (),
+                 wake: Optional[Callable[[str, str], None]] = None, deadline: float = READ_DEADLINE,
+                 pass_wait: float = PASS_WAIT, workers: int = WORKERS, per_endpoint: int = PER_ENDPOINT) -> None:
+        self.reader = reader
+        self.allowed = allowed  # CPT_STORAGE_ENDPOINTS globs; empty: any endpoint
+        self.wake = wake
+        self.deadline = deadline
+        self.pass_wait = pass_wait
+        self.per_endpoint = per_endpoint
+        self._lock = threading.Lock()
+        self._reads: dict[RunKey, _Read] = {}
+        self._running: collections.Counter[str] = collections.Counter()
+        self._waiting: dict[str, collections.deque[_Read]] = collections.defaultdict(collections.deque)
+        self._ready: queue.SimpleQueue[Optional[_Read]] = queue.SimpleQueue()
+        self._threads = [threading.Thread(target=self._work, name=f"cpt-storage-{i}", daemon=True)
+                         for i in range(workers)]
+        for thread in self._threads:
+            thread.start()
+
+    def view(self, namespace: str, name: str, resource: dict) -> Union[StorageView, Pending]:
+        storage = (resource.get("spec") or {}).get("storage")
+        if not isinstance(storage, dict):
+            return StorageView()  # an invalid spec: the planner says so, there is nothing to read
+        where = problems.endpoint_name(_str(storage.get("endpoint")), _str(storage.get("region")))
+        if self.allowed and str(storage.get("uri", "")).startswith("s3://") and not any(
+                fnmatch.fnmatchcase(where, pattern) for pattern in self.allowed):
+            return StorageView(reason=problems.NOT_ALLOWED, error=(
+                f"storage endpoint {where} is not one this operator may use (CPT_STORAGE_ENDPOINTS: "
+                f"{', '.join(self.allowed)}): set spec.storage.endpoint to one of them, or ask the cluster's admin"))
+        key = (namespace, name)
+        identity = ((resource.get("metadata") or {}).get("uid"), repr(sorted(storage.items())))
+        now = time.monotonic()
+        with self._lock:
+            read = self._reads.get(key)
+            if read is not None and (read.identity != identity or (
+                    read.finished is not None and now - read.finished > MAX_AGE)):
+                read.abandoned = read.identity != identity
+                del self._reads[key]
+                read = None
+            if read is None:
+                read = _Read(key, identity, where.lower(), resource, now + self.deadline)
+                self._reads[key] = read
+                self._submit(read)
+        wait = self.pass_wait if self.wake is not None else self.deadline
+        read.done.wait(max(0.0, min(wait, read.deadline - now)))
+        with self._lock:
+            if read.view is not None:
+                if self._reads.get(key) is read:
+                    del self._reads[key]  # taken: the next pass reads again
+                return read.view
+            now = time.monotonic()
+            if now < read.deadline:
+                return Pending(read.deadline - now + 0.05)
+            started = read.started is not None
+        return self._overdue(where, started)
+
+    def forget(self, namespace: str, name: str) -> None:
+        """The run is gone: a read in flight for it finishes into nothing; its credentials are let go."""
+        with self._lock:
+            read = self._reads.pop((namespace, name), None)
+            if read is not None:
+                read.abandoned = True
+        self.reader.forget(namespace, name)
+
+    def in_flight(self) -> dict[str, int]:
+        """Reads running per endpoint (tests, figures)."""
+        with self._lock:
+            return {k: v for k, v in self._running.items() if v}
+
+    def close(self) -> None:
+        for _ in self._threads:
+            self._ready.put(None)
+
+    # ------------------------------------------------------------------ inside
+    def _submit(self, read: _Read) -> None:
+        if self._running[read.endpoint] < self.per_endpoint:
+            self._running[read.endpoint] += 1
+            self._ready.put(read)
+        else:
+            self._waiting[read.endpoint].append(read)
+
+    def _work(self) -> None:
+        while True:
+            read = self._ready.get()
+            if read is None:
+                return
+            view: Optional[StorageView] = None
+            try:
+                left = read.deadline - time.monotonic()
+                if not read.abandoned and left > 0:
+                    read.started = time.monotonic()
+                    with s3client.deadline(left, read.endpoint):
+                        view = self.reader(read.resource)
+                elif not read.abandoned:
+                    view = self._overdue(read.endpoint, False)
+            except Exception as exc:  # noqa: BLE001 - the reader reports its own errors; a bug must not kill a thread
+                log.exception("%s/%s: storage read failed", *read.key)
+                view = StorageView(error=f"storage read failed: {type(exc).__name__}", reason=problems.OTHER)
+            finally:
+                self._finish(read, view)
+
+    def _finish(self, read: _Read, view: Optional[StorageView]) -> None:
+        with self._lock:
+            read.view, read.finished = view, time.monotonic()
+            self._running[read.endpoint] -= 1
+            waiting = self._waiting.get(read.endpoint)
+            while waiting:
+                nxt = waiting.popleft()
+                if not nxt.abandoned:
+                    self._running[read.endpoint] += 1
+                    self._ready.put(nxt)
+                    break
+                nxt.done.set()
+            if waiting is not None and not waiting:
+                del self._waiting[read.endpoint]
+            if not self._running[read.endpoint]:
+                del self._running[read.endpoint]
+        read.done.set()
+        if self.wake is not None and not read.abandoned and view is not None:
+            try:
+                self.wake(*read.key)
+            except Exception:  # noqa: BLE001 - the loop is closing; the run's timer looks again anyway
+                pass
+
+    def _overdue(self, where: str, started: bool) -> StorageView:
+        if started:
+            message = problems.not_answering(where, self.deadline)
+        else:  # it never got a reader: say so rather than blame this endpoint
+            busy = self.in_flight()
+            message = problems.not_answering(where, self.deadline, (
+                f"the read had not started: {sum(busy.values())} reads in flight, {busy.get(where.lower(), 0)} "
+                f"of them on this endpoint (at most {self.per_endpoint} per endpoint)"))
+        return StorageView(error=message, reason=problems.UNREACHABLE)
+
+
+def _str(value: Any) -> Optional[str]:
+    return value if isinstance(value, str) and value else None
