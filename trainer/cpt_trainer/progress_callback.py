@@ -18,10 +18,20 @@ class ProgressCallback(TrainerCallback):
         self.accuracies: list[float] = []
         self.zero_std: list[float] = []  # GRPO: fraction of groups whose rewards were all equal (no gradient)
 
+    def on_train_begin(self, args, state, control, **kwargs):
+        """A resumed Trainer starts with the checkpoint's log history: the curves continue it (no lines)."""
+        for logs in state.log_history:
+            self._record(logs)
+
     def on_log(self, args, state, control, logs=None, **kwargs):
         logs = logs or {}
+        if self._record(logs) and state.is_world_process_zero and not self.quiet:
+            progress(self.stage, self.task_index, state.global_step, state.max_steps, reward=logs.get("reward"),
+                     loss=logs.get("loss"))
+
+    def _record(self, logs: dict) -> bool:
         if "loss" not in logs and "reward" not in logs:
-            return  # end-of-training summary logs (train_runtime...)
+            return False  # end-of-training summary logs (train_runtime...)
         reward = logs.get("reward")
         loss = logs.get("loss")
         if reward is not None:
@@ -33,5 +43,4 @@ class ProgressCallback(TrainerCallback):
         acc = logs.get("mean_token_accuracy")
         if acc is not None:
             self.accuracies.append(float(acc))
-        if state.is_world_process_zero and not self.quiet:
-            progress(self.stage, self.task_index, state.global_step, state.max_steps, reward=reward, loss=loss)
+        return True

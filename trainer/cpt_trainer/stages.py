@@ -27,6 +27,7 @@ from cpt_trainer.evaluate import evaluate_row
 from cpt_trainer.learners.common import world_size
 from cpt_trainer.rif import run_rif
 from cpt_trainer.rollout import make_engine
+from cpt_trainer.step_checkpoints import StepState, clear_steps, model_identity
 from cpt_core.storage import (CorruptTask, StorageError, fetch_checkpoint, layout, load_task, open_store,
                               open_store_for_spec, prepare_task)
 from cpt_core.storage import owner
@@ -100,6 +101,16 @@ def start_model_dir(cfg: StageConfig, store, workdir: str) -> str:
         raise StageError(f"task {i - 1} ({prev}) is committed but damaged: {exc}") from None
 
 
+def start_identity(cfg: StageConfig, store, model_dir: str) -> str:
+    """What the train stage starts from, for step checkpoint fingerprints: the previous task's committed hashes
+    (task 2 on), else the base model's files."""
+    if cfg.task_index > 1:
+        prev = load_task(store, cfg.task_index - 1, cfg.spec.tasks[cfg.task_index - 2].name)
+        if prev is not None and prev.checkpoint:
+            return model_identity(model_dir, tuple(f for f in prev.files if f.key.startswith(prev.checkpoint + "/")))
+    return model_identity(model_dir)
+
+
 def scored_checkpoint(cfg: StageConfig, store, workdir: str) -> tuple[str, dict]:
     """This task's fresh checkpoint, as its train attempt published it, verified file by file; and the
     sub-manifest (what the commit records: the attempt and the hashes of the bytes evaluate scores)."""
@@ -158,18 +169,19 @@ def training_rows(cfg: StageConfig, store, task: Task) -> Task:
 
 
 def learn(spec: CptSpec, model, tokenizer, tasks: list[Task], out_dir: str, task_index: int, engine=None,
-          seed: int = 0, callbacks: tuple = ()) -> tuple[dict, object]:
-    """One learner run over `tasks` with the spec's method and hyper-parameters (also the multi-task entry)."""
+          seed: int = 0, callbacks: tuple = (), **resume) -> tuple[dict, object]:
+    """One learner run over `tasks` with the spec's method and hyper-parameters (also the multi-task entry).
+    `resume`: checkpoint / resume_from / carried for step checkpoints (the train stage)."""
     zero = spec.learner.zero_stage
     if spec.method in SFT_METHODS:
         from cpt_trainer.learners.sft import train_sft
 
         return train_sft(model, tokenizer, tasks, out_dir, spec.sft, seed=seed, zero_stage=zero,
-                         task_index=task_index, callbacks=callbacks)
+                         task_index=task_index, callbacks=callbacks, **resume)
     from cpt_trainer.learners.grpo import train_grpo
 
     return train_grpo(model, tokenizer, tasks, out_dir, spec.grpo, seed=seed, zero_stage=zero, engine=engine,
-                      task_index=task_index, callbacks=callbacks)
+                      task_index=task_index, callbacks=callbacks, **resume)
 
 
 def curve_callback(spec: CptSpec, index: int, tokenizer):
@@ -198,7 +210,8 @@ def run_train(cfg: StageConfig, store, workdir: str) -> dict:
     task = train_task(spec, i)
     pool = len(task.rows)
     task = training_rows(cfg, store, task)
-    model, tokenizer = load_model(start_model_dir(cfg, store, workdir))
+    start = start_model_dir(cfg, store, workdir)
+    model, tokenizer = load_model(start)
     out_dir = os.path.join(workdir, "checkpoint")
     trainer = None
     if not task.rows:  # RIF dropped everything: nothing can teach; carry the model forward unchanged
@@ -211,15 +224,19 @@ def run_train(cfg: StageConfig, store, workdir: str) -> dict:
         if spec.method not in SFT_METHODS:
             engine = make_engine(spec.rollout.engine, model, tokenizer, cfg.rollout_url, spec.rollout.tensor_parallel)
         curve = curve_callback(spec, i, tokenizer)
+        steps = StepState.open(cfg, store, workdir, start_identity(cfg, store, start), task.rows, world_size())
         stats, trainer = learn(spec, model, tokenizer, [task], os.path.join(workdir, "trainer"), i, engine,
-                               seed=stage_seed(spec, i, "train"), callbacks=(curve,) if curve else ())
+                               seed=stage_seed(spec, i, "train"),
+                               callbacks=tuple(c for c in (curve, steps.callback) if c), **steps.learner_kwargs)
         if curve and curve.points:
             stats["curve"] = curve.points
         stats["engine"] = getattr(engine, "name", None)
+        stats.update(steps.stats())
     save_model(trainer, model, tokenizer, out_dir)
     if rank() == 0:  # this attempt's own prefix, sub-manifest last (storage/staging.py)
         store.put_json(layout.task_key(i, cfg.task_name, layout.TRAIN_STATS), stats)
         publish_checkpoint(store, i, cfg.task_name, cfg.attempt, out_dir)
+        clear_steps(store, i, cfg.task_name)  # superseded by the checkpoint just published
     return {k: v for k, v in stats.items() if k not in ("reward_curve", "loss", "token_accuracy", "curve")}
 
 

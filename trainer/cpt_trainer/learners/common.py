@@ -12,6 +12,7 @@ from typing import Optional
 
 import torch
 
+from cpt_core.api import CheckpointSpec
 from cpt_core.tasks import Task
 
 
@@ -42,16 +43,23 @@ def deepspeed_config(zero_stage: int) -> dict:
 
 
 def trainer_args(out_dir: str, seed: int, zero_stage: int, lr: float, epochs: int,
-                 max_steps: Optional[int]) -> dict:
-    """TrainingArguments fields common to GRPOConfig and SFTConfig."""
+                 max_steps: Optional[int], checkpoint: Optional[CheckpointSpec] = None) -> dict:
+    """TrainingArguments fields common to GRPOConfig and SFTConfig. With `checkpoint` (spec.checkpoint), HF
+    Trainer saves a full checkpoint folder every `everySteps` (cpt_trainer.step_checkpoints adds the time
+    trigger and the upload); two stay on local disk: the newest and the one possibly still uploading."""
     cuda = torch.cuda.is_available()
     args = dict(
         output_dir=out_dir, seed=seed, data_seed=seed, learning_rate=lr, num_train_epochs=epochs,
         max_steps=max_steps or -1, lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0,
-        max_grad_norm=1.0, logging_steps=1, save_strategy="no", report_to=[], disable_tqdm=True,
+        max_grad_norm=1.0, logging_steps=1, report_to=[], disable_tqdm=True,
         use_cpu=not cuda, bf16=cuda and torch.cuda.is_bf16_supported(), gradient_checkpointing=False,
         dataloader_num_workers=0, gradient_accumulation_steps=1,
     )
+    if checkpoint is not None and checkpoint.enabled:
+        args.update(save_strategy="steps", save_steps=checkpoint.every_steps or 10**9, save_total_limit=2,
+                    save_only_model=False)
+    else:
+        args.update(save_strategy="no")
     if world_size() > 1:
         args["deepspeed"] = deepspeed_config(zero_stage)
         if not cuda:

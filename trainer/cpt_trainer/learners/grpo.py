@@ -9,12 +9,16 @@ optimizer step.
 from __future__ import annotations
 
 import time
+from typing import Optional
+
+import torch
 from datasets import Dataset
 from transformers import PrinterCallback, TrainerCallback
 from trl import GRPOConfig, GRPOTrainer
+from trl.trainer.utils import RepeatSampler
 
 from cpt_trainer.progress_callback import ProgressCallback
-from cpt_core.api import GrpoSpec
+from cpt_core.api import CheckpointSpec, GrpoSpec
 from cpt_core.results import NO_SIGNAL
 from cpt_core.tasks import Task, prompt_text
 from cpt_trainer.learners.common import combined_reward, extra_columns, trainer_args, world_size
@@ -29,16 +33,50 @@ def _dataset(tokenizer, tasks: list[Task]) -> Dataset:
 
 
 class _Counter:
-    """Wraps the reward to count rollout tokens (completion ids TRL passes) and keep the reward curve."""
+    """Wraps the reward to count rollout tokens (completion ids TRL passes) in `carried`, which step checkpoints
+    save and a resumed stage starts from."""
 
-    def __init__(self, fn):
-        self.fn, self.tokens = fn, 0
+    def __init__(self, fn, carried: dict):
+        self.fn, self.carried = fn, carried
+        carried.setdefault("rollout_tokens", 0)
         self.__name__ = "reward"
+
+    @property
+    def tokens(self) -> int:
+        return self.carried["rollout_tokens"]
 
     def __call__(self, prompts, completions, completion_ids=None, **kwargs):
         if completion_ids is not None:
-            self.tokens += sum(len(ids) for ids in completion_ids)
+            self.carried["rollout_tokens"] += sum(len(ids) for ids in completion_ids)
         return self.fn(prompts=prompts, completions=completions, **kwargs)
+
+
+class _EpochRepeatSampler(RepeatSampler):
+    """TRL's RepeatSampler, with epoch e's order a function of (seed, e): the stock one draws each epoch's
+    permutation from a generator that only advances while it runs, so a run resumed in epoch e > 0 would
+    replay epoch 0's order (the data-position bug of OpenRLHF #1103). Same orders as the stock sampler in an
+    uninterrupted run: epoch e skips the e permutations before its own."""
+
+    epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:  # the Trainer calls it before each epoch
+        self.epoch = epoch
+
+    def __iter__(self):
+        if self.shuffle:
+            self.generator.manual_seed(self.seed)
+            for _ in range(self.epoch):
+                torch.randperm(self.num_samples, generator=self.generator)
+        return super().__iter__()
+
+
+class _GRPOTrainer(GRPOTrainer):
+    def _get_train_sampler(self, dataset=None):
+        stock = super()._get_train_sampler(dataset)
+        if type(stock) is not RepeatSampler or stock.seed is None:
+            raise TypeError(f"TRL's GRPO sampler changed ({type(stock).__name__}): resume would lose its data position")
+        return _EpochRepeatSampler(stock.data_source, stock.mini_repeat_count, stock.batch_size,
+                                   stock.repeat_count, stock.shuffle, stock.seed)
 
 
 class _PushWeights(TrainerCallback):
@@ -79,9 +117,12 @@ def _vllm_rollout(engine, tokenizer, temperature: float, max_tokens: int):
 
 def train_grpo(model, tokenizer, tasks: list[Task], out_dir: str, grpo: GrpoSpec, *, seed: int = 0,
                zero_stage: int = 2, engine=None, task_index: int = 0, quiet: bool = False,
-               callbacks: tuple = ()) -> tuple[dict, GRPOTrainer]:
+               callbacks: tuple = (), checkpoint: Optional[CheckpointSpec] = None, resume_from: Optional[str] = None,
+               carried: Optional[dict] = None) -> tuple[dict, GRPOTrainer]:
     """Train `model` in place on the union of tasks' rows with the spec's GRPO settings (their one declaration,
-    with their defaults, is cpt_core.api.GrpoSpec); returns the train.json statistics and the trainer."""
+    with their defaults, is cpt_core.api.GrpoSpec); returns the train.json statistics and the trainer.
+    With `resume_from` (a step checkpoint folder) it continues from that step as if never stopped; `carried`
+    holds the counters a step checkpoint saves besides the Trainer's state (rollout tokens)."""
     t0 = time.time()
     ws = world_size()
     g = grpo
@@ -89,23 +130,24 @@ def train_grpo(model, tokenizer, tasks: list[Task], out_dir: str, grpo: GrpoSpec
     if completions_per_step % ws:
         raise ValueError(f"promptsPerStep x groupSize ({completions_per_step}) must divide by WORLD_SIZE ({ws})")
     config = GRPOConfig(
-        **trainer_args(out_dir, seed, zero_stage, g.learning_rate, g.epochs, g.max_steps),
+        **trainer_args(out_dir, seed, zero_stage, g.learning_rate, g.epochs, g.max_steps, checkpoint),
         per_device_train_batch_size=completions_per_step // ws, steps_per_generation=1, num_iterations=1,
         num_generations=g.group_size, beta=g.kl_coef, temperature=g.temperature, top_k=0, top_p=1.0,
         max_completion_length=g.max_completion_tokens, log_completions=False, shuffle_dataset=True,
         remove_unused_columns=False,
     )
-    reward = _Counter(combined_reward(tasks))
+    reward = _Counter(combined_reward(tasks), carried if carried is not None else {})
     progress = ProgressCallback("train", task_index, quiet=quiet)
     callbacks = [progress, *callbacks]
     rollout_func = None
     if engine is not None and engine.name == "vllm":
         rollout_func = _vllm_rollout(engine, tokenizer, g.temperature, g.max_completion_tokens)
         callbacks.append(_PushWeights(engine))
-    trainer = GRPOTrainer(model=model, reward_funcs=[reward], args=config, train_dataset=_dataset(tokenizer, tasks),
-                          processing_class=tokenizer, callbacks=callbacks, rollout_func=rollout_func)
+    trainer = _GRPOTrainer(model=model, reward_funcs=[reward], args=config,
+                           train_dataset=_dataset(tokenizer, tasks), processing_class=tokenizer,
+                           callbacks=callbacks, rollout_func=rollout_func)
     trainer.remove_callback(PrinterCallback)  # our ProgressCallback prints CPT_PROGRESS lines instead
-    trainer.train()
+    trainer.train(resume_from_checkpoint=resume_from)
     curve = progress.rewards
     k = max(1, len(curve) // 10)
     stats = {} if not progress.zero_std or min(progress.zero_std) < 1.0 else {NO_SIGNAL: (

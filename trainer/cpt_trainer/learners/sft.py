@@ -7,12 +7,14 @@ field when the task uses a custom answer format); the loss is on the completion 
 from __future__ import annotations
 
 import time
+from typing import Optional
+
 from datasets import Dataset
 from transformers import PrinterCallback
 from trl import SFTConfig, SFTTrainer
 
 from cpt_trainer.progress_callback import ProgressCallback
-from cpt_core.api import SftSpec
+from cpt_core.api import CheckpointSpec, SftSpec
 from cpt_core.tasks import Task, prompt_text
 from cpt_trainer.learners.common import trainer_args, world_size
 
@@ -22,15 +24,18 @@ def target(row: dict) -> str:
 
 
 def train_sft(model, tokenizer, tasks: list[Task], out_dir: str, sft: SftSpec, *, seed: int = 0,
-              zero_stage: int = 2, task_index: int = 0, quiet: bool = False,
-              callbacks: tuple = ()) -> tuple[dict, SFTTrainer]:
-    """Train `model` in place with the spec's SFT settings (declared once, in cpt_core.api.SftSpec)."""
+              zero_stage: int = 2, task_index: int = 0, quiet: bool = False, callbacks: tuple = (),
+              checkpoint: Optional[CheckpointSpec] = None, resume_from: Optional[str] = None,
+              carried: Optional[dict] = None) -> tuple[dict, SFTTrainer]:
+    """Train `model` in place with the spec's SFT settings (declared once, in cpt_core.api.SftSpec); with
+    `resume_from` (a step checkpoint folder) continue from its step as if never stopped. `carried` is unused
+    (GRPO keeps its counters there) and accepted so both learners take the same arguments."""
     t0 = time.time()
     ws = world_size()
     data = Dataset.from_list([{"prompt": prompt_text(tokenizer, r["prompt"]), "completion": target(r)}
                               for t in tasks for r in t.rows])
     config = SFTConfig(
-        **trainer_args(out_dir, seed, zero_stage, sft.learning_rate, sft.epochs, sft.max_steps),
+        **trainer_args(out_dir, seed, zero_stage, sft.learning_rate, sft.epochs, sft.max_steps, checkpoint),
         per_device_train_batch_size=max(1, sft.batch_size // ws), packing=False, completion_only_loss=True,
         max_length=None, dataset_num_proc=None, eos_token=tokenizer.eos_token,
     )
@@ -38,7 +43,7 @@ def train_sft(model, tokenizer, tasks: list[Task], out_dir: str, sft: SftSpec, *
     trainer = SFTTrainer(model=model, args=config, train_dataset=data, processing_class=tokenizer,
                          callbacks=[progress, *callbacks])
     trainer.remove_callback(PrinterCallback)  # our ProgressCallback prints CPT_PROGRESS lines instead
-    trainer.train()
+    trainer.train(resume_from_checkpoint=resume_from)
     losses = progress.losses
     k = max(1, len(losses) // 10)
     return {
