@@ -35,6 +35,9 @@ PASS_WAIT = 0.5  # seconds a pass waits for its read before it lets the worker g
 WORKERS = 32  # reader threads for all runs
 PER_ENDPOINT = 2  # reads in flight on one endpoint at once
 MAX_AGE = 30.0  # seconds a finished read stays usable by the run's next pass
+# Seconds a failed read's error stands for the run's passes before its storage is read again: an endpoint that
+# does not answer or misbehaves is not hit (and its answers not parsed) on every pass of the run.
+ERROR_HOLD = 5.0
 
 RunKey = tuple[str, str]
 
@@ -95,11 +98,17 @@ class StorageReads:
         now = time.monotonic()
         with self._lock:
             read = self._reads.get(key)
-            if read is not None and (read.identity != identity or (
-                    read.finished is not None and now - read.finished > MAX_AGE)):
-                read.abandoned = read.identity != identity
+            if read is not None and read.identity != identity:
+                read.abandoned = True
                 del self._reads[key]
                 read = None
+            elif read is not None and read.finished is not None:
+                age, failed = now - read.finished, read.view is None or read.view.error is not None
+                if failed and read.view is not None and age < ERROR_HOLD:
+                    return read.view
+                if failed or age > MAX_AGE:
+                    del self._reads[key]
+                    read = None
             if read is None:
                 read = _Read(key, identity, where.lower(), resource, now + self.deadline)
                 self._reads[key] = read
@@ -108,8 +117,8 @@ class StorageReads:
         read.done.wait(max(0.0, min(wait, read.deadline - now)))
         with self._lock:
             if read.view is not None:
-                if self._reads.get(key) is read:
-                    del self._reads[key]  # taken: the next pass reads again
+                if self._reads.get(key) is read and read.view.error is None:
+                    del self._reads[key]  # taken: the next pass reads again (an error stands ERROR_HOLD)
                 return read.view
             now = time.monotonic()
             if now < read.deadline:
