@@ -183,10 +183,11 @@ def rif() -> list:
         .with_target(query(f"max by (namespace, cpt, task) (cpt_learner_steps{{{SEL}}})", ref="B", instant=True))
         .with_target(query(f"sum by (namespace, cpt, task) (max by (namespace, cpt, task, stage) (cpt_stage_duration_seconds{{{SEL}}}))",
                            ref="C", instant=True))
+        .with_target(query(f"max by (namespace, cpt, task) (cpt_train_resumed_total{{{SEL}}})", ref="D", instant=True))
         .transformations([transform("merge", {}), transform("organize", {
             "excludeByName": {"Time": True},
             "renameByName": {"Value #A": "rollout tokens", "Value #B": "learner steps",
-                             "Value #C": "stage seconds"}})])
+                             "Value #C": "stage seconds", "Value #D": "train resumes"}})])
         .override_by_name("stage seconds", [dm.DynamicConfigValue(id_val="unit", value="s")]),
     ]
 

@@ -129,6 +129,7 @@ def run_stats(committed: dict[int, CommittedTask]) -> dict[int, dict]:
                                    "train": int(train.get("rollout_tokens") or 0)},
             "learnerSteps": int(train.get("steps") or 0),
             "stageDurations": durations,
+            "trainResumes": int(train.get("resumes") or 0),  # resumes from a step checkpoint (0: never stopped)
         }
     return out
 

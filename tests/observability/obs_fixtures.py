@@ -58,7 +58,7 @@ STATS = {
                                                                           "evaluate": 45.0}},
     2: {"rolloutTokens": 98000, "learnerSteps": 180, "stageDurations": {"filter": 28.0, "train": 590.0,
                                                                          "evaluate": 44.0},
-        "stageAttempts": {"train": 2}},
+        "stageAttempts": {"train": 2}, "trainResumes": 1},
     "rev": {"rolloutTokens": 15000, "stageStartedAt": 1_700_000_000.0},
 }
 

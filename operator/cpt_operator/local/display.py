@@ -47,6 +47,9 @@ class ProgressDisplay:
 
     def update(self, event: dict) -> None:
         """A CPT_PROGRESS event from the stage process."""
+        if event.get("resumed_at") is not None:  # the train stage continues from a step checkpoint: say so once
+            self.log(f"    resumed at step {event['resumed_at']} of {event.get('total_steps')} (attempt "
+                     f"{(event.get('attempt') or 0) + 1}, resume {event.get('resumes')})")
         self.last = event
         now = time.monotonic()
         line = self.render(event, now)

@@ -37,6 +37,7 @@ def build_report(spec: dict, committed: dict[int, CommittedTask], status: Option
             "seconds": stats[i]["stageDurations"],
             "rewardFirst": train.get("mean_reward_first"), "rewardLast": train.get("mean_reward_last"),
             "noSignal": no_signal(committed[i]),
+            "resumedAtStep": train.get("resumed_at_step"), "trainResumes": stats[i]["trainResumes"],
             "evalEngine": (committed[i].eval or {}).get("engine"),
         })
     return {
@@ -115,6 +116,10 @@ def render_markdown(report: dict) -> str:
           "include the engines' own. spec.evaluation.engine picks one for every row.\n")
     elif engines:
         w(f"\nEvery row scored by the {next(iter(engines.values())) or 'unknown'} engine (greedy).\n")
+    for t in report["perTask"]:
+        if t.get("trainResumes"):
+            w(f"\nTask {t['name']!r}: train resumed at step {t['resumedAtStep']} of {t['learnerSteps']} "
+              f"({t['trainResumes']} resume(s) from step checkpoints).\n")
     for t in report["perTask"]:
         if t.get("noSignal"):
             w(f"\n**Warning: task {t['name']!r} taught the model nothing**: {t['noSignal']}.\n")
