@@ -135,6 +135,16 @@ class LearnerSpec(Wire):
     cpu: Optional[str] = Field(None, pattern=r"^[0-9]+(\.[0-9]+)?m?$")
     memory: Optional[str] = Field(None, pattern=r"^[0-9]+(\.[0-9]+)?([KMGTPE]i?)?$")
 
+    @property
+    def processes_per_replica(self) -> int:
+        """torchrun's --nproc-per-node: one rank per GPU, one CPU rank on a replica without GPUs."""
+        return max(self.gpus_per_replica, 1)
+
+    @property
+    def world_size(self) -> int:
+        """The learner ranks a cluster stage job starts; each rank checks it sees this many (cpt_trainer.world)."""
+        return self.replicas * self.processes_per_replica
+
 
 class StorageSpec(Wire):
     """Where checkpoints and results go. Credentials come from `secretRef` or the environment, never the spec."""

@@ -53,6 +53,9 @@ class StageConfig(BaseModel):
     spec: CptSpec
     spec_hash: str = Field(description="Hash of tasks[:task_index] and the training settings; see planner.")
     rollout_url: Optional[str] = Field(None, description="vLLM OpenAI-compatible server of this task, if any.")
+    world_size: int = Field(1, ge=1, description="Processes the executor starts for this stage (a cluster job: "
+                                                 "learner.replicas x processes per replica; `cpt run`: 1). Every "
+                                                 "rank checks WORLD_SIZE against it before anything else.")
 
     @property
     def task_name(self) -> str:

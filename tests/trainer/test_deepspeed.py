@@ -35,7 +35,7 @@ def test_zero2_two_cpu_processes(tiny_base, data_dir, tmp_path, method):
         "storage": {"uri": str(storage)},
     }
     cfg = StageConfig.model_validate({"run": "ds", "stage": "train", "task_index": 1, "spec": spec,
-                                      "spec_hash": "h"})
+                                      "spec_hash": "h", "world_size": 2})
     path = tmp_path / "stage.yaml"
     path.write_text(cfg.dump_yaml())
     env = dict(os.environ, OMP_NUM_THREADS="1", DS_BUILD_OPS="0", CUDA_VISIBLE_DEVICES="",

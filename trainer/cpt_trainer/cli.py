@@ -33,7 +33,9 @@ def _bad_input_errors() -> tuple:
     from cpt_core.rewards import RewardError
     from cpt_core.tasks import TaskError
 
-    errors = [ValidationError, RewardError, TaskError, FileNotFoundError]
+    from cpt_trainer.world import WorldSizeError
+
+    errors = [ValidationError, RewardError, TaskError, FileNotFoundError, WorldSizeError]
     if "cpt_trainer.stages" in sys.modules:
         errors.append(sys.modules["cpt_trainer.stages"].StageError)
     return tuple(errors)
@@ -42,11 +44,14 @@ def _bad_input_errors() -> tuple:
 def cmd_stage(args) -> dict:
     from cpt_core.stage import StageConfig
 
-    from cpt_trainer.stages import run_stage
+    from cpt_trainer.world import check_world
 
     cfg = StageConfig.load(args.config)
     if args.stage != cfg.stage:
         raise ValueError(f"command {args.stage!r} but {args.config} is a {cfg.stage!r} stage")
+    check_world(cfg)  # before torch is imported: a wrong world fails in a second, not after loading the model
+    from cpt_trainer.stages import run_stage
+
     return run_stage(cfg, workdir=args.workdir)
 
 

@@ -117,14 +117,13 @@ def trainjob(resource: dict, name: str, cfg: StageConfig, defaults: PlanDefaults
     volume, the pod's labels and security settings) goes in as a runtime patch owned by the operator."""
     pod = manifests.learner_pod(resource, cfg, name, defaults)
     container = pod["spec"]["containers"][0]
-    gpus = cfg.spec.learner.gpus_per_replica
     trainer = {
         "image": container["image"],
         "command": ["torchrun", "-m", "cpt_trainer.cli", cfg.stage, "--config",
                     f"{manifests.CONFIG_MOUNT}/{STAGE_CONFIG_FILE}"],
         "env": container["env"],
         "numNodes": cfg.spec.learner.replicas,
-        "numProcPerNode": max(gpus, 1),
+        "numProcPerNode": cfg.spec.learner.processes_per_replica,
         "resourcesPerNode": container["resources"],
     }
     pod_spec = pod["spec"]

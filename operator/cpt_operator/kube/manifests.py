@@ -164,7 +164,7 @@ def learner_pod(resource: dict, cfg: StageConfig, job: str, defaults: PlanDefaul
         "name": "pytorch",  # the Kubeflow training operator requires this container name
         "image": spec.learner.image or defaults.learner_image,
         "imagePullPolicy": defaults.image_pull_policy,
-        "command": ["torchrun", "--nproc-per-node", str(max(gpus, 1)), "-m", "cpt_trainer.cli",
+        "command": ["torchrun", "--nproc-per-node", str(spec.learner.processes_per_replica), "-m", "cpt_trainer.cli",
                     cfg.stage, "--config", f"{CONFIG_MOUNT}/{STAGE_CONFIG_FILE}"],
         "env": env,
         "resources": {k: v for k, v in resources.items() if v},
@@ -194,7 +194,7 @@ def pytorchjob(resource: dict, name: str, cfg: StageConfig, defaults: PlanDefaul
             # Retries are the operator's (new attempt, new name), so the job itself never restarts pods; a finished
             # (failed) attempt leaves no pod running that could keep writing (cleanPodPolicy Running).
             "runPolicy": {"cleanPodPolicy": "Running", "backoffLimit": 0, "suspend": suspend},
-            "nprocPerNode": str(max(cfg.spec.learner.gpus_per_replica, 1)),
+            "nprocPerNode": str(cfg.spec.learner.processes_per_replica),
             "pytorchReplicaSpecs": specs,
         },
     }

@@ -36,6 +36,7 @@ from cpt_operator.planner import Observed, ObservedJob, Plan, plan
 EXIT_INTERRUPTED = 130
 EXIT_BUSY = 75  # EX_TEMPFAIL: another `cpt run` holds this run; try again when it is done
 LOCK_FILE = "run.lock"
+LOCAL_WORLD_SIZE = 1  # each stage is one process here, whatever spec.learner asks of a cluster
 LOG_TAIL_LINES = 25
 
 
@@ -182,7 +183,8 @@ def _loop(run: LocalRun, store) -> Plan:
         except RolloutServerError as exc:
             run.fatal = str(exc)
             continue
-        todo = [(s.job, s.config.model_copy(update={"rollout_url": urls.get(s.config.task_index)}))
+        todo = [(s.job, s.config.model_copy(update={"rollout_url": urls.get(s.config.task_index),
+                                                              "world_size": LOCAL_WORLD_SIZE}))
                 for s in current.start if s.job not in run.jobs]
         if not todo:
             if current.status["phase"] in ("Succeeded", "Failed", "Suspended"):

@@ -196,7 +196,8 @@ def _start_stage(plan_: Plan, resource: dict, spec: api.CptSpec, run: str, progr
     name = job_name(run, index, stage, progress.attempt)
     cfg = StageConfig(run=run, namespace=resource["metadata"].get("namespace", "default"),
                       run_uid=resource["metadata"].get("uid") or None, stage=stage,
-                      task_index=index, attempt=progress.attempt, spec=spec, spec_hash=task_spec_hash(spec, index))
+                      task_index=index, attempt=progress.attempt, spec=spec, spec_hash=task_spec_hash(spec, index),
+                      world_size=spec.learner.world_size)
     plan_.start.append(StartStage(name, cfg, progress.round, progress.first_attempt))
 
 
