@@ -131,3 +131,29 @@ def test_self_sft_samples_first_with_the_rif_settings(resource):
     assert validate_resource(resource).spec.rif_effective.rollouts == 4
     assert stages_for("self-sft", 1) == ["filter", "train", "evaluate"]
     assert stages_for("sft", 1) == ["train", "evaluate"] and stages_for("self-sft", 0) == ["evaluate"]
+
+
+def test_completions_per_step_must_divide_by_the_learner_world(resource, tmp_path):
+    """promptsPerStep x groupSize split over the learner ranks: refused by validation (and `cpt validate`),
+    never first found by a GPU pod that fails and is retried."""
+    resource["spec"]["method"] = "grpo"
+    resource["spec"]["grpo"] = {"promptsPerStep": 3, "groupSize": 2}
+    resource["spec"]["learner"] = {"replicas": 2, "gpusPerReplica": 2}
+    with pytest.raises(SpecError) as err:
+        validate_resource(resource)
+    text = str(err.value)
+    assert "spec.grpo.promptsPerStep x spec.grpo.groupSize (3 x 2 = 6)" in text
+    assert "spec.learner.replicas" in text and "2 x 2 = 4" in text
+    resource["spec"]["learner"] = {"replicas": 3, "gpusPerReplica": 0}  # 3 CPU ranks: 6 splits evenly
+    validate_resource(resource)
+    resource["spec"]["method"] = "sft"  # SFT's batch is split by the learner itself, no such rule
+    resource["spec"]["learner"] = {"replicas": 4, "gpusPerReplica": 1}
+    validate_resource(resource)
+    import yaml
+
+    from cpt_operator import cli
+
+    resource["spec"]["method"] = "grpo"
+    path = tmp_path / "cpt.yaml"
+    path.write_text(yaml.safe_dump(resource))
+    assert cli.main(["validate", str(path)]) == 2
