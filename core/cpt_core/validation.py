@@ -78,7 +78,7 @@ def cross_field_problems(spec: api.CptSpec, mode: Mode) -> Iterable[str]:
         if spec.method not in api.SFT_METHODS and completions % spec.learner.world_size:
             # The learner splits each step's completions evenly over its ranks (cpt_trainer.learners.grpo): a
             # remainder would fail in every GPU pod and be retried, so it is refused here.
-            yield (f"spec.grpo.promptsPerStep x spec.grpo.groupSize ({spec.grpo.prompts_per_step} x "
+            yield (f"spec.grpo.promptsPerStep: promptsPerStep x groupSize ({spec.grpo.prompts_per_step} x "
                    f"{spec.grpo.group_size} = {completions}) must divide by the learner's world size, "
                    f"spec.learner.replicas x processes per replica (gpusPerReplica, 1 without GPUs): "
                    f"{spec.learner.replicas} x {spec.learner.processes_per_replica} = {spec.learner.world_size}")

@@ -142,7 +142,7 @@ def test_completions_per_step_must_divide_by_the_learner_world(resource, tmp_pat
     with pytest.raises(SpecError) as err:
         validate_resource(resource)
     text = str(err.value)
-    assert "spec.grpo.promptsPerStep x spec.grpo.groupSize (3 x 2 = 6)" in text
+    assert "spec.grpo.promptsPerStep: promptsPerStep x groupSize (3 x 2 = 6)" in text
     assert "spec.learner.replicas" in text and "2 x 2 = 4" in text
     resource["spec"]["learner"] = {"replicas": 3, "gpusPerReplica": 0}  # 3 CPU ranks: 6 splits evenly
     validate_resource(resource)
