@@ -44,8 +44,9 @@ READ_TIMEOUTS = Timeouts(connect=3.0, read=5.0, attempts=2)
 READ_DEADLINE = 10.0  # seconds a run's whole read (Secret, listing, claim, manifests) may take, wall clock
 READ_POOL = 2  # connections per client: a run's read sends one request at a time
 # What one run's read may bring back: an endpoint that paginates forever or serves a huge "manifest" stops here.
-# A run's tasks/ holds a few files per task (checkpoint shards, eval, manifest); manifests are a few KB.
-READ_LIMITS = ReadLimits(max_pages=50, max_keys=50_000, max_body=4 << 20)
+# A run's tasks/ holds a few files per task (checkpoint shards, eval, manifest); manifests are a few KB. A page
+# of 1,000 keys costs botocore ~50 ms of CPU to parse: 20 pages bound a hostile listing near a second.
+READ_LIMITS = ReadLimits(max_pages=20, max_keys=20_000, max_body=4 << 20)
 MAX_VIEWS = 10_000  # runs whose committed results are kept between passes (a few KB each)
 # Owner claims remembered (a few hundred bytes each); past this many the set starts over (claims are re-read).
 MAX_CLAIMS = 100_000
@@ -135,12 +136,13 @@ class CommittedReader:
     """
 
     def __init__(self, settings: Settings, read_secret: Callable[[str, str], dict[str, str]],
-                 max_clients: int = MAX_CLIENTS,
+                 max_clients: int = MAX_CLIENTS, limits: ReadLimits = READ_LIMITS,
                  get_resource: Optional[Callable[[str, str], Optional[dict]]] = None) -> None:
         self.settings = settings
         self.read_secret = read_secret
         self.get_resource = get_resource  # whether a marker's run still exists (adopting a deleted run's prefix)
         self.clients = ClientCache(max_clients)
+        self.limits = limits
         # (uid, uri) whose owner marker this process has read as ours: claimed once, not on every resync.
         self._claimed: set[tuple[str, str]] = set()
         # (uid, uri) -> (listing of tasks/, the StorageView read with it), least recently used first.
@@ -261,7 +263,7 @@ class CommittedReader:
         extra = {"credentials": creds} if creds else {}
         client = self.clients.get(key, lambda: open_store_for_spec(effective, timeouts=READ_TIMEOUTS,
                                                                    max_pool_connections=READ_POOL, **extra).client)
-        return open_store_for_spec(effective, client=client, retry=READ_RETRY, limits=READ_LIMITS)
+        return open_store_for_spec(effective, client=client, retry=READ_RETRY, limits=self.limits)
 
     def forget(self, namespace: str, name: str) -> None:
         """The run is gone: its Secret's values are let go when no other run of the namespace reads with it."""
