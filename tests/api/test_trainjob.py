@@ -110,10 +110,11 @@ def test_suspension_both_ways_for_both_kinds():
     assert observed_job(by_us).suspended and not observed_job(by_us).queued
 
 
-def test_the_operator_lists_and_needs_only_the_kind_in_use():
+def test_the_operator_creates_only_the_kind_in_use_and_watches_the_other():
+    """The other kind is read (a backend switch must see its jobs, issue 26), never created."""
     from cpt_operator.kube.permissions import required_rules
 
-    resources = {r for _, r, _ in required_rules("trainjob")}
-    assert "trainjobs" in resources and "pytorchjobs" not in resources
-    resources = {r for _, r, _ in required_rules("pytorchjob")}
-    assert "pytorchjobs" in resources and "trainjobs" not in resources
+    for backend, other in (("trainjob", "pytorchjobs"), ("pytorchjob", "trainjobs")):
+        verbs = {r: set(v) for _, r, v in required_rules(backend)}
+        assert "create" in verbs[jobs.BACKENDS[backend].plural]
+        assert verbs[other] == {"list", "watch", "patch"}

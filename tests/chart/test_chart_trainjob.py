@@ -37,7 +37,10 @@ def test_default_backend_has_no_runtime_and_pytorchjob_rights(render):
     assert not by_kind(objects, "ClusterTrainingRuntime")
     role = one(objects, "Role")
     assert ("kubeflow.org", "pytorchjobs", "create") in _grants(role)
-    assert not {g for g, _, _ in _grants(role)} & {"trainer.kubeflow.org"}
+    # TrainJobs are watched, never created: a switch of backend must see the other kind's jobs (issue 26)
+    assert {v for g, _, v in _grants(role) if g == "trainer.kubeflow.org"} == {"list", "watch", "patch"}
+    trainjob_role = one(render(TRAINJOB), "Role")
+    assert {v for g, _, v in _grants(trainjob_role) if g == "kubeflow.org"} == {"list", "watch", "patch"}
 
 
 def test_trainjob_backend_installs_a_valid_runtime_and_rights_on_trainjobs_only(render):

@@ -12,7 +12,6 @@ import sys
 import time
 from pathlib import Path
 
-import kubernetes
 import yaml
 
 from operator_harness import new_bucket, now, wait_for
@@ -118,13 +117,14 @@ def test_example_runs_to_the_end_as_trainjobs_through_a_queue(emu_world, tmp_pat
         log.close()
 
 
-def test_the_operator_watches_only_the_configured_kind(emu_world, emulator, tmp_path):
-    """With the TrainJob backend the operator never asks for PyTorchJobs (their CRD may not exist on the cluster,
-    and the chart grants no rights on them): every such request would be answered 403 and counted."""
+def test_the_other_kind_refused_holds_nothing_back(emu_world, emulator, tmp_path):
+    """With the TrainJob backend the operator also watches PyTorchJobs (never creates them), so that a switch of
+    backend never runs a stage twice (tests/operator/test_backend_switch.py). A cluster whose RBAC does not grant
+    them (a hand-written Role) answers 403: that stream is retried in the background and holds no pass back."""
     from kubeemu.faults import Fault
 
     world = emu_world
-    emulator.inject(Fault(plural="pytorchjobs", status=403, times=-1))
+    emulator.inject(Fault(plural="pytorchjobs", status=403, times=-1, agents=("kopf/", "cpt-operator/")))
     body = _example(world)
     _credentials_secret(world, body["spec"]["storage"]["secretRef"])
     world.create(body)
@@ -136,9 +136,6 @@ def test_the_operator_watches_only_the_configured_kind(emu_world, emulator, tmp_
         finally:
             proc.terminate()
             proc.wait(20)
-    assert emulator.call(lambda e: e.stats.faults_injected) == 0
-    try:  # the detector works: a request for PyTorchJobs is refused and counted
-        world.co.list_namespaced_custom_object("kubeflow.org", "v1", world.namespace, "pytorchjobs")
-    except kubernetes.client.ApiException as exc:
-        assert exc.status == 403
-    assert emulator.call(lambda e: e.stats.faults_injected) == 1
+    assert emulator.call(lambda e: e.stats.faults_injected) >= 1  # it did ask, and was refused
+    assert not any(plural == "pytorchjobs" for plural, *_ in emulator.call(lambda e: list(e.stats.creates)))
+    assert "watching PyTorchJob" in (tmp_path / "operator.log").read_text()  # the refusal is logged

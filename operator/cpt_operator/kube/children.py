@@ -39,8 +39,12 @@ def render(plan: Plan, resource: dict, present: Iterable[tuple[str, str]],
     out = Changes()
     spec = plan.spec
     backend = jobs.BACKENDS[defaults.job_backend]
-    suspensions = [(ChildRef(backend.api_version, backend.kind, job.job), jobs.suspend_patch(backend, job.suspended))
-                   for job in plan.suspend]
+    present = set(present)
+    # A job keeps its kind: one of the other backend's (made before CPT_JOB_BACKEND changed) is patched as such.
+    kind_of = {name: jobs.BY_KIND[kind] for kind, name in present if kind in jobs.BY_KIND and kind != backend.kind}
+    kind_of.update({name: backend for kind, name in present if kind == backend.kind})
+    suspensions = [(ChildRef(kind.api_version, kind.kind, job.job), jobs.suspend_patch(kind, job.suspended))
+                   for job in plan.suspend for kind in [kind_of.get(job.job, backend)]]
     if spec is None:  # an invalid spec: create and delete nothing; stop what runs (GPUs) until it is fixed
         out.patch = suspensions + [(ChildRef("apps/v1", kind, name), {"spec": {"replicas": 0}})
                                    for kind, name in sorted(present) if kind == "Deployment"]  # rollout servers
@@ -49,7 +53,6 @@ def render(plan: Plan, resource: dict, present: Iterable[tuple[str, str]],
         out.patch = suspensions
         return out
     run = resource["metadata"]["name"]
-    present = set(present)
     urls = {}
     for servers in plan.rollout:
         if servers.start:
@@ -67,6 +70,8 @@ def render(plan: Plan, resource: dict, present: Iterable[tuple[str, str]],
         if cfg.task_index in urls:
             cfg = cfg.model_copy(update={"rollout_url": urls[cfg.task_index]})
         out.create.append(manifests.stage_configmap(resource, start.job, cfg, defaults))
+        if start.job in kind_of:  # it exists (of either kind): never a second job of the same stage and attempt
+            continue
         out.create.append(jobs.with_round(jobs.with_queue(backend.build(resource, start.job, cfg, defaults),
                                                           spec.queue), start.round))
     out.create = _isolation(resource, run, spec, out.create, present, defaults) + out.create

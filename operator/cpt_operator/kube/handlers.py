@@ -55,12 +55,15 @@ PREFIX = api.GROUP
 # Not added any more (no daemon, no deletion handler); named so that kopf removes it from resources that an
 # older version of this operator left it on.
 FINALIZER = f"{PREFIX}/kopf-finalizer"
-# The kind stage jobs run as (CPT_JOB_BACKEND, see settings): only that kind is watched, since the other's CRD
-# may not exist on the cluster and the chart grants rights on the kind in use only.
+# The kind stage jobs run as (CPT_JOB_BACKEND, see settings).
 JOB_BACKEND = jobs.BACKENDS[job_backend()]
+# The other kind is watched too, never created: after CPT_JOB_BACKEND changed, a stage job of the old kind that
+# runs or finished is what the planner sees, so that stage is waited for (or its outcome kept), not run twice.
+# Its CRD may not be served (nothing to see) or its rights not granted (custom RBAC): neither holds passes back.
+OTHER_JOB_KINDS = tuple(b.kind for b in jobs.BACKENDS.values() if b is not JOB_BACKEND)
 # Child kinds read from the watch-fed cache. The run's rollout-key Secret is only ever created (with a 409
 # owner check): watching Secrets would need rights on every Secret of the namespace.
-CHILD_KINDS = ("ConfigMap", "Service", "Deployment", "NetworkPolicy", JOB_BACKEND.kind)
+CHILD_KINDS = ("ConfigMap", "Service", "Deployment", "NetworkPolicy", JOB_BACKEND.kind, *OTHER_JOB_KINDS)
 # Passes in flight at once. A pass mostly waits on the API server and S3 (a few ms of CPU each), so a few
 # more than the CPUs; more only queue at the server.
 WORKERS = 8
@@ -173,7 +176,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     kube.event_sink = runtime.events.put
     watch_selectors(settings, CHILD_KINDS)
     runtime.informer = Informer(settings, CHILD_KINDS, cfg.namespaces,
-                                lambda kind, old, new: child_changed(runtime, kind, old, new))
+                                lambda kind, old, new: child_changed(runtime, kind, old, new), optional=OTHER_JOB_KINDS)
     runtime.informer.start()
     runtime.workers = [asyncio.create_task(worker(runtime), name=f"cpt-worker-{i}") for i in range(WORKERS)]
     runtime.sender = asyncio.create_task(runtime.events.run(runtime.pool), name="cpt-events")

@@ -111,9 +111,11 @@ class Informer:
     Namespace objects are watched too and a namespace's streams start and stop as it appears and goes."""
 
     def __init__(self, settings: Any, kinds: Iterable[str], namespaces: Iterable[str] = (),
-                 on_change: Optional[OnChange] = None) -> None:
+                 on_change: Optional[OnChange] = None, optional: Iterable[str] = ()) -> None:
         self.settings = settings
         self.kinds = tuple(kinds)
+        # Kinds whose stream may fail for good (refused, 403) without holding passes back: the other job backend's.
+        self.optional = frozenset(optional)
         self.patterns = tuple(namespaces)
         self.cache = ChildCache(on_change)
         self.synced = asyncio.Event()
@@ -167,7 +169,8 @@ class Informer:
             self.synced.set()
 
     async def _forever(self, what: str, once: Callable[[], Awaitable[None]],
-                       not_served: Optional[Callable[[], None]] = None) -> None:
+                       not_served: Optional[Callable[[], None]] = None,
+                       failed: Optional[Callable[[], None]] = None) -> None:
         """Run a stream again and again; a failure is logged and retried after RETRY_S, never fatal."""
         while True:
             try:
@@ -180,13 +183,16 @@ class Informer:
                     not_served()
             except Exception as exc:  # noqa: BLE001 - forbidden, a bug: log, retry; passes wait if never listed
                 log.error("watching %s failed: %s: %s; again in %.0fs", what, type(exc).__name__, exc, RETRY_S)
+                if failed is not None:
+                    failed()
             await asyncio.sleep(RETRY_S)
 
     async def _stream(self, kind: str, namespace: Optional[str]) -> None:
         """One kind in one namespace (or all). A kind not served (its CRD missing) cannot hold objects: its
         creates will fail and say so on the run; it does not hold every pass back."""
+        listed = lambda: self._listed((kind, namespace))  # noqa: E731
         await self._forever(f"{kind} in {namespace or 'all namespaces'}", lambda: self._follow(kind, namespace),
-                            lambda: self._listed((kind, namespace)))
+                            listed, listed if kind in self.optional else None)
 
     async def _follow(self, kind: str, namespace: Optional[str]) -> None:
         listing: Optional[set[Key]] = None

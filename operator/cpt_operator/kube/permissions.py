@@ -14,15 +14,23 @@ Rule = tuple[str, str, tuple[str, ...]]  # (apiGroup, resource, verbs)
 
 
 def job_rule(job_backend: str) -> Rule:
-    """Stage jobs: the children's informer lists and watches them (cache and wake-ups), kube creates and patches suspend. Only the kind of the
-    configured backend (CPT_JOB_BACKEND): the other's CRD may not even exist."""
+    """Stage jobs of the configured backend (CPT_JOB_BACKEND): the children's informer lists and watches them
+    (cache and wake-ups), kube creates them and patches suspend."""
     backend = jobs.BACKENDS[job_backend]
     return backend.api_version.split("/")[0], backend.plural, ("get", "list", "watch", "create", "patch")
 
 
+def other_job_rule(job_backend: str) -> Rule:
+    """The other backend's kind: watched (never created) so that after CPT_JOB_BACKEND changed a stage job of the
+    old kind is still seen and no stage runs twice; patched only to suspend such a job."""
+    other = next(b for name, b in jobs.BACKENDS.items() if name != job_backend)
+    return other.api_version.split("/")[0], other.plural, ("list", "watch", "patch")
+
+
 def required_rules(job_backend: str = "pytorchjob") -> list[Rule]:
     """Every rule the operator needs with this job backend."""
-    return [job_rule(job_backend) if rule == job_rule("pytorchjob") else rule for rule in REQUIRED_RULES]
+    swap = {job_rule("pytorchjob"): job_rule(job_backend), other_job_rule("pytorchjob"): other_job_rule(job_backend)}
+    return [swap.get(rule, rule) for rule in REQUIRED_RULES]
 
 
 # With the default backend (pytorchjob).
@@ -34,6 +42,8 @@ REQUIRED_RULES: list[Rule] = [
     # Stage jobs: the informer watches them (cache, wake-ups), kube creates and patches runPolicy.suspend. `get` on
     # every created kind: the owner check of a 409 (a foreign object with a child's name is never adopted).
     ("kubeflow.org", "pytorchjobs", ("get", "list", "watch", "create", "patch")),
+    # The other backend's kind, watched only (other_job_rule): a backend switch never runs a stage twice.
+    ("trainer.kubeflow.org", "trainjobs", ("list", "watch", "patch")),
     # Rollout servers: created per task, deleted when the task is committed, patched to 0 replicas while the run
     # is suspended or its spec invalid (the GPUs they hold are released) and back up on resume. Every child kind
     # that is read back is listed and watched by the informer (kube/informer.py: the cache a pass reads).
@@ -60,6 +70,8 @@ CONDITIONAL_RULES: set[tuple[str, str, str]] = {
     (api.GROUP, api.PLURAL, "get"),
     # only on resources that still carry an older operator's finalizer
     (api.GROUP, api.PLURAL, "patch"),
+    # only while a run is suspended with a job of the backend used before CPT_JOB_BACKEND changed
+    ("trainer.kubeflow.org", "trainjobs", "patch"),
     # owner checks happen only on a 409 (an operator restart mid-pass, or a foreign object)
     ("kubeflow.org", "pytorchjobs", "get"), ("apps", "deployments", "get"), ("", "services", "get"),
     ("", "configmaps", "get"), ("networking.k8s.io", "networkpolicies", "get"),

@@ -24,7 +24,8 @@ ENV: dict[str, tuple[str, str]] = {
     "CPT_LEARNER_SERVICE_ACCOUNT": ("", "serviceAccountName of learner pods (empty: the namespace default)."),
     "CPT_ROLLOUT_PORT": ("8000", "HTTP port of the vLLM rollout servers."),
     "CPT_JOB_BACKEND": ("pytorchjob", "Kind of the stage jobs: pytorchjob (kubeflow.org/v1 PyTorchJob) or trainjob "
-                                      "(Kubeflow Trainer v2 TrainJob). Only that kind is created and watched."),
+                                      "(Kubeflow Trainer v2 TrainJob). Only that kind is created; the other is "
+                                      "watched too, so a switch of backend never runs a stage twice."),
     "CPT_TRAINING_RUNTIME": ("cpt-learner", "ClusterTrainingRuntime that TrainJobs refer to (the chart installs it)."),
     "CPT_NETWORK_POLICIES": ("true", "Create a NetworkPolicy per run that isolates its pods (false: the cluster has none)."),
     "CPT_STORAGE_CIDRS": ("", "Comma-separated CIDRs where storage is: each run's NetworkPolicy lets its pods reach the "
