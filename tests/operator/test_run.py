@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from operator_harness import JOB_KIND, accuracy, cpt_body, new_bucket, run_to_end, wait_for
 
 
 def test_three_tasks_end_to_end(world, operator):
     body = cpt_body("vl", world.endpoint, new_bucket(world.endpoint), tasks=3, method="rif-grpo",
-                    learner={"replicas": 3, "gpusPerReplica": 2})
+                    learner={"replicas": 3, "gpusPerReplica": 2},
+                    grpo={"promptsPerStep": 6, "groupSize": 8})  # 48 completions per step over 6 ranks
     world.create(body)
 
     # Task 0 first: the base model is evaluated (row 0 of the matrix) before anything is trained.
@@ -39,7 +42,9 @@ def test_three_tasks_end_to_end(world, operator):
     assert labels["cpt.dev/stage"] == "filter" and labels["cpt.dev/task-index"] == "1"
     assert labels["app.kubernetes.io/managed-by"] == "cpt-operator"
     children = world.children("vl")
-    assert {("Deployment", "vl-1-rollout"), ("Service", "vl-1-rollout"), ("ConfigMap", "vl-1-filter")} <= children
+    assert {("Deployment", "vl-1-rollout"), ("Service", "vl-1-rollout")} <= children
+    # The stage ConfigMap's name ends in a suffix only the operator's key gives (nobody can take it first).
+    assert [n for k, n in children if k == "ConfigMap" and re.fullmatch(r"vl-1-filter-[0-9a-f]{10}", n)]
 
     status = run_to_end(world, "vl", timeout=60)
     assert status["phase"] == "Succeeded", status
