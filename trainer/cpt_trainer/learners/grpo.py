@@ -24,8 +24,17 @@ from cpt_core.tasks import Task, prompt_text
 from cpt_trainer.learners.common import combined_reward, extra_columns, trainer_args, world_size
 
 
-def _dataset(tokenizer, tasks: list[Task]) -> Dataset:
-    rows = [dict(r, task=t.name) for t in tasks for r in t.rows]
+def fill_step(rows: list[dict], prompts_per_step: int) -> list[dict]:
+    """TRL's sampler drops a partial batch of prompts, so a pool smaller than one step (RIF kept 7 of 256 with
+    promptsPerStep 8) trained 0 steps in silence. Such a pool is cycled up to one step's prompts: each kept prompt
+    is trained on, the step keeps its size (and its divisibility by WORLD_SIZE)."""
+    if not rows or len(rows) >= prompts_per_step:
+        return rows
+    return [rows[i % len(rows)] for i in range(prompts_per_step)]
+
+
+def _dataset(tokenizer, tasks: list[Task], prompts_per_step: int) -> Dataset:
+    rows = fill_step([dict(r, task=t.name) for t in tasks for r in t.rows], prompts_per_step)
     keep = extra_columns(rows)
     return Dataset.from_list([
         {"prompt": prompt_text(tokenizer, r["prompt"]), "answer": r["answer"], "task": r["task"],
@@ -144,7 +153,7 @@ def train_grpo(model, tokenizer, tasks: list[Task], out_dir: str, grpo: GrpoSpec
         rollout_func = _vllm_rollout(engine, tokenizer, g.temperature, g.max_completion_tokens)
         callbacks.append(_PushWeights(engine))
     trainer = _GRPOTrainer(model=model, reward_funcs=[reward], args=config,
-                           train_dataset=_dataset(tokenizer, tasks), processing_class=tokenizer,
+                           train_dataset=_dataset(tokenizer, tasks, g.prompts_per_step), processing_class=tokenizer,
                            callbacks=callbacks, rollout_func=rollout_func)
     trainer.remove_callback(PrinterCallback)  # our ProgressCallback prints CPT_PROGRESS lines instead
     trainer.train(resume_from_checkpoint=resume_from)
@@ -153,6 +162,12 @@ def train_grpo(model, tokenizer, tasks: list[Task], out_dir: str, grpo: GrpoSpec
     stats = {} if not progress.zero_std or min(progress.zero_std) < 1.0 else {NO_SIGNAL: (
         f"every group of {g.group_size} completions got equal rewards at all {len(progress.zero_std)} steps "
         f"(mean reward {sum(curve) / max(1, len(curve)):.2f}): no policy gradient")}
+    pool = sum(len(t.rows) for t in tasks)
+    if 0 < pool < g.prompts_per_step:
+        stats["pool_filled"] = (f"{pool} prompt(s), fewer than promptsPerStep {g.prompts_per_step}: each step "
+                                "repeats them to fill its batch")
+    if trainer.state.global_step == 0 and NO_SIGNAL not in stats:  # never 0 steps in silence
+        stats[NO_SIGNAL] = f"no optimizer step was taken on {pool} prompt(s)"
     return stats | {
         "method": "grpo", "steps": trainer.state.global_step, "seconds": round(time.time() - t0, 3),
         "rollout_tokens": reward.tokens * ws, "prompts": sum(len(t.rows) for t in tasks),
