@@ -61,6 +61,7 @@ class _Read:
     finished: Optional[float] = None
     view: Optional[StorageView] = None
     abandoned: bool = False  # the run was forgotten or its storage changed: the result goes nowhere
+    outlived: bool = False  # a pass stopped waiting for it: its end wakes the run (else the pass took it)
 
 
 class StorageReads:
@@ -121,6 +122,7 @@ class StorageReads:
                     del self._reads[key]  # taken: the next pass reads again (an error stands ERROR_HOLD)
                 return read.view
             now = time.monotonic()
+            read.outlived = True
             if now < read.deadline:
                 return Pending(read.deadline - now + 0.05)
             started = read.started is not None
@@ -174,6 +176,7 @@ class StorageReads:
     def _finish(self, read: _Read, view: Optional[StorageView]) -> None:
         with self._lock:
             read.view, read.finished = view, time.monotonic()
+            wake = read.outlived and not read.abandoned and view is not None
             self._running[read.endpoint] -= 1
             waiting = self._waiting.get(read.endpoint)
             while waiting:
@@ -188,7 +191,7 @@ class StorageReads:
             if not self._running[read.endpoint]:
                 del self._running[read.endpoint]
         read.done.set()
-        if self.wake is not None and not read.abandoned and view is not None:
+        if self.wake is not None and wake:
             try:
                 self.wake(*read.key)
             except Exception:  # noqa: BLE001 - the loop is closing; the run's timer looks again anyway
