@@ -135,7 +135,9 @@ class StepCheckpointCallback(TrainerCallback):
 
     def on_step_end(self, args, state, control, **kwargs):
         minutes = self.spec.every_minutes
-        if minutes and time.monotonic() - self._last >= minutes * 60 and state.global_step < state.max_steps:
+        if state.global_step >= state.max_steps:
+            control.should_save = False  # HF saves at the end too; the task's checkpoint is published instead
+        elif minutes and time.monotonic() - self._last >= minutes * 60:
             control.should_save = True
         if control.should_save:
             self._saved_at = time.monotonic()
