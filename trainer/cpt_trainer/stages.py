@@ -32,7 +32,7 @@ from cpt_core.storage import (CorruptTask, StorageError, fetch_checkpoint, layou
                               open_store_for_spec, prepare_task)
 from cpt_core.storage import owner
 from cpt_core.storage.manifest import mark_damaged
-from cpt_core.storage.staging import fetch_verified, publish_checkpoint
+from cpt_core.storage.staging import abort_killed_uploads, fetch_verified, publish_checkpoint
 from cpt_core.tasks import Task, load_task as load_dataset_task, parse_jsonl
 
 log = logging.getLogger(__name__)
@@ -289,6 +289,7 @@ def run_stage(cfg: StageConfig, workdir: Optional[str] = None) -> dict:
         if cfg.stage == stages_for(spec.method, i)[0]:
             done = prepare_task(store, i, cfg.task_name, cfg.spec_hash)
         else:
+            abort_killed_uploads(store, i, cfg.task_name)  # the first stage's prepare_task does it for itself
             done = load_task(store, i, cfg.task_name)
             done = done if done is not None and done.spec_hash == cfg.spec_hash else None
         if done is not None:

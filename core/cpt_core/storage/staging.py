@@ -32,6 +32,15 @@ def is_attempt_key(index: int, name: str, key: str) -> bool:
         key.startswith(base + "-r")
 
 
+def abort_killed_uploads(store: Store, index: int, name: str) -> int:
+    """Abort the multipart uploads an earlier writer of this task left open: a stage SIGKILLed mid-upload gives
+    s3transfer no chance to abort (the parts are billed and invisible to listings). The task's first stage does it
+    in prepare_task; every later stage (train and evaluate of rif-grpo and self-sft, evaluate of the others) calls
+    this before it writes, so a killed upload of any stage is aborted by the next stage or the retry. A zombie
+    writer of a failed attempt that is still uploading loses its upload too, which is what it deserves."""
+    return store.abort_uploads(layout.task_dir(index, name))
+
+
 def publish_checkpoint(store: Store, index: int, name: str, attempt: int, local_dir: str) -> dict[str, Any]:
     """Upload this attempt's checkpoint under its own prefix, then the sub-manifest (last)."""
     prefix = checkpoint_prefix(index, name, attempt)
