@@ -15,7 +15,7 @@ import socket
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Optional
+from typing import Any, Callable, Iterable, Mapping, Optional
 from urllib.parse import urlsplit
 
 from cpt_core import api, rewards
@@ -207,6 +207,34 @@ def internal_reason(host: str) -> Optional[str]:
         return "a single-label name (the cluster's DNS search path resolves it to a Service)"
     if host.endswith(INTERNAL_SUFFIXES):
         return "a cluster- or site-internal name"
+    return None
+
+
+def resolved_problem(endpoint: Optional[str], policy: TenantPolicy,
+                     resolve: Callable[..., list] = socket.getaddrinfo) -> Optional[str]:
+    """The same rule where the operator connects: a host NAME that this pod's resolver turns into an internal
+    address (the search path makes `minio.storage` a Service; a tenant's DNS can answer 169.254.169.254) and the
+    admin does not allow. None when fine, when the name does not resolve (the read reports that), or when the
+    endpoint is an address or a name the admin allows (validation decided those). It checks the answer now; a
+    DNS server that answers differently a moment later is not caught (docs/install.md, "Storage hosts")."""
+    if not endpoint:
+        return None
+    try:
+        host, port = _host(endpoint)
+    except ValueError:
+        return None
+    if _ip(host) is not None or endpoint_allowed(host, policy):
+        return None
+    try:
+        answers = resolve(host, port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
+        return None
+    for answer in answers:
+        address = str(answer[4][0]).split("%")[0]
+        why = internal_reason(address)
+        if why is not None and not endpoint_allowed(address, policy):
+            return (f"storage endpoint {host!r} resolves to {address}, {why}; the operator does not reach such "
+                    "hosts for a run unless the cluster's admin allows them (chart value policy.allowedInternalEndpoints)")
     return None
 
 

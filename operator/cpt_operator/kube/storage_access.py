@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any, Callable, Optional
 
-from cpt_core import layout
+from cpt_core import layout, tenancy
 from cpt_core.results import CommittedTask
 from cpt_core.storage import Credentials, RetryPolicy, Store, open_store_for_spec, scrub
 from cpt_core.storage import s3client
@@ -167,6 +167,9 @@ class CommittedReader:
         refused = self.settings.unsigned_refusal(storage, meta["namespace"])
         if refused:
             return StorageView(conflict=refused)
+        internal = tenancy.resolved_problem(storage.endpoint, tenancy.TenantPolicy.from_env())
+        if internal:  # a name that resolves to an internal address here: nothing is sent (the marker's PUT included)
+            return StorageView(error=internal, reason=problems.NOT_ALLOWED)
         if storage.secret_ref:
             self._secret_users[(meta["namespace"], meta["name"])] = (meta["namespace"], storage.secret_ref)
         try:
