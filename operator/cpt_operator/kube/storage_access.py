@@ -271,7 +271,7 @@ class CommittedReader:
     def forget(self, namespace: str, name: str) -> None:
         """The run is gone: its Secret's values are let go when no other run of the namespace reads with it."""
         used = self._secret_users.pop((namespace, name), None)
-        if used is not None and used not in self._secret_users.values():
+        if used is not None and used not in tuple(self._secret_users.values()):  # reader threads write it
             release_secrets(used)
 
     def close(self) -> None:
