@@ -46,6 +46,13 @@ OPERATOR_ENV = {
 }
 
 
+@pytest.fixture(autouse=True)
+def _loopback_storage_allowed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test here keeps its S3 (moto, or nothing at all) on 127.0.0.1, which a cluster's admin would have to
+    allow (cpt_core.tenancy); tests/security checks the refusal itself."""
+    monkeypatch.setenv("CPT_ALLOWED_INTERNAL_ENDPOINTS", OPERATOR_ENV["CPT_ALLOWED_INTERNAL_ENDPOINTS"])
+
+
 @pytest.fixture(scope="session")
 def s3_endpoint() -> Iterator[str]:
     from moto.server import ThreadedMotoServer

@@ -83,7 +83,8 @@ def test_cpt_plan_storage_prints_no_traceback_when_storage_is_down(tmp_path):
     body = cpt_body("down", "http://127.0.0.1:9", "bucket-x", tasks=1)  # nothing listens on port 9
     path = tmp_path / "cpt.yaml"
     path.write_text(yaml.safe_dump(body))
-    env = {"AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "y", "PATH": "/usr/bin:/bin"}
+    env = {"AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "y", "PATH": "/usr/bin:/bin",
+           "CPT_ALLOWED_INTERNAL_ENDPOINTS": "127.0.0.1"}
     done = subprocess.run([sys.executable, "-m", "cpt_operator.cli", "plan", "--storage", str(path)],
                           capture_output=True, text=True, timeout=120, env=env)
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
