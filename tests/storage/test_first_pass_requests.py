@@ -111,6 +111,7 @@ class Counting:
 def env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+    monkeypatch.setenv("CPT_ALLOWED_INTERNAL_ENDPOINTS", "127.0.0.1")  # moto on loopback, as an admin allows it
 
 
 def test_a_fresh_run_costs_two_requests_then_one(moto_endpoint: str, env: None) -> None:
