@@ -92,12 +92,32 @@ class SftSpec(Wire):
     max_steps: Optional[int] = Field(None, ge=1, description="Caps optimizer steps per task (overrides epochs).")
 
 
-class RifSpec(Wire):
-    """Rollout-based instance filtering: drop prompts the model never solves in N rollouts (self-sft: the same
-    rollouts, whose correct completions become its SFT examples)."""
+RifMode = Literal["prefilter", "online"]
 
-    rollouts: int = Field(8, ge=1, le=256)
-    min_correct: int = Field(1, ge=1, le=256)
+
+class RifSpec(Wire):
+    """Rollout-based instance filtering. prefilter: a filter stage drops prompts the model never solves in N
+    rollouts (self-sft: the same rollouts, whose correct completions become its SFT examples). online (rif-grpo
+    only): no filter stage; GRPO's own groups decide, GRESO's rule (arXiv 2506.02177): a prompt whose group had
+    equal rewards (0 of G or G of G correct) is skipped in later epochs, rolled out again with probability
+    max(reprobe^z, reprobeFloor) after z such visits in a row (docs/design.md)."""
+
+    mode: RifMode = Field("prefilter", description="prefilter (a filter stage of N rollouts per prompt before "
+                          "training) or online (skip zero-variance prompts from GRPO's own groups; rif-grpo only).")
+    rollouts: int = Field(8, ge=1, le=256, description="prefilter: rollouts per prompt (N).")
+    min_correct: int = Field(1, ge=1, le=256, description="prefilter: correct rollouts a kept prompt needs.")
+    reprobe: float = Field(0.5, gt=0, le=1, description="online: base probability p of rolling a skipped prompt "
+                           "out again; after z zero-variance visits in a row it is p^z (GRESO's initial p).")
+    reprobe_floor: float = Field(0.01, ge=0, le=1, description="online: the re-probe probability never falls below "
+                                 "this (GRESO: 0.01), so a prompt can always return.")
+
+
+class ReplaySpec(Wire):
+    """Replay of mastered prompts: from task 2 on, a fraction of each batch's prompt slots holds earlier tasks'
+    training prompts that the model solved when that task was evaluated (SFT: their examples), so a batch costs
+    no more rollouts than without replay. fraction 0 turns it off."""
+
+    fraction: float = Field(0.0, ge=0, lt=1, description="Share of each batch's prompt slots given to replay.")
 
 
 class EvaluationSpec(Wire):
@@ -199,6 +219,7 @@ class CptSpec(Wire):
     grpo: GrpoSpec = Field(default_factory=GrpoSpec)
     sft: SftSpec = Field(default_factory=SftSpec)
     rif: Optional[RifSpec] = Field(None, description="Only with method rif-grpo (defaults apply when absent).")
+    replay: ReplaySpec = Field(default_factory=ReplaySpec)
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     rollout: RolloutSpec = Field(default_factory=RolloutSpec)
     learner: LearnerSpec = Field(default_factory=LearnerSpec)
@@ -231,6 +252,25 @@ class CptSpec(Wire):
         if self.method not in SAMPLING_METHODS:
             return None
         return self.rif or RifSpec()
+
+    @property
+    def has_filter_stage(self) -> bool:
+        """Whether each task starts with the filter stage: self-sft always, rif-grpo in prefilter mode."""
+        rif = self.rif_effective
+        return rif is not None and (self.method == "self-sft" or rif.mode == "prefilter")
+
+    @property
+    def replay_slots(self) -> tuple[int, int]:
+        """(replay slots, batch size) of one learner batch: floor(replay.fraction x batch), the batch being GRPO's
+        promptsPerStep or SFT's batchSize."""
+        per = self.sft.batch_size if self.method in SFT_METHODS else self.grpo.prompts_per_step
+        return int(self.replay.fraction * per), per
+
+    @property
+    def online_rif(self) -> Optional[RifSpec]:
+        """The RIF settings when GRPO filters its own groups (rif-grpo, mode online), else None."""
+        rif = self.rif_effective
+        return rif if rif is not None and self.method == "rif-grpo" and rif.mode == "online" else None
 
 
 # ---------------------------------------------------------------------------------------------- status

@@ -67,7 +67,8 @@ def fingerprint(cfg: StageConfig, model_id: str, rows: list[dict], world_size: i
     spec = cfg.spec
     settings = {"method": spec.method, "sft" if spec.method in SFT_METHODS else "grpo":
                 (spec.sft if spec.method in SFT_METHODS else spec.grpo).wire(),
-                "zero_stage": spec.learner.zero_stage, "seed": spec.seed}
+                "zero_stage": spec.learner.zero_stage, "seed": spec.seed,
+                "rif": spec.online_rif.wire() if spec.online_rif else None}  # online RIF's records shape the data
     return {"spec_hash": cfg.spec_hash, "model": model_id, "settings": _digest(settings), "data": _digest(rows),
             "world_size": world_size}
 

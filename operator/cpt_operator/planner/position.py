@@ -84,7 +84,7 @@ def progress_of(spec: api.CptSpec, committed: dict, observed: Observed) -> Progr
     if progress.failed_reason:
         return progress
     retry = spec.retry
-    for stage in stages_for(spec.method, current):
+    for stage in stages_for(spec, current):
         attempts = sorted((j for j in jobs if j.stage == stage), key=lambda j: j.attempt)
         if any(j.phase == "Succeeded" for j in attempts) and stage != "evaluate":
             continue
@@ -135,7 +135,7 @@ def _round_of(spec: api.CptSpec, index: int, jobs: list[ObservedJob], observed: 
             not any(j.phase in ("Pending", "Running") for j in mine):
         latest, mine = latest + 1, []
         if latest > spec.retry.limit + 1:
-            progress.stage = stages_for(spec.method, index)[0]
+            progress.stage = stages_for(spec, index)[0]
             progress.failed_reason = (f"task {index} ({task_names(spec)[index]}) is still damaged after "
                                       f"{latest - 1} redo(s) from its first stage: {why}")
     progress.round = latest

@@ -17,11 +17,15 @@ from transformers import PrinterCallback, TrainerCallback
 from trl import GRPOConfig, GRPOTrainer
 from trl.trainer.utils import RepeatSampler
 
+from cpt_core.protocol import progress
 from cpt_trainer.progress_callback import ProgressCallback
-from cpt_core.api import CheckpointSpec, GrpoSpec
+from cpt_trainer.rollout.fleet import StalePolicyError
+from cpt_core.api import CheckpointSpec, GrpoSpec, RifSpec
 from cpt_core.results import NO_SIGNAL
 from cpt_core.tasks import Task, prompt_text
+from cpt_core.rewards import is_correct
 from cpt_trainer.learners.common import combined_reward, extra_columns, trainer_args, world_size
+from cpt_trainer.learners.online_rif import CARRIED_KEY, OnlineRif
 
 
 def fill_step(rows: list[dict], prompts_per_step: int) -> list[dict]:
@@ -33,12 +37,15 @@ def fill_step(rows: list[dict], prompts_per_step: int) -> list[dict]:
     return [rows[i % len(rows)] for i in range(prompts_per_step)]
 
 
+ROW_ID = "cpt_row"  # the dataset index of each row, for online RIF's per-prompt records (never passed to rewards)
+
+
 def _dataset(tokenizer, tasks: list[Task], prompts_per_step: int) -> Dataset:
     rows = fill_step([dict(r, task=t.name) for t in tasks for r in t.rows], prompts_per_step)
     keep = extra_columns(rows)
     return Dataset.from_list([
-        {"prompt": prompt_text(tokenizer, r["prompt"]), "answer": r["answer"], "task": r["task"],
-         **{k: r[k] for k in keep}} for r in rows])
+        {"prompt": prompt_text(tokenizer, r["prompt"]), "answer": r["answer"], "task": r["task"], ROW_ID: k,
+         **{c: r[c] for c in keep}} for k, r in enumerate(rows)])
 
 
 class _Counter:
@@ -55,6 +62,7 @@ class _Counter:
         return self.carried["rollout_tokens"]
 
     def __call__(self, prompts, completions, completion_ids=None, **kwargs):
+        kwargs.pop(ROW_ID, None)
         if completion_ids is not None:
             self.carried["rollout_tokens"] += sum(len(ids) for ids in completion_ids)
         return self.fn(prompts=prompts, completions=completions, **kwargs)
@@ -79,21 +87,71 @@ class _EpochRepeatSampler(RepeatSampler):
         return super().__iter__()
 
 
+class _OnlineSampler(torch.utils.data.Sampler):
+    """TRL's sampler shape (each prompt index G times in a row, batches of B prompts) over online RIF's stream,
+    which spans every epoch of the task (the Trainer sees one epoch): skipped prompts leave no hole, the next
+    prompts fill the batch."""
+
+    def __init__(self, online: OnlineRif, group: int):
+        self.online, self.group = online, group
+
+    def __len__(self) -> int:
+        return self.online.max_prompts * self.group
+
+    def __iter__(self):
+        for row in self.online.stream():
+            for _ in range(self.group):
+                yield row
+
+
 class _GRPOTrainer(GRPOTrainer):
+    online: Optional[OnlineRif] = None
+    carried: Optional[dict] = None
+
     def _get_train_sampler(self, dataset=None):
         stock = super()._get_train_sampler(dataset)
         if type(stock) is not RepeatSampler or stock.seed is None:
             raise TypeError(f"TRL's GRPO sampler changed ({type(stock).__name__}): resume would lose its data position")
+        if self.online is not None:
+            return _OnlineSampler(self.online, stock.mini_repeat_count)
         return _EpochRepeatSampler(stock.data_source, stock.mini_repeat_count, stock.batch_size,
                                    stock.repeat_count, stock.shuffle, stock.seed)
 
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        rewards = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)  # all ranks'
+        if self.online is not None and self.model.training:
+            from accelerate.utils import gather_object
+
+            rows = gather_object([x[ROW_ID] for x in inputs])
+            total = torch.nansum(rewards, dim=1).tolist()
+            self.online.observe(rows, total, self.num_generations, self.state.global_step,
+                                [is_correct(r) for r in total])
+            self.carried[CARRIED_KEY] = self.online.snapshot()
+        return rewards
+
 
 class _PushWeights(TrainerCallback):
-    def __init__(self, engine):
-        self.engine = engine
+    """Pushes the policy to the rollout replicas as learner step k: at the start (a resumed Trainer has just
+    loaded step k's weights) and after every optimizer step. Every reading of the replicas' labels (after a push,
+    before a re-sync) becomes a CPT_PROGRESS line with `policy_versions` {replica: step or null}, the source of
+    cpt_rollout_policy_version."""
+
+    def __init__(self, engine, task_index: int):
+        self.engine, self.task_index, self.total = engine, task_index, 0
+        if getattr(engine, "weight_sync", None) is not None:
+            engine.weight_sync.report = self._report
+
+    def _report(self, served: dict) -> None:
+        versions = self.engine.policy_versions(served)
+        progress("train", self.task_index, self.engine.weight_sync.step, self.total,
+                 policy_versions={str(r): v for r, v in enumerate(versions.values())})
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        self.total = state.max_steps
+        self.engine.sync_weights(model, state.global_step)
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
-        self.engine.sync_weights(model)
+        self.engine.sync_weights(model, state.global_step)
 
 
 def _vllm_rollout(engine, tokenizer, temperature: float, max_tokens: int):
@@ -101,6 +159,7 @@ def _vllm_rollout(engine, tokenizer, temperature: float, max_tokens: int):
     identical prompts (one request, shared prefix) and return them in TRL's order."""
 
     def rollout(prompts: list, trainer) -> dict:
+        calls = len(getattr(engine, "policy_steps", ()))
         runs: list[list] = []  # [prompt, count]
         for p in prompts:
             if runs and runs[-1][0] == p:
@@ -115,6 +174,10 @@ def _vllm_rollout(engine, tokenizer, temperature: float, max_tokens: int):
                 runs[k].append(group)
         for _, _, group in runs:
             comps.extend(group)
+        used = set(getattr(engine, "policy_steps", [])[calls:])
+        if used and used != {trainer.state.global_step}:  # fail loudly rather than train on stale rollouts
+            raise StalePolicyError(f"step {trainer.state.global_step + 1}'s rollouts came from policy step(s) "
+                                   f"{sorted(used)}, not the learner's step {trainer.state.global_step}")
         return {
             "prompt_ids": [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts],
             "completion_ids": [c.token_ids for c in comps],
@@ -127,34 +190,44 @@ def _vllm_rollout(engine, tokenizer, temperature: float, max_tokens: int):
 def train_grpo(model, tokenizer, tasks: list[Task], out_dir: str, grpo: GrpoSpec, *, seed: int = 0,
                zero_stage: int = 2, engine=None, task_index: int = 0, quiet: bool = False,
                callbacks: tuple = (), checkpoint: Optional[CheckpointSpec] = None, resume_from: Optional[str] = None,
-               carried: Optional[dict] = None) -> tuple[dict, GRPOTrainer]:
+               carried: Optional[dict] = None, online: Optional[RifSpec] = None) -> tuple[dict, GRPOTrainer]:
     """Train `model` in place on the union of tasks' rows with the spec's GRPO settings (their one declaration,
     with their defaults, is cpt_core.api.GrpoSpec); returns the train.json statistics and the trainer.
     With `resume_from` (a step checkpoint folder) it continues from that step as if never stopped; `carried`
-    holds the counters a step checkpoint saves besides the Trainer's state (rollout tokens)."""
+    holds the counters a step checkpoint saves besides the Trainer's state (rollout tokens, online RIF's records).
+    With `online` (spec.rif in mode online) the epochs run as one stream that skips zero-variance prompts
+    (learners/online_rif.py)."""
     t0 = time.time()
     ws = world_size()
     g = grpo
     completions_per_step = g.prompts_per_step * g.group_size
     if completions_per_step % ws:
         raise ValueError(f"promptsPerStep x groupSize ({completions_per_step}) must divide by WORLD_SIZE ({ws})")
-    config = GRPOConfig(
-        **trainer_args(out_dir, seed, zero_stage, g.learning_rate, g.epochs, g.max_steps, checkpoint),
+    carried = carried if carried is not None else {}
+    dataset = _dataset(tokenizer, tasks, g.prompts_per_step)
+    records = None
+    if online is not None:
+        records = OnlineRif(len(dataset), g.prompts_per_step, g.epochs, seed, online.reprobe, online.reprobe_floor,
+                            max_prompts=g.max_steps * g.prompts_per_step if g.max_steps else None,
+                            state=carried.get(CARRIED_KEY))
+    config = GRPOConfig(  # online: the Trainer sees one epoch, the stream spans them all
+        **trainer_args(out_dir, seed, zero_stage, g.learning_rate, 1 if records else g.epochs, g.max_steps,
+                       checkpoint),
         per_device_train_batch_size=completions_per_step // ws, steps_per_generation=1, num_iterations=1,
         num_generations=g.group_size, beta=g.kl_coef, temperature=g.temperature, top_k=0, top_p=1.0,
         max_completion_length=g.max_completion_tokens, log_completions=False, shuffle_dataset=True,
         remove_unused_columns=False,
     )
-    reward = _Counter(combined_reward(tasks), carried if carried is not None else {})
+    reward = _Counter(combined_reward(tasks), carried)
     progress = ProgressCallback("train", task_index, quiet=quiet)
     callbacks = [progress, *callbacks]
     rollout_func = None
     if engine is not None and engine.name == "vllm":
         rollout_func = _vllm_rollout(engine, tokenizer, g.temperature, g.max_completion_tokens)
-        callbacks.append(_PushWeights(engine))
-    trainer = _GRPOTrainer(model=model, reward_funcs=[reward], args=config,
-                           train_dataset=_dataset(tokenizer, tasks, g.prompts_per_step), processing_class=tokenizer,
-                           callbacks=callbacks, rollout_func=rollout_func)
+        callbacks.append(_PushWeights(engine, task_index))
+    trainer = _GRPOTrainer(model=model, reward_funcs=[reward], args=config, train_dataset=dataset,
+                           processing_class=tokenizer, callbacks=callbacks, rollout_func=rollout_func)
+    trainer.online, trainer.carried = records, carried
     trainer.remove_callback(PrinterCallback)  # our ProgressCallback prints CPT_PROGRESS lines instead
     trainer.train(resume_from_checkpoint=resume_from)
     curve = progress.rewards
@@ -166,6 +239,8 @@ def train_grpo(model, tokenizer, tasks: list[Task], out_dir: str, grpo: GrpoSpec
     if 0 < pool < g.prompts_per_step:
         stats["pool_filled"] = (f"{pool} prompt(s), fewer than promptsPerStep {g.prompts_per_step}: each step "
                                 "repeats them to fill its batch")
+    if records is not None:  # all dropped = every group equal at every step: the no_signal rule above says so
+        stats["online_rif"] = records.stats(g.group_size)
     if trainer.state.global_step == 0 and NO_SIGNAL not in stats:  # never 0 steps in silence
         stats[NO_SIGNAL] = f"no optimizer step was taken on {pool} prompt(s)"
     return stats | {
@@ -174,5 +249,14 @@ def train_grpo(model, tokenizer, tasks: list[Task], out_dir: str, grpo: GrpoSpec
         "mean_reward_first": sum(curve[:k]) / k if curve else None,
         "mean_reward_last": sum(curve[-k:]) / k if curve else None,
         "reward_curve": [round(r, 4) for r in curve], "loss": [round(x, 5) for x in progress.losses],
-        "tasks": [t.name for t in tasks],
+        "tasks": [t.name for t in tasks], **_fleet_stats(engine),
     }, trainer
+
+
+def _fleet_stats(engine) -> dict:
+    """train.json's record of the rollout policy: the learner step each generation used (one per optimizer step,
+    each equal to the step it trained from) and every fleet re-sync."""
+    sync = getattr(engine, "weight_sync", None)
+    if sync is None:
+        return {}
+    return {"rollout_policy_steps": list(engine.policy_steps), "rollout_recoveries": list(sync.recoveries)}
