@@ -158,7 +158,7 @@ def run_filter(cfg: StageConfig, store, workdir: str) -> dict:
 def training_rows(cfg: StageConfig, store, task: Task) -> Task:
     """For the sampling methods the filter stage's rows replace the pool: rif-grpo's kept prompts, self-sft's
     correct completions (one row each, the completion as `solution`)."""
-    if cfg.spec.rif_effective is None:
+    if not cfg.spec.has_filter_stage:
         return task
     key = layout.task_key(cfg.task_index, cfg.task_name, layout.KEPT)
     if not store.exists(key):
@@ -181,7 +181,7 @@ def learn(spec: CptSpec, model, tokenizer, tasks: list[Task], out_dir: str, task
     from cpt_trainer.learners.grpo import train_grpo
 
     return train_grpo(model, tokenizer, tasks, out_dir, spec.grpo, seed=seed, zero_stage=zero, engine=engine,
-                      task_index=task_index, callbacks=callbacks, **resume)
+                      task_index=task_index, callbacks=callbacks, online=spec.online_rif, **resume)
 
 
 def curve_callback(spec: CptSpec, index: int, tokenizer):
@@ -271,7 +271,7 @@ def run_stage(cfg: StageConfig, workdir: Optional[str] = None) -> dict:
     spec, i = cfg.spec, cfg.task_index
     if i > len(spec.tasks):
         raise StageError(f"task_index {i} is beyond the {len(spec.tasks)} tasks of the spec")
-    if cfg.stage not in stages_for(spec.method, i):
+    if cfg.stage not in stages_for(spec, i):
         raise StageError(f"stage {cfg.stage!r} is not part of task {i} for method {spec.method}")
     base = {"stage": cfg.stage, "task_index": i, "task": cfg.task_name, "run": cfg.run}
     if cfg.stage in ("filter", "evaluate") and world_size() > 1 and rank() != 0:
@@ -286,7 +286,7 @@ def run_stage(cfg: StageConfig, workdir: Optional[str] = None) -> dict:
                 update={"uri": uri})), spec.model, cfg.run_uid))
         if refused:
             raise StageError(refused)
-        if cfg.stage == stages_for(spec.method, i)[0]:
+        if cfg.stage == stages_for(spec, i)[0]:
             done = prepare_task(store, i, cfg.task_name, cfg.spec_hash)
         else:
             abort_killed_uploads(store, i, cfg.task_name)  # the first stage's prepare_task does it for itself
