@@ -184,10 +184,13 @@ def rif() -> list:
         .with_target(query(f"sum by (namespace, cpt, task) (max by (namespace, cpt, task, stage) (cpt_stage_duration_seconds{{{SEL}}}))",
                            ref="C", instant=True))
         .with_target(query(f"max by (namespace, cpt, task) (cpt_train_resumed_total{{{SEL}}})", ref="D", instant=True))
+        .with_target(query(f"max by (namespace, cpt, task) (cpt_rif_skipped_groups{{{SEL}}})", ref="E", instant=True))
+        .with_target(query(f"max by (namespace, cpt, task) (cpt_rif_rollouts_saved{{{SEL}}})", ref="F", instant=True))
         .transformations([transform("merge", {}), transform("organize", {
             "excludeByName": {"Time": True},
             "renameByName": {"Value #A": "rollout tokens", "Value #B": "learner steps",
-                             "Value #C": "stage seconds", "Value #D": "train resumes"}})])
+                             "Value #C": "stage seconds", "Value #D": "train resumes",
+                             "Value #E": "online RIF skipped groups", "Value #F": "rollouts saved"}})])
         .override_by_name("stage seconds", [dm.DynamicConfigValue(id_val="unit", value="s")]),
     ]
 

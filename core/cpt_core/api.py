@@ -306,6 +306,8 @@ class TaskStatus(Wire):
     filtered_fraction: Optional[float] = Field(None, ge=0, le=1)
     kept: Optional[int] = Field(None, ge=0)
     dropped: Optional[int] = Field(None, ge=0)
+    skipped_groups: Optional[int] = Field(None, ge=0, description="Online RIF: GRPO groups not rolled out.")
+    rollouts_saved: Optional[int] = Field(None, ge=0, description="Online RIF: completions not sampled (skipped x G).")
     message: Optional[str] = None
 
 

@@ -134,6 +134,20 @@ def run_stats(committed: dict[int, CommittedTask]) -> dict[int, dict]:
     return out
 
 
+def rif_counts(task: CommittedTask) -> dict[str, Any]:
+    """RIF's per-task counts whichever mode produced them: the filter stage's rif.json (prefilter) or the
+    `online_rif` entry of train.json (online: kept/dropped by each prompt's latest group, plus the groups skipped
+    and the rollouts that saved). Empty for methods without RIF."""
+    online = (task.train or {}).get("online_rif")
+    if isinstance(online, dict):
+        return {"mode": "online", **{k: online.get(k) for k in (
+            "kept", "dropped", "filtered_fraction", "skipped_groups", "rollouts_saved", "reprobed_groups")}}
+    rif = task.rif or {}
+    if not rif:
+        return {}
+    return {"mode": "prefilter", **{k: rif.get(k) for k in ("kept", "dropped", "filtered_fraction")}}
+
+
 NO_SIGNAL = "no_signal"  # train.json key: why a task taught the model nothing (absent when it did)
 
 

@@ -12,7 +12,7 @@ import json
 from typing import Any, Optional
 
 from cpt_core import forgetting as fm
-from cpt_core.results import CommittedTask, no_signal, run_stats
+from cpt_core.results import CommittedTask, no_signal, rif_counts, run_stats
 from cpt_core.stage import BASE_TASK_NAME
 
 
@@ -27,11 +27,13 @@ def build_report(spec: dict, committed: dict[int, CommittedTask], status: Option
     stats = run_stats({i: committed[i] for i in rows})
     per_task = []
     for i in rows:
-        rif = committed[i].rif or {}
+        rif = rif_counts(committed[i])
         train = committed[i].train or {}
         per_task.append({
             "index": i, "name": BASE_TASK_NAME if i == 0 else tasks[i - 1],
             "kept": rif.get("kept"), "dropped": rif.get("dropped"), "filteredFraction": rif.get("filtered_fraction"),
+            "rifMode": rif.get("mode"), "skippedGroups": rif.get("skipped_groups"),
+            "rolloutsSaved": rif.get("rollouts_saved"),
             "rolloutTokens": stats[i]["rolloutTokens"], "stageRolloutTokens": stats[i]["stageRolloutTokens"],
             "learnerSteps": stats[i]["learnerSteps"],
             "seconds": stats[i]["stageDurations"],
@@ -116,6 +118,10 @@ def render_markdown(report: dict) -> str:
           "include the engines' own. spec.evaluation.engine picks one for every row.\n")
     elif engines:
         w(f"\nEvery row scored by the {next(iter(engines.values())) or 'unknown'} engine (greedy).\n")
+    for t in report["perTask"]:
+        if t.get("rifMode") == "online":
+            w(f"\nTask {t['name']!r}: online RIF skipped {t['skippedGroups']} group(s) in later epochs, "
+              f"{t['rolloutsSaved']} rollouts saved; kept/dropped by each prompt's latest group.\n")
     for t in report["perTask"]:
         if t.get("trainResumes"):
             w(f"\nTask {t['name']!r}: train resumed at step {t['resumedAtStep']} of {t['learnerSteps']} "

@@ -13,7 +13,7 @@ from typing import Optional
 
 from cpt_core import api
 from cpt_core import forgetting as fm
-from cpt_core.results import CommittedTask, no_signal
+from cpt_core.results import CommittedTask, no_signal, rif_counts
 from cpt_core.stage import StageConfig
 from cpt_core.validation import Mode, SpecError, validate_resource
 from cpt_operator.planner.conditions import build_conditions, set_condition
@@ -292,9 +292,10 @@ def _task_statuses(spec: api.CptSpec, run: str, committed: dict, observed: Obser
             entry.phase = "Succeeded"
             if result.checkpoint:
                 entry.checkpoint = spec.storage.uri.rstrip("/") + "/" + result.checkpoint
-            rif = result.rif or {}
+            rif = rif_counts(result)
             entry.kept, entry.dropped = rif.get("kept"), rif.get("dropped")
             entry.filtered_fraction = _round(rif.get("filtered_fraction"))
+            entry.skipped_groups, entry.rollouts_saved = rif.get("skipped_groups"), rif.get("rollouts_saved")
         elif index == progress.current and progress.stage:
             entry.stage = progress.stage
             waiting = progress.wait_until is not None and progress.job is None
