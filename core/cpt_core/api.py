@@ -112,14 +112,6 @@ class RifSpec(Wire):
                                  "this (GRESO: 0.01), so a prompt can always return.")
 
 
-class ReplaySpec(Wire):
-    """Replay of mastered prompts: from task 2 on, a fraction of each batch's prompt slots holds earlier tasks'
-    training prompts that the model solved when that task was evaluated (SFT: their examples), so a batch costs
-    no more rollouts than without replay. fraction 0 turns it off."""
-
-    fraction: float = Field(0.0, ge=0, lt=1, description="Share of each batch's prompt slots given to replay.")
-
-
 class EvaluationSpec(Wire):
     """How the accuracy matrix is measured (greedy decoding)."""
 
@@ -219,7 +211,6 @@ class CptSpec(Wire):
     grpo: GrpoSpec = Field(default_factory=GrpoSpec)
     sft: SftSpec = Field(default_factory=SftSpec)
     rif: Optional[RifSpec] = Field(None, description="Only with method rif-grpo (defaults apply when absent).")
-    replay: ReplaySpec = Field(default_factory=ReplaySpec)
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     rollout: RolloutSpec = Field(default_factory=RolloutSpec)
     learner: LearnerSpec = Field(default_factory=LearnerSpec)
@@ -258,13 +249,6 @@ class CptSpec(Wire):
         """Whether each task starts with the filter stage: self-sft always, rif-grpo in prefilter mode."""
         rif = self.rif_effective
         return rif is not None and (self.method == "self-sft" or rif.mode == "prefilter")
-
-    @property
-    def replay_slots(self) -> tuple[int, int]:
-        """(replay slots, batch size) of one learner batch: floor(replay.fraction x batch), the batch being GRPO's
-        promptsPerStep or SFT's batchSize."""
-        per = self.sft.batch_size if self.method in SFT_METHODS else self.grpo.prompts_per_step
-        return int(self.replay.fraction * per), per
 
     @property
     def online_rif(self) -> Optional[RifSpec]:

@@ -72,11 +72,6 @@ def cross_field_problems(spec: api.CptSpec, mode: Mode) -> Iterable[str]:
     if rif is not None and rif.reprobe_floor > rif.reprobe:
         yield (f"spec.rif.reprobeFloor: must be <= spec.rif.reprobe ({rif.reprobe_floor} > {rif.reprobe}); the "
                "re-probe probability starts at reprobe and decays towards the floor")
-    if spec.replay.fraction > 0:
-        slots, per = spec.replay_slots
-        if slots == 0:
-            yield (f"spec.replay.fraction: {spec.replay.fraction} of a batch of {per} gives 0 replay slots; raise it "
-                   f"to at least {1 / per:.3g} or set 0 to turn replay off")
     if spec.rollout.gpus and spec.rollout.tensor_parallel > spec.rollout.gpus:
         yield (f"spec.rollout.tensorParallel: must be <= spec.rollout.gpus "
                f"({spec.rollout.tensor_parallel} > {spec.rollout.gpus})")

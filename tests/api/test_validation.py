@@ -31,6 +31,10 @@ CASES = [
     ("spec.grpo", {"groupSize": 1}, "spec.grpo.groupSize", "greater than or equal to 2"),
     ("spec.grpo", {"learningRate": 0}, "spec.grpo.learningRate", "greater than 0"),
     ("spec.rif", {"rollouts": 4, "minCorrect": 5}, "spec.rif.minCorrect", "<= spec.rif.rollouts"),
+    ("spec.rif", {"mode": "offline"}, "spec.rif.mode", "'prefilter' or 'online'"),
+    ("spec.rif", {"mode": "online", "reprobe": 0}, "spec.rif.reprobe", "greater than 0"),
+    ("spec.rif", {"mode": "online", "reprobe": 0.1, "reprobeFloor": 0.2}, "spec.rif.reprobeFloor",
+     "<= spec.rif.reprobe"),
     ("spec.tasks.0.train", "http://example.com/x.jsonl", "spec.tasks[0].train", "must be a URI"),
     ("spec.tasks.0.eval", "s3://x/y", "spec.tasks[0].eval", "valid bucket name"),
     ("spec.storage.endpoint", "minio:9000", "spec.storage.endpoint", "http:// or https://"),
@@ -157,3 +161,18 @@ def test_completions_per_step_must_divide_by_the_learner_world(resource, tmp_pat
     path = tmp_path / "cpt.yaml"
     path.write_text(yaml.safe_dump(resource))
     assert cli.main(["validate", str(path)]) == 2
+
+
+def test_online_rif_has_no_filter_stage_and_is_refused_for_self_sft(resource):
+    from cpt_core.stage import stages_for
+
+    resource["spec"]["method"] = "rif-grpo"
+    resource["spec"]["rif"] = {"mode": "online"}
+    spec = validate_resource(resource).spec
+    assert spec.online_rif.reprobe == 0.5 and spec.online_rif.reprobe_floor == 0.01  # GRESO's values
+    assert stages_for(spec, 1) == ["train", "evaluate"] and not spec.has_filter_stage
+    resource["spec"]["rif"] = {"mode": "prefilter"}
+    assert stages_for(validate_resource(resource).spec, 1) == ["filter", "train", "evaluate"]
+    resource["spec"].update(method="self-sft", rif={"mode": "online"})
+    with pytest.raises(SpecError, match=r"spec.rif.mode: online is for rif-grpo"):
+        validate_resource(resource)
