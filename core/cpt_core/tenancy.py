@@ -70,7 +70,10 @@ class TenantPolicy:
                 except ValueError:
                     raise ValueError(f"{ENV_INTERNAL_ENDPOINTS}: {entry!r} is not a CIDR (a.b.c.d/n)") from None
         default = (env.get(ENV_DEFAULT_ENDPOINT) or "").strip()
-        host = _host(default)[0] if default else None
+        try:
+            host = _host(default)[0] if default else None
+        except ValueError as exc:
+            raise ValueError(f"{ENV_DEFAULT_ENDPOINT}={default!r}: {exc}") from None
         return cls(images=split(env.get(ENV_IMAGES) or ""), require_digest=digest in ("true", "1", "yes"),
                    reward_modules=split(env.get(ENV_REWARDS) or ""),
                    internal_endpoints=internal + ((host,) if host else ()))

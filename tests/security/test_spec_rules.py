@@ -148,6 +148,8 @@ def test_the_operators_own_default_endpoint_is_allowed_and_bad_cidrs_fail_at_sta
         validate_resource(doc, policy=policy)
     with pytest.raises(ValueError, match="CPT_ALLOWED_INTERNAL_ENDPOINTS: '10.0.0/33' is not a CIDR"):
         TenantPolicy.from_env({"CPT_ALLOWED_INTERNAL_ENDPOINTS": "10.0.0/33"})
+    with pytest.raises(ValueError, match=r"CPT_STORAGE_ENDPOINT='http://\[::1': not a URL that parses"):
+        TenantPolicy.from_env({"CPT_STORAGE_ENDPOINT": "http://[::1"})
 
 
 def test_public_endpoints_pass():
