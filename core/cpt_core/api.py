@@ -174,6 +174,12 @@ class ForgettingSpec(Wire):
 
     max_drop: float = Field(0.05, ge=0, le=1)
     on_regression: Literal["alert", "pause"] = "alert"
+    kl_every_steps: int = Field(
+        0, ge=0, le=10**6, description="KL early warning: every N optimizer steps (and at the last) the train stage "
+        "estimates KL(task-start policy || policy) on completions sampled once from the task-start model (k3 "
+        "estimator, forward passes only; docs/design.md). 0: off.")
+    kl_prompts: int = Field(8, ge=1, le=1024, description="Prompts of the task the KL probe samples (one "
+                            "completion each, evaluation.maxCompletionTokens long).")
 
 
 class CheckpointSpec(Wire):

@@ -195,6 +195,20 @@ def curve_callback(spec: CptSpec, index: int, tokenizer):
     return CurveCallback(tokenizer, index, tasks, general, every, spec.evaluation.max_completion_tokens)
 
 
+def kl_callback(spec: CptSpec, index: int, model, tokenizer, task: Task):
+    """The KL early warning of task `index`'s training when spec.forgetting.klEverySteps asks for it: completions
+    sampled now, from the model the task starts from, on the task's first klPrompts prompts."""
+    every = spec.forgetting.kl_every_steps
+    if not every or not task.rows:
+        return None
+    from cpt_trainer.kl import KlCallback, KlProbe
+    from cpt_core.tasks import prompt_text
+
+    prompts = [prompt_text(tokenizer, r["prompt"]) for r in task.rows[:spec.forgetting.kl_prompts]]
+    probe = KlProbe(model, tokenizer, prompts, spec.evaluation.max_completion_tokens, stage_seed(spec, index, "train"))
+    return KlCallback(probe, every)
+
+
 def save_model(trainer, model, tokenizer, out_dir: str) -> None:
     """Every rank calls this: under ZeRO-3 saving gathers shards collectively; rank 0 writes."""
     if trainer is not None:
@@ -224,13 +238,16 @@ def run_train(cfg: StageConfig, store, workdir: str) -> dict:
         if spec.method not in SFT_METHODS:
             engine = make_engine(spec.rollout.engine, model, tokenizer, cfg.rollout_url, spec.rollout.tensor_parallel)
         curve = curve_callback(spec, i, tokenizer)
+        kl = kl_callback(spec, i, model, tokenizer, task)
         steps = StepState.open(cfg, store, workdir, start_identity(cfg, store, start), task.rows, world_size())
         stats, trainer = learn(spec, model, tokenizer, [task], os.path.join(workdir, "trainer"), i, engine,
                                seed=stage_seed(spec, i, "train"),
-                               callbacks=tuple(c for c in (curve, steps.callback) if c), **steps.learner_kwargs)
+                               callbacks=tuple(c for c in (curve, kl, steps.callback) if c), **steps.learner_kwargs)
         if curve and curve.points:
             stats["curve"] = curve.points
         stats["engine"] = getattr(engine, "name", None)
+        if kl is not None:
+            stats.update(kl.stats())
         stats.update(steps.stats())
     save_model(trainer, model, tokenizer, out_dir)
     if rank() == 0:  # this attempt's own prefix, sub-manifest last (storage/staging.py)

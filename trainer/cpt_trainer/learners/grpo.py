@@ -99,9 +99,14 @@ class _OnlineSampler(torch.utils.data.Sampler):
         return self.online.max_prompts * self.group
 
     def __iter__(self):
+        batch: list[int] = []
         for row in self.online.stream():
-            for _ in range(self.group):
-                yield row
+            batch.append(row)
+            if len(batch) == self.online.batch:  # a last partial batch is dropped, as TRL's sampler does
+                for r in batch:
+                    for _ in range(self.group):
+                        yield r
+                batch = []
 
 
 class _GRPOTrainer(GRPOTrainer):

@@ -69,7 +69,8 @@ class OnlineRif:
 
     def stream(self) -> Iterator[int]:
         """Prompt indices in training order, batch after batch: first the consumed ones (a resumed Trainer skips
-        those batches), then new decisions. Ends after max_prompts, or after an epoch that took none."""
+        those batches), then new decisions. Ends after max_prompts, after the last epoch (uncapped), or after an
+        epoch that took none; the sampler drops a last partial batch, so every step is full."""
         replay, pos = list(self.consumed), 0  # a copy: observe() appends to consumed meanwhile
         taken = 0
         epoch = 0
@@ -78,8 +79,8 @@ class OnlineRif:
             for row in self.order(epoch):
                 if taken >= self.max_prompts:
                     return
-                if epoch >= self.epochs and not self.capped and taken % self.batch == 0:
-                    return  # past the last epoch only to fill the last batch
+                if epoch >= self.epochs and not self.capped:
+                    return
                 if pos < len(replay):  # replaying: a row of this epoch not next in the consumed list was skipped
                     if replay[pos] != row:
                         continue
@@ -138,4 +139,6 @@ class OnlineRif:
         return {"mode": "online", "total": self.n, "kept": self.n - last_zero, "dropped": last_zero,
                 "filtered_fraction": round(last_zero / self.n, 6), "groups": len(self.consumed),
                 "zero_variance_groups": zero_groups, "skipped_groups": self.skips, "reprobed_groups": self.reprobes,
-                "returned_prompts": returned, "rollouts_saved": self.skips * group}
+                "returned_prompts": returned,
+                # against GRPO's E x floor(P/B) x B groups; with maxSteps both take the same number of steps
+                "rollouts_saved": 0 if self.capped else max(0, self.max_prompts - len(self.consumed)) * group}
