@@ -33,7 +33,7 @@ def build_report(spec: dict, committed: dict[int, CommittedTask], status: Option
             "index": i, "name": BASE_TASK_NAME if i == 0 else tasks[i - 1],
             "kept": rif.get("kept"), "dropped": rif.get("dropped"), "filteredFraction": rif.get("filtered_fraction"),
             "rifMode": rif.get("mode"), "skippedGroups": rif.get("skipped_groups"),
-            "rolloutsSaved": rif.get("rollouts_saved"),
+            "rolloutsSaved": rif.get("rollouts_saved"), "policyKl": train.get("policy_kl"),
             "rolloutTokens": stats[i]["rolloutTokens"], "stageRolloutTokens": stats[i]["stageRolloutTokens"],
             "learnerSteps": stats[i]["learnerSteps"],
             "seconds": stats[i]["stageDurations"],
@@ -119,9 +119,13 @@ def render_markdown(report: dict) -> str:
     elif engines:
         w(f"\nEvery row scored by the {next(iter(engines.values())) or 'unknown'} engine (greedy).\n")
     for t in report["perTask"]:
+        if t.get("policyKl"):
+            w(f"\nTask {t['name']!r}: KL(task start || policy) {t['policyKl']['last']:.4f} at the end, max "
+              f"{t['policyKl']['max']:.4f} (k3 on {t['policyKl']['prompts']} sampled prompts).\n")
+    for t in report["perTask"]:
         if t.get("rifMode") == "online":
             w(f"\nTask {t['name']!r}: online RIF skipped {t['skippedGroups']} group(s) in later epochs, "
-              f"{t['rolloutsSaved']} rollouts saved; kept/dropped by each prompt's latest group.\n")
+              f"{t['rolloutsSaved']} rollouts fewer than GRPO's; kept/dropped by each prompt's latest group.\n")
     for t in report["perTask"]:
         if t.get("trainResumes"):
             w(f"\nTask {t['name']!r}: train resumed at step {t['resumedAtStep']} of {t['learnerSteps']} "
