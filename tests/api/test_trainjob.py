@@ -46,7 +46,8 @@ def test_stage_is_a_valid_trainjob_on_the_operators_runtime(resource, trainjob_s
     errors = sorted(trainjob_schema.iter_errors(tj), key=str)
     assert not errors, [f"{list(e.path)}: {e.message}" for e in errors[:5]]
     assert tj["metadata"]["name"] == "demo-1-filter" and tj["spec"]["suspend"] is False
-    assert tj["spec"]["runtimeRef"] == {"name": "cpt-learner", "kind": "ClusterTrainingRuntime",
+    # with a queue and rollout servers: the stage's own runtime (its servers inside), else the chart's runtime
+    assert tj["spec"]["runtimeRef"] == {"name": "demo-1-filter", "kind": "TrainingRuntime",
                                         "apiGroup": "trainer.kubeflow.org"}
     trainer = tj["spec"]["trainer"]
     assert trainer["numNodes"] == 2 and trainer["numProcPerNode"] == 4  # learner.replicas, gpusPerReplica
@@ -59,9 +60,8 @@ def test_stage_is_a_valid_trainjob_on_the_operators_runtime(resource, trainjob_s
     assert pod_spec["containers"][0]["securityContext"]["capabilities"] == {"drop": ["ALL"]}
     assert pod_spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     assert tj["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-a"
-    deployment = next(o for o in changes.create if o["kind"] == "Deployment")
-    assert deployment["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-a"
-    assert deployment["spec"]["template"]["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-a"
+    # under a queue the stage's rollout servers are in its TrainJob's own runtime (tests/api/test_admission_unit.py)
+    assert "Deployment" not in kinds
 
 
 def test_golden_trainjob(resource, trainjob_schema):

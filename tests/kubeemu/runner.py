@@ -24,12 +24,14 @@ RESOURCES = [
     ("v1", "configmaps", "ConfigMap", True, False, ("cm",)),
     ("v1", "services", "Service", True, True, ("svc",)),
     ("v1", "secrets", "Secret", True, False, ()),
+    ("v1", "pods", "Pod", True, True, ("po",)),
     ("apps/v1", "deployments", "Deployment", True, True, ("deploy",)),
     ("networking.k8s.io/v1", "networkpolicies", "NetworkPolicy", True, False, ("netpol",)),
     ("events.k8s.io/v1", "events", "Event", True, False, ()),
     ("apiextensions.k8s.io/v1", "customresourcedefinitions", "CustomResourceDefinition", False, True, ("crd",)),
     ("kubeflow.org/v1", "pytorchjobs", "PyTorchJob", True, True, ()),
     ("trainer.kubeflow.org/v1alpha1", "trainjobs", "TrainJob", True, True, ()),
+    ("trainer.kubeflow.org/v1alpha1", "trainingruntimes", "TrainingRuntime", True, False, ()),
     ("cpt.dev/v1alpha1", "continualposttrainings", "ContinualPostTraining", True, True, ("cpt",)),
 ]
 NAMESPACES = ("default", "kube-system")

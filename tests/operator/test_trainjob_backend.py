@@ -1,7 +1,9 @@
 """examples/cpt-trainjob.yaml runs through all its tasks on the emulator with the TrainJob backend and a Kueue
 queue: the operator (`python -m cpt_operator`, CPT_JOB_BACKEND=trainjob, a separate process) creates TrainJobs
-only; this test plays Kueue (holds each new job suspended, admits it once the run shows Queued) and Trainer
-(marks the job Complete, the evaluate stage committing its results to S3)."""
+only; this test plays Kueue (holds each new job suspended, admits it once the run shows Queued) and Trainer with
+JobSet (once admitted, the pods of every replicated job of the TrainJob's runtime; on completion they go; the job
+marked Complete, the evaluate stage committing its results to S3). Each stage is one admission unit: while it is
+held no pod of the run exists, learner ranks or rollout servers, and no rollout Deployment ever does."""
 
 from __future__ import annotations
 
@@ -42,6 +44,35 @@ def _credentials_secret(world, name: str) -> None:
     world.core.create_namespaced_secret(world.namespace, {"metadata": {"name": name}, "data": data})
 
 
+def _start_pods(world, job: dict) -> dict[str, int]:
+    """Trainer + JobSet once a TrainJob is admitted: the pods of each replicated job of its runtime (the chart's
+    ClusterTrainingRuntime has the learner's `node` job only; a stage's own TrainingRuntime adds `rollout`)."""
+    ref, started = job["spec"]["runtimeRef"], {}
+    replicated = [{"name": "node", "template": {"spec": {"template": {"metadata": {"labels": {}}}}}}]
+    if ref["kind"] == "TrainingRuntime":
+        runtime = world.co.get_namespaced_custom_object("trainer.kubeflow.org", "v1alpha1", world.namespace,
+                                                        "trainingruntimes", ref["name"])
+        replicated = runtime["spec"]["template"]["spec"]["replicatedJobs"]
+    for rj in replicated:
+        pod = rj["template"]["spec"]["template"]
+        count = job["spec"]["trainer"]["numNodes"] if rj["name"] == "node" else rj["template"]["spec"]["parallelism"]
+        labels = dict((pod.get("metadata") or {}).get("labels") or {})
+        labels["jobset.sigs.k8s.io/jobset-name"] = job["metadata"]["name"]
+        if rj["name"] == "node":  # the runtime patch's labels (the run's, the learner's)
+            labels.update({"cpt.dev/run": job["metadata"]["labels"]["cpt.dev/run"],
+                           "app.kubernetes.io/component": "learner"})
+        for i in range(count):
+            world.core.create_namespaced_pod(world.namespace, {
+                "metadata": {"name": f"{job['metadata']['name']}-{rj['name']}-0-{i}", "labels": labels},
+                "spec": {"containers": [{"name": "c", "image": "x"}]}})
+        started[rj["name"]] = count
+    return started
+
+
+def _run_pods(world, run: str) -> list[dict]:
+    return world.core.list_namespaced_pod(world.namespace, label_selector=f"cpt.dev/run={run}").to_dict()["items"]
+
+
 def _patch(world, name: str, body: dict, status: bool = False) -> None:
     call = (world.co.patch_namespaced_custom_object_status if status else world.co.patch_namespaced_custom_object)
     call(*TRAINJOBS[:2], world.namespace, TRAINJOBS[2], name, body)
@@ -57,6 +88,7 @@ def test_example_runs_to_the_end_as_trainjobs_through_a_queue(emu_world, tmp_pat
     env = dict(os.environ, CPT_JOB_BACKEND="trainjob", CPT_METRICS_PORT="0")
     proc = subprocess.Popen([sys.executable, "-m", "cpt_operator"], env=env, stdout=log, stderr=subprocess.STDOUT)
     seen_queued: set[str] = set()
+    units: dict[str, dict[str, int]] = {}  # job -> pods started per replicated job on admission
     admitted: set[str] = set()
     finished: set[str] = set()
     # Two jobs wait until the run shows Queued (the first one and one mid-run); the others are admitted at once.
@@ -83,13 +115,18 @@ def test_example_runs_to_the_end_as_trainjobs_through_a_queue(emu_world, tmp_pat
                         assert condition["status"] == "True" and queue in condition["message"]
                         task = next(t for t in status["tasks"] if t.get("job") == name)
                         assert task["phase"] == "Queued"
+                        # held: nothing of the stage runs, neither its learner ranks nor its rollout servers
+                        assert _run_pods(world, run) == []
                         seen_queued.add(name)
                     admitted.add(name)
                     _patch(world, name, {"spec": {"suspend": False}})  # admitted
+                    units[name] = _start_pods(world, job)
                     continue
                 if job["spec"].get("suspend"):
                     continue  # the operator must not be the one to resume a queued job; wait for our admission
                 labels = job["metadata"]["labels"]
+                for pod in _run_pods(world, run):  # JobSet complete: its pods go, the servers' with the learner's
+                    world.core.delete_namespaced_pod(pod["metadata"]["name"], world.namespace)
                 if labels["cpt.dev/stage"] == "evaluate":
                     world.commit(world.get(run), int(labels["cpt.dev/task-index"]))
                 _patch(world, name, {"status": {"conditions": [
@@ -104,6 +141,14 @@ def test_example_runs_to_the_end_as_trainjobs_through_a_queue(emu_world, tmp_pat
         assert next(c for c in status["conditions"] if c["type"] == "Queued")["status"] == "False"
         # base evaluate + (filter, train, evaluate) per task, each held by the queue and admitted once
         assert seen_queued == watched and len(admitted) == len(finished) == 1 + 3 * 3
+        # One unit per stage: the servers start with the learner in the stages that generate (RIF's filter and
+        # GRPO's train; evaluation uses the hf engine), never as a Deployment of their own.
+        learners = body["spec"]["learner"]["replicas"]
+        for name, started in units.items():
+            stage = name.rsplit("-", 1)[1]
+            servers = {"rollout": body["spec"]["rollout"]["replicas"]} if stage in ("filter", "train") else {}
+            assert started == {"node": learners, **servers}, (name, started)
+        assert world.apps.list_namespaced_deployment(world.namespace).items == []
         pytorchjobs = world.co.list_namespaced_custom_object("kubeflow.org", "v1", world.namespace, "pytorchjobs")
         assert pytorchjobs["items"] == []
         queued_events = [e for e in world.events_with(run, "Queued") if e["reason"] == "Queued"]

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Iterable
 
 from cpt_core.api import CptSpec
-from cpt_operator.kube import jobs, manifests
+from cpt_operator.kube import jobs, manifests, units
 from cpt_operator.kube.defaults import PlanDefaults
 from cpt_operator.planner.intents import Plan
 from cpt_operator.planner.names import rollout_name
@@ -54,7 +54,8 @@ def render(plan: Plan, resource: dict, present: Iterable[tuple[str, str]],
         return out
     run = resource["metadata"]["name"]
     urls = {}
-    for servers in plan.rollout:
+    fold = units.folds_servers(spec, defaults)  # under a queue: each stage's servers inside its own unit
+    for servers in ([] if fold else plan.rollout):
         if servers.start:
             out.create.append(jobs.with_queue(manifests.rollout_deployment(
                 resource, run, servers.task_index, servers.model_uri, spec, defaults), spec.queue))
@@ -67,16 +68,24 @@ def render(plan: Plan, resource: dict, present: Iterable[tuple[str, str]],
             out.patch.append((ChildRef("apps/v1", "Deployment", name), {"spec": {"replicas": size}}))
     for start in plan.start:
         cfg = start.config
-        if cfg.task_index in urls:
+        servers = units.stage_servers(cfg, plan.rollout) if fold else None
+        if fold:
+            cfg = units.with_stage_url(resource, start.job, cfg, servers, defaults)
+        elif cfg.task_index in urls:
             cfg = cfg.model_copy(update={"rollout_url": urls[cfg.task_index]})
         out.create.append(manifests.stage_configmap(resource, start.job, cfg, defaults))
         if start.job in kind_of:  # it exists (of either kind): never a second job of the same stage and attempt
+            continue
+        if fold:
+            *parts, job = units.stage_unit(resource, start.job, cfg, servers, defaults)
+            out.create += parts
+            out.create.append(jobs.with_round(jobs.with_queue(job, spec.queue), start.round))
             continue
         out.create.append(jobs.with_round(jobs.with_queue(backend.build(resource, start.job, cfg, defaults),
                                                           spec.queue), start.round))
     out.create = _isolation(resource, run, spec, out.create, present, defaults) + out.create
     out.patch.extend(suspensions)
-    wanted = {rollout_name(run, s.task_index) for s in plan.rollout}
+    wanted = set() if fold else {rollout_name(run, s.task_index) for s in plan.rollout}
     servers_of_run = {rollout_name(run, index) for index in range(0, len(spec.tasks) + 1)}
     for kind, name in sorted(present):
         if kind in ("Deployment", "Service") and name in servers_of_run and name not in wanted:
@@ -92,6 +101,6 @@ def _isolation(resource: dict, run: str, spec: CptSpec, creates: list[dict], pre
     out = []
     if new_pods and defaults.network_policies:
         out.append(manifests.run_network_policy(resource, run, spec, defaults))
-    if "Deployment" in new_pods:
+    if "Deployment" in new_pods or any(o["kind"] == "TrainingRuntime" for o in creates):  # servers start
         out.append(manifests.rollout_key_secret(resource, run, defaults))
     return out

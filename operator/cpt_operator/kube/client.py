@@ -60,6 +60,8 @@ class ForeignObject(ApiError):
 # other.
 UNLISTED_KINDS: dict[str, tuple[str, str]] = {
     "Secret": ("v1", "secrets"),
+    # A stage's own runtime under a queue (kube/units): read by Trainer, garbage-collected with the run.
+    "TrainingRuntime": ("trainer.kubeflow.org/v1alpha1", "trainingruntimes"),
 }
 
 

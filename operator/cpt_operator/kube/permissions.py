@@ -30,7 +30,13 @@ def other_job_rule(job_backend: str) -> Rule:
 def required_rules(job_backend: str = "pytorchjob") -> list[Rule]:
     """Every rule the operator needs with this job backend."""
     swap = {job_rule("pytorchjob"): job_rule(job_backend), other_job_rule("pytorchjob"): other_job_rule(job_backend)}
-    return [swap.get(rule, rule) for rule in REQUIRED_RULES]
+    return [swap.get(rule, rule) for rule in REQUIRED_RULES] + (
+        [UNIT_RUNTIME_RULE] if job_backend == jobs.TRAINJOB.name else [])
+
+
+# TrainJob backend: a stage under a queue with rollout servers gets its own TrainingRuntime (kube/units), created
+# once and never listed; `get` for the owner check of a 409.
+UNIT_RUNTIME_RULE: Rule = ("trainer.kubeflow.org", "trainingruntimes", ("get", "create"))
 
 
 # With the default backend (pytorchjob).
@@ -74,5 +80,7 @@ CONDITIONAL_RULES: set[tuple[str, str, str]] = {
     ("trainer.kubeflow.org", "trainjobs", "patch"),
     # owner checks happen only on a 409 (an operator restart mid-pass, or a foreign object)
     ("kubeflow.org", "pytorchjobs", "get"), ("apps", "deployments", "get"), ("", "services", "get"),
+    # only for a run with a queue and rollout servers, on the TrainJob backend (kube/units)
+    ("trainer.kubeflow.org", "trainingruntimes", "create"), ("trainer.kubeflow.org", "trainingruntimes", "get"),
     ("", "configmaps", "get"), ("networking.k8s.io", "networkpolicies", "get"),
 }
