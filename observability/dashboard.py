@@ -227,6 +227,20 @@ def stages() -> list:
     ]
 
 
+def fleet() -> list:
+    return [
+        timeseries.Panel().title("Rollout policy version per replica").datasource(DS).height(7).span(24)
+        .description("Learner step whose weights each vLLM rollout replica serves, as the train stage read it after "
+                     "each weight sync (-1: down or holding another policy), with the learner's own step. A "
+                     "restarted replica drops to -1 until the learner re-syncs it (docs/rollout.md).")
+        .legend(legend())
+        .with_target(query(f"max by (namespace, cpt, task, replica) (cpt_rollout_policy_version{{{SEL}}})",
+                           "{{cpt}} {{task}} replica {{replica}}", "A"))
+        .with_target(query(f"max by (namespace, cpt, task) (cpt_rollout_learner_step{{{SEL}}})",
+                           "{{cpt}} {{task}} learner", "B")),
+    ]
+
+
 def operator() -> list:
     rate = "$__rate_interval"
     return [
@@ -266,7 +280,7 @@ def build() -> dashboard.Dashboard:
     next_id = 1
     for title, panels in [("Overview", overview()), ("Accuracy and forgetting", accuracy()),
                           ("General capability", general()), ("RIF filtering and compute", rif()),
-                          ("Stages", stages()), ("Operator", operator())]:
+                          ("Stages", stages()), ("Rollout fleet", fleet()), ("Operator", operator())]:
         board = board.with_row(dashboard.Row(title).id(next_id))
         for n, panel in enumerate(panels, start=next_id + 1):
             board = board.with_panel(panel.id(n))

@@ -59,7 +59,8 @@ STATS = {
     2: {"rolloutTokens": 98000, "learnerSteps": 180, "stageDurations": {"filter": 28.0, "train": 590.0,
                                                                          "evaluate": 44.0},
         "stageAttempts": {"train": 2}, "trainResumes": 1},
-    "rev": {"rolloutTokens": 15000, "stageStartedAt": 1_700_000_000.0},
+    "rev": {"rolloutTokens": 15000, "stageStartedAt": 1_700_000_000.0,
+            "rolloutPolicyVersions": {"0": 12, "1": None}, "rolloutLearnerStep": 12},
 }
 
 

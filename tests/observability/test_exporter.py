@@ -216,3 +216,15 @@ def test_publish_accepts_api_models():
         assert got == {"0": 0.30, "1": 0.80, "2": 0.70}
     finally:
         metrics.forget(NS, NAME)
+
+
+def test_rollout_policy_version_per_replica_and_down_as_minus_one():
+    """A running train stage's last reading of its replicas (cpt run feeds it from the stage's CPT_PROGRESS lines):
+    one series per replica, -1 for a replica that is down or holds another policy."""
+    spec, status, _ = run()
+    stats = {"mul": {"rolloutPolicyVersions": {"0": 7, "1": None}, "rolloutLearnerStep": 7}}
+    got = {(s.name, s.labels[2:]): s.value for s in metrics.samples(NS, NAME, spec, status, stats)}
+    assert got[("cpt_rollout_policy_version", ("mul", "0"))] == 7
+    assert got[("cpt_rollout_policy_version", ("mul", "1"))] == -1
+    assert got[("cpt_rollout_learner_step", ("mul",))] == 7
+    assert not [k for k in got if k[0] == "cpt_rollout_policy_version" and k[1][0] != "mul"]

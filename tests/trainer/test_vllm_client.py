@@ -150,10 +150,12 @@ def test_grpo_generates_through_the_vllm_engine(server, random_base, tmp_path):
     from cpt_trainer.stages import load_model
 
     class RecordingSync:
-        pushes = 0
+        steps: list = []
+        version = None  # labels no policy: the engine checks no replica (rollout.fleet is tested with real vLLM)
+        recoveries: list = []
 
-        def push(self, model):
-            RecordingSync.pushes += 1
+        def push(self, model, step=None):
+            RecordingSync.steps.append(step)
 
         def close(self):
             pass
@@ -164,7 +166,7 @@ def test_grpo_generates_through_the_vllm_engine(server, random_base, tmp_path):
     stats, _ = train_grpo(model, tok, [task], str(tmp_path),
                           GrpoSpec(group_size=4, learning_rate=1e-4, kl_coef=0.0, prompts_per_step=2, max_steps=2,
                                    max_completion_tokens=16), engine=eng, quiet=True)
-    assert stats["steps"] == 2 and RecordingSync.pushes == 2
+    assert stats["steps"] == 2 and RecordingSync.steps == [0, 1, 2]  # at the start, then after each step
     # the fake server solves 1 of 4 samples: mean reward 0.9 * 0.25 + 0.1
     assert stats["reward_curve"] == [pytest.approx(0.325, abs=1e-3)] * 2
     assert sum(1 for p, b in server.requests if p == "/v1/completions") == 2

@@ -1,7 +1,8 @@
 """A rollout server that dies while the learner broadcasts weights fails the push with WeightSyncError naming the
 servers, not with the transport's bare RuntimeError (gloo names only a socket). The fault is real: the peer of a
 real gloo process group is SIGKILLed before the broadcast. The learner side runs in its own process: a gloo group
-whose peer died aborts its interpreter at exit, which must not take pytest with it.
+whose peer died aborts its interpreter at exit, which must not take pytest with it. The push first waits for the
+fleet to come back (rollout.fleet, 2 s here: the servers never existed) and then fails saying both.
 
 The whole path (a vLLM server killed mid-stage) is tests/vllm_server/test_stages.py::test_server_dies_mid_stage;
 which error surfaces first there (an HTTP call or the broadcast) depends on timing, this test pins the broadcast.
@@ -64,7 +65,7 @@ os._exit(0)
 
 def test_a_server_killed_mid_broadcast_fails_the_push_naming_the_servers():
     proc = subprocess.run([sys.executable, "-c", LEARNER, PEER], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+                          env={**os.environ, "OMP_NUM_THREADS": "1", "CPT_ROLLOUT_RECOVER_TIMEOUT": "2"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["type"] == "WeightSyncError", out
@@ -72,3 +73,4 @@ def test_a_server_killed_mid_broadcast_fails_the_push_naming_the_servers():
     message = out["message"]
     assert "http://127.0.0.1:18001" in message and "http://127.0.0.1:18002" in message, message
     assert "peer" in message.lower() and "\n" not in message, message  # the transport's first line says what
+    assert "not recovered: rollout replicas did not come back in time" in message, message

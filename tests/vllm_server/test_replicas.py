@@ -1,5 +1,11 @@
 """Two rollout replicas: the learner syncs every replica (one gloo group, per-replica rank offsets) and the vllm
-engine spreads rollouts over both; after each step both serve the learner's weights."""
+engine spreads rollouts over both; after each step both serve the learner's weights. Then one replica is
+SIGKILLed and restarted mid-stage: the learner re-syncs it and no step trains on rollouts of two policies."""
+
+import os
+import signal
+import threading
+import time
 
 import pytest
 
@@ -48,3 +54,72 @@ def test_every_replica_serves_the_new_weights(two_servers, random_base):
     assert len(groups) == 32 and all(len(g) == 2 for g in groups)
     assert all(a > b for a, b in zip(after, before)), "rollouts must reach every replica"
     engine.close()
+
+
+def _kill_and_restart(victim, offset: int, stage_done: threading.Event, events: dict):
+    """SIGKILL replica `victim` once the stage has generated on it (its access log past `offset`), then start it
+    again on the same port: a pod of the rollout Deployment rescheduled, as the learner sees it."""
+    while not stage_done.is_set():
+        text = victim.log_path.read_bytes()[offset:].decode(errors="replace")
+        if "POST /v1/completions" in text:
+            os.killpg(victim.proc.pid, signal.SIGKILL)
+            victim.proc.wait(30)
+            events["killed"] = time.monotonic()
+            victim.start()
+            events["restarted"] = time.monotonic()
+            return
+        time.sleep(0.1)
+
+
+def test_a_replica_killed_mid_stage_is_resynced_and_no_step_mixes_policies(two_servers, random_base, data_dir,
+                                                                             tmp_path):
+    """Issue 29's fleet-recovery test: replica 1 is SIGKILLed after the train stage's first rollouts and restarted;
+    the stage completes all its steps (no retry from step 0), each step's rollouts came from exactly the policy
+    the learner was at, and the restarted replica ends up serving the learner's final policy."""
+    from cpt_core.stage import StageConfig
+    from cpt_core.storage import layout, open_store
+    from cpt_trainer import cli
+    from cpt_trainer.stages import load_model
+
+    steps = 5
+    storage = tmp_path / "run"
+    spec = {
+        "model": random_base, "method": "grpo", "seed": 1,
+        "tasks": [{"name": "reverse", "train": str(data_dir / "reverse-train.jsonl"),
+                   "eval": str(data_dir / "reverse-eval.jsonl"), "reward": "vllm_test_rewards:has_e"}],
+        "grpo": {"groupSize": 4, "learningRate": 5e-3, "klCoef": 0.0, "promptsPerStep": 4, "maxSteps": steps,
+                 "maxCompletionTokens": 16},
+        "rollout": {"engine": "vllm", "replicas": 2}, "storage": {"uri": str(storage)},
+    }
+    cfg = StageConfig.model_validate({"run": "fleet-test", "stage": "train", "task_index": 1, "spec": spec,
+                                      "spec_hash": "h1", "rollout_url": two_servers.url})
+    path = tmp_path / "train.yaml"
+    path.write_text(cfg.dump_yaml())
+    victim = two_servers.servers[1]
+    done, events = threading.Event(), {}
+    killer = threading.Thread(target=_kill_and_restart, daemon=True,
+                              args=(victim, victim.log_path.stat().st_size, done, events))
+    killer.start()
+    try:
+        assert cli.main(["train", "--config", str(path)]) == 0
+    finally:
+        done.set()
+        killer.join(60)
+    ended = time.monotonic()
+    assert "killed" in events and events["killed"] < ended, "the replica must die while the stage runs"
+
+    store = open_store(str(storage))
+    train = store.get_json(layout.task_key(1, "reverse", layout.TRAIN_STATS))
+    assert train["steps"] == steps and "resumed_at_step" not in train, train  # completed, never restarted
+    # one generation per optimizer step, each from the policy of the step it trained from: never two versions
+    assert train["rollout_policy_steps"] == list(range(steps)), train["rollout_policy_steps"]
+    recoveries = train["rollout_recoveries"]
+    assert recoveries and all(r["step"] < steps for r in recoveries), recoveries
+    print("fleet recoveries:", recoveries, f"(restart took {events['restarted'] - events['killed']:.1f} s)")
+
+    # the restarted replica serves the learner's final policy: greedy ids equal the committed checkpoint's
+    local = tmp_path / "ckpt"
+    store.download_dir(layout.task_key(1, "reverse", layout.CHECKPOINT), str(local))
+    model, tok = load_model(str(local))
+    final = assert_server_matches_learner(model, tok, victim.url)
+    assert final == assert_server_matches_learner(model, tok, two_servers.servers[0].url)

@@ -54,6 +54,8 @@ class LocalRun:
     rollout: Optional[LocalRollout] = None  # vLLM servers of `rollout.engine: vllm` (cpt_operator.local.rollout_server)
     fatal: Optional[str] = None
     started: dict[str, float] = field(default_factory=dict)
+    live: dict[int, dict] = field(default_factory=dict)  # running train stage: its replicas' policy versions
+    last: Optional[tuple] = None  # (plan, committed) of the last publish, republished with `live`
 
     @property
     def name(self) -> str:
@@ -199,7 +201,10 @@ def _loop(run: LocalRun, store) -> Plan:
 
 
 def _publish(run: LocalRun, current: Plan, committed: dict) -> None:
+    run.last = (current, committed)
     stats = run_stats(committed)
+    for index, live in run.live.items():  # what the running train stage read from its rollout replicas
+        stats[index] = dict(stats.get(index) or {}, **live)
     metrics.publish(LOCAL_NAMESPACE, run.name, run.doc["spec"], current.status, stats)
     state = {"spec": run.doc["spec"], "status": current.status, "live": run.display.last or None}
     tmp = run.workdir / (STATUS_FILE + ".tmp")
@@ -223,6 +228,10 @@ def _run_stage(run: LocalRun, name: str, cfg: StageConfig) -> None:
                 log.write(line)
                 message = parse(line)
                 if message and message[0] == PROGRESS:
+                    if "policy_versions" in message[1] and run.last is not None:
+                        run.live[cfg.task_index] = {"rolloutPolicyVersions": message[1]["policy_versions"],
+                                                    "rolloutLearnerStep": message[1].get("step")}
+                        _publish(run, *run.last)
                     run.display.update(message[1])
                     _publish_live(run)
                 elif message and message[0] == RESULT:
@@ -235,6 +244,7 @@ def _run_stage(run: LocalRun, name: str, cfg: StageConfig) -> None:
                 proc.wait(timeout=30)
             raise
     seconds = time.monotonic() - started
+    run.live.pop(cfg.task_index, None)  # the stage's readings end with it
     ok = code == 0
     detail = _summary(result) if ok else f"exit code {code}, log {log_path}"
     run.display.stage_finished(ok, seconds, detail)

@@ -37,8 +37,8 @@ class Engine(Protocol):
         """n completions per prompt; temperature 0 means greedy (then n should be 1)."""
         ...
 
-    def sync_weights(self, model) -> None:
-        """Make the engine generate with `model`'s current weights."""
+    def sync_weights(self, model, step: Optional[int] = None) -> None:
+        """Make the engine generate with `model`'s current weights, the policy of learner step `step`."""
         ...
 
     def close(self) -> None:
@@ -86,7 +86,8 @@ def make_engine(engine: str, model, tokenizer, rollout_url: Optional[str] = None
             from cpt_trainer.rollout.weight_sync import WeightSync
 
             endpoints = rollout_endpoints(rollout_url)
-            eng = VllmEngine(endpoints, tokenizer, weight_sync=WeightSync(endpoints))
+            sync = WeightSync(endpoints, resolve=lambda: rollout_endpoints(rollout_url))
+            eng = VllmEngine(endpoints, tokenizer, weight_sync=sync)
             eng.sync_weights(model)
             return eng
         log.warning("rollout engine vllm unavailable (%s); falling back to hf", reason)

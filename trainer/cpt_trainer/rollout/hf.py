@@ -19,7 +19,7 @@ class HfEngine:
     def __init__(self, model, tokenizer, batch_size: int = 256):
         self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
 
-    def sync_weights(self, model) -> None:
+    def sync_weights(self, model, step=None) -> None:
         self.model = model
 
     def close(self) -> None:

