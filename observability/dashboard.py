@@ -232,7 +232,7 @@ def fleet() -> list:
         timeseries.Panel().title("Rollout policy version per replica").datasource(DS).height(7).span(24)
         .description("Learner step whose weights each vLLM rollout replica serves, as the train stage read it after "
                      "each weight sync (-1: down or holding another policy), with the learner's own step. A "
-                     "restarted replica drops to -1 until the learner re-syncs it (docs/rollout.md).")
+                     "restarted replica drops to -1 until the learner re-syncs it (docs/checkpoints.md).")
         .legend(legend())
         .with_target(query(f"max by (namespace, cpt, task, replica) (cpt_rollout_policy_version{{{SEL}}})",
                            "{{cpt}} {{task}} replica {{replica}}", "A"))

@@ -67,6 +67,7 @@ def _kill_and_restart(victim, offset: int, stage_done: threading.Event, events: 
             events["killed"] = time.monotonic()
             victim.start()
             events["restarted"] = time.monotonic()
+            stage_done.wait()  # the server dies with the thread that started it (PR_SET_PDEATHSIG): stay alive
             return
         time.sleep(0.1)
 

@@ -11,7 +11,7 @@ at rank 1 + r * world_size), so one broadcast reaches all replicas; `FanOutClien
 `rank_offset` and calls them concurrently. The servers' prefix caches are cleared around each sync
 (/pause ... /resume), so no cached KV computed with the old weights is reused.
 
-Fleet recovery (docs/rollout.md): every push labels the weights `<nonce>/<step>` (rollout.fleet). A push that
+Fleet recovery (docs/checkpoints.md): every push labels the weights `<nonce>/<step>` (rollout.fleet). A push that
 fails because a replica died, or a replica found with another label before a generation (`ensure_current`), makes
 rank 0 wait for every replica to answer again, re-initialise the transfer group (its world includes every
 replica's workers, so all re-join) and push the current weights in full; only then is the replica used.
