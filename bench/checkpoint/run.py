@@ -1,6 +1,7 @@
 """bench/checkpoint: what step checkpoints cost (issue 29, docs/checkpoints.md).
 
     .venv/bin/python bench/checkpoint/run.py [--model examples/models/tiny-base] [--steps 20] [--method grpo]
+    .venv/bin/python bench/checkpoint/run.py --quick   # 3 steps: the smoke run tests/bench runs (~1 min)
 
 Runs the same train stage (in this process, hf engine, one thread) three ways on a local storage folder: without
 step checkpoints, with one after every step (everySteps 1), and again resuming from the last one. Prints, per
@@ -43,7 +44,13 @@ def main(argv=None) -> int:
     p.add_argument("--model", default=str(ROOT / "examples/models/tiny-base"))
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--method", default="grpo", choices=["grpo", "sft"])
+    p.add_argument("--quick", action="store_true", help="3 steps: checks the benchmark runs, measures little")
+    p.add_argument("--nice", type=int, default=0, help="niceness of this process (the benchmarks' common flag)")
     args = p.parse_args(argv)
+    if args.quick:
+        args.steps = 3
+    if args.nice:
+        os.nice(args.nice)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
 
@@ -60,6 +67,8 @@ def main(argv=None) -> int:
         (tmp / "data").mkdir()
         synthetic.write_jsonl(synthetic.generate("copy", 64, seed=0, pool="train"), str(tmp / "data/train.jsonl"))
         runs = {}
+        (tmp / "warm").mkdir()  # one unmeasured step first: imports and first-call costs would land on "off"
+        run_stage(_stage(args.model, tmp / "data", tmp / "store-warm", args.method, 1, 0), workdir=str(tmp / "warm"))
         for label, every in (("off", 0), ("every step", 1)):
             t0 = time.monotonic()
             work = tmp / f"work-{every}"

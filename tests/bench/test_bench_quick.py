@@ -133,3 +133,16 @@ def test_trainer_overhead_quick(tmp_path):
     assert math.isfinite(summary["overhead"]) and len(summary["ours"]) == len(summary["bare"]) == 1
     assert all(r["steps"] == summary["steps"] for r in summary["ours"] + summary["bare"])
     assert "Goal (<= 5% per-step overhead)" in out
+
+
+def test_checkpoint_quick():
+    """bench/checkpoint --quick: 3 steps with and without a step checkpoint per step, then a resume; every figure
+    of its table is a finite number and 2 saves were made (none at the last step)."""
+    out = run("checkpoint", timeout=600)
+    rows = [line.split("|")[1:3] for line in out.splitlines() if line.startswith("| ") and "measure" not in line]
+    values = {name.strip(): float(value) for name, value in rows}
+    assert len(values) == 7 and all(math.isfinite(v) for v in values.values()), values
+    stall = "stall per save (stage time difference / saves) s"  # a difference of two timings: noise may be < 0
+    assert all(v >= 0 for k, v in values.items() if k != stall), values
+    assert values["stage s, one per step"] > 0 and values["stage s, no step checkpoints"] > 0
+    assert "3 steps, 2 saves" in out, out[:300]
