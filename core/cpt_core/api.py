@@ -112,6 +112,23 @@ class RifSpec(Wire):
                                  "this (GRESO: 0.01), so a prompt can always return.")
 
 
+class ReplaySpec(Wire):
+    """Replay of mastered prompts (docs/design.md): from task 2 on, a fraction of each batch's prompt slots is filled
+    with earlier tasks' training prompts the model solved when that task was evaluated (the evaluate stage scores
+    up to probePrompts of a task's training prompts greedily and keeps the solved ones with the task's results).
+    GRPO: the batch keeps its size, so it costs no extra rollouts. SFT adds the replayed examples to the task's,
+    as this fraction of the examples; self-sft replays the model's own correct answers."""
+
+    fraction: float = Field(0.0, ge=0, lt=1, description="Share of each batch's prompt slots given to replayed "
+                            "prompts (0: off).")
+    probe_prompts: int = Field(64, ge=1, le=100000, description="Training prompts of a task scored greedily by its "
+                               "evaluate stage to find the solved ones (a seeded sample when the pool is larger).")
+
+    @property
+    def enabled(self) -> bool:
+        return self.fraction > 0
+
+
 class EvaluationSpec(Wire):
     """How the accuracy matrix is measured (greedy decoding)."""
 
@@ -217,6 +234,7 @@ class CptSpec(Wire):
     grpo: GrpoSpec = Field(default_factory=GrpoSpec)
     sft: SftSpec = Field(default_factory=SftSpec)
     rif: Optional[RifSpec] = Field(None, description="Only with method rif-grpo (defaults apply when absent).")
+    replay: ReplaySpec = Field(default_factory=ReplaySpec)
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     rollout: RolloutSpec = Field(default_factory=RolloutSpec)
     learner: LearnerSpec = Field(default_factory=LearnerSpec)

@@ -4,6 +4,7 @@
 <uri>/tasks/<index>-<name>/rif.json      RIF statistics (filter stage);  kept.jsonl  the kept prompts
 <uri>/tasks/<index>-<name>/train.json    learner statistics (steps, rewards, rollout tokens, seconds)
 <uri>/tasks/<index>-<name>/eval.json     this task's row of the accuracy matrix (evaluate stage)
+<uri>/tasks/<index>-<name>/solved.jsonl  training prompts the model solved when this task was evaluated (replay)
 <uri>/tasks/<index>-<name>/manifest.json every file's key, size, sha256; written last = committed
 Index 0 is the base model ("0-base"): only eval.json + manifest.json.
 
@@ -20,6 +21,7 @@ RIF = "rif.json"
 KEPT = "kept.jsonl"
 TRAIN_STATS = "train.json"
 EVAL = "eval.json"
+SOLVED = "solved.jsonl"  # spec.replay: the task's training rows solved at its evaluation, with the completion
 MANIFEST = "manifest.json"
 STEPS = "steps"
 STEP_MANIFEST = "step.json"

@@ -69,6 +69,7 @@ def cross_field_problems(spec: api.CptSpec, mode: Mode) -> Iterable[str]:
     if rif is not None and spec.method == "self-sft" and rif.mode == "online":
         yield ("spec.rif.mode: online is for rif-grpo (GRPO's own groups decide what to skip); self-sft trains on "
                "the filter stage's correct rollouts, so it needs mode: prefilter")
+    yield from replay_problems(spec)
     if rif is not None and rif.reprobe_floor > rif.reprobe:
         yield (f"spec.rif.reprobeFloor: must be <= spec.rif.reprobe ({rif.reprobe_floor} > {rif.reprobe}); the "
                "re-probe probability starts at reprobe and decays towards the floor")
@@ -220,3 +221,25 @@ def _inner_model(annotation: Any):
         if found is not None:
             return found
     return None
+
+
+def replay_slots(fraction: float, batch: int) -> int:
+    """Prompt slots of a batch of `batch` given to replayed prompts (round half up)."""
+    return int(fraction * batch + 0.5)
+
+
+def replay_problems(spec: api.CptSpec) -> Iterable[str]:
+    """A replay fraction must give at least one slot of a batch to replay and leave at least one to the task."""
+    f = spec.replay.fraction
+    if not f:
+        return
+    name, batch = (("sft.batchSize", spec.sft.batch_size) if spec.method in api.SFT_METHODS
+                   else ("grpo.promptsPerStep", spec.grpo.prompts_per_step))
+    slots = replay_slots(f, batch)
+    if slots < 1:
+        yield (f"spec.replay.fraction: {f} of spec.{name} {batch} rounds to 0 replayed prompts per batch; raise it "
+               f"to at least {0.5 / batch:.3g} or set 0 (off)")
+    elif slots >= batch:
+        yield (f"spec.replay.fraction: {f} of spec.{name} {batch} leaves no slot of a batch for the task's own "
+               "prompts; lower it")
+

@@ -45,3 +45,16 @@ def evaluate_row(engine, tokenizer, task_index: int, tasks: list[Task], general:
             out["correct"][task.name] = "".join("1" if c else "0" for c in flags)
     out["seconds"] = round(time.time() - t0, 3)
     return out
+
+
+def solved_rows(engine, tokenizer, task: Task, max_tokens: int) -> list[dict]:
+    """The rows of `task` the model answers correctly, greedily, each with its answer as `cpt_completion` (replay
+    of mastered prompts: SFT replays the row, self-sft the model's own answer)."""
+    rows = task.rows
+    if not rows:
+        return []
+    groups = engine.generate([prompt_text(tokenizer, r["prompt"]) for r in rows], n=1, temperature=0.0,
+                             max_tokens=max_tokens)
+    texts = [g[0].text for g in groups]
+    return [dict(r, cpt_completion=t) for r, t, v in zip(rows, texts, reward_values(task, rows, texts))
+            if is_correct(v)]

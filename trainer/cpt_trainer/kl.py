@@ -69,29 +69,43 @@ class KlProbe:
         return sum(k3(r, c) for r, c in zip(self.ref, cur)) / len(cur)
 
 
-class KlCallback(TrainerCallback):
-    """Estimates KL(task start || policy) every `every` optimizer steps and at the last one; train.json keeps the
-    points, the latest and the max (`policy_kl`)."""
+KL_REFERENCES = ("task_start", "base")  # the models KL is measured from; base = task start for task 1
+CARRIED_KEY = "policy_kl"  # its entry in the counters a step checkpoint carries: points recorded before a resume
 
-    def __init__(self, probe: KlProbe, every: int):
-        self.probe, self.every = probe, every
-        self.points: list[list[float]] = []
+
+class KlCallback(TrainerCallback):
+    """Estimates KL(reference || policy) against each probe every `every` optimizer steps and at the last one;
+    train.json keeps, per reference, the points, the latest and the max (`policy_kl`). `carried` (the counters a
+    step checkpoint saves) holds the points, so a resumed stage keeps those recorded before it stopped."""
+
+    def __init__(self, probes: dict[str, KlProbe], every: int, carried: Optional[dict] = None):
+        self.probes, self.every = probes, every
+        self.carried = carried if carried is not None else {}
+        saved = self.carried.get(CARRIED_KEY) or {}
+        self.points: dict[str, list[list[float]]] = {ref: [list(p) for p in saved.get(ref, [])] for ref in probes}
+        self.carried[CARRIED_KEY] = self.points
+
+    def _record(self, step: int, model) -> None:
+        values: dict[int, Optional[float]] = {}
+        for ref, probe in self.probes.items():
+            if id(probe) not in values:  # task 1: base and task start are one probe, estimated once
+                values[id(probe)] = probe.estimate(model)
+            value, points = values[id(probe)], self.points[ref]
+            if value is not None and (not points or points[-1][0] < step):
+                points.append([step, round(value, 6)])
+        self.carried[CARRIED_KEY] = {ref: [list(p) for p in pts] for ref, pts in self.points.items()}
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
         if state.global_step % self.every == 0 or state.global_step >= state.max_steps:
-            value = self.probe.estimate(model)
-            if value is not None:
-                self.points.append([state.global_step, round(value, 6)])
+            self._record(state.global_step, model)
 
     def on_train_end(self, args, state, control, model=None, **kwargs):
-        if not self.points or self.points[-1][0] != state.global_step:  # online RIF may end before max_steps
-            value = self.probe.estimate(model)
-            if value is not None:
-                self.points.append([state.global_step, round(value, 6)])
+        self._record(state.global_step, model)  # online RIF may end before max_steps; a no-op if recorded
 
     def stats(self) -> dict:
-        if not self.points:
+        series = {ref: {"points": pts, "last": pts[-1][1], "max": max(v for _, v in pts)}
+                  for ref, pts in self.points.items() if pts}
+        if not series:
             return {}
-        values = [v for _, v in self.points]
-        return {"policy_kl": {"reference": "task_start", "estimator": "k3", "prompts": len(self.probe.sequences),
-                              "points": self.points, "last": values[-1], "max": max(values)}}
+        prompts = max(len(p.sequences) for p in self.probes.values())
+        return {"policy_kl": {"estimator": "k3", "prompts": prompts, **series}}

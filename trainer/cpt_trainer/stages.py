@@ -23,7 +23,7 @@ from cpt_core.results import NO_SIGNAL
 from cpt_core.stage import StageConfig, stages_for
 
 from cpt_core import protocol
-from cpt_trainer.evaluate import evaluate_row
+from cpt_trainer.evaluate import evaluate_row, solved_rows
 from cpt_trainer.learners.common import world_size
 from cpt_trainer.rif import run_rif
 from cpt_trainer.rollout import make_engine
@@ -169,19 +169,23 @@ def training_rows(cfg: StageConfig, store, task: Task) -> Task:
 
 
 def learn(spec: CptSpec, model, tokenizer, tasks: list[Task], out_dir: str, task_index: int, engine=None,
-          seed: int = 0, callbacks: tuple = (), **resume) -> tuple[dict, object]:
+          seed: int = 0, callbacks: tuple = (), replay: tuple = (), **resume) -> tuple[dict, object]:
     """One learner run over `tasks` with the spec's method and hyper-parameters (also the multi-task entry).
-    `resume`: checkpoint / resume_from / carried for step checkpoints (the train stage)."""
+    `replay`: earlier tasks' solved prompts (spec.replay). `resume`: checkpoint / resume_from / carried for step
+    checkpoints (the train stage)."""
     zero = spec.learner.zero_stage
+    fraction = spec.replay.fraction if replay else 0.0
     if spec.method in SFT_METHODS:
         from cpt_trainer.learners.sft import train_sft
 
         return train_sft(model, tokenizer, tasks, out_dir, spec.sft, seed=seed, zero_stage=zero,
-                         task_index=task_index, callbacks=callbacks, **resume)
+                         task_index=task_index, callbacks=callbacks, replay=replay, replay_fraction=fraction,
+                         own_answers=spec.method == "self-sft", **resume)
     from cpt_trainer.learners.grpo import train_grpo
 
     return train_grpo(model, tokenizer, tasks, out_dir, spec.grpo, seed=seed, zero_stage=zero, engine=engine,
-                      task_index=task_index, callbacks=callbacks, online=spec.online_rif, **resume)
+                      task_index=task_index, callbacks=callbacks, online=spec.online_rif, replay=replay,
+                      replay_fraction=fraction, **resume)
 
 
 def curve_callback(spec: CptSpec, index: int, tokenizer):
@@ -195,9 +199,10 @@ def curve_callback(spec: CptSpec, index: int, tokenizer):
     return CurveCallback(tokenizer, index, tasks, general, every, spec.evaluation.max_completion_tokens)
 
 
-def kl_callback(spec: CptSpec, index: int, model, tokenizer, task: Task):
+def kl_callback(spec: CptSpec, index: int, model, tokenizer, task: Task, workdir: str, carried: dict):
     """The KL early warning of task `index`'s training when spec.forgetting.klEverySteps asks for it: completions
-    sampled now, from the model the task starts from, on the task's first klPrompts prompts."""
+    sampled now on the task's first klPrompts prompts, from the model the task starts from and (task 2 on) from
+    the base model, loaded for that and let go. `carried`: the step checkpoint's counters (points kept on resume)."""
     every = spec.forgetting.kl_every_steps
     if not every or not task.rows:
         return None
@@ -205,8 +210,14 @@ def kl_callback(spec: CptSpec, index: int, model, tokenizer, task: Task):
     from cpt_core.tasks import prompt_text
 
     prompts = [prompt_text(tokenizer, r["prompt"]) for r in task.rows[:spec.forgetting.kl_prompts]]
-    probe = KlProbe(model, tokenizer, prompts, spec.evaluation.max_completion_tokens, stage_seed(spec, index, "train"))
-    return KlCallback(probe, every)
+    seed, max_tokens = stage_seed(spec, index, "train"), spec.evaluation.max_completion_tokens
+    start = KlProbe(model, tokenizer, prompts, max_tokens, seed)
+    base = start
+    if index >= 2:
+        base_model, _ = load_model(fetch_model_uri(spec.model, spec, os.path.join(workdir, "kl-base")))
+        base = KlProbe(base_model, tokenizer, prompts, max_tokens, seed)
+        del base_model
+    return KlCallback({"task_start": start, "base": base}, every, carried)
 
 
 def save_model(trainer, model, tokenizer, out_dir: str) -> None:
@@ -238,10 +249,11 @@ def run_train(cfg: StageConfig, store, workdir: str) -> dict:
         if spec.method not in SFT_METHODS:
             engine = make_engine(spec.rollout.engine, model, tokenizer, cfg.rollout_url, spec.rollout.tensor_parallel)
         curve = curve_callback(spec, i, tokenizer)
-        kl = kl_callback(spec, i, model, tokenizer, task)
         steps = StepState.open(cfg, store, workdir, start_identity(cfg, store, start), task.rows, world_size())
+        kl = kl_callback(spec, i, model, tokenizer, task, workdir, steps.carried)
+        replay = tuple(replay_tasks(cfg, store)) if spec.replay.enabled else ()
         stats, trainer = learn(spec, model, tokenizer, [task], os.path.join(workdir, "trainer"), i, engine,
-                               seed=stage_seed(spec, i, "train"),
+                               seed=stage_seed(spec, i, "train"), replay=replay,
                                callbacks=tuple(c for c in (curve, kl, steps.callback) if c), **steps.learner_kwargs)
         if curve and curve.points:
             stats["curve"] = curve.points
@@ -273,11 +285,50 @@ def run_evaluate(cfg: StageConfig, store, workdir: str) -> dict:
     protocol.progress("evaluate", i, 0, 1)
     row = evaluate_row(engine, tokenizer, i, tasks, general, spec.evaluation.max_completion_tokens)
     row["engine"] = engine.name
+    if spec.replay.enabled and i > 0:
+        row["replay_probe"] = write_solved(cfg, store, engine, tokenizer)
     store.put_json(layout.task_key(i, cfg.task_name, layout.EVAL), row)
     summary = {"tasks": row["tasks"], "general": row["general"]}
     commit_task(store, i, cfg.task_name, cfg.spec_hash, summary, checkpoint=scored)
     protocol.progress("evaluate", i, 1, 1)
     return {k: row[k] for k in ("task_index", "tasks", "general", "seconds")}
+
+
+def write_solved(cfg: StageConfig, store, engine, tokenizer) -> dict:
+    """spec.replay: score up to probePrompts of the task's training prompts (a seeded sample of a larger pool)
+    greedily with the model just trained, and keep the solved ones with the task's results (solved.jsonl), for
+    later tasks to replay. Cost: probePrompts greedy generations per task."""
+    import random
+
+    spec, i = cfg.spec, cfg.task_index
+    task = train_task(spec, i)
+    n = spec.replay.probe_prompts
+    if len(task.rows) > n:
+        task.rows = random.Random(stage_seed(spec, i, "evaluate")).sample(task.rows, n)
+    solved = solved_rows(engine, tokenizer, task, spec.evaluation.max_completion_tokens)
+    store.put_bytes(layout.task_key(i, cfg.task_name, layout.SOLVED),
+                    "".join(json.dumps(r) + "\n" for r in solved).encode())
+    return {"scored": len(task.rows), "solved": len(solved)}
+
+
+def replay_tasks(cfg: StageConfig, store) -> list[Task]:
+    """spec.replay: the earlier tasks' solved training prompts (solved.jsonl of each committed task 1..i-1), one
+    Task each with its own reward, so replayed groups are scored as their task scores them."""
+    from cpt_core.tasks import make_reward
+
+    spec, out = cfg.spec, []
+    for j in range(1, cfg.task_index):
+        t = spec.tasks[j - 1]
+        committed = load_task(store, j, t.name)
+        key = layout.task_key(j, t.name, layout.SOLVED)
+        if committed is None or not any(f.key == key for f in committed.files):
+            continue  # committed before replay was turned on: nothing to replay from it
+        data = store.get_bytes(key)
+        rows = parse_jsonl(data, key) if data.strip() else []
+        if rows:
+            out.append(Task(name=t.name, rows=rows, reward=make_reward(t.reward, t.answer_pattern),
+                            reward_name=t.reward, pattern=t.answer_pattern))
+    return out
 
 
 RUNNERS = {"filter": run_filter, "train": run_train, "evaluate": run_evaluate}

@@ -25,7 +25,10 @@ from cpt_core.results import NO_SIGNAL
 from cpt_core.tasks import Task, prompt_text
 from cpt_core.rewards import is_correct
 from cpt_trainer.learners.common import combined_reward, extra_columns, trainer_args, world_size
+from cpt_trainer.tracking import guard_integrations
 from cpt_trainer.learners.online_rif import CARRIED_KEY, OnlineRif
+from cpt_trainer.learners.replay import COMPLETION, ReplayDraws, epoch_stream
+from cpt_core.validation import replay_slots
 
 
 def fill_step(rows: list[dict], prompts_per_step: int) -> list[dict]:
@@ -40,8 +43,10 @@ def fill_step(rows: list[dict], prompts_per_step: int) -> list[dict]:
 ROW_ID = "cpt_row"  # the dataset index of each row, for online RIF's per-prompt records (never passed to rewards)
 
 
-def _dataset(tokenizer, tasks: list[Task], prompts_per_step: int) -> Dataset:
+def _dataset(tokenizer, tasks: list[Task], prompts_per_step: int, replay: tuple = ()) -> Dataset:
+    """The task's rows (indices 0..n-1), then the replay pool's (n.., in ReplayDraws' order)."""
     rows = fill_step([dict(r, task=t.name) for t in tasks for r in t.rows], prompts_per_step)
+    rows += [{k: v for k, v in r.items() if k != COMPLETION} | {"task": t.name} for t in replay for r in t.rows]
     keep = extra_columns(rows)
     return Dataset.from_list([
         {"prompt": prompt_text(tokenizer, r["prompt"]), "answer": r["answer"], "task": r["task"], ROW_ID: k,
@@ -87,38 +92,45 @@ class _EpochRepeatSampler(RepeatSampler):
         return super().__iter__()
 
 
-class _OnlineSampler(torch.utils.data.Sampler):
-    """TRL's sampler shape (each prompt index G times in a row, batches of B prompts) over online RIF's stream,
-    which spans every epoch of the task (the Trainer sees one epoch): skipped prompts leave no hole, the next
-    prompts fill the batch."""
+class _StreamSampler(torch.utils.data.Sampler):
+    """TRL's sampler shape (each prompt index G times in a row, batches of B prompts) over a stream of the task's
+    prompts that spans every epoch of the task (the Trainer sees one epoch): online RIF's (skipped prompts leave
+    no hole, the next prompts fill the batch) or plain epochs; with replay each batch's last r slots are the
+    replayed prompts of that step (dataset indices offset + pool index)."""
 
-    def __init__(self, online: OnlineRif, group: int):
-        self.online, self.group = online, group
+    def __init__(self, stream, per_step: int, steps: int, group: int, draws: Optional[ReplayDraws] = None,
+                 offset: int = 0):
+        self.stream, self.per_step, self.steps, self.group = stream, per_step, steps, group
+        self.draws, self.offset = draws, offset
 
     def __len__(self) -> int:
-        return self.online.max_prompts * self.group
+        return self.steps * (self.per_step + (self.draws.slots if self.draws else 0)) * self.group
 
     def __iter__(self):
         batch: list[int] = []
-        for row in self.online.stream():
+        step = 0
+        for row in self.stream():
             batch.append(row)
-            if len(batch) == self.online.batch:  # a last partial batch is dropped, as TRL's sampler does
+            if len(batch) == self.per_step:  # a last partial batch is dropped, as TRL's sampler does
+                if self.draws is not None:
+                    batch += [self.offset + k for k in self.draws.draw(step)]
                 for r in batch:
                     for _ in range(self.group):
                         yield r
-                batch = []
+                batch, step = [], step + 1
 
 
 class _GRPOTrainer(GRPOTrainer):
     online: Optional[OnlineRif] = None
+    stream: Optional[_StreamSampler] = None
     carried: Optional[dict] = None
 
     def _get_train_sampler(self, dataset=None):
         stock = super()._get_train_sampler(dataset)
         if type(stock) is not RepeatSampler or stock.seed is None:
             raise TypeError(f"TRL's GRPO sampler changed ({type(stock).__name__}): resume would lose its data position")
-        if self.online is not None:
-            return _OnlineSampler(self.online, stock.mini_repeat_count)
+        if self.stream is not None:
+            return self.stream
         return _EpochRepeatSampler(stock.data_source, stock.mini_repeat_count, stock.batch_size,
                                    stock.repeat_count, stock.shuffle, stock.seed)
 
@@ -195,13 +207,15 @@ def _vllm_rollout(engine, tokenizer, temperature: float, max_tokens: int):
 def train_grpo(model, tokenizer, tasks: list[Task], out_dir: str, grpo: GrpoSpec, *, seed: int = 0,
                zero_stage: int = 2, engine=None, task_index: int = 0, quiet: bool = False,
                callbacks: tuple = (), checkpoint: Optional[CheckpointSpec] = None, resume_from: Optional[str] = None,
-               carried: Optional[dict] = None, online: Optional[RifSpec] = None) -> tuple[dict, GRPOTrainer]:
+               carried: Optional[dict] = None, online: Optional[RifSpec] = None, replay: tuple = (),
+               replay_fraction: float = 0.0) -> tuple[dict, GRPOTrainer]:
     """Train `model` in place on the union of tasks' rows with the spec's GRPO settings (their one declaration,
     with their defaults, is cpt_core.api.GrpoSpec); returns the train.json statistics and the trainer.
     With `resume_from` (a step checkpoint folder) it continues from that step as if never stopped; `carried`
     holds the counters a step checkpoint saves besides the Trainer's state (rollout tokens, online RIF's records).
     With `online` (spec.rif in mode online) the epochs run as one stream that skips zero-variance prompts
-    (learners/online_rif.py)."""
+    (learners/online_rif.py). With `replay` (earlier tasks' solved prompts) and `replay_fraction`, that share of
+    each step's prompt slots is replayed prompts (learners/replay.py)."""
     t0 = time.time()
     ws = world_size()
     g = grpo
@@ -209,21 +223,30 @@ def train_grpo(model, tokenizer, tasks: list[Task], out_dir: str, grpo: GrpoSpec
     if completions_per_step % ws:
         raise ValueError(f"promptsPerStep x groupSize ({completions_per_step}) must divide by WORLD_SIZE ({ws})")
     carried = carried if carried is not None else {}
-    dataset = _dataset(tokenizer, tasks, g.prompts_per_step)
-    records = None
+    replay = tuple(t for t in replay if t.rows) if replay_fraction else ()
+    dataset = _dataset(tokenizer, tasks, g.prompts_per_step, replay)
+    n = len(dataset) - sum(len(t.rows) for t in replay)  # the task's own prompts
+    draws = ReplayDraws(list(replay), replay_slots(replay_fraction, g.prompts_per_step), seed) if replay else None
+    own = g.prompts_per_step - (draws.slots if draws else 0)  # slots per step for the task's own prompts
+    steps = g.max_steps or g.epochs * (n // g.prompts_per_step)  # GRPO's own count, replay or not
+    records, stream = None, None
     if online is not None:
-        records = OnlineRif(len(dataset), g.prompts_per_step, g.epochs, seed, online.reprobe, online.reprobe_floor,
-                            max_prompts=g.max_steps * g.prompts_per_step if g.max_steps else None,
-                            state=carried.get(CARRIED_KEY))
-    config = GRPOConfig(  # online: the Trainer sees one epoch, the stream spans them all
-        **trainer_args(out_dir, seed, zero_stage, g.learning_rate, 1 if records else g.epochs, g.max_steps,
+        records = OnlineRif(n, own, g.epochs, seed, online.reprobe, online.reprobe_floor,
+                            max_prompts=g.max_steps * own if g.max_steps else None,
+                            state=carried.get(CARRIED_KEY), epoch_batches=n // g.prompts_per_step)
+        stream = _StreamSampler(records.stream, own, records.max_prompts // own, g.group_size, draws, n)
+    elif draws is not None:
+        stream = _StreamSampler(lambda: epoch_stream(n, own, n // g.prompts_per_step, seed, steps), own, steps,
+                                g.group_size, draws, n)
+    config = GRPOConfig(  # a stream (online RIF, replay) spans every epoch: the Trainer sees one
+        **trainer_args(out_dir, seed, zero_stage, g.learning_rate, 1 if stream else g.epochs, g.max_steps,
                        checkpoint),
         per_device_train_batch_size=completions_per_step // ws, steps_per_generation=1, num_iterations=1,
         num_generations=g.group_size, beta=g.kl_coef, temperature=g.temperature, top_k=0, top_p=1.0,
         max_completion_length=g.max_completion_tokens, log_completions=False, shuffle_dataset=True,
         remove_unused_columns=False,
     )
-    reward = _Counter(combined_reward(tasks), carried)
+    reward = _Counter(combined_reward(list(tasks) + list(replay)), carried)
     progress = ProgressCallback("train", task_index, quiet=quiet)
     callbacks = [progress, *callbacks]
     rollout_func = None
@@ -232,8 +255,9 @@ def train_grpo(model, tokenizer, tasks: list[Task], out_dir: str, grpo: GrpoSpec
         callbacks.append(_PushWeights(engine, task_index))
     trainer = _GRPOTrainer(model=model, reward_funcs=[reward], args=config, train_dataset=dataset,
                            processing_class=tokenizer, callbacks=callbacks, rollout_func=rollout_func)
-    trainer.online, trainer.carried = records, carried
+    trainer.online, trainer.stream, trainer.carried = records, stream, carried
     trainer.remove_callback(PrinterCallback)  # our ProgressCallback prints CPT_PROGRESS lines instead
+    guard_integrations(trainer)  # a tracking server failing mid-training is a warning (spec.tracking)
     trainer.train(resume_from_checkpoint=resume_from)
     curve = progress.rewards
     k = max(1, len(curve) // 10)
@@ -246,6 +270,8 @@ def train_grpo(model, tokenizer, tasks: list[Task], out_dir: str, grpo: GrpoSpec
                                 "repeats them to fill its batch")
     if records is not None:  # all dropped = every group equal at every step: the no_signal rule above says so
         stats["online_rif"] = records.stats(g.group_size)
+    if draws is not None:
+        stats["replay"] = dict(draws.stats(trainer.state.global_step), fraction=replay_fraction)
     if trainer.state.global_step == 0 and NO_SIGNAL not in stats:  # never 0 steps in silence
         stats[NO_SIGNAL] = f"no optimizer step was taken on {pool} prompt(s)"
     return stats | {

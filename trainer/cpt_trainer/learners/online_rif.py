@@ -25,15 +25,18 @@ CARRIED_KEY = "online_rif"  # its entry in the counters a step checkpoint carrie
 
 class OnlineRif:
     def __init__(self, num_prompts: int, batch: int, epochs: int, seed: int, reprobe: float, floor: float,
-                 max_prompts: Optional[int] = None, state: Optional[dict] = None):
+                 max_prompts: Optional[int] = None, state: Optional[dict] = None,
+                 epoch_batches: Optional[int] = None):
         if num_prompts < batch:
             raise ValueError(f"{num_prompts} prompts are fewer than one batch of {batch}")
         self.n, self.batch, self.epochs, self.seed = num_prompts, batch, epochs, seed
         self.reprobe, self.floor = reprobe, floor
-        # Prompts the stream yields at most: GRPO's own count (floor(N/B) full batches per epoch), or maxSteps'
-        # (capped: epochs go on until that many were taken, as GRPO's would).
+        # Prompts the stream yields at most: GRPO's own count (floor(N/B) full batches per epoch; `epoch_batches`
+        # when replay takes some of each batch's slots, so the step count stays GRPO's), or maxSteps' (capped:
+        # epochs go on until that many were taken, as GRPO's would).
         self.capped = max_prompts is not None
-        self.max_prompts = max_prompts if self.capped else epochs * (num_prompts // batch) * batch
+        per_epoch = num_prompts // batch if epoch_batches is None else epoch_batches
+        self.max_prompts = max_prompts if self.capped else epochs * per_epoch * batch
         state = state or {}
         # per prompt: [[batch index, zero variance 0/1, correct count], ...] in visit order
         self.history: dict[int, list[list[int]]] = {int(k): [list(v) for v in h]
@@ -109,6 +112,8 @@ class OnlineRif:
         """One step's groups (G consecutive entries per prompt, in the sampler's order)."""
         for k in range(0, len(rows), group):
             row = int(rows[k])
+            if row >= self.n:  # a replayed prompt (spec.replay): not the task's, no record
+                continue
             values = rewards[k:k + group]
             zero = int(max(values) - min(values) <= 1e-6)
             self.history.setdefault(row, []).append([batch_index, zero, int(sum(correct[k:k + group]))])

@@ -17,6 +17,8 @@ from cpt_trainer.progress_callback import ProgressCallback
 from cpt_core.api import CheckpointSpec, SftSpec
 from cpt_core.tasks import Task, prompt_text
 from cpt_trainer.learners.common import trainer_args, world_size
+from cpt_trainer.tracking import guard_integrations
+from cpt_trainer.learners.replay import sft_rows
 
 
 def target(row: dict) -> str:
@@ -26,14 +28,18 @@ def target(row: dict) -> str:
 def train_sft(model, tokenizer, tasks: list[Task], out_dir: str, sft: SftSpec, *, seed: int = 0,
               zero_stage: int = 2, task_index: int = 0, quiet: bool = False, callbacks: tuple = (),
               checkpoint: Optional[CheckpointSpec] = None, resume_from: Optional[str] = None,
-              carried: Optional[dict] = None) -> tuple[dict, SFTTrainer]:
+              carried: Optional[dict] = None, replay: tuple = (), replay_fraction: float = 0.0,
+              own_answers: bool = False) -> tuple[dict, SFTTrainer]:
     """Train `model` in place with the spec's SFT settings (declared once, in cpt_core.api.SftSpec); with
     `resume_from` (a step checkpoint folder) continue from its step as if never stopped. `carried` is unused
-    (GRPO keeps its counters there) and accepted so both learners take the same arguments."""
+    (GRPO keeps its counters there) and accepted so both learners take the same arguments. `replay`: earlier
+    tasks' solved prompts, appended as `replay_fraction` of the examples (learners/replay.py; `own_answers`:
+    self-sft's replayed target is the model's own correct answer)."""
     t0 = time.time()
     ws = world_size()
+    rows, replayed = sft_rows([r for t in tasks for r in t.rows], list(replay), replay_fraction, seed, own_answers)
     data = Dataset.from_list([{"prompt": prompt_text(tokenizer, r["prompt"]), "completion": target(r)}
-                              for t in tasks for r in t.rows])
+                              for r in rows])
     config = SFTConfig(
         **trainer_args(out_dir, seed, zero_stage, sft.learning_rate, sft.epochs, sft.max_steps, checkpoint),
         per_device_train_batch_size=max(1, sft.batch_size // ws), packing=False, completion_only_loss=True,
@@ -43,6 +49,7 @@ def train_sft(model, tokenizer, tasks: list[Task], out_dir: str, sft: SftSpec, *
     trainer = SFTTrainer(model=model, args=config, train_dataset=data, processing_class=tokenizer,
                          callbacks=[progress, *callbacks])
     trainer.remove_callback(PrinterCallback)  # our ProgressCallback prints CPT_PROGRESS lines instead
+    guard_integrations(trainer)  # a tracking server failing mid-training is a warning (spec.tracking)
     trainer.train(resume_from_checkpoint=resume_from)
     losses = progress.losses
     k = max(1, len(losses) // 10)
@@ -52,5 +59,5 @@ def train_sft(model, tokenizer, tasks: list[Task], out_dir: str, sft: SftSpec, *
         "loss_first": sum(losses[:k]) / k if losses else None, "loss_last": sum(losses[-k:]) / k if losses else None,
         "loss": [round(x, 5) for x in losses],
         "token_accuracy": [round(x, 4) for x in progress.accuracies],
-        "tasks": [t.name for t in tasks],
+        "tasks": [t.name for t in tasks], **({"replay": dict(replayed, fraction=replay_fraction)} if replayed else {}),
     }, trainer
