@@ -148,6 +148,16 @@ def accuracy() -> list:
         .unit("percentunit").legend(legend())
         .with_target(query(f"max by (namespace, cpt, task) (cpt_task_accuracy_drop{{{SEL}}})", "{{cpt}} {{task}}", "A"))
         .with_target(query(f"max by (namespace, cpt) (cpt_forgetting_max_drop{{{SEL}}})", "{{cpt}} maxDrop", "B")),
+        timeseries.Panel().title("Policy KL: early warning of forgetting").datasource(DS).height(8).span(24)
+        .decimals(3).legend(legend())
+        .description("KL(reference || policy) on the training task's own prompts (spec.forgetting.klEverySteps; "
+                     "nats per completion): from the base model and from the task's start. It moves while the task "
+                     "trains, before any evaluation; CptPolicyDrift fires when the base reference passes "
+                     "prometheus.prometheusRule.policyKlThreshold (chart values).")
+        .with_target(query(f"max by (namespace, cpt, task, reference) (cpt_policy_kl{{{SEL}}})",
+                           "{{cpt}} {{task}} from {{reference}}", "A"))
+        .with_target(query(f"max by (namespace, cpt, task, reference) (cpt_policy_kl_max{{{SEL}}})",
+                           "{{cpt}} {{task}} max from {{reference}}", "B")),
     ]
 
 

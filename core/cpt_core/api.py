@@ -301,6 +301,21 @@ class Condition(Wire):
     observed_generation: Optional[int] = Field(None, ge=0)
 
 
+class KlReading(Wire):
+    """One reference's KL early warning of a task: the latest estimate and the largest so far (nats per completion)."""
+
+    last: float = Field(ge=0)
+    max: float = Field(ge=0)
+
+
+class PolicyKl(Wire):
+    """KL(reference || policy) on the task's own prompts (docs/design.md): from the base model and from the model
+    the task started from (the same for task 1)."""
+
+    base: Optional[KlReading] = None
+    task_start: Optional[KlReading] = None
+
+
 class TaskStatus(Wire):
     """Per-task progress, rebuilt from the stage jobs and the committed results on every pass."""
 
@@ -316,6 +331,8 @@ class TaskStatus(Wire):
     dropped: Optional[int] = Field(None, ge=0)
     skipped_groups: Optional[int] = Field(None, ge=0, description="Online RIF: GRPO groups not rolled out.")
     rollouts_saved: Optional[int] = Field(None, ge=0, description="Online RIF: completions not sampled (skipped x G).")
+    policy_kl: Optional[PolicyKl] = Field(None, description="KL early warning (spec.forgetting.klEverySteps).")
+    replayed_prompts: Optional[int] = Field(None, ge=0, description="Replay: earlier tasks' prompts trained on.")
     message: Optional[str] = None
 
 

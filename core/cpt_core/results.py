@@ -148,6 +148,29 @@ def rif_counts(task: CommittedTask) -> dict[str, Any]:
     return {"mode": "prefilter", **{k: rif.get(k) for k in ("kept", "dropped", "filtered_fraction")}}
 
 
+KL_REFERENCES = {"base": "base", "task_start": "taskStart"}  # train.json's policy_kl keys -> status/label names
+
+
+def policy_kl(task: CommittedTask) -> dict[str, dict[str, float]]:
+    """The KL early warning of a task's training (train.json `policy_kl`), per reference {last, max}; a task
+    trained before the base reference existed has task_start only (top-level last/max). Empty when off."""
+    kl = (task.train or {}).get("policy_kl")
+    if not isinstance(kl, dict):
+        return {}
+    out = {}
+    for key, name in KL_REFERENCES.items():
+        entry = kl.get(key) if key in kl else (kl if key == kl.get("reference") else None)
+        if isinstance(entry, dict) and entry.get("last") is not None and entry.get("max") is not None:
+            out[name] = {"last": float(entry["last"]), "max": float(entry["max"])}
+    return out
+
+
+def replayed_prompts(task: CommittedTask) -> Optional[int]:
+    """Earlier tasks' prompts (GRPO groups, or SFT examples) the task trained on with spec.replay, or None."""
+    replay = (task.train or {}).get("replay")
+    return int(replay["replayed_prompts"]) if isinstance(replay, dict) and "replayed_prompts" in replay else None
+
+
 NO_SIGNAL = "no_signal"  # train.json key: why a task taught the model nothing (absent when it did)
 
 

@@ -389,3 +389,19 @@ def test_task_without_training_signal_fails_by_default_or_is_skipped_on_request(
 def test_tasks_with_signal_have_no_no_signal_condition(resource, base_done):
     p = plan(resource, Observed(now=NOW, committed=base_done))
     assert "NoTrainingSignal" not in {c["type"] for c in p.status["conditions"]}
+
+
+def test_status_carries_each_tasks_policy_kl_and_replayed_prompts(resource, base_done):
+    """The KL early warning (train.json policy_kl, per reference) and replay's count reach status.tasks[]; a task
+    trained before the base reference existed (top-level last/max of task_start) still shows its task-start KL."""
+    done = dict(base_done)
+    done[1] = committed(resource, 1, {"add": 0.8}, train={"policy_kl": {"reference": "task_start", "estimator": "k3",
+                                                                         "points": [[2, 0.1]], "last": 0.1, "max": 0.1}})
+    done[2] = committed(resource, 2, {"add": 0.7, "reverse": 0.6}, train={
+        "policy_kl": {"estimator": "k3", "prompts": 8, "base": {"points": [[2, 0.3], [4, 0.2]], "last": 0.2, "max": 0.3},
+                      "task_start": {"points": [[2, 0.05], [4, 0.07]], "last": 0.07, "max": 0.07}},
+        "replay": {"replayed_prompts": 12, "by_task": {"add": 12}}})
+    tasks = plan(resource, Observed(now=NOW, committed=done)).status["tasks"]
+    assert tasks[1]["policyKl"] == {"taskStart": {"last": 0.1, "max": 0.1}} and "replayedPrompts" not in tasks[1]
+    assert tasks[2]["policyKl"] == {"base": {"last": 0.2, "max": 0.3}, "taskStart": {"last": 0.07, "max": 0.07}}
+    assert tasks[2]["replayedPrompts"] == 12

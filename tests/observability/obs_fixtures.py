@@ -41,7 +41,8 @@ STATUS = {
         {"index": 1, "name": "add", "phase": "Succeeded", "attempts": 1, "filteredFraction": 0.4,
          "kept": 60, "dropped": 40},
         {"index": 2, "name": "mul", "phase": "Succeeded", "attempts": 2, "filteredFraction": 0.5,
-         "kept": 50, "dropped": 50},
+         "kept": 50, "dropped": 50, "skippedGroups": 12, "rolloutsSaved": 96,
+         "policyKl": {"base": {"last": 0.42, "max": 0.5}, "taskStart": {"last": 0.3, "max": 0.31}}},
         {"index": 3, "name": "rev", "phase": "Running", "stage": "train", "attempts": 1,
          "filteredFraction": 0.25, "kept": 75, "dropped": 25},
     ],
@@ -60,7 +61,8 @@ STATS = {
                                                                          "evaluate": 44.0},
         "stageAttempts": {"train": 2}, "trainResumes": 1},
     "rev": {"rolloutTokens": 15000, "stageStartedAt": 1_700_000_000.0,
-            "rolloutPolicyVersions": {"0": 12, "1": None}, "rolloutLearnerStep": 12},
+            "rolloutPolicyVersions": {"0": 12, "1": None}, "rolloutLearnerStep": 12,
+            "policyKl": {"base": {"last": 0.61, "max": 0.61}, "taskStart": {"last": 0.2, "max": 0.2}}},
 }
 
 

@@ -228,3 +228,15 @@ def test_rollout_policy_version_per_replica_and_down_as_minus_one():
     assert got[("cpt_rollout_policy_version", ("mul", "1"))] == -1
     assert got[("cpt_rollout_learner_step", ("mul",))] == 7
     assert not [k for k in got if k[0] == "cpt_rollout_policy_version" and k[1][0] != "mul"]
+
+
+def test_policy_kl_gauges_from_status_and_from_a_running_stage():
+    """cpt_policy_kl / _max per task and reference: a committed task's from its status entry, the running task's
+    from the stage's progress lines (cpt run's stats)."""
+    spec, status, stats = run()
+    got = {(s.name, s.labels[2], s.labels[3]): s.value for s in metrics.samples("ns", "toy", spec, status, stats)
+           if s.name.startswith("cpt_policy_kl")}
+    assert got == {("cpt_policy_kl", "mul", "base"): 0.42, ("cpt_policy_kl_max", "mul", "base"): 0.5,
+                   ("cpt_policy_kl", "mul", "taskStart"): 0.3, ("cpt_policy_kl_max", "mul", "taskStart"): 0.31,
+                   ("cpt_policy_kl", "rev", "base"): 0.61, ("cpt_policy_kl_max", "rev", "base"): 0.61,
+                   ("cpt_policy_kl", "rev", "taskStart"): 0.2, ("cpt_policy_kl_max", "rev", "taskStart"): 0.2}

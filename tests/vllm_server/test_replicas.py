@@ -56,7 +56,7 @@ def test_every_replica_serves_the_new_weights(two_servers, random_base):
     engine.close()
 
 
-def _kill_and_restart(victim, offset: int, stage_done: threading.Event, events: dict):
+def _kill_and_restart(victim, offset: int, stage_done: threading.Event, events: dict, release: threading.Event):
     """SIGKILL replica `victim` once the stage has generated on it (its access log past `offset`), then start it
     again on the same port: a pod of the rollout Deployment rescheduled, as the learner sees it."""
     while not stage_done.is_set():
@@ -67,7 +67,7 @@ def _kill_and_restart(victim, offset: int, stage_done: threading.Event, events: 
             events["killed"] = time.monotonic()
             victim.start()
             events["restarted"] = time.monotonic()
-            stage_done.wait()  # the server dies with the thread that started it (PR_SET_PDEATHSIG): stay alive
+            release.wait(600)  # the server dies with the thread that started it (PR_SET_PDEATHSIG): stay alive
             return
         time.sleep(0.1)
 
@@ -78,9 +78,7 @@ def test_a_replica_killed_mid_stage_is_resynced_and_no_step_mixes_policies(two_s
     the stage completes all its steps (no retry from step 0), each step's rollouts came from exactly the policy
     the learner was at, and the restarted replica ends up serving the learner's final policy."""
     from cpt_core.stage import StageConfig
-    from cpt_core.storage import layout, open_store
     from cpt_trainer import cli
-    from cpt_trainer.stages import load_model
 
     steps = 5
     storage = tmp_path / "run"
@@ -97,16 +95,25 @@ def test_a_replica_killed_mid_stage_is_resynced_and_no_step_mixes_policies(two_s
     path = tmp_path / "train.yaml"
     path.write_text(cfg.dump_yaml())
     victim = two_servers.servers[1]
-    done, events = threading.Event(), {}
+    done, events, release = threading.Event(), {}, threading.Event()
     killer = threading.Thread(target=_kill_and_restart, daemon=True,
-                              args=(victim, victim.log_path.stat().st_size, done, events))
+                              args=(victim, victim.log_path.stat().st_size, done, events, release))
     killer.start()
     try:
         assert cli.main(["train", "--config", str(path)]) == 0
+        done.set()
+        ended = time.monotonic()
+        _check_fleet_run(storage, events, ended, steps, victim, two_servers, tmp_path)
     finally:
         done.set()
+        release.set()
         killer.join(60)
-    ended = time.monotonic()
+
+
+def _check_fleet_run(storage, events, ended, steps, victim, two_servers, tmp_path):
+    from cpt_core.storage import layout, open_store
+    from cpt_trainer.stages import load_model
+
     assert "killed" in events and events["killed"] < ended, "the replica must die while the stage runs"
 
     store = open_store(str(storage))
@@ -116,7 +123,7 @@ def test_a_replica_killed_mid_stage_is_resynced_and_no_step_mixes_policies(two_s
     assert train["rollout_policy_steps"] == list(range(steps)), train["rollout_policy_steps"]
     recoveries = train["rollout_recoveries"]
     assert recoveries and all(r["step"] < steps for r in recoveries), recoveries
-    print("fleet recoveries:", recoveries, f"(restart took {events['restarted'] - events['killed']:.1f} s)")
+    print("fleet recoveries:", recoveries)  # seconds: the learner's wait for the restarted server + the re-sync
 
     # the restarted replica serves the learner's final policy: greedy ids equal the committed checkpoint's
     local = tmp_path / "ckpt"

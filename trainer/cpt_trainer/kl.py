@@ -18,6 +18,9 @@ from typing import Optional
 import torch
 from transformers import TrainerCallback
 
+from cpt_core.protocol import progress
+from cpt_core.results import KL_REFERENCES as KL_LABELS
+
 
 def k3(ref_logps: list[float], cur_logps: list[float]) -> float:
     """Sum over tokens of r - 1 - log r, r = exp(cur - ref): one completion's KL(ref || cur) estimate."""
@@ -69,7 +72,6 @@ class KlProbe:
         return sum(k3(r, c) for r, c in zip(self.ref, cur)) / len(cur)
 
 
-KL_REFERENCES = ("task_start", "base")  # the models KL is measured from; base = task start for task 1
 CARRIED_KEY = "policy_kl"  # its entry in the counters a step checkpoint carries: points recorded before a resume
 
 
@@ -78,14 +80,14 @@ class KlCallback(TrainerCallback):
     train.json keeps, per reference, the points, the latest and the max (`policy_kl`). `carried` (the counters a
     step checkpoint saves) holds the points, so a resumed stage keeps those recorded before it stopped."""
 
-    def __init__(self, probes: dict[str, KlProbe], every: int, carried: Optional[dict] = None):
-        self.probes, self.every = probes, every
+    def __init__(self, probes: dict[str, KlProbe], every: int, carried: Optional[dict] = None, task_index: int = 0):
+        self.probes, self.every, self.task_index = probes, every, task_index
         self.carried = carried if carried is not None else {}
         saved = self.carried.get(CARRIED_KEY) or {}
         self.points: dict[str, list[list[float]]] = {ref: [list(p) for p in saved.get(ref, [])] for ref in probes}
         self.carried[CARRIED_KEY] = self.points
 
-    def _record(self, step: int, model) -> None:
+    def _record(self, step: int, total: int, model) -> None:
         values: dict[int, Optional[float]] = {}
         for ref, probe in self.probes.items():
             if id(probe) not in values:  # task 1: base and task start are one probe, estimated once
@@ -94,13 +96,21 @@ class KlCallback(TrainerCallback):
             if value is not None and (not points or points[-1][0] < step):
                 points.append([step, round(value, 6)])
         self.carried[CARRIED_KEY] = {ref: [list(p) for p in pts] for ref, pts in self.points.items()}
+        readings = self.readings()
+        if readings:  # `cpt run` puts it on its exporter while the stage runs (cpt_policy_kl)
+            progress("train", self.task_index, step, total, policy_kl=readings)
+
+    def readings(self) -> dict:
+        """{reference (status/label name): {last, max}}: what status and the gauges show."""
+        return {KL_LABELS[ref]: {"last": pts[-1][1], "max": max(v for _, v in pts)}
+                for ref, pts in self.points.items() if pts}
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
         if state.global_step % self.every == 0 or state.global_step >= state.max_steps:
-            self._record(state.global_step, model)
+            self._record(state.global_step, state.max_steps, model)
 
     def on_train_end(self, args, state, control, model=None, **kwargs):
-        self._record(state.global_step, model)  # online RIF may end before max_steps; a no-op if recorded
+        self._record(state.global_step, state.max_steps, model)  # online RIF may end before max_steps; a no-op if recorded
 
     def stats(self) -> dict:
         series = {ref: {"points": pts, "last": pts[-1][1], "max": max(v for _, v in pts)}

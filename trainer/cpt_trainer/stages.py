@@ -217,7 +217,7 @@ def kl_callback(spec: CptSpec, index: int, model, tokenizer, task: Task, workdir
         base_model, _ = load_model(fetch_model_uri(spec.model, spec, os.path.join(workdir, "kl-base")))
         base = KlProbe(base_model, tokenizer, prompts, max_tokens, seed)
         del base_model
-    return KlCallback({"task_start": start, "base": base}, every, carried)
+    return KlCallback({"task_start": start, "base": base}, every, carried, index)
 
 
 def save_model(trainer, model, tokenizer, out_dir: str) -> None:

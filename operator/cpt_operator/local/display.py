@@ -73,6 +73,9 @@ class ProgressDisplay:
             parts.append(f"loss {event['loss']:.4f}")
         if event.get("accuracy") is not None:
             parts.append(f"acc {event['accuracy']:.3f}")
+        kl = (event.get("policy_kl") or {}).get("base")
+        if kl:
+            parts.append(f"KL(base) {kl['last']:.4f}")
         parts.append(f"elapsed {_eta(elapsed)}")
         parts.append(f"ETA {_eta(eta)}")
         return "  ".join(parts)

@@ -12,7 +12,8 @@ import json
 from typing import Any, Optional
 
 from cpt_core import forgetting as fm
-from cpt_core.results import CommittedTask, no_signal, rif_counts, run_stats
+from cpt_core.results import (CommittedTask, no_signal, policy_kl, replayed_prompts, rif_counts,
+                              run_stats)
 from cpt_core.stage import BASE_TASK_NAME
 
 
@@ -33,7 +34,8 @@ def build_report(spec: dict, committed: dict[int, CommittedTask], status: Option
             "index": i, "name": BASE_TASK_NAME if i == 0 else tasks[i - 1],
             "kept": rif.get("kept"), "dropped": rif.get("dropped"), "filteredFraction": rif.get("filtered_fraction"),
             "rifMode": rif.get("mode"), "skippedGroups": rif.get("skipped_groups"),
-            "rolloutsSaved": rif.get("rollouts_saved"), "policyKl": train.get("policy_kl"),
+            "rolloutsSaved": rif.get("rollouts_saved"), "policyKl": policy_kl(committed[i]) or None,
+            "replayedPrompts": replayed_prompts(committed[i]),
             "rolloutTokens": stats[i]["rolloutTokens"], "stageRolloutTokens": stats[i]["stageRolloutTokens"],
             "learnerSteps": stats[i]["learnerSteps"],
             "seconds": stats[i]["stageDurations"],
@@ -118,10 +120,15 @@ def render_markdown(report: dict) -> str:
           "include the engines' own. spec.evaluation.engine picks one for every row.\n")
     elif engines:
         w(f"\nEvery row scored by the {next(iter(engines.values())) or 'unknown'} engine (greedy).\n")
-    for t in report["perTask"]:
-        if t.get("policyKl"):
-            w(f"\nTask {t['name']!r}: KL(task start || policy) {t['policyKl']['last']:.4f} at the end, max "
-              f"{t['policyKl']['max']:.4f} (k3 on {t['policyKl']['prompts']} sampled prompts).\n")
+    kl_rows = [t for t in report["perTask"] if t.get("policyKl") or t.get("replayedPrompts") is not None]
+    if kl_rows:  # the KL early warning (k3 on the task's own prompts, docs/design.md) and replay, per task
+        w("\n| task | KL(base ‖ policy) end / max | KL(task start ‖ policy) end / max | replayed prompts |\n"
+          "|---|---|---|---|\n")
+        for t in kl_rows:
+            kl = t.get("policyKl") or {}
+            cell = lambda r: f"{r['last']:.4f} / {r['max']:.4f}" if r else "-"  # noqa: E731
+            w(f"| {t['name']} | {cell(kl.get('base'))} | {cell(kl.get('taskStart'))} | "
+              f"{_fmt(t.get('replayedPrompts'))} |\n")
     for t in report["perTask"]:
         if t.get("rifMode") == "online":
             w(f"\nTask {t['name']!r}: online RIF skipped {t['skippedGroups']} group(s) in later epochs, "

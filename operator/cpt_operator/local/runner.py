@@ -229,8 +229,11 @@ def _run_stage(run: LocalRun, name: str, cfg: StageConfig) -> None:
                 message = parse(line)
                 if message and message[0] == PROGRESS:
                     if "policy_versions" in message[1] and run.last is not None:
-                        run.live[cfg.task_index] = {"rolloutPolicyVersions": message[1]["policy_versions"],
-                                                    "rolloutLearnerStep": message[1].get("step")}
+                        run.live.setdefault(cfg.task_index, {}).update(
+                            rolloutPolicyVersions=message[1]["policy_versions"], rolloutLearnerStep=message[1].get("step"))
+                        _publish(run, *run.last)
+                    if "policy_kl" in message[1] and run.last is not None:  # the KL early warning, while it trains
+                        run.live.setdefault(cfg.task_index, {})["policyKl"] = message[1]["policy_kl"]
                         _publish(run, *run.last)
                     run.display.update(message[1])
                     _publish_live(run)

@@ -13,7 +13,7 @@ from typing import Optional
 
 from cpt_core import api
 from cpt_core import forgetting as fm
-from cpt_core.results import CommittedTask, no_signal, rif_counts
+from cpt_core.results import CommittedTask, no_signal, policy_kl, replayed_prompts, rif_counts
 from cpt_core.stage import StageConfig
 from cpt_core.validation import Mode, SpecError, validate_resource
 from cpt_operator.planner.conditions import build_conditions, set_condition
@@ -296,6 +296,9 @@ def _task_statuses(spec: api.CptSpec, run: str, committed: dict, observed: Obser
             entry.kept, entry.dropped = rif.get("kept"), rif.get("dropped")
             entry.filtered_fraction = _round(rif.get("filtered_fraction"))
             entry.skipped_groups, entry.rollouts_saved = rif.get("skipped_groups"), rif.get("rollouts_saved")
+            kl = policy_kl(result)
+            entry.policy_kl = api.PolicyKl.model_validate(kl) if kl else None
+            entry.replayed_prompts = replayed_prompts(result)
         elif index == progress.current and progress.stage:
             entry.stage = progress.stage
             waiting = progress.wait_until is not None and progress.job is None
