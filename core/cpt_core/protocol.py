@@ -15,6 +15,10 @@ from typing import Any
 PROGRESS = "CPT_PROGRESS"
 RESULT = "CPT_RESULT"
 
+# A line a stage prints for something that went wrong but does not stop it (a tracking server that cannot be
+# reached): `cpt run` shows it under the stage, a pod log keeps it.
+STAGE_WARNING = "cpt-trainer: warning:"
+
 EXIT_OK = 0
 EXIT_FAILED = 1  # anything unexpected: the stage is retried per spec.retry
 EXIT_BAD_INPUT = 2  # missing dataset, unknown reward, bad config: nothing was trained, a retry cannot help

@@ -96,6 +96,7 @@ def raw_int_problems(node: Any, path: str = "spec") -> Iterable[str]:
 def problems(resource: api.ContinualPostTraining, mode: str, policy: Optional[TenantPolicy]) -> Iterable[str]:
     spec = resource.spec
     yield from _endpoint_problems(spec.storage.endpoint, (policy or TenantPolicy()) if mode == "cluster" else None)
+    yield from _tracking_problems(spec.tracking, (policy or TenantPolicy()) if mode == "cluster" else None)
     for path, quantity in (("spec.learner.cpu", spec.learner.cpu), ("spec.learner.memory", spec.learner.memory)):
         if quantity is not None and float(re.sub(r"[^0-9.]", "", quantity) or 0) == 0:
             yield f"{path}: must be above zero (got {quantity!r}); leave it out for the default request"
@@ -123,25 +124,45 @@ def problems(resource: api.ContinualPostTraining, mode: str, policy: Optional[Te
     yield from _configmap_problems(resource)
 
 
-def _endpoint_problems(endpoint: Optional[str], policy: Optional[TenantPolicy]) -> Iterable[str]:
+def _endpoint_problems(endpoint: Optional[str], policy: Optional[TenantPolicy], path: str = "spec.storage.endpoint",
+                       secret: str = "spec.storage.secretRef", who: str = "the operator does") -> Iterable[str]:
     """A spec's endpoint must parse as the operator and botocore will read it, and on a cluster (`policy` set)
     must not be a loopback, link-local, private or cluster-internal host unless the admin allows it."""
     if not endpoint:
         return
     if "@" in endpoint.split("?")[0].split("#")[0]:
         # The value is not echoed: it holds a password.
-        yield ("spec.storage.endpoint: must not contain user info (user:password@); credentials go in a Secret "
-               "named by spec.storage.secretRef")
+        yield (f"{path}: must not contain user info (user:password@); credentials go in a Secret "
+               f"named by {secret}")
         return
     try:
         host, _ = _host(endpoint)
     except ValueError as exc:
-        yield f"spec.storage.endpoint: {exc} (got {endpoint[:200]!r}); write http(s)://host[:port]"
+        yield f"{path}: {exc} (got {endpoint[:200]!r}); write http(s)://host[:port]"
         return
     why = internal_reason(host)
     if policy is not None and why is not None and not endpoint_allowed(host, policy):
-        yield (f"spec.storage.endpoint: {host!r} is {why}; the operator does not reach such hosts for a run "
+        yield (f"{path}: {host!r} is {why}; {who} not reach such hosts for a run "
                f"unless the cluster's admin allows them (chart value policy.allowedInternalEndpoints)")
+
+
+def _tracking_problems(tracking: Optional[api.TrackingSpec], policy: Optional[TenantPolicy]) -> Iterable[str]:
+    """A tracking server is tenant input the stage pods connect to: the storage endpoint's rules apply to it. A
+    file store (file:///...) is a path on the machine of `cpt run`, meaningless in a pod."""
+    if tracking is None:
+        return
+    who = "the stage pods do"
+    if tracking.mlflow is not None:
+        uri, path = tracking.mlflow.tracking_uri, "spec.tracking.mlflow.trackingUri"
+        if uri.startswith("file:"):
+            if policy is not None:
+                yield (f"{path}: a file store ({uri[:200]!r}) only works with `cpt run`; on a cluster name an "
+                       "MLflow tracking server, http(s)://host[:port]")
+        else:
+            yield from _endpoint_problems(uri, policy, path, "spec.tracking.mlflow.secretRef", who)
+    if tracking.wandb is not None:
+        yield from _endpoint_problems(tracking.wandb.base_url, policy, "spec.tracking.wandb.baseUrl",
+                                      "spec.tracking.wandb.secretRef", who)
 
 
 def _host(endpoint: str) -> tuple[str, int]:

@@ -73,6 +73,8 @@ def cross_field_problems(spec: api.CptSpec, mode: Mode) -> Iterable[str]:
     if rif is not None and rif.reprobe_floor > rif.reprobe:
         yield (f"spec.rif.reprobeFloor: must be <= spec.rif.reprobe ({rif.reprobe_floor} > {rif.reprobe}); the "
                "re-probe probability starts at reprobe and decays towards the floor")
+    if spec.tracking is not None and spec.tracking.mlflow is None and spec.tracking.wandb is None:
+        yield "spec.tracking: name a backend (mlflow: {trackingUri: ...} or wandb: {project: ...}) or leave it out"
     if spec.rollout.gpus and spec.rollout.tensor_parallel > spec.rollout.gpus:
         yield (f"spec.rollout.tensorParallel: must be <= spec.rollout.gpus "
                f"({spec.rollout.tensor_parallel} > {spec.rollout.gpus})")
@@ -94,6 +96,12 @@ def cross_field_problems(spec: api.CptSpec, mode: Mode) -> Iterable[str]:
                    "local paths only work with `cpt run`")
     elif spec.storage.secret_ref:
         yield "spec.storage.secretRef: Secrets only exist on a cluster; locally use the AWS_* environment variables"
+    if mode != "cluster" and spec.tracking is not None:
+        for path, ref, variables in (("mlflow", spec.tracking.mlflow, "MLFLOW_TRACKING_*"),
+                                     ("wandb", spec.tracking.wandb, "WANDB_API_KEY")):
+            if ref is not None and ref.secret_ref:
+                yield (f"spec.tracking.{path}.secretRef: Secrets only exist on a cluster; locally `cpt run` passes "
+                       f"the {variables} environment variables on to the stages")
     for i, task in enumerate(spec.tasks):
         yield from _regex_problem(f"spec.tasks[{i}].answerPattern", task.answer_pattern)
     for i, bench in enumerate(spec.general):

@@ -26,6 +26,7 @@ from cpt_core import protocol
 from cpt_trainer.evaluate import evaluate_row, solved_rows
 from cpt_trainer.learners.common import world_size
 from cpt_trainer.rif import run_rif
+from cpt_trainer import tracking
 from cpt_trainer.rollout import make_engine
 from cpt_trainer.step_checkpoints import StepState, clear_steps, model_identity
 from cpt_core.storage import (CorruptTask, StorageError, fetch_checkpoint, layout, load_task, open_store,
@@ -261,6 +262,7 @@ def run_train(cfg: StageConfig, store, workdir: str) -> dict:
         if kl is not None:
             stats.update(kl.stats())
         stats.update(steps.stats())
+        tracking.log_train(stats)
     save_model(trainer, model, tokenizer, out_dir)
     if rank() == 0:  # this attempt's own prefix, sub-manifest last (storage/staging.py)
         store.put_json(layout.task_key(i, cfg.task_name, layout.TRAIN_STATS), stats)
@@ -290,6 +292,7 @@ def run_evaluate(cfg: StageConfig, store, workdir: str) -> dict:
     store.put_json(layout.task_key(i, cfg.task_name, layout.EVAL), row)
     summary = {"tasks": row["tasks"], "general": row["general"]}
     commit_task(store, i, cfg.task_name, cfg.spec_hash, summary, checkpoint=scored)
+    tracking.log_evaluation(store, cfg, row)  # the row, AA and BWT (spec.tracking)
     protocol.progress("evaluate", i, 1, 1)
     return {k: row[k] for k in ("task_index", "tasks", "general", "seconds")}
 
@@ -362,5 +365,13 @@ def run_stage(cfg: StageConfig, workdir: Optional[str] = None) -> dict:
             done = done if done is not None and done.spec_hash == cfg.spec_hash else None
         if done is not None:
             return dict(base, skipped="already committed")
-    with tempfile.TemporaryDirectory(prefix=f"cpt-{cfg.stage}-") as tmp:
-        return dict(base, **RUNNERS[cfg.stage](cfg, store, workdir or tmp))
+    tracker = tracking.open_tracking(cfg, rank())  # one run per task, stage and attempt; none by default
+    ok = False
+    try:
+        with tempfile.TemporaryDirectory(prefix=f"cpt-{cfg.stage}-") as tmp:
+            summary = dict(base, **RUNNERS[cfg.stage](cfg, store, workdir or tmp))
+        tracking.log_summary(cfg.stage, summary)
+        ok = True
+        return summary
+    finally:
+        tracker.finish(ok)

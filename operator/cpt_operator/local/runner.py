@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Optional
 
 from cpt_core.api import CptSpec
-from cpt_core.protocol import EXIT_BAD_INPUT, EXIT_FAILED, PROGRESS, RESULT, parse
+from cpt_core.protocol import EXIT_BAD_INPUT, EXIT_FAILED, PROGRESS, RESULT, STAGE_WARNING, parse
 from cpt_core.results import run_stats
 from cpt_core.stage import StageConfig
 from cpt_core.storage import load_committed, open_store_for_spec, owner
@@ -239,6 +239,8 @@ def _run_stage(run: LocalRun, name: str, cfg: StageConfig) -> None:
                     _publish_live(run)
                 elif message and message[0] == RESULT:
                     result = message[1]
+                elif line.startswith(STAGE_WARNING):  # e.g. a tracking server that cannot be reached
+                    run.display.log("      " + line.rstrip())
             code = proc.wait()
         except BaseException:
             proc.signal(signal.SIGINT)

@@ -14,6 +14,7 @@ import torch
 
 from cpt_core.api import CheckpointSpec
 from cpt_core.tasks import Task
+from cpt_trainer import tracking
 
 
 def world_size() -> int:
@@ -46,12 +47,13 @@ def trainer_args(out_dir: str, seed: int, zero_stage: int, lr: float, epochs: in
                  max_steps: Optional[int], checkpoint: Optional[CheckpointSpec] = None) -> dict:
     """TrainingArguments fields common to GRPOConfig and SFTConfig. With `checkpoint` (spec.checkpoint), HF
     Trainer saves a full checkpoint folder every `everySteps` (cpt_trainer.step_checkpoints adds the time
-    trigger and the upload); two stay on local disk: the newest and the one possibly still uploading."""
+    trigger and the upload); two stay on local disk: the newest and the one possibly still uploading.
+    TRL's `report_to`: the tracking backends whose run this stage opened (cpt_trainer.tracking; none by default)."""
     cuda = torch.cuda.is_available()
     args = dict(
         output_dir=out_dir, seed=seed, data_seed=seed, learning_rate=lr, num_train_epochs=epochs,
         max_steps=max_steps or -1, lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0,
-        max_grad_norm=1.0, logging_steps=1, report_to=[], disable_tqdm=True,
+        max_grad_norm=1.0, logging_steps=1, report_to=tracking.report_to(), disable_tqdm=True,
         use_cpu=not cuda, bf16=cuda and torch.cuda.is_bf16_supported(), gradient_checkpointing=False,
         dataloader_num_workers=0, gradient_accumulation_steps=1,
     )

@@ -25,6 +25,7 @@ from cpt_core.results import NO_SIGNAL
 from cpt_core.tasks import Task, prompt_text
 from cpt_core.rewards import is_correct
 from cpt_trainer.learners.common import combined_reward, extra_columns, trainer_args, world_size
+from cpt_trainer.tracking import guard_integrations
 from cpt_trainer.learners.online_rif import CARRIED_KEY, OnlineRif
 from cpt_trainer.learners.replay import COMPLETION, ReplayDraws, epoch_stream
 from cpt_core.validation import replay_slots
@@ -256,6 +257,7 @@ def train_grpo(model, tokenizer, tasks: list[Task], out_dir: str, grpo: GrpoSpec
                            processing_class=tokenizer, callbacks=callbacks, rollout_func=rollout_func)
     trainer.online, trainer.stream, trainer.carried = records, stream, carried
     trainer.remove_callback(PrinterCallback)  # our ProgressCallback prints CPT_PROGRESS lines instead
+    guard_integrations(trainer)  # a tracking server failing mid-training is a warning (spec.tracking)
     trainer.train(resume_from_checkpoint=resume_from)
     curve = progress.rewards
     k = max(1, len(curve) // 10)

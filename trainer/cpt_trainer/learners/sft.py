@@ -17,6 +17,7 @@ from cpt_trainer.progress_callback import ProgressCallback
 from cpt_core.api import CheckpointSpec, SftSpec
 from cpt_core.tasks import Task, prompt_text
 from cpt_trainer.learners.common import trainer_args, world_size
+from cpt_trainer.tracking import guard_integrations
 from cpt_trainer.learners.replay import sft_rows
 
 
@@ -48,6 +49,7 @@ def train_sft(model, tokenizer, tasks: list[Task], out_dir: str, sft: SftSpec, *
     trainer = SFTTrainer(model=model, args=config, train_dataset=data, processing_class=tokenizer,
                          callbacks=[progress, *callbacks])
     trainer.remove_callback(PrinterCallback)  # our ProgressCallback prints CPT_PROGRESS lines instead
+    guard_integrations(trainer)  # a tracking server failing mid-training is a warning (spec.tracking)
     trainer.train(resume_from_checkpoint=resume_from)
     losses = progress.losses
     k = max(1, len(losses) // 10)
