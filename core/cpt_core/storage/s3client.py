@@ -18,7 +18,7 @@ import contextlib
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import botocore.session
 from botocore.config import Config
@@ -78,18 +78,25 @@ def make_client(*, region: str, endpoint: Optional[str], path_style: bool, timeo
 
 
 @contextlib.contextmanager
-def deadline(seconds: Optional[float], what: str = "storage") -> Iterator[None]:
+def deadline(seconds: Optional[float], what: str = "storage", on_send: Optional[Callable[[], None]] = None,
+             total: Optional[float] = None) -> Iterator[None]:
     """Every S3 request this thread sends inside the block is refused once `seconds` have passed (None: no
-    deadline). Nested deadlines keep the earlier one."""
+    deadline). Nested deadlines keep the earlier one. `on_send` is called before each request goes out (a
+    caller watching the read sees it make progress: each request means the one before it was answered).
+    `total`: the deadline as the caller gave it, for messages (`seconds` may be what is left of it)."""
     previous = getattr(_local, "deadline", None)
+    previous_hook = getattr(_local, "on_send", None)
     if seconds is not None:
         until = time.monotonic() + seconds
-        _local.deadline = (min(until, previous[0]) if previous else until, seconds if not previous else previous[1],
+        _local.deadline = (min(until, previous[0]) if previous else until,
+                           (total or seconds) if not previous else previous[1],
                            what if not previous else previous[2])
+    _local.on_send = on_send or previous_hook
     try:
         yield
     finally:
         _local.deadline = previous
+        _local.on_send = previous_hook
 
 
 def remaining() -> Optional[float]:
@@ -108,3 +115,6 @@ def _check_deadline(**_: Any) -> None:
     current = getattr(_local, "deadline", None)
     if current is not None and time.monotonic() >= current[0]:
         raise DeadlineExceeded(f"{current[2]} did not answer within {current[1]:g} s")
+    hook = getattr(_local, "on_send", None)
+    if hook is not None:
+        hook()

@@ -1,12 +1,16 @@
 """Runs' storage reads, off the pass workers: a bounded pool, a per-endpoint in-flight limit, a wall-clock deadline.
 
 One tenant's endpoint must not stall the operator for the others (issue 26). So a pass never reads storage itself:
-it hands the read to this scheduler and waits at most `pass_wait` (a healthy endpoint answers in milliseconds). A
+it hands the read to this scheduler and waits a moment at most (a healthy endpoint answers in milliseconds). A
 read still going then leaves the pass with `Pending` (plan nothing, look again at the deadline); when it ends,
 `wake` queues the run's next pass, which takes the result. A read that passes its `deadline` gives the pass a
 StorageView.error saying that the endpoint did not answer in N s (never "nothing there": the planner holds
 everything), while the read itself goes on in the background until its socket timeouts end it (no second read
 of that run is started meanwhile). Each read runs under `s3client.deadline`, so no request is sent after it.
+
+A pass waits while its read makes progress, `pass_wait` (2 s) without progress at most, or `pass_wait_trouble`
+(0.1 s) on an endpoint in trouble: one with a read stalled longer than `pass_wait`, or whose last read failed
+unanswered or over the limits (for TROUBLE_FOR s).
 
 Threads: `workers` daemon threads for all runs; at most `per_endpoint` of them on one endpoint, the other reads
 for it wait their turn outside the pool. A few endpoints that never answer hold a few threads, never all: the
@@ -31,7 +35,14 @@ from cpt_operator.kube.storage_access import READ_DEADLINE, CommittedReader, Sto
 
 log = logging.getLogger(__name__)
 
-PASS_WAIT = 0.5  # seconds a pass waits for its read before it lets the worker go (the read wakes the run)
+# A pass waits for its read while the read makes progress (a request answered at least every PASS_WAIT seconds;
+# a healthy endpoint on a busy machine), so that a pass ends with its read, also within a shutdown; it lets the
+# worker go after PASS_WAIT without progress, or PASS_WAIT_TROUBLE on an endpoint in trouble (a read on it
+# stalled, or its last read failed unanswered or over the limits). The read then wakes the run when it ends.
+PASS_WAIT = 2.0
+PASS_WAIT_TROUBLE = 0.1
+SLICE = 0.05  # seconds between looks at a read's progress
+TROUBLE_FOR = 60.0  # seconds an endpoint stays in trouble after a read on it failed so
 WORKERS = 32  # reader threads for all runs
 PER_ENDPOINT = 2  # reads in flight on one endpoint at once
 MAX_AGE = 30.0  # seconds a finished read stays usable by the run's next pass
@@ -62,17 +73,22 @@ class _Read:
     view: Optional[StorageView] = None
     abandoned: bool = False  # the run was forgotten or its storage changed: the result goes nowhere
     outlived: bool = False  # a pass stopped waiting for it: its end wakes the run (else the pass took it)
+    progressed: Optional[float] = None  # when it last sent a request (the one before was answered)
 
 
 class StorageReads:
     def __init__(self, reader: CommittedReader, *, allowed: tuple[str, ...] = (),
                  wake: Optional[Callable[[str, str], None]] = None, deadline: float = READ_DEADLINE,
-                 pass_wait: float = PASS_WAIT, workers: int = WORKERS, per_endpoint: int = PER_ENDPOINT) -> None:
+                 pass_wait: float = PASS_WAIT, workers: int = WORKERS, per_endpoint: int = PER_ENDPOINT,
+                 pass_wait_trouble: float = PASS_WAIT_TROUBLE) -> None:
         self.reader = reader
         self.allowed = allowed  # CPT_STORAGE_ENDPOINTS globs; empty: any endpoint
         self.wake = wake
         self.deadline = deadline
         self.pass_wait = pass_wait
+        self.pass_wait_trouble = pass_wait_trouble
+        self._trouble: dict[str, float] = {}  # endpoint -> until when its reads get the short wait
+        self._started: dict[str, set[_Read]] = collections.defaultdict(set)  # endpoint -> reads running on it
         self.per_endpoint = per_endpoint
         self._lock = threading.Lock()
         self._reads: dict[RunKey, _Read] = {}
@@ -114,8 +130,13 @@ class StorageReads:
                 read = _Read(key, identity, where.lower(), resource, now + self.deadline)
                 self._reads[key] = read
                 self._submit(read)
-        wait = self.pass_wait if self.wake is not None else self.deadline
-        read.done.wait(max(0.0, min(wait, read.deadline - now)))
+            trouble = self._in_trouble(read.endpoint, now)
+        if self.wake is None:
+            read.done.wait(max(0.0, read.deadline - now))
+        elif trouble:
+            read.done.wait(max(0.0, min(self.pass_wait_trouble, read.deadline - now)))
+        else:
+            self._wait_while_progressing(read, now)
         with self._lock:
             if read.view is not None:
                 if self._reads.get(key) is read and read.view.error is None:
@@ -146,6 +167,19 @@ class StorageReads:
             self._ready.put(None)
 
     # ------------------------------------------------------------------ inside
+    def _wait_while_progressing(self, read: _Read, since: float) -> None:
+        while not read.done.wait(SLICE):
+            now = time.monotonic()
+            last = max(since, read.started or 0.0, read.progressed or 0.0)
+            if now >= read.deadline or now - last > self.pass_wait:
+                return
+
+    def _in_trouble(self, endpoint: str, now: float) -> bool:
+        if self._trouble.get(endpoint, 0.0) > now:
+            return True
+        return any(now - max(r.started or now, r.progressed or 0.0) > self.pass_wait
+                   for r in self._started.get(endpoint, ()))
+
     def _submit(self, read: _Read) -> None:
         if self._running[read.endpoint] < self.per_endpoint:
             self._running[read.endpoint] += 1
@@ -162,8 +196,11 @@ class StorageReads:
             try:
                 left = read.deadline - time.monotonic()
                 if not read.abandoned and left > 0:
-                    read.started = time.monotonic()
-                    with s3client.deadline(left, read.endpoint):
+                    with self._lock:
+                        read.started = time.monotonic()
+                        self._started[read.endpoint].add(read)
+                    with s3client.deadline(left, read.endpoint, lambda: setattr(read, "progressed", time.monotonic()),
+                                           total=self.deadline):
                         view = self.reader(read.resource)
                 elif not read.abandoned:
                     view = self._overdue(read.endpoint, False)
@@ -177,6 +214,13 @@ class StorageReads:
         with self._lock:
             read.view, read.finished = view, time.monotonic()
             wake = read.outlived and not read.abandoned and view is not None
+            self._started[read.endpoint].discard(read)
+            if not self._started[read.endpoint]:
+                del self._started[read.endpoint]
+            if view is not None and view.reason in (problems.UNREACHABLE, problems.LIMIT_EXCEEDED):
+                self._trouble[read.endpoint] = read.finished + TROUBLE_FOR
+            elif view is not None and view.error is None:
+                self._trouble.pop(read.endpoint, None)
             self._running[read.endpoint] -= 1
             waiting = self._waiting.get(read.endpoint)
             while waiting:
