@@ -104,3 +104,46 @@ def test_solved_rows_are_exactly_the_correctly_answered_prompts():
     values = reward_values(task, solved, [r[COMPLETION] for r in solved])
     assert all(is_correct(v) for v in values)
     json.dumps(solved)  # what solved.jsonl holds
+
+
+def test_stages_keep_solved_prompts_with_the_task_and_replay_only_committed_ones(data_dir, tmp_path, capsys):
+    """evaluate writes solved.jsonl (training rows answered correctly, committed with the task); task 2's train
+    stage replays from it, and not from a task that is not committed; its KL is measured from the base too."""
+    from test_stages import _run, _spec, _write
+
+    from cpt_core.storage import layout, load_committed, open_store
+    from cpt_trainer.stages import replay_tasks
+    from cpt_core.stage import StageConfig
+
+    storage = tmp_path / "run"
+    spec = _spec(TINY, data_dir, storage, method="grpo", rollout={"engine": "hf"},
+                 grpo={"groupSize": 2, "learningRate": 1e-4, "promptsPerStep": 8, "maxSteps": 1,
+                       "maxCompletionTokens": 12},
+                 evaluation={"maxCompletionTokens": 12, "maxSamples": 8},
+                 replay={"fraction": 0.25, "probePrompts": 16}, forgetting={"klEverySteps": 1, "klPrompts": 2})
+    spec.pop("rif")
+    store = open_store(str(storage))
+    cfg2 = StageConfig.model_validate({"run": "demo", "stage": "train", "task_index": 2, "spec": spec,
+                                       "spec_hash": "h2"})
+    for stage, index in (("evaluate", 0), ("train", 1)):
+        assert _run(capsys, stage, "--config", _write(tmp_path, spec, stage, index))[0] == 0
+    assert replay_tasks(cfg2, store) == []  # task 1 trained but not committed: nothing to replay
+    assert _run(capsys, "evaluate", "--config", _write(tmp_path, spec, "evaluate", 1))[0] == 0
+    committed = load_committed(store)[1]
+    key = layout.task_key(1, "reverse", layout.SOLVED)
+    assert any(f.key == key for f in committed.files)
+    solved = [json.loads(x) for x in store.get_bytes(key).decode().splitlines()]
+    train_rows = [json.loads(x) for x in open(data_dir / "reverse-train.jsonl")]
+    assert committed.eval["replay_probe"] == {"scored": 16, "solved": len(solved)} and solved
+    assert all({k: v for k, v in r.items() if k != COMPLETION} in train_rows for r in solved)
+    reward = load_reward("exact")
+    assert all(is_correct(v) for v in reward(prompts=[r["prompt"] for r in solved],
+                                             completions=[r[COMPLETION] for r in solved],
+                                             answer=[r["answer"] for r in solved]))
+    (pool,) = replay_tasks(cfg2, store)
+    assert pool.name == "reverse" and pool.rows == solved
+
+    assert _run(capsys, "train", "--config", _write(tmp_path, spec, "train", 2))[0] == 0
+    train = store.get_json(layout.task_key(2, "add", layout.TRAIN_STATS))
+    assert train["replay"]["by_task"] == {"reverse": 2} and train["replay"]["pool"] == len(solved)
+    assert set(train["policy_kl"]) >= {"base", "task_start"} and train["policy_kl"]["base"]["last"] >= 0
