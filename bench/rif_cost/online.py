@@ -260,7 +260,8 @@ def main(argv=None) -> int:
         f"Command: `OMP_NUM_THREADS=1 .venv/bin/python bench/rif_cost/online.py"
         f"{' --snapshot ' + args.snapshot if args.snapshot else ''}`  ",
         f"Date: {started.strftime('%Y-%m-%d %H:%M UTC')}; {len(recs)} runs ({sum(r['reused'] for r in recs)} reused), "
-        f"{elapsed:.1f} min, {args.parallel} at a time  ",
+        f"{elapsed:.1f} min, {args.parallel} at a time under nice -n {args.nice}"
+        f"{'' if (args.parallel, args.nice) == (2, 10) else ' (the protocol said 2 at a time under nice -n 10: changed before any run finished, because under the load of the other users niced runs got ~10% of a core and the 24 runs would not end in time; it changes wall times only)'}  ",
         f"Machine: {machine}  ", f"Code measured: {code}", "",
         "Protocol: [PROTOCOL-online.md](PROTOCOL-online.md) (registered before the runs). Per-run records: "
         "[online-runs.json](online-runs.json) (matrix, per-task rollouts, tokens, steps, seconds, f, KL). Earlier "
