@@ -78,7 +78,10 @@ def test_a_second_run_on_the_same_prefix_is_refused_and_deletes_nothing(emu_worl
         status = wait_for(lambda w=w, run=run: (s := w.status(run)) and s.get("phase") == "Failed" and s,
                           timeout=30, what=f"{run} refused")
         failed = _cond(status, "Failed")
-        assert failed["reason"] == "StorageConflict" and "default/first" in failed["message"], failed
+        assert failed["reason"] == "StorageConflict" and "belongs to another run" in failed["message"], failed
+        # The refusal names no other tenant's run (namespace, name, uid): only the prefix it asked for.
+        first_uid = world.get("first")["metadata"]["uid"]
+        assert "default/first" not in failed["message"] and first_uid not in failed["message"], failed
         assert status.get("completedTasks", 0) == 0, "another run's results were adopted"
         assert not w.jobs(run)
     time.sleep(1.5)  # a few more passes
