@@ -27,7 +27,7 @@ lock() {  # lock IMAGE WHAT [pip-compile inputs...]
 }
 
 lock operator "the base dependencies of pyproject.toml and everything they pull" pyproject.toml
-lock learner "pyproject.toml's [trainer,vllm] extras and images/learner/requirements.in" \
-  pyproject.toml --extra trainer --extra vllm images/learner/requirements.in
+lock learner "pyproject.toml's [trainer,vllm,tracking] extras and images/learner/requirements.in" \
+  pyproject.toml --extra trainer --extra vllm --extra tracking images/learner/requirements.in
 lock rollout "pyproject.toml's [vllm] extra and images/rollout/requirements.in" \
   pyproject.toml --extra vllm images/rollout/requirements.in

@@ -243,6 +243,13 @@ class WandbSpec(Wire):
                                       description="Secret with WANDB_API_KEY, given to the stage pods only.")
 
 
+# Keys of the Secrets that spec.tracking names, given to the stage pods as these variables (what MLflow's and
+# W&B's clients read). MLflow's are each optional: a token, or a user name and password.
+MLFLOW_SECRET_KEYS = ("MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+WANDB_SECRET_KEY = "WANDB_API_KEY"
+WANDB_CLOUD = "https://api.wandb.ai"  # where W&B's client sends runs without wandb.baseUrl
+
+
 class TrackingSpec(Wire):
     """Experiment tracking of the stages (off unless a backend is named). Never fails a stage: a tracking server
     that cannot be reached is a warning in the stage log and training goes on."""

@@ -98,7 +98,8 @@ def test_gpu_images_get_cuda_torch_matching_their_cuda_base(image):
 def test_learner_image_has_cuda_torch_and_the_trainer():
     ins = _instructions(IMAGES / "learner" / "Dockerfile")
     pins = _pins("learner")
-    for dist in ("transformers", "trl", "deepspeed", "vllm", "ninja"):  # vLLM: the weight-sync sender's code
+    for dist in ("transformers", "trl", "deepspeed", "vllm", "ninja", "mlflow-skinny", "wandb"):  # vLLM: the
+        # weight-sync sender's code; MLflow's and W&B's clients: spec.tracking
         assert dist in pins, dist
     assert ("ENTRYPOINT", '["cpt-trainer"]') in ins
 
@@ -190,7 +191,7 @@ def _declared(image: str) -> list[str]:
     """What an image's lock must satisfy: pyproject.toml's base dependencies, the extras the image installs, and
     its requirements.in."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    extras = {"operator": [], "learner": ["trainer", "vllm"], "rollout": ["vllm"]}[image]
+    extras = {"operator": [], "learner": ["trainer", "vllm", "tracking"], "rollout": ["vllm"]}[image]
     declared = list(project["dependencies"]) + [d for e in extras for d in project["optional-dependencies"][e]]
     extra_in = IMAGES / image / "requirements.in"
     if extra_in.exists():

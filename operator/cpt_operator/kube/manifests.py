@@ -129,6 +129,19 @@ def _storage_env(spec: api.CptSpec) -> list[dict]:
     return env
 
 
+def _tracking_env(spec: api.CptSpec) -> list[dict]:
+    """spec.tracking's credentials from its Secrets (the stage reads the rest of spec.tracking from its config,
+    cpt_trainer.tracking). Only stage pods get them; the operator never reads these Secrets."""
+    tracking, env = spec.tracking, []
+    if tracking is not None and tracking.mlflow is not None and tracking.mlflow.secret_ref:
+        env += [{"name": key, "valueFrom": {"secretKeyRef": {"name": tracking.mlflow.secret_ref, "key": key,
+                                                             "optional": True}}} for key in api.MLFLOW_SECRET_KEYS]
+    if tracking is not None and tracking.wandb is not None and tracking.wandb.secret_ref:
+        env.append({"name": api.WANDB_SECRET_KEY, "valueFrom": {"secretKeyRef": {
+            "name": tracking.wandb.secret_ref, "key": api.WANDB_SECRET_KEY}}})
+    return env
+
+
 def _rollout_key_env(resource: dict, defaults: PlanDefaults) -> list[dict]:
     """The run's rollout key, from its Secret, under every name a side reads it by."""
     ref = {"secretKeyRef": {"name": rollout_key_name(resource, defaults), "key": ROLLOUT_KEY}}
@@ -153,6 +166,7 @@ def learner_pod(resource: dict, cfg: StageConfig, job: str, defaults: PlanDefaul
         {"name": "CPT_ATTEMPT", "value": str(cfg.attempt)},
         {"name": "HF_HUB_OFFLINE", "value": "1"},
         *_storage_env(spec),
+        *_tracking_env(spec),
     ]
     if cfg.rollout_url:
         # The learner hosts the weight-transfer rendezvous on a fixed port (the run's NetworkPolicy admits the
@@ -329,10 +343,29 @@ def _storage_egress(endpoint: Optional[str], defaults: PlanDefaults) -> dict:
     return rule
 
 
+def _tracking_egress(spec: api.CptSpec) -> list[dict]:
+    """Egress to the tracking servers the stages report to: each one's port, and its address when the URL names
+    one (a host name is reachable on its port at any address, as storage is)."""
+    tracking, rules = spec.tracking, []
+    urls = [] if tracking is None else [
+        *([tracking.mlflow.tracking_uri] if tracking.mlflow is not None else []),
+        *([tracking.wandb.base_url or api.WANDB_CLOUD] if tracking.wandb is not None else [])]
+    for url in urls:
+        if not url.startswith(("http://", "https://")):
+            continue  # a file store: `cpt run` only (validation)
+        rules.append(_storage_egress(url, PlanDefaults()))  # PlanDefaults(): storage's CIDRs are not a tracker's
+    return rules
+
+
+def _distinct(rules: list[dict]) -> list[dict]:
+    return [r for i, r in enumerate(rules) if r not in rules[:i]]
+
+
 def run_network_policy(resource: dict, run: str, spec: api.CptSpec, defaults: PlanDefaults = PlanDefaults()) -> dict:
     """Pods of this run (learner ranks and rollout servers, selected by run name AND uid) accept traffic only
     from each other: the vLLM routes (weight updates), the NCCL/gloo process groups and torchrun's rendezvous
-    store are unreachable from any other pod. Egress: each other, DNS, and storage (_storage_egress)."""
+    store are unreachable from any other pod. Egress: each other, DNS, storage (_storage_egress) and the
+    tracking servers of spec.tracking (_tracking_egress)."""
     run_pods = {"matchLabels": {LABEL_RUN: run, LABEL_RUN_UID: resource["metadata"].get("uid") or ""}}
     peers = [{"podSelector": run_pods}]
     dns = [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]
@@ -344,7 +377,8 @@ def run_network_policy(resource: dict, run: str, spec: api.CptSpec, defaults: Pl
             "podSelector": run_pods,
             "policyTypes": ["Ingress", "Egress"],
             "ingress": [{"from": peers}],
-            "egress": [{"to": peers}, {"ports": dns}, _storage_egress(spec.storage.endpoint, defaults)],
+            "egress": _distinct([{"to": peers}, {"ports": dns}, _storage_egress(spec.storage.endpoint, defaults),
+                                 *_tracking_egress(spec)]),
         },
     }
 
