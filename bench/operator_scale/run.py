@@ -66,11 +66,18 @@ def body(name: str, endpoint: str, prefix: str = "") -> dict:
     }
 
 
+def _public(name: str) -> str:
+    """A child's name without planner.names.private_name's suffix (an HMAC of the run's uid under the operator's
+    key): the operator's children and the ones rendered here for the baseline then match by name."""
+    return re.sub(r"-[0-9a-f]{10}$", "", name)
+
+
 def first_stage_children(names: list[str], endpoint: str, prefix: str = "") -> dict[str, list[dict]]:
     """What the operator's planner creates for each run's first pass (owner uid left as "__UID__")."""
     from cpt_operator import planner
     from cpt_operator.kube.children import render
 
+    os.environ.setdefault("CPT_ALLOWED_INTERNAL_ENDPOINTS", "127.0.0.1")  # validation here as in the operator
     out = {}
     for name in names:
         resource = body(name, endpoint, prefix)
@@ -242,13 +249,13 @@ def run_phase(who: str, n: int, children: dict[str, list[dict]], endpoint: str, 
     # latencies from the emulator's create times
     children = {k: v for k, v in children.items() if k != "warmup"}
     born = {name: t for plural, ns, name, _uid, t in creates if plural == PLURAL}
-    owner = {(obj["kind"], obj["metadata"]["name"]): run for run, objs in children.items() for obj in objs}
+    owner = {(obj["kind"], _public(obj["metadata"]["name"])): run for run, objs in children.items() for obj in objs}
     plural_kind = {"configmaps": "ConfigMap", "pytorchjobs": "PyTorchJob", "trainjobs": "TrainJob",
                    "networkpolicies": "NetworkPolicy", "secrets": "Secret", "services": "Service",
                    "deployments": "Deployment"}
     got: dict[str, list[float]] = {}
     for plural, ns, name, _uid, t in creates:
-        run = owner.get((plural_kind.get(plural, ""), name))
+        run = owner.get((plural_kind.get(plural, ""), _public(name)))
         if run is not None:
             got.setdefault(run, []).append(t)
     first = min(born[r] for r in children)

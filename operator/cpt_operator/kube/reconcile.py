@@ -87,15 +87,29 @@ class Recent:
         self.ttl = ttl
         self._children: dict[tuple[str, str], dict[tuple[str, str], tuple[float, dict]]] = {}
         self._status: dict[tuple[str, str], tuple[float, dict]] = {}
+        # Deletions the watch delivered, per run: a reply to our create that comes back after the watch already
+        # saw that very object deleted (a slow reply on a busy API server) must not stand in for it.
+        self._gone: dict[tuple[str, str], dict[tuple[str, str], tuple[float, dict]]] = {}
         self._lock = threading.Lock()
 
     def remember(self, namespace: str, name: str, applied: Applied) -> None:
-        until = time.monotonic() + self.ttl
+        now = time.monotonic()
+        until = now + self.ttl
         with self._lock:
             mine = self._children.setdefault((namespace, name), {})
+            gone = self._gone.get((namespace, name)) or {}
+            for key, (expires, _) in list(gone.items()):
+                if expires < now:
+                    del gone[key]
+            if not gone:
+                self._gone.pop((namespace, name), None)
             for reply in applied.replies:
                 child = slim_child(reply)
-                mine[(child["kind"], child["metadata"].get("name", ""))] = (until, child)
+                key = (child["kind"], child["metadata"].get("name", ""))
+                deleted = gone.get(key)
+                if deleted is not None and not newer(child, deleted[1]):
+                    continue  # the watch saw this version (or a later one) deleted already
+                mine[key] = (until, child)
             if not mine:
                 self._children.pop((namespace, name), None)
             reply = applied.status_reply
@@ -143,11 +157,14 @@ class Recent:
             mine = self._children.get((namespace, run)) or {}
             if key in mine and (gone or not newer(mine[key][1], child)):
                 del mine[key]
+            if gone:
+                self._gone.setdefault((namespace, run), {})[key] = (time.monotonic() + self.ttl, child)
 
     def forget(self, namespace: str, name: str) -> None:
         with self._lock:
             self._children.pop((namespace, name), None)
             self._status.pop((namespace, name), None)
+            self._gone.pop((namespace, name), None)
 
 
 class Reconciler:
