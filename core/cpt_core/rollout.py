@@ -21,6 +21,13 @@ KEY_ENV = ("VLLM_API_KEY", "CPT_WEIGHT_SYNC_TOKEN", "CPT_ROLLOUT_API_KEY")
 SERVER_KEY_ENV = KEY_ENV[:2]  # what a server reads its key from
 CLIENT_KEY_ENV = KEY_ENV[1:]  # what the learner sends: CPT_ROLLOUT_API_KEY on /v1, the token on weight sync
 WEIGHT_SYNC_PORT = 29600  # the learner's weight-transfer rendezvous on a cluster (a fixed port a policy can name)
+# Servers that must end with their learner (a stage's AppWrapper under a queue, cpt_operator.kube.wrapped: the
+# unit succeeds, and gives its quota back, only once every pod of it has exited 0). STOPPABLE_ENV=1 on a server
+# mounts STOP_ROUTE behind the weight-sync token: the server exits 0 right after answering it. STOP_AT_END_ENV=1
+# on a learner makes its rank 0 call that route on every server of its stage when the stage ends.
+STOPPABLE_ENV = "CPT_ROLLOUT_STOPPABLE"
+STOP_AT_END_ENV = "CPT_ROLLOUT_STOP_AT_END"
+STOP_ROUTE = "/cpt/stop"
 
 # Supported vLLM: the launcher every server uses is `vllm serve MODEL ...` (vLLM deprecated `python -m
 # vllm.entrypoints.openai.api_server` in 0.29). The rollout image's entrypoint is the `vllm` console script. The

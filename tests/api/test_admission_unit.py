@@ -124,9 +124,11 @@ def test_without_a_queue_servers_stay_a_deployment_per_task(resource):
 
 
 def test_golden_admission_units(resource):
-    """What a queued stage with servers is created as, per backend (regenerate with CPT_UPDATE_GOLDEN=1). The
-    PyTorchJob backend keeps the per-task Deployment beside the job (docs/install.md: one unit needs TrainJob)."""
+    """What a queued stage with servers is created as, per backend (regenerate with CPT_UPDATE_GOLDEN=1): a
+    TrainJob on the stage's own TrainingRuntime, or an AppWrapper around the servers' Job and the PyTorchJob
+    (kube/wrapped; tests/api/test_appwrapper_unit.py)."""
     resource["spec"]["queue"] = "team-a"
+    resource["spec"]["rif"] = {**resource["spec"].get("rif", {}), "mode": "prefilter"}  # a filter stage first
     got = {}
     for defaults in (TRAINJOB, PYTORCHJOB):
         created = _children(resource, defaults, _base_done(resource))
@@ -134,7 +136,7 @@ def test_golden_admission_units(resource):
             "children": [f"{o['kind']}/{o['metadata']['name']}" for o in created],
             "queued": [f"{o['kind']}/{o['metadata']['name']}" for o in created
                        if jobs.QUEUE_LABEL in o["metadata"].get("labels", {})],
-            "objects": [o for o in created if o["kind"] in ("TrainingRuntime", "TrainJob")],
+            "objects": [o for o in created if o["kind"] in ("TrainingRuntime", "TrainJob", "AppWrapper")],
         }
     path = HERE / "golden" / "queue-units.yaml"
     if os.environ.get("CPT_UPDATE_GOLDEN") or not path.exists():
@@ -143,6 +145,7 @@ def test_golden_admission_units(resource):
             pytest.fail(f"golden file {path.name} was missing and has been written; review it and rerun")
     assert got == yaml.safe_load(path.read_text())
     assert got["trainjob"]["queued"] == ["TrainJob/demo-1-filter"]
+    assert got["pytorchjob"]["queued"] == ["AppWrapper/demo-1-filter"]
 
 
 LONGEST_RUN = "r" + "x" * 61 + "9"  # 63 characters, the longest metadata.name (a letter first on a cluster)

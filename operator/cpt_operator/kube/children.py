@@ -1,7 +1,7 @@
 """The planner's intents as Kubernetes children: what to create, patch and delete (pure, no API calls).
 
 A stage to start becomes its ConfigMap (the stage config) and PyTorchJob; rollout servers to start become a
-Deployment and Service; new pods are preceded by the run's NetworkPolicy and, for rollout servers, the run's
+Deployment and Service (under a queue: inside each stage's unit instead, kube/units and kube/wrapped); new pods are preceded by the run's NetworkPolicy and, for rollout servers, the run's
 rollout key Secret (sent only with new pods: they are never listed, and a 409 on them is checked for the owner);
 rollout servers of any other task are deleted (they hold GPUs); a suspension becomes a merge patch of the job's
 runPolicy. `client.apply` then makes the cluster match.
@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Iterable
 
 from cpt_core.api import CptSpec
-from cpt_operator.kube import jobs, manifests, units
+from cpt_operator.kube import jobs, manifests, units, wrapped
 from cpt_operator.kube.defaults import PlanDefaults
 from cpt_operator.planner.intents import Plan
 from cpt_operator.planner.names import rollout_name
@@ -77,7 +77,8 @@ def render(plan: Plan, resource: dict, present: Iterable[tuple[str, str]],
         if start.job in kind_of:  # it exists (of either kind): never a second job of the same stage and attempt
             continue
         if fold:
-            *parts, job = units.stage_unit(resource, start.job, cfg, servers, defaults)
+            unit = wrapped.stage_unit if backend is jobs.PYTORCHJOB else units.stage_unit
+            *parts, job = unit(resource, start.job, cfg, servers, defaults)
             out.create += parts
             out.create.append(jobs.with_round(jobs.with_queue(job, spec.queue), start.round))
             continue
@@ -101,6 +102,6 @@ def _isolation(resource: dict, run: str, spec: CptSpec, creates: list[dict], pre
     out = []
     if new_pods and defaults.network_policies:
         out.append(manifests.run_network_policy(resource, run, spec, defaults))
-    if "Deployment" in new_pods or any(o["kind"] == "TrainingRuntime" for o in creates):  # servers start
+    if "Deployment" in new_pods or any(o["kind"] in ("TrainingRuntime", "AppWrapper") for o in creates):  # servers
         out.append(manifests.rollout_key_secret(resource, run, defaults))
     return out

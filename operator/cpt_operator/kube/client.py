@@ -26,7 +26,7 @@ from cpt_operator.kube.admission import AdmissionScanner, PendingJob, rejected_d
 from cpt_operator.kube.observe import (KINDS, collection_path, event_body, merge_patch_for, object_path, observed_job,
                                        owned_by, parse_time)
 from cpt_operator.kube.children import Changes
-from cpt_operator.kube.jobs import BY_KIND
+from cpt_operator.kube.jobs import BY_KIND, unit_kinds
 from cpt_operator.kube.storage_access import StorageView
 from cpt_operator.planner.intents import Plan
 from cpt_operator.planner.observed import Observed
@@ -149,7 +149,7 @@ class Kube:
         selector = f"{manifests.LABEL_RUN}={meta['name']}"
         out: dict[tuple[str, str], dict] = {}
         for kind, (api_version, plural) in KINDS.items():
-            if kind in BY_KIND and kind != self.job_kind:
+            if kind in BY_KIND and kind != self.job_kind and kind not in unit_kinds(self.job_kind):
                 continue
             listing = self.request("GET", collection_path(api_version, plural, meta["namespace"]),
                                    query={"labelSelector": selector})

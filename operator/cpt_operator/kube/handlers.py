@@ -60,7 +60,9 @@ JOB_BACKEND = jobs.BACKENDS[job_backend()]
 # The other kind is watched too, never created: after CPT_JOB_BACKEND changed, a stage job of the old kind that
 # runs or finished is what the planner sees, so that stage is waited for (or its outcome kept), not run twice.
 # Its CRD may not be served (nothing to see) or its rights not granted (custom RBAC): neither holds passes back.
-OTHER_JOB_KINDS = tuple(b.kind for b in jobs.BACKENDS.values() if b is not JOB_BACKEND)
+# The backend's unit kinds (PyTorchJob: AppWrappers under a queue, kube/wrapped) are watched the same way.
+OTHER_JOB_KINDS = tuple(b.kind for b in jobs.BACKENDS.values() if b is not JOB_BACKEND) + \
+    jobs.unit_kinds(JOB_BACKEND.kind)
 # Child kinds read from the watch-fed cache. The run's rollout-key Secret is only ever created (with a 409
 # owner check): watching Secrets would need rights on every Secret of the namespace.
 CHILD_KINDS = ("ConfigMap", "Service", "Deployment", "NetworkPolicy", JOB_BACKEND.kind, *OTHER_JOB_KINDS)

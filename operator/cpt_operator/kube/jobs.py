@@ -154,12 +154,45 @@ def trainjob(resource: dict, name: str, cfg: StageConfig, defaults: PlanDefaults
     }
 
 
+def appwrapper_phase(obj: dict) -> tuple[str, Optional[dict]]:
+    """An AppWrapper's status.phase (the AppWrapper controller's): Succeeded once every wrapped pod has succeeded
+    (the learner's, and the servers' that the learner stopped), Failed once it gave up (its retry limit is 0 here:
+    retries are the operator's), Running while its components run; Suspended, Resuming, Resetting, Suspending
+    and the empty phase are Pending (`spec.suspend` then tells a queue wait from the operator's own suspension)."""
+    status = obj.get("status") or {}
+    conditions = {c.get("type"): c for c in status.get("conditions") or [] if isinstance(c, dict)}
+    phase = status.get("phase") or ""
+    if phase == "Failed":
+        return "Failed", conditions.get("Unhealthy") or conditions.get("QuotaReserved")
+    if phase == "Succeeded":  # QuotaReserved turned False (reason Succeeded) when it succeeded
+        return "Succeeded", conditions.get("QuotaReserved") or conditions.get("ResourcesDeployed")
+    if phase == "Running":
+        return "Running", None
+    return "Pending", None
+
+
+def _built_as_unit(resource: dict, name: str, cfg: StageConfig, defaults: PlanDefaults) -> dict:
+    raise TypeError("an AppWrapper wraps a stage's servers and learner: kube.wrapped.stage_unit builds it")
+
+
 PYTORCHJOB = Backend("pytorchjob", "PyTorchJob", "kubeflow.org/v1", "pytorchjobs", manifests.pytorchjob,
                      ("spec", "runPolicy", "suspend"), pytorchjob_phase)
 TRAINJOB = Backend("trainjob", "TrainJob", f"{TRAINER_API}/v1alpha1", "trainjobs", trainjob, ("spec", "suspend"),
                    trainjob_phase)
+# Not a backend of its own: under a queue, the PyTorchJob backend's stages with rollout servers are AppWrappers
+# (kube/wrapped), observed, suspended and fingerprinted like any stage job.
+APPWRAPPER_API = "workload.codeflare.dev"
+APPWRAPPER = Backend("appwrapper", "AppWrapper", f"{APPWRAPPER_API}/v1beta2", "appwrappers", _built_as_unit,
+                     ("spec", "suspend"), appwrapper_phase)
 BACKENDS: dict[str, Backend] = {b.name: b for b in (PYTORCHJOB, TRAINJOB)}
-BY_KIND: dict[str, Backend] = {b.kind: b for b in BACKENDS.values()}
+# The unit kinds each backend may create besides its own job kind (watched optionally: the CRD may be absent).
+UNIT_KINDS: dict[str, tuple[Backend, ...]] = {PYTORCHJOB.name: (APPWRAPPER,), TRAINJOB.name: ()}
+BY_KIND: dict[str, Backend] = {b.kind: b for b in (*BACKENDS.values(), APPWRAPPER)}
+
+
+def unit_kinds(job_kind: str) -> tuple[str, ...]:
+    """The kinds a backend's stages may also run as (PyTorchJob: AppWrapper), by the backend's job kind."""
+    return next((tuple(u.kind for u in UNIT_KINDS[b.name]) for b in BACKENDS.values() if b.kind == job_kind), ())
 
 
 def job_fingerprint(body: dict, default: "Backend") -> tuple:

@@ -13,10 +13,11 @@ from typing import Any, Optional
 from cpt_operator.kube import jobs, manifests, ownership
 from cpt_operator.planner.observed import ObservedJob
 
-# kind -> (apiVersion, plural): every kind the operator creates, patches or deletes. Of the two stage-job
-# kinds only the configured backend's is ever listed (the other's CRD may not exist on the cluster).
+# kind -> (apiVersion, plural): every kind the operator creates, patches or deletes. Of the stage-job kinds
+# only the configured backend's (and its AppWrappers, kube/wrapped) are ever listed (the others' CRDs may not
+# exist on the cluster).
 KINDS: dict[str, tuple[str, str]] = {
-    **{b.kind: (b.api_version, b.plural) for b in jobs.BACKENDS.values()},
+    **{b.kind: (b.api_version, b.plural) for b in jobs.BY_KIND.values()},
     "Deployment": ("apps/v1", "deployments"),
     "Service": ("v1", "services"),
     "ConfigMap": ("v1", "configmaps"),

@@ -30,13 +30,22 @@ def other_job_rule(job_backend: str) -> Rule:
 def required_rules(job_backend: str = "pytorchjob") -> list[Rule]:
     """Every rule the operator needs with this job backend."""
     swap = {job_rule("pytorchjob"): job_rule(job_backend), other_job_rule("pytorchjob"): other_job_rule(job_backend)}
-    return [swap.get(rule, rule) for rule in REQUIRED_RULES] + (
+    pytorchjob_only = () if job_backend == jobs.PYTORCHJOB.name else (APPWRAPPER_RULE, WRAPPED_JOB_RULE)
+    return [swap.get(rule, rule) for rule in REQUIRED_RULES if rule not in pytorchjob_only] + (
         [UNIT_RUNTIME_RULE] if job_backend == jobs.TRAINJOB.name else [])
 
 
 # TrainJob backend: a stage under a queue with rollout servers gets its own TrainingRuntime (kube/units), created
 # once and never listed; `get` for the owner check of a 409.
 UNIT_RUNTIME_RULE: Rule = ("trainer.kubeflow.org", "trainingruntimes", ("get", "create"))
+
+# PyTorchJob backend: a stage under a queue with rollout servers is an AppWrapper (kube/wrapped), the stage job
+# of that stage: watched (optional: the CRD may be absent), created, patched to suspend; `get` for a 409.
+APPWRAPPER_RULE: Rule = ("workload.codeflare.dev", "appwrappers", ("get", "list", "watch", "create", "patch"))
+# Never used by the operator itself: the AppWrapper webhook's SubjectAccessReview asks whether the creator of an
+# AppWrapper may create each wrapped kind (the servers' batch/v1 Job; the PyTorchJob is granted anyway); the
+# AppWrapper controller creates them.
+WRAPPED_JOB_RULE: Rule = ("batch", "jobs", ("create",))
 
 
 # With the default backend (pytorchjob).
@@ -50,6 +59,7 @@ REQUIRED_RULES: list[Rule] = [
     ("kubeflow.org", "pytorchjobs", ("get", "list", "watch", "create", "patch")),
     # The other backend's kind, watched only (other_job_rule): a backend switch never runs a stage twice.
     ("trainer.kubeflow.org", "trainjobs", ("list", "watch", "patch")),
+    APPWRAPPER_RULE, WRAPPED_JOB_RULE,  # (pytorchjob backend only: stages under a queue, kube/wrapped)
     # Rollout servers: created per task, deleted when the task is committed, patched to 0 replicas while the run
     # is suspended or its spec invalid (the GPUs they hold are released) and back up on resume. Every child kind
     # that is read back is listed and watched by the informer (kube/informer.py: the cache a pass reads).
@@ -80,6 +90,10 @@ CONDITIONAL_RULES: set[tuple[str, str, str]] = {
     ("trainer.kubeflow.org", "trainjobs", "patch"),
     # owner checks happen only on a 409 (an operator restart mid-pass, or a foreign object)
     ("kubeflow.org", "pytorchjobs", "get"), ("apps", "deployments", "get"), ("", "services", "get"),
+    # only for a run with a queue and rollout servers, on the PyTorchJob backend (kube/wrapped); batch jobs:
+    # checked by the AppWrapper webhook, never called
+    ("workload.codeflare.dev", "appwrappers", "create"), ("workload.codeflare.dev", "appwrappers", "patch"),
+    ("workload.codeflare.dev", "appwrappers", "get"), ("batch", "jobs", "create"),
     # only for a run with a queue and rollout servers, on the TrainJob backend (kube/units)
     ("trainer.kubeflow.org", "trainingruntimes", "create"), ("trainer.kubeflow.org", "trainingruntimes", "get"),
     ("", "configmaps", "get"), ("networking.k8s.io", "networkpolicies", "get"),

@@ -33,8 +33,9 @@ assert max(len(jobs.TRAINJOB_NODE), len(ROLLOUT_JOB)) <= MAX_REPLICATED_JOB_NAME
 
 
 def folds_servers(spec: api.CptSpec, defaults: PlanDefaults) -> bool:
-    """Whether rollout servers go inside each stage's unit instead of a Deployment per task."""
-    return bool(spec.queue) and defaults.job_backend == jobs.TRAINJOB.name
+    """Whether rollout servers go inside each stage's unit instead of a Deployment per task: under a queue, on
+    either backend (TrainJob: a runtime of the stage's own, here; PyTorchJob: an AppWrapper, kube/wrapped)."""
+    return bool(spec.queue) and defaults.job_backend in jobs.BACKENDS
 
 
 def stage_uses_servers(spec: api.CptSpec, stage: str) -> bool:
@@ -57,7 +58,8 @@ def stage_rollout_url(resource: dict, job: str, defaults: PlanDefaults) -> str:
     return f"dns+http://{service_name(job)}.{namespace}.svc:{defaults.rollout_port}"
 
 
-def _selector(cfg: StageConfig) -> dict:
+def stage_selector(cfg: StageConfig) -> dict:
+    """The labels of one stage's rollout pods (its Service selects them; the learner reaches only these)."""
     return {manifests.LABEL_RUN: cfg.run, manifests.LABEL_TASK: str(cfg.task_index),
             manifests.LABEL_COMPONENT: "rollout", manifests.LABEL_STAGE: cfg.stage,
             manifests.LABEL_ATTEMPT: str(cfg.attempt)}
@@ -71,7 +73,7 @@ def stage_service(resource: dict, job: str, cfg: StageConfig, defaults: PlanDefa
         "metadata": manifests.child_metadata(resource, service_name(job),
                                              manifests.labels(cfg.run, cfg.task_index, "rollout", cfg.stage,
                                                               cfg.attempt)),
-        "spec": {"selector": _selector(cfg), "clusterIP": "None",
+        "spec": {"selector": stage_selector(cfg), "clusterIP": "None",
                  "ports": [{"name": "http", "port": defaults.rollout_port, "targetPort": "http"}]},
     }
 
@@ -82,7 +84,7 @@ def stage_runtime(resource: dict, job: str, cfg: StageConfig, servers: RolloutSe
     spec = cfg.spec
     deployment = manifests.rollout_deployment(resource, cfg.run, cfg.task_index, servers.model_uri, spec, defaults)
     pod = copy.deepcopy(deployment["spec"]["template"])
-    pod["metadata"]["labels"].update(_selector(cfg))
+    pod["metadata"]["labels"].update(stage_selector(cfg))
     # A server that dies is restarted in place (the learner waits for it); the learner's job decides the stage.
     pod["spec"]["restartPolicy"] = "OnFailure"
     replicas = spec.rollout.replicas
