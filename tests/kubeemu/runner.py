@@ -32,6 +32,8 @@ RESOURCES = [
     ("kubeflow.org/v1", "pytorchjobs", "PyTorchJob", True, True, ()),
     ("trainer.kubeflow.org/v1alpha1", "trainjobs", "TrainJob", True, True, ()),
     ("trainer.kubeflow.org/v1alpha1", "trainingruntimes", "TrainingRuntime", True, False, ()),
+    ("workload.codeflare.dev/v1beta2", "appwrappers", "AppWrapper", True, True, ("aw",)),
+    ("batch/v1", "jobs", "Job", True, True, ()),
     ("cpt.dev/v1alpha1", "continualposttrainings", "ContinualPostTraining", True, True, ("cpt",)),
 ]
 NAMESPACES = ("default", "kube-system")
