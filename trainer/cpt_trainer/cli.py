@@ -51,8 +51,11 @@ def cmd_stage(args) -> dict:
         raise ValueError(f"command {args.stage!r} but {args.config} is a {cfg.stage!r} stage")
     check_world(cfg)  # before torch is imported: a wrong world fails in a second, not after loading the model
     from cpt_trainer.stages import run_stage
+    from cpt_trainer.rollout.stop import stop_at_end
 
-    return run_stage(cfg, workdir=args.workdir)
+    summary = run_stage(cfg, workdir=args.workdir)
+    stop_at_end(cfg.rollout_url)  # a stage's AppWrapper: its servers end with it (cpt_trainer.rollout.stop)
+    return summary
 
 
 def cmd_synth(args) -> dict:

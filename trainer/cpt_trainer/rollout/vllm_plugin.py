@@ -6,7 +6,8 @@
   vLLM's dev mode, which also mounts an RPC route that runs any worker method for any caller, `/sleep`,
   `/reset_prefix_cache`, ... This plugin mounts vLLM's own RL router alone, behind a bearer token when
   `CPT_WEIGHT_SYNC_TOKEN` is set, so no dev mode is needed. Endpoint plugins load only when named in
-  `VLLM_PLUGINS` (vLLM's rule): `VLLM_PLUGINS=cpt_gloo,cpt_weight_sync` (cpt_core.rollout.PLUGINS).
+  `VLLM_PLUGINS` (vLLM's rule): `VLLM_PLUGINS=cpt_gloo,cpt_weight_sync` (cpt_core.rollout.PLUGINS). With
+  `CPT_ROLLOUT_STOPPABLE=1` and a token it also mounts the stop route (stop_router) behind the same token.
 """
 
 import os
@@ -25,6 +26,24 @@ def register() -> None:
         WeightTransferEngineFactory.register_engine("gloo", GLOO_MODULE, "GlooWeightTransferEngine")
     if "gloo" not in WeightTransferTrainerFactory._registry:
         WeightTransferTrainerFactory.register_engine("gloo", GLOO_MODULE, "GlooTrainerWeightTransferEngine")
+
+
+def stop_router(exit_after: float = 0.5):
+    """STOP_ROUTE (cpt_core.rollout): the server answers, then exits 0 (a stage's AppWrapper, whose servers must
+    end with its learner: cpt_trainer.rollout.stop). `os._exit`: in a container the server is PID 1, and its exit
+    takes vLLM's engine processes with it; exit status 0 completes the servers' Job."""
+    import threading
+
+    from fastapi import APIRouter
+
+    router = APIRouter()
+
+    @router.post(rollout.STOP_ROUTE)
+    def stop() -> dict:
+        threading.Timer(exit_after, os._exit, args=(0,)).start()
+        return {"stopping": True}
+
+    return router
 
 
 class WeightSyncRoutes:
@@ -47,6 +66,8 @@ class WeightSyncRoutes:
                 raise HTTPException(status_code=401, detail="weight-sync routes need the run's bearer token")
 
         app.include_router(router, dependencies=[Depends(check_token)])
+        if token and os.environ.get(rollout.STOPPABLE_ENV) == "1":
+            app.include_router(stop_router(), dependencies=[Depends(check_token)])
 
     async def init_state(self, engine_client, state, args) -> None:
         return None
