@@ -93,6 +93,10 @@ class SftSpec(Wire):
 
 
 RifMode = Literal["prefilter", "online"]
+# rif-grpo's mode when spec.rif.mode is unset: online spent 0.78x GRPO's rollouts at 4 epochs and 1.0x at 1, with AA
+# not distinguishable from GRPO's, where prefilter spent 1.66x at 1 epoch (bench/rif_cost/RESULTS.md, protocol
+# "online", whose registered rule picked it).
+DEFAULT_RIF_MODE: RifMode = "online"
 
 
 class RifSpec(Wire):
@@ -102,8 +106,10 @@ class RifSpec(Wire):
     equal rewards (0 of G or G of G correct) is skipped in later epochs, rolled out again with probability
     max(reprobe^z, reprobeFloor) after z such visits in a row (docs/design.md)."""
 
-    mode: RifMode = Field("prefilter", description="prefilter (a filter stage of N rollouts per prompt before "
-                          "training) or online (skip zero-variance prompts from GRPO's own groups; rif-grpo only).")
+    mode: Optional[RifMode] = Field(None, description="prefilter (a filter stage of N rollouts per prompt before "
+                                    "training) or online (skip zero-variance prompts from GRPO's own groups; "
+                                    "rif-grpo only). Unset: online for rif-grpo (measured by bench/rif_cost, "
+                                    "docs/design.md); self-sft always samples first.")
     rollouts: int = Field(8, ge=1, le=256, description="prefilter: rollouts per prompt (N).")
     min_correct: int = Field(1, ge=1, le=256, description="prefilter: correct rollouts a kept prompt needs.")
     reprobe: float = Field(0.5, gt=0, le=1, description="online: base probability p of rolling a skipped prompt "
@@ -313,16 +319,24 @@ class CptSpec(Wire):
         return self.rif or RifSpec()
 
     @property
+    def rif_mode(self) -> Optional[RifMode]:
+        """The RIF mode in force: spec.rif.mode or DEFAULT_RIF_MODE for rif-grpo, prefilter for self-sft (it trains
+        on the filter's own rollouts), None for the other methods."""
+        if self.method == "self-sft":
+            return "prefilter"
+        if self.method != "rif-grpo":
+            return None
+        return (self.rif.mode if self.rif is not None else None) or DEFAULT_RIF_MODE
+
+    @property
     def has_filter_stage(self) -> bool:
         """Whether each task starts with the filter stage: self-sft always, rif-grpo in prefilter mode."""
-        rif = self.rif_effective
-        return rif is not None and (self.method == "self-sft" or rif.mode == "prefilter")
+        return self.rif_mode == "prefilter"
 
     @property
     def online_rif(self) -> Optional[RifSpec]:
         """The RIF settings when GRPO filters its own groups (rif-grpo, mode online), else None."""
-        rif = self.rif_effective
-        return rif if rif is not None and self.method == "rif-grpo" and rif.mode == "online" else None
+        return self.rif_effective if self.rif_mode == "online" else None
 
 
 # ---------------------------------------------------------------------------------------------- status

@@ -13,7 +13,7 @@ from typing import Any, Optional
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from cpt_core.api import SAMPLING_METHODS, STAGES, CptSpec, RifSpec, Stage
+from cpt_core.api import DEFAULT_RIF_MODE, STAGES, CptSpec, Stage
 
 _DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
@@ -32,12 +32,12 @@ BASE_TASK_NAME = "base"  # task index 0: the base model, evaluated before any tr
 def stages_for(method: "str | CptSpec", task_index: int) -> list[str]:
     """Stages of one task in order. Index 0 only evaluates the base model; the filter stage (rollouts) only for
     the sampling methods (self-sft, rif-grpo with rif.mode prefilter). Given a method name alone, rif-grpo's
-    default mode (api.RifSpec) is assumed; pass the spec to honour spec.rif.mode."""
+    default mode (api.DEFAULT_RIF_MODE) is assumed; pass the spec to honour spec.rif.mode."""
     filtered, trained, evaluated = STAGES
     if task_index == 0:
         return [evaluated]
     filter_stage = method.has_filter_stage if isinstance(method, CptSpec) else (
-        method == "self-sft" or (method in SAMPLING_METHODS and RifSpec().mode == "prefilter"))
+        method == "self-sft" or (method == "rif-grpo" and DEFAULT_RIF_MODE == "prefilter"))
     return ([filtered] if filter_stage else []) + [trained, evaluated]
 
 

@@ -68,6 +68,7 @@ def _children(resource, defaults, committed=None, jobs_=()):
 def test_a_stage_with_servers_is_one_trainjob_on_its_own_runtime(resource, validators):
     resource["spec"]["queue"] = "team-a"
     resource["spec"]["rollout"] = {"engine": "vllm", "replicas": 3, "gpus": 2}
+    resource["spec"]["rif"] = {"mode": "prefilter"}  # task 1 starts with its filter stage
     created = _children(resource, TRAINJOB, _base_done(resource))
     kinds = [o["kind"] for o in created]
     assert "Deployment" not in kinds, "no rollout Deployment under a queue: it would be a workload of its own"

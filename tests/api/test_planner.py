@@ -88,6 +88,14 @@ def check_golden(name, p):
 
 
 @pytest.fixture
+def resource(resource):
+    """The shared resource with rif-grpo's paper mode: these goldens walk the three-stage task (filter, train,
+    evaluate); online RIF (no filter stage) is planned in test_planner_rollout.py."""
+    resource["spec"]["rif"] = {"mode": "prefilter"}
+    return resource
+
+
+@pytest.fixture
 def base_done(resource):
     return {0: committed(resource, 0, {"add": 0.3, "reverse": 0.2, "sort": 0.4}, {"copy": 0.9})}
 

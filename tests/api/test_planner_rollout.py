@@ -41,3 +41,16 @@ def test_self_sft_samples_with_rollout_servers_before_it_trains(resource):
     done = {0: committed(resource, 0, {"add": 0.3})}  # the method is part of what was trained
     created = [f"{o['kind']}/{o['metadata']['name']}" for o in plan(resource, Observed(now=NOW, committed=done)).create]
     assert "PyTorchJob/demo-1-filter" in created and "Deployment/demo-1-rollout" in created
+
+
+def test_rif_grpo_filters_online_by_default_and_first_with_prefilter(resource):
+    """rif-grpo without rif.mode filters inside GRPO (api.DEFAULT_RIF_MODE, picked by bench/rif_cost): task 1 starts
+    with its train stage and rollout servers; rif.mode prefilter (the paper's method) starts with the filter stage."""
+    done = {0: committed(resource, 0, {"add": 0.3})}
+    created = [f"{o['kind']}/{o['metadata']['name']}" for o in plan(resource, Observed(now=NOW, committed=done)).create]
+    assert "PyTorchJob/demo-1-train" in created and "Deployment/demo-1-rollout" in created
+    assert not any(name.endswith("-filter") or "-filter-" in name for name in created), created
+    resource["spec"]["rif"] = {"mode": "prefilter"}
+    done = {0: committed(resource, 0, {"add": 0.3})}  # the mode is part of what is trained: its own hashes
+    created = [f"{o['kind']}/{o['metadata']['name']}" for o in plan(resource, Observed(now=NOW, committed=done)).create]
+    assert "PyTorchJob/demo-1-filter" in created and "PyTorchJob/demo-1-train" not in created

@@ -39,6 +39,7 @@ def _children(resource, committed=None, jobs_=()):
 
 def test_stage_is_a_valid_trainjob_on_the_operators_runtime(resource, trainjob_schema):
     resource["spec"]["queue"] = "team-a"
+    resource["spec"]["rif"] = {"mode": "prefilter"}  # task 1 starts with its filter stage
     _, changes = _children(resource, _base_done(resource))
     kinds = [o["kind"] for o in changes.create]
     assert "PyTorchJob" not in kinds and kinds.count("TrainJob") == 1 and "ConfigMap" in kinds

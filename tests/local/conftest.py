@@ -53,7 +53,8 @@ def write_spec(directory, name="tiny", storage="out", method="rif-grpo", extra_t
         + (f"  noSignal: {no_signal}\n" if no_signal else "")
     )
     if method == "rif-grpo":
-        text = text.replace("  evaluation:", "  rif: {rollouts: 4}\n  evaluation:")
+        # prefilter: the filter stage these runs (and their RIF counts) were written for; online RIF has its own tests
+        text = text.replace("  evaluation:", "  rif: {rollouts: 4, mode: prefilter}\n  evaluation:")
     for key, value in overrides.items():
         text = text.replace(key, value)
     path = directory / f"{name}.yaml"

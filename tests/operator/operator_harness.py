@@ -84,6 +84,8 @@ def cpt_body(name: str, endpoint: str, bucket: str, tasks: int = 3, method: str 
             "retry": {"limit": 1, "backoffSeconds": 0},
         },
     }
+    if method == "rif-grpo":  # the three-stage task (filter, train, evaluate) the operator tests play through
+        body["spec"]["rif"] = {"mode": "prefilter"}
     body["spec"].update(spec)
     return body
 

@@ -93,6 +93,15 @@ def test_our_own_reply_stands_in_until_the_watch_catches_up():
     recent.remember("ns", "run", Applied(replies=[_child("job", "12", False)]))  # created again: that one stands
     assert recent.children("ns", "run", {})[("PyTorchJob", "job")]["metadata"]["resourceVersion"] == "12"
 
+    # Created and deleted while the stream was down (a 410): neither event ever comes; the re-listing does not
+    # hold it, so our reply stops counting and the run is named to be looked at again; other kinds stay.
+    recent.remember("ns", "run", Applied(replies=[_child("job", "13", False)]))
+    assert recent.listed("ConfigMap", "ns", set()) == []
+    assert recent.listed("PyTorchJob", "other-ns", set()) == []
+    assert recent.listed("PyTorchJob", "ns", {("ns", "job")}) == []  # listed: the reply stands until the watch
+    assert recent.listed("PyTorchJob", None, set()) == [("ns", "run")]
+    assert recent.children("ns", "run", {}) == {}
+
     expired = Recent(ttl=0)
     expired.remember("ns", "run", Applied(replies=[_child("job", "3", True)]))
     time.sleep(0.01)

@@ -31,7 +31,7 @@ def _play(world, run: str) -> None:
         labels = job["metadata"]["labels"]
         index, stage = int(labels["cpt.dev/task-index"]), labels["cpt.dev/stage"]
         store = world.store(resource)
-        if stage == stages_for(spec.method, index)[0]:
+        if stage == stages_for(spec, index)[0]:
             prepare_task(store, index, names[index], planner.task_spec_hash(spec, index))
         if stage == "evaluate":
             try:

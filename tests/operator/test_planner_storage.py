@@ -15,7 +15,7 @@ RESOURCE = {
     "apiVersion": "cpt.dev/v1alpha1", "kind": "ContinualPostTraining",
     "metadata": {"name": "demo", "namespace": "ml", "uid": "uid-1", "generation": 1},
     "spec": {
-        "model": "s3://models/base/", "method": "rif-grpo",
+        "model": "s3://models/base/", "method": "rif-grpo", "rif": {"mode": "prefilter"},  # filter, train, evaluate
         "tasks": [{"name": n, "train": f"s3://data/{n}/train.jsonl", "eval": f"s3://data/{n}/eval.jsonl"}
                   for n in ("add", "reverse", "sort")],
         "storage": {"uri": "s3://ckpt/demo"},

@@ -18,6 +18,9 @@ import yaml
 
 from operator_harness import new_bucket, now, wait_for
 
+from cpt_core.stage import stages_for
+from cpt_core.validation import validate_resource
+
 REPO = Path(__file__).resolve().parents[2]
 TRAINJOBS = ("trainer.kubeflow.org", "v1alpha1", "trainjobs")
 QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
@@ -139,8 +142,10 @@ def test_example_runs_to_the_end_as_trainjobs_through_a_queue(emu_world, tmp_pat
         assert status["phase"] == "Succeeded", (status.get("message"), (tmp_path / "operator.log").read_text()[-3000:])
         assert status["completedTasks"] == len(body["spec"]["tasks"]) == 3
         assert next(c for c in status["conditions"] if c["type"] == "Queued")["status"] == "False"
-        # base evaluate + (filter, train, evaluate) per task, each held by the queue and admitted once
-        assert seen_queued == watched and len(admitted) == len(finished) == 1 + 3 * 3
+        # base evaluate + the stages of each task, each held by the queue and admitted once
+        spec = validate_resource(body).spec
+        per_task = len(stages_for(spec, 1))
+        assert seen_queued == watched and len(admitted) == len(finished) == 1 + 3 * per_task
         # One unit per stage: the servers start with the learner in the stages that generate (RIF's filter and
         # GRPO's train; evaluation uses the hf engine), never as a Deployment of their own.
         learners = body["spec"]["learner"]["replicas"]

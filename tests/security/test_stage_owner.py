@@ -36,7 +36,7 @@ def test_another_runs_stage_cannot_touch_a_committed_task(tmp_path):
     assert claim(store, "uid-owner", "ns", "owner") == (None, True)
     name = spec.tasks[0].name
     cfg = StageConfig(run="intruder", namespace="ns", run_uid="uid-intruder", stage="filter"
-                      if spec.method == "rif-grpo" else "train", task_index=1, spec=spec, spec_hash="0" * 64)
+                      if spec.has_filter_stage else "train", task_index=1, spec=spec, spec_hash="0" * 64)
     store.put_json(layout.task_key(1, name, layout.EVAL), {"tasks": {}, "general": {}})
     commit_task(store, 1, name, "h1", {"index": 1})  # committed by the owner (a spec hash the intruder lacks)
     before = sorted(store.list(""))

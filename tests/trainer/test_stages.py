@@ -26,7 +26,7 @@ def _spec(tiny_base, data_dir, storage, method="rif-grpo", **over):
         "grpo": {"groupSize": 4, "learningRate": 1e-4, "klCoef": 0.0, "promptsPerStep": 8, "maxSteps": 4,
                  "maxCompletionTokens": 16},
         "sft": {"learningRate": 5e-4, "batchSize": 16, "maxSteps": 4},
-        "rif": {"rollouts": 4, "minCorrect": 1},
+        "rif": {"rollouts": 4, "minCorrect": 1, "mode": "prefilter"},  # the filter stage is part of the pipeline
         "evaluation": {"maxCompletionTokens": 16, "maxSamples": 32},
         "rollout": {"engine": "vllm"},  # no vLLM/CUDA here: falls back to hf with a logged reason
         "storage": {"uri": str(storage)},
