@@ -178,7 +178,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     kube.event_sink = runtime.events.put
     watch_selectors(settings, CHILD_KINDS)
     runtime.informer = Informer(settings, CHILD_KINDS, cfg.namespaces,
-                                lambda kind, old, new: child_changed(runtime, kind, old, new), optional=OTHER_JOB_KINDS)
+                                lambda kind, old, new: child_changed(runtime, kind, old, new), optional=OTHER_JOB_KINDS,
+                                on_listed=lambda kind, namespace, present: children_listed(runtime, kind, namespace,
+                                                                                           present))
     runtime.informer.start()
     runtime.workers = [asyncio.create_task(worker(runtime), name=f"cpt-worker-{i}") for i in range(WORKERS)]
     runtime.sender = asyncio.create_task(runtime.events.run(runtime.pool), name="cpt-events")
@@ -324,6 +326,14 @@ def child_changed(runtime: Runtime, kind: str, old: Optional[dict], new: Optiona
         if refused != runtime.refused.get((namespace, name), ""):  # pods refused, or no longer: the run says so
             runtime.refused[(namespace, name)] = refused
             runtime.wake(namespace, run)
+
+
+def children_listed(runtime: Runtime, kind: str, namespace: Optional[str], present: set[tuple[str, str]]) -> None:
+    """A stream (re-)listed its kind: a reply of ours that the listing does not hold (the object was created and
+    deleted while the stream was down, its events never delivered) stops standing in for it, and its run looks
+    again. At worst (a listing older than our write) the next pass's create gets a 409, which it takes as there."""
+    for namespace_run in runtime.reconciler.recent.listed(kind, namespace, present):
+        runtime.wake(*namespace_run)
 
 
 def job_changed(runtime: Runtime, namespace: str, name: str, run: str, job: Optional[dict]) -> None:

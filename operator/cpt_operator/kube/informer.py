@@ -34,6 +34,9 @@ from cpt_operator.kube.observe import KINDS, owned_by, slim_child
 log = logging.getLogger(__name__)
 Key = tuple[str, str, str]  # (kind, namespace, name)
 OnChange = Callable[[str, Optional[dict], Optional[dict]], None]
+# (kind, namespace or None for all, the (namespace, name)s the re-listing returned): called at every listing, so
+# that whatever stands in for the cache (a write's reply whose watch event never came) can be checked against it.
+OnListed = Callable[[str, Optional[str], set[tuple[str, str]]], None]
 RETRY_S = 10.0  # a stream that failed (forbidden, kind not served) is tried again this often
 
 
@@ -111,8 +114,10 @@ class Informer:
     Namespace objects are watched too and a namespace's streams start and stop as it appears and goes."""
 
     def __init__(self, settings: Any, kinds: Iterable[str], namespaces: Iterable[str] = (),
-                 on_change: Optional[OnChange] = None, optional: Iterable[str] = ()) -> None:
+                 on_change: Optional[OnChange] = None, optional: Iterable[str] = (),
+                 on_listed: Optional[OnListed] = None) -> None:
         self.settings = settings
+        self.on_listed = on_listed
         self.kinds = tuple(kinds)
         # Kinds whose stream may fail for good (refused, 403) without holding passes back: the other job backend's.
         self.optional = frozenset(optional)
@@ -201,6 +206,8 @@ class Informer:
             if item is watching.Bookmark.LISTED:
                 for key in self.cache.keys(kind, namespace) - (listing or set()):
                     self.cache.drop(key)  # deleted while the stream was down
+                if self.on_listed is not None:
+                    self.on_listed(kind, namespace, {(k[1], k[2]) for k in listing or ()})
                 listing = None
                 self._listed((kind, namespace))
                 continue

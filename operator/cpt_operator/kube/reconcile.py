@@ -160,6 +160,23 @@ class Recent:
             if gone:
                 self._gone.setdefault((namespace, run), {})[key] = (time.monotonic() + self.ttl, child)
 
+    def listed(self, kind: str, namespace: Optional[str], present: set[tuple[str, str]]) -> list[tuple[str, str]]:
+        """A (re-)listing of `kind` in `namespace` (None: all) returned `present`: our replies for objects of that
+        kind it does not hold no longer count. Returns the runs that lost one (to be looked at again)."""
+        touched = []
+        with self._lock:
+            for (ns, run), mine in list(self._children.items()):
+                if namespace is not None and ns != namespace:
+                    continue
+                stale = [key for key in mine if key[0] == kind and (ns, key[1]) not in present]
+                for key in stale:
+                    del mine[key]
+                if stale:
+                    touched.append((ns, run))
+                if not mine:
+                    del self._children[(ns, run)]
+        return touched
+
     def forget(self, namespace: str, name: str) -> None:
         with self._lock:
             self._children.pop((namespace, name), None)
