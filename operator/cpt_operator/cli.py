@@ -104,6 +104,18 @@ def cmd_crd(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_settings(args: argparse.Namespace) -> int:
+    """The operator's settings table (kube/settings_table.py), as docs/operator.md embeds it."""
+    from cpt_operator.kube.settings_table import TABLE, markdown
+
+    if args.markdown:
+        sys.stdout.write(markdown())
+    else:
+        for row in TABLE:
+            print(f"{row.env}={row.default}")
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from cpt_operator.local.runner import run_file
 
@@ -156,6 +168,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("crd", help="print the CustomResourceDefinition generated from the API models")
     p.set_defaults(func=cmd_crd)
+
+    p = sub.add_parser("settings", help="print the operator's settings (env variables) with their defaults")
+    p.add_argument("--markdown", action="store_true", help="the table docs/operator.md embeds")
+    p.set_defaults(func=cmd_settings)
 
     p = sub.add_parser("operator", help="start the kopf operator (same as `python -m cpt_operator`)")
     p.add_argument("kopf_args", nargs=argparse.REMAINDER)

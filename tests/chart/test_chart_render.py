@@ -146,21 +146,14 @@ def test_full_values_reach_the_operator(render):
     assert env["AWS_ACCESS_KEY_ID"] == {"secretKeyRef": {"name": "s3-credentials", "key": "AWS_ACCESS_KEY_ID"}}
 
 
-# Settings the chart leaves at the operator's default on purpose.
-NOT_SET_BY_CHART = {
-    "CPT_METRICS_ADDR": "0.0.0.0 is right in a pod",
-    "CPT_CHILD_KEY_FILE": "the chart sets CPT_CHILD_KEY from its Secret",
-}
-
-
 def test_env_vars_are_exactly_the_operators_settings(render):
     """Every CPT_* variable the chart sets is one settings.py reads (no silent no-op), and every setting is
-    either exposed as a value or deliberately left out (a new setting gets noticed here)."""
-    settings = pytest.importorskip("cpt_operator.kube.settings")
+    either exposed as a value or deliberately left out: its row in kube/settings_table.py names no chart value."""
+    settings = pytest.importorskip("cpt_operator.kube.settings_table")
     _, c = _container(render(FULL_VALUES))
     set_by_chart = {name for name in _env(c) if name.startswith("CPT_")}
-    assert not set_by_chart - set(settings.ENV), "the chart sets variables the operator never reads"
-    assert set(settings.ENV) - set_by_chart == set(NOT_SET_BY_CHART)
+    assert not set_by_chart - set(settings.BY_ENV), "the chart sets variables the operator never reads"
+    assert set(settings.BY_ENV) - set_by_chart == {row.env for row in settings.TABLE if not row.chart}
 
 
 def test_the_chart_env_parses_with_the_operators_settings(render):

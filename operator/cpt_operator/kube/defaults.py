@@ -4,29 +4,26 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from cpt_operator import __version__
 from cpt_operator.kube.ownership import default_key
-
-IMAGE_REPOSITORY = "ghcr.io/cpt-operator"
-OPERATOR_IMAGE = f"{IMAGE_REPOSITORY}/operator:{__version__}"
-LEARNER_IMAGE = f"{IMAGE_REPOSITORY}/learner:{__version__}"
-ROLLOUT_IMAGE = f"{IMAGE_REPOSITORY}/rollout:{__version__}"
+from cpt_operator.kube.settings_table import (  # noqa: F401  (re-exported: where callers look for them)
+    IMAGE_REPOSITORY, LEARNER_IMAGE, OPERATOR_IMAGE, ROLLOUT_IMAGE, default_value as _d)
 
 
 @dataclass(frozen=True)
 class PlanDefaults:
-    """Cluster-wide choices that are not part of a run's spec."""
+    """Cluster-wide choices that are not part of a run's spec. Each default is its row's in kube/settings_table.py
+    (CPT_LEARNER_IMAGE, CPT_ROLLOUT_PORT, ...), declared there once."""
 
-    learner_image: str = LEARNER_IMAGE
-    rollout_image: str = ROLLOUT_IMAGE
-    learner_service_account: str | None = None
-    image_pull_policy: str = "IfNotPresent"
-    rollout_port: int = 8000
-    network_policies: bool = True  # a NetworkPolicy per run (chart: networkPolicy.enabled)
-    job_backend: str = "pytorchjob"  # pytorchjob | trainjob: the kind stage jobs run as (kube.jobs.BACKENDS)
-    training_runtime: str = "cpt-learner"  # the ClusterTrainingRuntime TrainJobs refer to (the chart installs it)
-    # Where the storage endpoint's addresses are (chart networkPolicy.storageCIDRs): the runs' pods reach storage
-    # only there; empty: on its port at any address (manifests._storage_egress).
-    storage_cidrs: tuple[str, ...] = ()
+    learner_image: str = _d("plan_defaults.learner_image")
+    rollout_image: str = _d("plan_defaults.rollout_image")
+    learner_service_account: str | None = _d("plan_defaults.learner_service_account")
+    image_pull_policy: str = _d("plan_defaults.image_pull_policy")
+    rollout_port: int = _d("plan_defaults.rollout_port")
+    network_policies: bool = _d("plan_defaults.network_policies")  # a NetworkPolicy per run
+    job_backend: str = _d("plan_defaults.job_backend")  # pytorchjob | trainjob (kube.jobs.BACKENDS)
+    training_runtime: str = _d("plan_defaults.training_runtime")  # the ClusterTrainingRuntime TrainJobs refer to
+    # Where the storage endpoint's addresses are: the runs' pods reach storage only there; empty: on its port at
+    # any address (manifests._storage_egress).
+    storage_cidrs: tuple[str, ...] = _d("plan_defaults.storage_cidrs")
     # The operator's secret (kube.ownership): marks its children and derives the private child names.
     child_key: bytes = field(default_factory=default_key, repr=False)
