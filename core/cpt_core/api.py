@@ -48,6 +48,13 @@ class Wire(BaseModel):
         """The object as it appears in Kubernetes: camelCase keys, unset optional fields left out."""
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
 
+    @classmethod
+    def field_default(cls, name: str):
+        """The declared default of field `name` (python name). Readers of the wire form that meet a key left out
+        (the exporter, validation) take it from here instead of repeating the literal, so a default changed in
+        this module changes there too."""
+        return cls.model_fields[name].get_default(call_default_factory=True)
+
 
 class TaskSpec(Wire):
     """One task of the sequence: a training pool, an eval set and how to score an answer."""

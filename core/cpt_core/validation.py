@@ -54,7 +54,7 @@ def raw_problems(spec: Any) -> Iterable[str]:
         if isinstance(items, list):
             names = [i.get("name") if isinstance(i, dict) else None for i in items]
             yield from _duplicates(f"spec.{key}", [n for n in names if isinstance(n, str)], rule)
-    method = spec.get("method", "rif-grpo")
+    method = spec.get("method", api.CptSpec.field_default("method"))
     if spec.get("rif") is not None and method not in api.SAMPLING_METHODS:
         yield (f"spec.rif: a rif block is only allowed with method rif-grpo or self-sft (method is {method}); "
                "remove it or set method: rif-grpo")

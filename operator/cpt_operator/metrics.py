@@ -32,7 +32,6 @@ BASE = BASE_TASK_NAME  # after_task / task label of matrix row 0 (the base model
 STAGES = api.STAGES
 PHASES = api.PHASES
 ACTIVE_TASK_PHASES = ("Running", "Retrying")
-DEFAULT_MAX_DROP = 0.05
 
 RUN = ("namespace", "cpt")
 TASK = RUN + ("task",)
@@ -137,8 +136,9 @@ def samples(namespace: str, name: str, spec: Mapping[str, Any], status: Mapping[
 
     spec_tasks = [t.get("name") for t in spec.get("tasks") or []]
     forgetting_spec = spec.get("forgetting") or {}
-    phase = status.get("phase") or "Pending"
-    put("cpt_run_info", (spec.get("method") or "rif-grpo", forgetting_spec.get("onRegression") or "alert"), 1)
+    phase = status.get("phase") or api.CptStatus.field_default("phase")
+    put("cpt_run_info", (spec.get("method") or api.CptSpec.field_default("method"),
+                         forgetting_spec.get("onRegression") or api.ForgettingSpec.field_default("on_regression")), 1)
     for p in PHASES:
         put("cpt_run_phase", (p,), 1 if p == phase else 0)
     for condition in status.get("conditions") or []:
@@ -146,7 +146,7 @@ def samples(namespace: str, name: str, spec: Mapping[str, Any], status: Mapping[
             put("cpt_run_condition", (str(condition.get("type")),), 1 if condition["status"] == "True" else 0)
     put("cpt_run_completed_tasks", (), status.get("completedTasks") or 0)
     put("cpt_run_total_tasks", (), status.get("totalTasks") or len(spec_tasks))
-    put("cpt_forgetting_max_drop", (), forgetting_spec.get("maxDrop", DEFAULT_MAX_DROP))
+    put("cpt_forgetting_max_drop", (), forgetting_spec.get("maxDrop", api.ForgettingSpec.field_default("max_drop")))
     for i, task in enumerate(spec_tasks, start=1):
         put("cpt_task_index", (task,), i)
 

@@ -240,3 +240,23 @@ def test_policy_kl_gauges_from_status_and_from_a_running_stage():
                    ("cpt_policy_kl", "mul", "taskStart"): 0.3, ("cpt_policy_kl_max", "mul", "taskStart"): 0.31,
                    ("cpt_policy_kl", "rev", "base"): 0.61, ("cpt_policy_kl_max", "rev", "base"): 0.61,
                    ("cpt_policy_kl", "rev", "taskStart"): 0.2, ("cpt_policy_kl_max", "rev", "taskStart"): 0.2}
+
+
+def test_defaults_the_spec_leaves_out_are_the_models_own(monkeypatch):
+    """A spec without forgetting/method is exported with the API models' defaults, read from the models (issue 30
+    item 2): a default changed in cpt_core/api.py changes the exported value with no second literal to update."""
+    from cpt_core import api
+
+    spec = {"model": "m", "tasks": [{"name": "a", "train": "t", "eval": "e"}]}
+
+    def exported():
+        got = {s.name: s for s in metrics.samples(NS, NAME, spec, {})}
+        info = got["cpt_run_info"].labels[2:]
+        return got["cpt_forgetting_max_drop"].value, info
+
+    assert exported() == (api.ForgettingSpec().max_drop, (api.CptSpec.field_default("method"),
+                                                          api.ForgettingSpec().on_regression))
+    monkeypatch.setattr(api.ForgettingSpec.model_fields["max_drop"], "default", 0.125)
+    monkeypatch.setattr(api.ForgettingSpec.model_fields["on_regression"], "default", "pause")
+    monkeypatch.setattr(api.CptSpec.model_fields["method"], "default", "sft")
+    assert exported() == (0.125, ("sft", "pause"))

@@ -149,7 +149,7 @@ def _held_plan(old: dict, generation: Optional[int], spec: api.CptSpec, observed
                                       message=message, valid=True,
                                       extra=[("StorageReachable", True, "Reachable", "")])
     else:
-        phase, reason = old.get("phase") or "Pending", observed.storage_reason or "StorageUnavailable"
+        phase, reason = old.get("phase") or api.CptStatus.field_default("phase"), observed.storage_reason or "StorageUnavailable"
         if reason == "StorageUnavailable":  # the endpoint did not answer: waiting may help
             message = (f"storage unreachable: {observed.storage_error}; showing the last known status, keeping "
                        "every child, starting nothing until it answers")
