@@ -28,10 +28,16 @@ def register() -> None:
         WeightTransferTrainerFactory.register_engine("gloo", GLOO_MODULE, "GlooTrainerWeightTransferEngine")
 
 
+SHUTDOWN_GRACE = 60.0  # seconds a stopping server gets for its clean shutdown before it exits anyway
+
+
 def stop_router(exit_after: float = 0.5):
-    """STOP_ROUTE (cpt_core.rollout): the server answers, then exits 0 (a stage's AppWrapper, whose servers must
-    end with its learner: cpt_trainer.rollout.stop). `os._exit`: in a container the server is PID 1, and its exit
-    takes vLLM's engine processes with it; exit status 0 completes the servers' Job."""
+    """STOP_ROUTE (cpt_core.rollout): the server answers, then ends itself with SIGTERM, vLLM's own clean shutdown
+    (its engine processes end with it; exit status 0 completes the servers' Job in a stage's AppWrapper, whose
+    servers must end with its learner: cpt_trainer.rollout.stop). An `os._exit(0)` right away would leave the engine
+    processes behind outside a container (tests/vllm_server/test_stop_route.py saw them); it is only the backstop
+    for a shutdown that hangs past SHUTDOWN_GRACE."""
+    import signal
     import threading
 
     from fastapi import APIRouter
@@ -40,7 +46,10 @@ def stop_router(exit_after: float = 0.5):
 
     @router.post(rollout.STOP_ROUTE)
     def stop() -> dict:
-        threading.Timer(exit_after, os._exit, args=(0,)).start()
+        threading.Timer(exit_after, os.kill, args=(os.getpid(), signal.SIGTERM)).start()
+        backstop = threading.Timer(exit_after + SHUTDOWN_GRACE, os._exit, args=(0,))
+        backstop.daemon = True  # a clean shutdown does not wait for it
+        backstop.start()
         return {"stopping": True}
 
     return router
