@@ -102,10 +102,8 @@ def test_a_stage_with_servers_is_one_trainjob_on_its_own_runtime(resource, valid
     selector = service["spec"]["selector"]
     assert all(pod["metadata"]["labels"][k] == v for k, v in selector.items())
     assert selector["cpt.dev/stage"] == "filter" and service["spec"]["clusterIP"] == "None"
-    env = {e["name"]: e.get("value") for e in tj["spec"]["trainer"]["env"]}
-    assert env["CPT_ROLLOUT_URL"] == "dns+http://demo-1-filter-rollout.ml.svc:8000"
     config = yaml.safe_load(next(o for o in created if o["kind"] == "ConfigMap")["data"]["stage.yaml"])
-    assert config["rollout_url"] == env["CPT_ROLLOUT_URL"]
+    assert config["rollout_url"] == "dns+http://demo-1-filter-rollout.ml.svc:8000"
 
 
 def test_a_stage_that_does_not_generate_has_no_servers(resource):
@@ -115,7 +113,7 @@ def test_a_stage_that_does_not_generate_has_no_servers(resource):
     assert [o["kind"] for o in created if o["kind"] in ("TrainJob", "TrainingRuntime", "Deployment")] == ["TrainJob"]
     tj = next(o for o in created if o["kind"] == "TrainJob")
     assert tj["spec"]["runtimeRef"]["name"] == "cpt-learner"
-    assert not any(e["name"] == "CPT_ROLLOUT_URL" for e in tj["spec"]["trainer"]["env"])
+    assert not any(e["name"] == "CPT_WEIGHT_SYNC_PORT" for e in tj["spec"]["trainer"]["env"])
 
 
 def test_without_a_queue_servers_stay_a_deployment_per_task(resource):

@@ -101,7 +101,8 @@ def test_a_stage_with_servers_is_one_appwrapper(resource, validator):
     for replica in replicas.values():
         env = _env(replica["template"]["spec"]["containers"][0])
         assert env[rollout.STOP_AT_END_ENV] == "1"
-        assert env["CPT_ROLLOUT_URL"] == f"dns+http://{job}-rollout.ml.svc:8000"
+    config = next(o for o in created if o["kind"] == "ConfigMap" and "stage.yaml" in o.get("data", {}))
+    assert yaml.safe_load(config["data"]["stage.yaml"])["rollout_url"] == f"dns+http://{job}-rollout.ml.svc:8000"
 
 
 def test_stages_without_servers_stay_a_plain_queued_pytorchjob(resource):

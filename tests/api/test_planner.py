@@ -329,9 +329,7 @@ def test_pytorchjob_shape(resource, base_done):
     assert container["name"] == "pytorch"
     assert container["resources"]["limits"]["nvidia.com/gpu"] == 4
     env = {e["name"]: e.get("value") for e in container["env"]}
-    assert env["CPT_STAGE"] == "filter" and env["CPT_TASK_INDEX"] == "1"
-    assert env["CPT_STORAGE_URI"] == "s3://ckpt/demo"
-    assert env["CPT_ROLLOUT_URL"] == "dns+http://demo-1-rollout.ml.svc:8000"
+    assert not {"CPT_STAGE", "CPT_STORAGE_URI", "CPT_ROLLOUT_URL"} & set(env)  # in the stage config, read there
     assert pj["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
     assert pj["metadata"]["labels"]["cpt.dev/run"] == "demo"
     cm = next(o for o in p.create if o["kind"] == "ConfigMap")

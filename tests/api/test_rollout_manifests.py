@@ -4,6 +4,8 @@ Service; the learner knows where to host the weight-transfer rendezvous."""
 
 from datetime import datetime, timezone
 
+import yaml
+
 from cpt_core import rollout
 from cpt_core.results import CommittedTask
 from cpt_core.validation import validate_resource
@@ -47,7 +49,8 @@ def test_every_replica_is_reachable_and_the_learner_hosts_the_rendezvous(resourc
     assert service["spec"]["clusterIP"] == "None"  # headless: one DNS name, every ready replica's address
     job = next(o for o in objects if o["kind"] == "PyTorchJob")
     env = {e["name"]: e for e in job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]["env"]}
-    assert env["CPT_ROLLOUT_URL"]["value"] == "dns+http://demo-1-rollout.ml.svc:8000"
+    cm = next(o for o in objects if o["kind"] == "ConfigMap" and "stage.yaml" in o.get("data", {}))
+    assert yaml.safe_load(cm["data"]["stage.yaml"])["rollout_url"] == "dns+http://demo-1-rollout.ml.svc:8000"
     assert env["CPT_WEIGHT_SYNC_PORT"]["value"] == str(rollout.WEIGHT_SYNC_PORT)
     assert env["POD_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
     assert env["CPT_ROLLOUT_API_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "demo-rollout-key-b5b6086993"

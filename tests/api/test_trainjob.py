@@ -54,7 +54,7 @@ def test_stage_is_a_valid_trainjob_on_the_operators_runtime(resource, trainjob_s
     assert trainer["numNodes"] == 2 and trainer["numProcPerNode"] == 4  # learner.replicas, gpusPerReplica
     assert trainer["command"][:3] == ["torchrun", "-m", "cpt_trainer.cli"]  # PET_* from the torch runtime
     assert trainer["resourcesPerNode"]["limits"]["nvidia.com/gpu"] == 4
-    assert {"name": "CPT_STAGE", "value": "filter"} in trainer["env"]
+    assert {"name": "HF_HUB_OFFLINE", "value": "1"} in trainer["env"]  # the learner's env, as on a PyTorchJob
     pod = tj["spec"]["runtimePatches"][0]["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"][0]
     pod_spec = pod["template"]["spec"]["template"]["spec"]
     assert any(v.get("configMap", {}).get("name") == "demo-1-filter-4aaa7c445e" for v in pod_spec["volumes"])

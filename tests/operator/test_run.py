@@ -34,9 +34,7 @@ def test_three_tasks_end_to_end(world, operator):
         assert trainer["numNodes"] == 3 and trainer["numProcPerNode"] == 2
         container = {"env": trainer["env"], "resources": trainer["resourcesPerNode"]}
     env = {e["name"]: e.get("value") for e in container["env"]}
-    assert env["CPT_STAGE"] == "filter" and env["CPT_TASK_INDEX"] == "1" and env["CPT_RUN"] == "vl"
-    assert env["CPT_STORAGE_URI"] == body["spec"]["storage"]["uri"]
-    assert env["CPT_ROLLOUT_URL"].startswith("dns+http://vl-1-rollout.")  # every replica
+    assert "CPT_WEIGHT_SYNC_PORT" in env  # it generates with rollout servers (URL and storage: stage config)
     assert container["resources"]["limits"]["nvidia.com/gpu"] == 2
     labels = job["metadata"]["labels"]
     assert labels["cpt.dev/stage"] == "filter" and labels["cpt.dev/task-index"] == "1"

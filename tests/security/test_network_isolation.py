@@ -154,7 +154,7 @@ def test_the_rollout_key_reaches_the_pods_only_by_secret_reference():
             env = {e["name"]: e for c in spec["containers"] for e in c.get("env", [])}
             is_rollout = obj["kind"] == "Deployment"
             wanted = {"VLLM_API_KEY", "CPT_WEIGHT_SYNC_TOKEN"} if is_rollout else {"CPT_ROLLOUT_API_KEY"}
-            if not is_rollout and "CPT_ROLLOUT_URL" not in env:
+            if not is_rollout and "CPT_WEIGHT_SYNC_PORT" not in env:
                 continue  # a stage without rollout servers (evaluate) needs no key
             for name in wanted:
                 assert env[name]["valueFrom"]["secretKeyRef"] == {

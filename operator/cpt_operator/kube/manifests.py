@@ -115,7 +115,8 @@ def stage_configmap(resource: dict, job: str, cfg: StageConfig, defaults: PlanDe
 
 
 def _storage_env(spec: api.CptSpec) -> list[dict]:
-    env = [{"name": "CPT_STORAGE_URI", "value": spec.storage.uri}]
+    """How the stage's S3 client reaches storage (the URI itself is in the stage config, the one place it reads)."""
+    env: list[dict] = []
     if spec.storage.endpoint:
         env.append({"name": "AWS_ENDPOINT_URL_S3", "value": spec.storage.endpoint})
     if spec.storage.region:
@@ -157,13 +158,11 @@ def learner_pod(resource: dict, cfg: StageConfig, job: str, defaults: PlanDefaul
         resources["limits"]["nvidia.com/gpu"] = gpus
     if spec.learner.memory:
         resources["limits"]["memory"] = spec.learner.memory
+    # Only what some code reads: the run, stage, task, attempt, storage URI and rollout URL are in the stage
+    # config (and the first four in the job's labels), so they are not repeated as variables nothing reads.
     env = [
         # The learner hosts the NCCL rendezvous for weight sync; rollout servers dial this address.
         {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
-        {"name": "CPT_RUN", "value": cfg.run},
-        {"name": "CPT_STAGE", "value": cfg.stage},
-        {"name": "CPT_TASK_INDEX", "value": str(cfg.task_index)},
-        {"name": "CPT_ATTEMPT", "value": str(cfg.attempt)},
         {"name": "HF_HUB_OFFLINE", "value": "1"},
         *_storage_env(spec),
         *_tracking_env(spec),
@@ -171,8 +170,7 @@ def learner_pod(resource: dict, cfg: StageConfig, job: str, defaults: PlanDefaul
     if cfg.rollout_url:
         # The learner hosts the weight-transfer rendezvous on a fixed port (the run's NetworkPolicy admits the
         # run's own pods on every port) and broadcasts to every replica behind the headless Service.
-        env += [{"name": "CPT_ROLLOUT_URL", "value": cfg.rollout_url},
-                {"name": "CPT_WEIGHT_SYNC_PORT", "value": str(rollout.WEIGHT_SYNC_PORT)},
+        env += [{"name": "CPT_WEIGHT_SYNC_PORT", "value": str(rollout.WEIGHT_SYNC_PORT)},
                 *_rollout_key_env(resource, defaults)]
     container = {
         "name": "pytorch",  # the Kubeflow training operator requires this container name
