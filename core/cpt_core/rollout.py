@@ -8,8 +8,10 @@ the same names. One declaration, so what the tests run is what a cluster runs.
 from __future__ import annotations
 
 import json
+import os
 import secrets
-from typing import Optional
+from pathlib import Path
+from typing import Mapping, Optional
 
 # Entry points of cpt_trainer.rollout.vllm_plugin (pyproject.toml): the gloo weight-transfer backend and vLLM's
 # own weight-sync routes without vLLM's dev mode (which would also open its any-worker-method RPC route).
@@ -71,6 +73,35 @@ def server_args(model: str, port: int, backend: str, host: str = "127.0.0.1",
     if backend == "gloo":
         args += ["--dtype", "float32", "--enforce-eager"]
     return args
+
+
+# The weight-sync backend both ends use: the servers get it in --weight-transfer-config (server_args), the learner in
+# this variable. The two must agree or the rendezvous hangs, so one rule decides, once, in the executor.
+WEIGHT_SYNC_BACKEND_ENV = "CPT_WEIGHT_SYNC_BACKEND"
+WEIGHT_SYNC_BACKENDS = ("nccl", "gloo")
+
+
+def weight_sync_backend(gpus: bool, env: Optional[Mapping[str, str]] = None) -> str:
+    """The weight-sync backend of a stage whose learner and servers run on GPUs (`gpus`) or not: nccl between GPUs,
+    gloo otherwise; CPT_WEIGHT_SYNC_BACKEND in `env` (default: none) overrides. Torch-free, so the operator and
+    `cpt run` decide before any process imports torch, and hand the answer to both sides (the server's flags, the
+    learner's CPT_WEIGHT_SYNC_BACKEND) instead of each side guessing by its own test."""
+    chosen = ((env or {}).get(WEIGHT_SYNC_BACKEND_ENV) or "").strip() or ("nccl" if gpus else "gloo")
+    if chosen not in WEIGHT_SYNC_BACKENDS:
+        raise ValueError(f"{WEIGHT_SYNC_BACKEND_ENV}={chosen!r} must be nccl or gloo")
+    return chosen
+
+
+def local_gpu() -> bool:
+    """Whether this machine has an NVIDIA GPU, asked without torch (`cpt run`, and a learner started without
+    CPT_WEIGHT_SYNC_BACKEND, as the fork server's tests do)."""
+    return Path("/dev/nvidia0").exists()
+
+
+def local_weight_sync_backend() -> str:
+    """The backend on this machine: what `cpt run` chooses for its servers and stages, and what a learner falls
+    back to when its executor named none."""
+    return weight_sync_backend(local_gpu(), os.environ)
 
 
 def new_key() -> str:

@@ -2,8 +2,10 @@
 the same flags and plugins, no dev-mode routes, the run's key; every replica reachable through a headless
 Service; the learner knows where to host the weight-transfer rendezvous."""
 
+import json
 from datetime import datetime, timezone
 
+import pytest
 import yaml
 
 from cpt_core import rollout
@@ -54,3 +56,40 @@ def test_every_replica_is_reachable_and_the_learner_hosts_the_rendezvous(resourc
     assert env["CPT_WEIGHT_SYNC_PORT"]["value"] == str(rollout.WEIGHT_SYNC_PORT)
     assert env["POD_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
     assert env["CPT_ROLLOUT_API_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "demo-rollout-key-b5b6086993"
+
+
+@pytest.mark.parametrize("learner_gpus, server_gpus, backend", [(4, 1, "nccl"), (0, 1, "gloo")])
+def test_one_weight_sync_backend_reaches_both_sides(resource, learner_gpus, server_gpus, backend):
+    """Issue 30 item 2: the backend is chosen once (cpt_core.rollout.weight_sync_backend, torch-free) and both ends
+    get the answer: the servers' --weight-transfer-config and the learner's CPT_WEIGHT_SYNC_BACKEND."""
+    resource["spec"]["learner"] = {**resource["spec"].get("learner", {}), "gpusPerReplica": learner_gpus}
+    resource["spec"]["rollout"] = {"engine": "vllm", "replicas": 1, "gpus": server_gpus}
+    spec = validate_resource(resource).spec
+    base = {0: CommittedTask(0, "base", task_spec_hash(spec, 0), {"tasks": {}})}
+    objects = render(plan(resource, Observed(now=datetime.now(timezone.utc), committed=base)), resource, (),
+                     GOLDEN_DEFAULTS).create
+    server = next(o for o in objects if o["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    args = server["args"]
+    assert json.loads(args[args.index("--weight-transfer-config") + 1]) == {"backend": backend}
+    learner = next(o for o in objects if o["kind"] == "PyTorchJob")["spec"]["pytorchReplicaSpecs"]["Master"]
+    env = {e["name"]: e.get("value") for e in learner["template"]["spec"]["containers"][0]["env"]}
+    assert env[rollout.WEIGHT_SYNC_BACKEND_ENV] == backend
+
+
+def test_the_rule_is_torch_free_and_an_override_must_be_known():
+    assert rollout.weight_sync_backend(True) == "nccl" and rollout.weight_sync_backend(False) == "gloo"
+    assert rollout.weight_sync_backend(True, {rollout.WEIGHT_SYNC_BACKEND_ENV: "gloo"}) == "gloo"
+    with pytest.raises(ValueError, match=rollout.WEIGHT_SYNC_BACKEND_ENV):
+        rollout.weight_sync_backend(False, {rollout.WEIGHT_SYNC_BACKEND_ENV: "mpi"})
+
+
+def test_cpt_run_hands_its_servers_and_its_stages_the_same_backend(tmp_path, monkeypatch, resource):
+    from cpt_operator.local import rollout_server
+
+    monkeypatch.setenv(rollout.WEIGHT_SYNC_BACKEND_ENV, "gloo")
+    local = rollout_server.LocalRollout(validate_resource(resource).spec, tmp_path, tmp_path / "logs", log=lambda _: 0)
+    assert local.backend == local.client_env()[rollout.WEIGHT_SYNC_BACKEND_ENV] == "gloo"
+    servers = rollout_server.RolloutServers("m", tmp_path, replicas=2, token="t", backend=local.backend)
+    for server in servers.servers:
+        args = rollout_server.server_args(server.model, server.port, backend=server.backend)
+        assert json.loads(args[args.index("--weight-transfer-config") + 1]) == {"backend": "gloo"}

@@ -149,6 +149,12 @@ def _rollout_key_env(resource: dict, defaults: PlanDefaults) -> list[dict]:
     return [{"name": name, "valueFrom": ref} for name in ROLLOUT_KEY_ENV]
 
 
+def weight_sync_backend(spec: api.CptSpec) -> str:
+    """nccl when the learner and its rollout servers both have GPUs, else gloo (cpt_core.rollout's one rule):
+    the rollout servers' --weight-transfer-config and the learner's CPT_WEIGHT_SYNC_BACKEND both take this."""
+    return rollout.weight_sync_backend(spec.learner.gpus_per_replica > 0 and spec.rollout.gpus > 0)
+
+
 def learner_pod(resource: dict, cfg: StageConfig, job: str, defaults: PlanDefaults) -> dict:
     spec = cfg.spec
     gpus = spec.learner.gpus_per_replica
@@ -171,6 +177,7 @@ def learner_pod(resource: dict, cfg: StageConfig, job: str, defaults: PlanDefaul
         # The learner hosts the weight-transfer rendezvous on a fixed port (the run's NetworkPolicy admits the
         # run's own pods on every port) and broadcasts to every replica behind the headless Service.
         env += [{"name": "CPT_WEIGHT_SYNC_PORT", "value": str(rollout.WEIGHT_SYNC_PORT)},
+                {"name": rollout.WEIGHT_SYNC_BACKEND_ENV, "value": weight_sync_backend(spec)},
                 *_rollout_key_env(resource, defaults)]
     container = {
         "name": "pytorch",  # the Kubeflow training operator requires this container name
@@ -216,7 +223,8 @@ def rollout_deployment(resource: dict, run: str, index: int, model_uri: str, spe
                        defaults: PlanDefaults) -> dict:
     """vLLM OpenAI-compatible servers for one task (`vllm serve` in the rollout image). After every optimizer
     step the learner pushes its weights to every replica through vLLM's native weight-transfer API (nccl), whose
-    routes cpt_trainer's endpoint plugin mounts behind the run's key, without vLLM's dev mode; the flags
+    routes cpt_trainer's endpoint plugin mounts behind the run's key, without vLLM's dev mode (nccl, or gloo
+    where either side has no GPU: weight_sync_backend, the learner gets the same); the flags
     are the ones `cpt run` and the tests use (cpt_core.rollout)."""
     name = rollout_name(run, index)
     child_labels = labels(run, index, "rollout")
@@ -224,7 +232,7 @@ def rollout_deployment(resource: dict, run: str, index: int, model_uri: str, spe
     resources: dict = {"requests": dict(ROLLOUT_REQUESTS)}
     if spec.rollout.gpus:
         resources["limits"] = {"nvidia.com/gpu": spec.rollout.gpus}
-    args = [model_uri, *rollout.server_args(model_uri, defaults.rollout_port, "nccl", host="0.0.0.0",
+    args = [model_uri, *rollout.server_args(model_uri, defaults.rollout_port, weight_sync_backend(spec), host="0.0.0.0",
                                             tensor_parallel=spec.rollout.tensor_parallel)]
     if model_uri.startswith("s3://"):
         args += ["--load-format", "runai_streamer"]  # stream safetensors straight from S3

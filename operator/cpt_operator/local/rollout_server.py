@@ -41,16 +41,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def default_backend() -> str:
-    """nccl where the learner has a GPU, gloo elsewhere; CPT_WEIGHT_SYNC_BACKEND overrides (no torch import)."""
-    return os.environ.get("CPT_WEIGHT_SYNC_BACKEND") or ("nccl" if Path("/dev/nvidia0").exists() else "gloo")
-
-
 def server_args(model: str, port: int, max_model_len: Optional[int] = None, backend: Optional[str] = None,
                 host: str = "127.0.0.1") -> list[str]:
     """Arguments after `vllm serve`: the model, then the flags a rollout Deployment also passes
     (cpt_core.rollout). No --max-model-len by default: vLLM takes the model's own."""
-    return [model, *rollout.server_args(model, port, backend or default_backend(), host, max_model_len)]
+    backend = backend or rollout.local_weight_sync_backend()
+    return [model, *rollout.server_args(model, port, backend, host, max_model_len)]
 
 
 def server_env(token: str, base: Optional[dict] = None) -> dict:
@@ -200,10 +196,13 @@ class LocalRollout:
         self.running: dict[int, RolloutServers] = {}
         self.warned = False
         self.key = rollout.new_key()
+        # Chosen once for the run and handed to both sides: the servers' flags and the stages' environment.
+        self.backend = rollout.local_weight_sync_backend()
 
     def client_env(self) -> dict[str, str]:
-        """What the stage processes need in their environment to reach these servers."""
-        return rollout.client_key_env(self.key)
+        """What the stage processes need in their environment to reach these servers (the key and the
+        weight-sync backend the servers were started with)."""
+        return {**rollout.client_key_env(self.key), rollout.WEIGHT_SYNC_BACKEND_ENV: self.backend}
 
     def _model_dir(self) -> str:
         uri = self.spec.model.removeprefix("file://")
@@ -238,7 +237,8 @@ class LocalRollout:
             n = self.spec.rollout.replicas
             self.log(f"    starting {n} vLLM rollout server(s) for task {index} (logs: {self.log_dir / f'task-{index}'})")
             self.running[index] = RolloutServers(self._model_dir(), self.log_dir / f"task-{index}",
-                                                 replicas=self.spec.rollout.replicas, token=self.key).start()
+                                                 replicas=self.spec.rollout.replicas, token=self.key,
+                                                 backend=self.backend).start()
         return {i: s.url for i, s in self.running.items()}
 
     def stop(self) -> None:

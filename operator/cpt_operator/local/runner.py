@@ -90,7 +90,7 @@ def run_file(path: str, workdir: Optional[str] = None, metrics_port: int = 9464)
         return EXIT_BUSY
     servers = LocalRollout(spec, base, state_dir.resolve() / "rollout", log=display.log)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1",
-           **servers.client_env()}  # the stages reach the run's servers with its key
+           **servers.client_env()}  # the stages reach the run's servers with its key and their weight-sync backend
     launcher = Launcher(env, state_dir.resolve(), log=display.log)
     run = LocalRun(doc=doc, spec=spec, workdir=state_dir.resolve(), display=display, base=base, launcher=launcher,
                    rollout=servers)

@@ -29,6 +29,7 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Optional
 
+from cpt_core import rollout as contract
 from cpt_trainer.rollout import fleet
 
 log = logging.getLogger(__name__)
@@ -138,9 +139,9 @@ def learner_source(model):
 
 
 def default_backend() -> str:
-    import torch
-
-    return os.environ.get("CPT_WEIGHT_SYNC_BACKEND") or ("nccl" if torch.cuda.is_available() else "gloo")
+    """What the executor chose (CPT_WEIGHT_SYNC_BACKEND: the operator from the spec, `cpt run` for its machine,
+    the servers started with the same), else the same rule on this machine: never a second rule of its own."""
+    return contract.local_weight_sync_backend()
 
 
 class WeightSync:
