@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Optional
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
@@ -115,8 +115,24 @@ def _num(value: Any) -> Optional[float]:
     return None if value is None or isinstance(value, bool) else float(value)
 
 
+Stats = Mapping[Any, Mapping[str, Any]]
+
+
+@dataclass
+class _Out:
+    """The samples of one run as they are put; a None value (a figure not known yet) is left out."""
+
+    run: tuple[str, str]
+    samples: list[Sample] = field(default_factory=list)
+
+    def put(self, metric: str, labels: tuple[str, ...], value: Any) -> None:
+        v = _num(value)
+        if v is not None:
+            self.samples.append(Sample(metric, self.run + labels, v))
+
+
 def samples(namespace: str, name: str, spec: Mapping[str, Any], status: Mapping[str, Any],
-            stats: Optional[Mapping[Any, Mapping[str, Any]]] = None,
+            stats: Optional[Stats] = None,
             stage_started: Optional[Mapping[tuple[str, str], float]] = None) -> list[Sample]:
     """Every per-run sample of one resource, from its wire-form spec and status (pure; `publish` stores them).
 
@@ -126,72 +142,83 @@ def samples(namespace: str, name: str, spec: Mapping[str, Any], status: Mapping[
     stage_started: {(task, stage): unix seconds} for running tasks without a stageStartedAt in stats.
     """
     spec, status, stats = spec or {}, status or {}, stats or {}
-    out: list[Sample] = []
-    run = (namespace, name)
-
-    def put(metric: str, labels: tuple[str, ...], value: Any) -> None:
-        v = _num(value)
-        if v is not None:
-            out.append(Sample(metric, run + labels, v))
-
+    out = _Out((namespace, name))
     spec_tasks = [t.get("name") for t in spec.get("tasks") or []]
-    forgetting_spec = spec.get("forgetting") or {}
     phase = status.get("phase") or api.CptStatus.field_default("phase")
-    put("cpt_run_info", (spec.get("method") or api.CptSpec.field_default("method"),
-                         forgetting_spec.get("onRegression") or api.ForgettingSpec.field_default("on_regression")), 1)
-    for p in PHASES:
-        put("cpt_run_phase", (p,), 1 if p == phase else 0)
-    for condition in status.get("conditions") or []:
-        if isinstance(condition, Mapping) and condition.get("status") in ("True", "False"):
-            put("cpt_run_condition", (str(condition.get("type")),), 1 if condition["status"] == "True" else 0)
-    put("cpt_run_completed_tasks", (), status.get("completedTasks") or 0)
-    put("cpt_run_total_tasks", (), status.get("totalTasks") or len(spec_tasks))
-    put("cpt_forgetting_max_drop", (), forgetting_spec.get("maxDrop", api.ForgettingSpec.field_default("max_drop")))
-    for i, task in enumerate(spec_tasks, start=1):
-        put("cpt_task_index", (task,), i)
-
-    # --- accuracy matrix: cells, best/drop per task, per-row summaries, current summaries
+    _run_samples(out, spec, status, spec_tasks, phase)
     acc = status.get("accuracy") or {}
     names = list(acc.get("tasks") or spec_tasks)
-    matrix = [list(r or []) for r in acc.get("matrix") or []]
+    _matrix_samples(out, names, [list(r or []) for r in acc.get("matrix") or []], status)
+    _general_samples(out, names, status.get("general") or {})
+    for entry, extras in _task_entries(status, stats, spec_tasks):
+        _task_samples(out, entry, extras, phase, stage_started)
+    return out.samples
 
-    def row(i: int) -> tuple[str, str]:
-        """(after_task, after_index) of matrix row i."""
-        return (BASE if i == 0 else (names[i - 1] if i - 1 < len(names) else str(i))), str(i)
 
+def _run_samples(out: _Out, spec: Mapping[str, Any], status: Mapping[str, Any], spec_tasks: list[str],
+                 phase: str) -> None:
+    """The run's own series: info (method, onRegression, spec defaults read from the models), phase, conditions,
+    task counts, the forgetting guard's maxDrop and each task's position."""
+    forgetting_spec = spec.get("forgetting") or {}
+    method = spec.get("method") or api.CptSpec.field_default("method")
+    on_regression = forgetting_spec.get("onRegression") or api.ForgettingSpec.field_default("on_regression")
+    out.put("cpt_run_info", (method, on_regression), 1)
+    for p in PHASES:
+        out.put("cpt_run_phase", (p,), 1 if p == phase else 0)
+    for condition in status.get("conditions") or []:
+        if isinstance(condition, Mapping) and condition.get("status") in ("True", "False"):
+            out.put("cpt_run_condition", (str(condition.get("type")),), 1 if condition["status"] == "True" else 0)
+    out.put("cpt_run_completed_tasks", (), status.get("completedTasks") or 0)
+    out.put("cpt_run_total_tasks", (), status.get("totalTasks") or len(spec_tasks))
+    out.put("cpt_forgetting_max_drop", (), forgetting_spec.get("maxDrop", api.ForgettingSpec.field_default("max_drop")))
+    for i, task in enumerate(spec_tasks, start=1):
+        out.put("cpt_task_index", (task,), i)
+
+
+def _row(names: list[str], i: int) -> tuple[str, str]:
+    """(after_task, after_index) of matrix row i."""
+    return (BASE if i == 0 else (names[i - 1] if i - 1 < len(names) else str(i))), str(i)
+
+
+def _matrix_samples(out: _Out, names: list[str], matrix: fm.Matrix, status: Mapping[str, Any]) -> None:
+    """The accuracy matrix: cells, best/drop per task, per-row summaries (cpt_core.forgetting), current ones."""
     for i, values in enumerate(matrix):
         for j, value in enumerate(values[:len(names)]):
-            put("cpt_task_accuracy", (names[j],) + row(i), value)
+            out.put("cpt_task_accuracy", (names[j],) + _row(names, i), value)
     for j, task in enumerate(names, start=1):
-        seen = [fm.cell(matrix, l, j) for l in range(j, len(matrix))]
-        seen = [v for v in seen if v is not None]
+        seen = [v for v in (fm.cell(matrix, l, j) for l in range(j, len(matrix))) if v is not None]
         if seen:
-            put("cpt_task_best_accuracy", (task,), max(seen))
-            put("cpt_task_accuracy_drop", (task,), max(seen) - seen[-1])
+            out.put("cpt_task_best_accuracy", (task,), max(seen))
+            out.put("cpt_task_accuracy_drop", (task,), max(seen) - seen[-1])
     for i in range(1, len(matrix)):
         if any(v is not None for v in matrix[i]):
-            put("cpt_average_accuracy_after_task", row(i), fm.average_accuracy(matrix, i))
-            put("cpt_backward_transfer_after_task", row(i), fm.backward_transfer(matrix, i))
-            put("cpt_forgetting_after_task", row(i), fm.forgetting(matrix, i))
-    put("cpt_average_accuracy", (), status.get("averageAccuracy"))
-    put("cpt_backward_transfer", (), status.get("backwardTransfer"))
-    put("cpt_forgetting", (), status.get("forgetting"))
-    put("cpt_plasticity", (), status.get("plasticity"))
+            out.put("cpt_average_accuracy_after_task", _row(names, i), fm.average_accuracy(matrix, i))
+            out.put("cpt_backward_transfer_after_task", _row(names, i), fm.backward_transfer(matrix, i))
+            out.put("cpt_forgetting_after_task", _row(names, i), fm.forgetting(matrix, i))
+    out.put("cpt_average_accuracy", (), status.get("averageAccuracy"))
+    out.put("cpt_backward_transfer", (), status.get("backwardTransfer"))
+    out.put("cpt_forgetting", (), status.get("forgetting"))
+    out.put("cpt_plasticity", (), status.get("plasticity"))
 
-    # --- general benchmarks
-    general = status.get("general") or {}
+
+def _general_samples(out: _Out, names: list[str], general: Mapping[str, Any]) -> None:
+    """General benchmark scores per matrix row, and each benchmark's drop from the base model to the latest row."""
     benchmarks = list(general.get("benchmarks") or [])
     gmatrix = [list(r or []) for r in general.get("matrix") or []]
     for i, values in enumerate(gmatrix):
         for b, value in enumerate(values[:len(benchmarks)]):
-            put("cpt_general_score", (benchmarks[b],) + row(i), value)
+            out.put("cpt_general_score", (benchmarks[b],) + _row(names, i), value)
     for b, bench in enumerate(benchmarks, start=1):
         base = fm.cell(gmatrix, 0, b)
         latest = [v for v in (fm.cell(gmatrix, i, b) for i in range(len(gmatrix))) if v is not None]
         if base is not None and latest:
-            put("cpt_general_score_drop", (bench,), base - latest[-1])
+            out.put("cpt_general_score_drop", (bench,), base - latest[-1])
 
-    # --- per task: RIF, stages, extras from stats
+
+def _task_entries(status: Mapping[str, Any], stats: Stats,
+                  spec_tasks: list[str]) -> list[tuple[Mapping[str, Any], Mapping[str, Any]]]:
+    """(status.tasks entry, its stats extras) per task, plus an entry {index, name} for stats of a task the status
+    does not list yet."""
     by_index = {str(t.get("index")): t for t in status.get("tasks") or []}
 
     def task_name(index: Any) -> str:
@@ -209,52 +236,55 @@ def samples(namespace: str, name: str, spec: Mapping[str, Any], status: Mapping[
 
     entries = list(status.get("tasks") or [])
     known = {str(t.get("index")) for t in entries} | {t.get("name") for t in entries}
-    for key in stats:  # stats for a task the status does not list (yet)
+    for key in stats:
         if str(key) not in known and key not in known:
             idx = int(key) if str(key).isdigit() else (spec_tasks.index(key) + 1 if key in spec_tasks else None)
             if idx is not None:
                 entries.append({"index": idx, "name": task_name(idx)})
-    for t in entries:
-        task = t.get("name") or task_name(t.get("index"))
-        x = extras(t)
-        kept = _get(x, "kept", t.get("kept"))
-        dropped = _get(x, "dropped", t.get("dropped"))
-        fraction = t.get("filteredFraction")
-        if fraction is None and kept is not None and dropped is not None and kept + dropped > 0:
-            fraction = dropped / (kept + dropped)
-        put("cpt_rif_kept", (task,), kept)
-        put("cpt_rif_dropped", (task,), dropped)
-        put("cpt_rif_filtered_fraction", (task,), fraction)
-        put("cpt_rif_skipped_groups", (task,), t.get("skippedGroups"))
-        put("cpt_rif_rollouts_saved", (task,), t.get("rolloutsSaved"))
-        for ref, reading in (t.get("policyKl") or _get(x, "policyKl") or {}).items():
-            put("cpt_policy_kl", (task, ref), (reading or {}).get("last"))
-            put("cpt_policy_kl_max", (task, ref), (reading or {}).get("max"))
-        put("cpt_rollout_tokens", (task,), _get(x, "rolloutTokens"))
-        put("cpt_learner_steps", (task,), _get(x, "learnerSteps"))
-        put("cpt_train_resumed_total", (task,), _get(x, "trainResumes"))
-        for replica, step in (_get(x, "rolloutPolicyVersions") or {}).items():
-            put("cpt_rollout_policy_version", (task, str(replica)), -1 if step is None else step)
-        put("cpt_rollout_learner_step", (task,), _get(x, "rolloutLearnerStep"))
-        for stage, seconds in (_get(x, "stageDurations") or {}).items():
-            put("cpt_stage_duration_seconds", (task, stage), seconds)
-        attempts = dict(_get(x, "stageAttempts") or {})
-        stage = t.get("stage")
-        active = stage in STAGES and t.get("phase") in ACTIVE_TASK_PHASES
-        if stage in STAGES and t.get("attempts") is not None:
-            attempts.setdefault(stage, t["attempts"])
-        for s, n in attempts.items():
-            put("cpt_stage_attempts", (task, s), n)
-        if t.get("phase") is None and not t.get("stage"):
-            continue  # synthesised from stats only: no stage information
-        for s in STAGES:
-            put("cpt_task_active_stage", (task, s), 1 if active and s == stage else 0)
-        if active and phase == "Running":
-            started = _get(x, "stageStartedAt")
-            if started is None and stage_started:
-                started = stage_started.get((task, stage))
-            put("cpt_stage_started_timestamp_seconds", (task, stage), started)
-    return out
+    return [({**t, "name": t.get("name") or task_name(t.get("index"))}, extras(t)) for t in entries]
+
+
+def _task_samples(out: _Out, t: Mapping[str, Any], x: Mapping[str, Any], phase: str,
+                  stage_started: Optional[Mapping[tuple[str, str], float]]) -> None:
+    """One task's series: RIF counts, policy KL, rollout/learner figures, stage durations and attempts, and (for
+    a status entry with stage information) the active stage and when it started."""
+    task = t["name"]
+    kept, dropped = _get(x, "kept", t.get("kept")), _get(x, "dropped", t.get("dropped"))
+    fraction = t.get("filteredFraction")
+    if fraction is None and kept is not None and dropped is not None and kept + dropped > 0:
+        fraction = dropped / (kept + dropped)
+    out.put("cpt_rif_kept", (task,), kept)
+    out.put("cpt_rif_dropped", (task,), dropped)
+    out.put("cpt_rif_filtered_fraction", (task,), fraction)
+    out.put("cpt_rif_skipped_groups", (task,), t.get("skippedGroups"))
+    out.put("cpt_rif_rollouts_saved", (task,), t.get("rolloutsSaved"))
+    for ref, reading in (t.get("policyKl") or _get(x, "policyKl") or {}).items():
+        out.put("cpt_policy_kl", (task, ref), (reading or {}).get("last"))
+        out.put("cpt_policy_kl_max", (task, ref), (reading or {}).get("max"))
+    out.put("cpt_rollout_tokens", (task,), _get(x, "rolloutTokens"))
+    out.put("cpt_learner_steps", (task,), _get(x, "learnerSteps"))
+    out.put("cpt_train_resumed_total", (task,), _get(x, "trainResumes"))
+    for replica, step in (_get(x, "rolloutPolicyVersions") or {}).items():
+        out.put("cpt_rollout_policy_version", (task, str(replica)), -1 if step is None else step)
+    out.put("cpt_rollout_learner_step", (task,), _get(x, "rolloutLearnerStep"))
+    for stage, seconds in (_get(x, "stageDurations") or {}).items():
+        out.put("cpt_stage_duration_seconds", (task, stage), seconds)
+    attempts = dict(_get(x, "stageAttempts") or {})
+    stage = t.get("stage")
+    active = stage in STAGES and t.get("phase") in ACTIVE_TASK_PHASES
+    if stage in STAGES and t.get("attempts") is not None:
+        attempts.setdefault(stage, t["attempts"])
+    for s, n in attempts.items():
+        out.put("cpt_stage_attempts", (task, s), n)
+    if t.get("phase") is None and not stage:
+        return  # synthesised from stats only: no stage information
+    for s in STAGES:
+        out.put("cpt_task_active_stage", (task, s), 1 if active and s == stage else 0)
+    if active and phase == "Running":
+        started = _get(x, "stageStartedAt")
+        if started is None and stage_started:
+            started = stage_started.get((task, stage))
+        out.put("cpt_stage_started_timestamp_seconds", (task, stage), started)
 
 
 class _RunCollector(Collector):
