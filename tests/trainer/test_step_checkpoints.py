@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 
 from cpt_core.stage import StageConfig
 from cpt_core.storage import layout, open_store
-from cpt_core.storage.steps import list_steps, prune_steps, publish_step
+from cpt_core.storage.steps import list_steps, prune_steps, publish_step, step_folders
 from cpt_trainer import synthetic
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -128,6 +128,8 @@ def _folder(tmp_path, step: int) -> str:
     folder.mkdir()
     (folder / "model.safetensors").write_bytes(bytes([step]) * 1000)
     (folder / "trainer_state.json").write_text(json.dumps({"global_step": step}))
+    (folder / f"global_step{step}").mkdir()  # DeepSpeed nests its checkpoint: a folder is not the key's parent
+    (folder / f"global_step{step}" / "mp_rank_00_model_states.pt").write_bytes(b"m" * step)
     return str(folder)
 
 
@@ -171,7 +173,7 @@ def test_storage_is_bounded_by_keep(tmp_path):
     for step in range(1, 6):
         ckpt = publish_step(store, 1, "copy", 0, step, 10, _folder(tmp_path, step), FP)
         prune_steps(store, 1, "copy", keep=2, refuse=FP, spare=ckpt.prefix)
-        folders = {k.rsplit("/", 1)[0] for k in store.list(layout.steps_dir(1, "copy"))}
+        folders = step_folders(store.list(layout.steps_dir(1, "copy")), 1, "copy")
         assert len(folders) <= 2
     assert [c.step for c in list_steps(store, 1, "copy")[0]] == [5, 4]
 

@@ -1,10 +1,12 @@
-"""Step checkpoints of the train stage: what one is for (the fingerprint), finding the one to resume from, and the
-Trainer callback that saves and uploads them (docs/checkpoints.md).
+"""Step checkpoints of the train stage: what one is for (the fingerprint) and finding the one to resume from
+(docs/checkpoints.md); the Trainer callback that saves and uploads them is step_upload.py.
 
 HF Trainer writes the checkpoint folder itself (model, optimizer.pt, scheduler.pt, rng_state.pth,
-trainer_state.json with the step count and logs) and `train(resume_from_checkpoint=...)` restores all of it and
-skips the batches already trained; this module moves those folders to and from the run's storage with the task
-commit rule (cpt_core.storage.steps): step.json last, sha256 checked on download, `keep` kept.
+trainer_state.json with the step count and logs; under DeepSpeed the engine's own checkpoint: model states and
+each rank's ZeRO optimizer shard, and an rng_state_<r>.pth per rank) and `train(resume_from_checkpoint=...)`
+restores all of it and skips the batches already trained; this module moves those folders to and from the run's
+storage with the task commit rule (cpt_core.storage.steps): step.json last, sha256 checked on download, `keep`
+kept. With several ranks each rank downloads the shared files and its own shards only (rank_sync.py).
 """
 
 from __future__ import annotations
@@ -12,13 +14,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sys
-import threading
-import time
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
-
-from transformers import TrainerCallback
 
 from cpt_core import layout, protocol
 from cpt_core.api import SFT_METHODS, CheckpointSpec
@@ -26,7 +23,9 @@ from cpt_core.stage import StageConfig
 from cpt_core.storage import CorruptTask, StorageError
 from cpt_core.storage.base import Store, sha256_file
 from cpt_core.storage.steps import (StepCheckpoint, StepMismatch, check_fingerprint, delete_step, fetch_step,
-                                    list_steps, prune_steps, publish_step)
+                                    list_steps, step_folders)
+from cpt_trainer.rank_sync import RankSync, wanted_by
+from cpt_trainer.step_upload import StepCheckpointCallback, warn
 
 # Files of the base model above this size are fingerprinted by size and their first and last MiB, not read whole
 # (a 7B model's 14 GB would cost a minute per stage start); a committed previous task is named by its hashes.
@@ -90,25 +89,48 @@ class Resume:
         return int(self.checkpoint.extra.get("resumes", 0)) + 1
 
 
-def warn(text: str) -> None:
-    print(f"cpt-trainer: {text}", file=sys.stderr, flush=True)
-
-
 def find_resume(store: Store, index: int, name: str, expected: dict[str, Any], local_root: str,
-                say: Callable[[str], None] = warn) -> tuple[Optional[Resume], list[str]]:
+                say: Callable[[str], None] = warn,
+                sync: Optional[RankSync] = None) -> tuple[Optional[Resume], list[str]]:
     """The newest committed step checkpoint of the task whose fingerprint is `expected` and whose files verify,
     downloaded under local_root; and one line for each one refused (cut mid-upload, corrupt, another run's),
-    also passed to `say`. Refused ones are deleted: they can never be used and must not outlive `keep`."""
-    committed, problems = list_steps(store, index, name)
+    also passed to `say`. Refused ones are deleted: they can never be used and must not outlive `keep`.
+    With several ranks (`sync`) rank 0 lists and proposes each candidate in turn, every rank downloads and verifies
+    the files it needs (the shared ones and its own shards), and a candidate is taken only when every rank's
+    verify; rank 0 alone says and deletes."""
+    lead = sync is None or sync.lead
+    committed, problems = list_steps(store, index, name) if lead else ([], [])
     refused = [f"step checkpoint not used: {p}" for p in problems]
-    found = None
-    for ckpt in committed:
+    want = wanted_by(sync.rank) if sync is not None else None
+    found, pending = None, list(committed)
+    while True:
+        ckpt = pending.pop(0) if lead and pending else None
+        if sync is not None:
+            ckpt = sync.broadcast(ckpt)
+        if ckpt is None:
+            break
+        error, failed, local = None, None, os.path.join(local_root, f"checkpoint-{ckpt.step}")
         try:
             check_fingerprint(ckpt, expected)
-            local = fetch_step(store, ckpt, os.path.join(local_root, f"checkpoint-{ckpt.step}"))
+            fetch_step(store, ckpt, local, want)
         except (StepMismatch, CorruptTask) as exc:
-            refused.append(str(exc))
-            delete_step(store, ckpt.prefix)
+            error = str(exc)
+        except StorageError as exc:  # not the checkpoint's fault (storage unreachable): stop, delete nothing
+            if sync is None:
+                raise
+            failed = f"rank {sync.rank}: {exc}"
+        if sync is not None:  # every rank learns every rank's outcome; one failing alone would hang the others
+            outcomes = sync.gather((error, failed))
+            failures = [f for _, f in outcomes if f]
+            if failures:
+                raise StorageError(f"step checkpoint {ckpt.prefix} could not be read: {'; '.join(failures)}")
+            errors = list(dict.fromkeys(e for e, _ in outcomes if e))
+        else:
+            errors = [error] if error else []
+        if errors:
+            if lead:
+                refused.append("; ".join(errors))
+                delete_step(store, ckpt.prefix)
             continue
         found = Resume(ckpt, local)
         break
@@ -117,69 +139,13 @@ def find_resume(store: Store, index: int, name: str, expected: dict[str, Any], l
     return found, refused
 
 
-class StepCheckpointCallback(TrainerCallback):
-    """Asks the Trainer for a save every `everyMinutes` (HF Trainer counts `everySteps` itself), then uploads each
-    folder it saved with step.json last, in a background thread so the next steps train meanwhile, and prunes to
-    `keep`. A failed upload is reported and training goes on (the next save tries again)."""
-
-    def __init__(self, store: Store, cfg: StageConfig, expected: dict[str, Any], spec: CheckpointSpec,
-                 resumes: int = 0, extra: Callable[[], dict[str, Any]] = dict, is_writer: bool = True):
-        self.store, self.cfg, self.expected, self.spec = store, cfg, expected, spec
-        self.resumes, self.extra, self.is_writer = resumes, extra, is_writer
-        self._thread: Optional[threading.Thread] = None
-        self._last = time.monotonic()
-        self.saves: list[dict[str, float]] = []  # per committed save: step, seconds (local write, upload)
-        self._saved_at = 0.0
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        self._last = time.monotonic()
-
-    def on_step_end(self, args, state, control, **kwargs):
-        minutes = self.spec.every_minutes
-        if state.global_step >= state.max_steps:
-            control.should_save = False  # HF saves at the end too; the task's checkpoint is published instead
-        elif minutes and time.monotonic() - self._last >= minutes * 60:
-            control.should_save = True
-        if control.should_save:
-            self._saved_at = time.monotonic()
-
-    def on_save(self, args, state, control, **kwargs):
-        self._last = time.monotonic()
-        local_seconds = self._last - self._saved_at
-        if not self.is_writer or state.global_step >= state.max_steps:
-            return  # the last step's model is published as the task's checkpoint; no resume point needed
-        self.wait()
-        folder = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
-        extra = dict(self.extra(), resumes=self.resumes)
-        self._thread = threading.Thread(target=self._upload, name="step-checkpoint-upload", daemon=True,
-                                        args=(folder, state.global_step, state.max_steps, extra, local_seconds))
-        self._thread.start()
-
-    def on_train_end(self, args, state, control, **kwargs):
-        self.wait()
-
-    def wait(self) -> None:
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
-
-    def _upload(self, folder: str, step: int, total: int, extra: dict, local_seconds: float) -> None:
-        cfg, t0 = self.cfg, time.monotonic()
-        try:
-            ckpt = publish_step(self.store, cfg.task_index, cfg.task_name, cfg.attempt, step, total, folder,
-                                self.expected, extra)
-            prune_steps(self.store, cfg.task_index, cfg.task_name, self.spec.keep, self.expected, spare=ckpt.prefix)
-        except (StorageError, OSError) as exc:
-            warn(f"step checkpoint at step {step} not saved ({exc}); training goes on")
-            return
-        upload = time.monotonic() - t0
-        self.saves.append({"step": step, "write_seconds": round(local_seconds, 3), "upload_seconds": round(upload, 3)})
-        protocol.progress("train", cfg.task_index, step, total, checkpoint=step, checkpoint_key=ckpt.prefix)
+def _quiet(_: str) -> None:
+    """Ranks other than 0 say nothing: rank 0 says every refusal once."""
 
 
 def clear_steps(store: Store, index: int, name: str) -> None:
     """After the task's checkpoint is published its step checkpoints are superseded: delete them all."""
-    for prefix in sorted({key.rsplit("/", 1)[0] for key in store.list(layout.steps_dir(index, name))}):
+    for prefix in step_folders(store.list(layout.steps_dir(index, name)), index, name):
         delete_step(store, prefix)
 
 
@@ -200,17 +166,19 @@ class StepState:
         spec = cfg.spec.checkpoint
         if not spec.enabled:
             return cls(None, None, {}, [])
-        if world_size > 1:
-            warn(f"step checkpoints are not saved with {world_size} learner ranks yet (docs/checkpoints.md); "
-                 "a retry of this stage starts at step 0")
-            return cls(None, None, {}, [])
+        sync = RankSync() if world_size > 1 else None  # every rank: the choice and the commit are shared
+        lead = sync is None or sync.lead
         expected = fingerprint(cfg, model_id, rows, world_size)
         resume, refused = find_resume(store, cfg.task_index, cfg.task_name, expected,
-                                      os.path.join(workdir, "resume"))
-        carried = {k: v for k, v in resume.checkpoint.extra.items() if k != "resumes"} if resume else {}
+                                      os.path.join(workdir, "resume"), say=warn if lead else _quiet, sync=sync)
+        carried: dict[str, Any] = {}
+        if resume is not None:  # with several ranks, this rank's own counters (each counts its own rollouts)
+            extra = resume.checkpoint.extra
+            own = extra["ranks"][sync.rank] if sync is not None and "ranks" in extra else extra
+            carried = {k: v for k, v in own.items() if k not in ("resumes", "ranks")}
         callback = StepCheckpointCallback(store, cfg, expected, spec, resumes=resume.resumes if resume else 0,
-                                          extra=lambda: dict(carried))
-        if resume is not None:
+                                          extra=lambda: dict(carried), sync=sync)
+        if resume is not None and lead:
             total = resume.checkpoint.total_steps
             warn(f"task {cfg.task_index} ({cfg.task_name}): resumed at step {resume.step} of {total} from "
                  f"{resume.checkpoint.prefix} (attempt {cfg.attempt + 1}, resume {resume.resumes})")

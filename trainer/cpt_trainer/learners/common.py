@@ -11,6 +11,7 @@ import os
 from typing import Optional
 
 import torch
+from transformers import TrainerCallback
 
 from cpt_core.api import CheckpointSpec
 from cpt_core.tasks import Task
@@ -67,6 +68,25 @@ def trainer_args(out_dir: str, seed: int, zero_stage: int, lr: float, epochs: in
         if not cuda:
             args["ddp_backend"] = "gloo"
     return args
+
+
+class SamplerEpoch(TrainerCallback):
+    """Tells the train sampler its epoch at each epoch's start, however deeply it is wrapped.
+
+    A stage resumed mid-epoch with several ranks iterates SkipBatchSampler(BatchSamplerShard(BatchSampler(
+    sampler))); neither accelerate's `DataLoaderShard.set_epoch` nor HF Trainer's explicit reach goes that deep, so
+    the resumed epoch would be drawn in the sampler's default epoch 0 order (another data position than the run
+    never stopped). The Trainer's own dataloader (the callback's `train_dataloader`) wraps the same sampler object.
+    The epoch is the integer part of state.epoch, which the Trainer sets to e at epoch e's start and restores with
+    the step count on resume."""
+
+    def on_epoch_begin(self, args, state, control, train_dataloader=None, **kwargs):
+        epoch, obj, seen = int(state.epoch + 1e-6), train_dataloader, 0
+        while obj is not None and seen < 8:
+            inner = getattr(obj, "batch_sampler", None) or getattr(obj, "sampler", None)
+            if inner is not None and hasattr(inner, "set_epoch") and inner is not obj:
+                inner.set_epoch(epoch)
+            obj, seen = inner, seen + 1
 
 
 def combined_reward(tasks: list[Task]):

@@ -24,7 +24,7 @@ from cpt_core.api import CheckpointSpec, GrpoSpec, RifSpec
 from cpt_core.results import NO_SIGNAL
 from cpt_core.tasks import Task, prompt_text
 from cpt_core.rewards import is_correct
-from cpt_trainer.learners.common import combined_reward, extra_columns, trainer_args, world_size
+from cpt_trainer.learners.common import SamplerEpoch, combined_reward, extra_columns, trainer_args, world_size
 from cpt_trainer.tracking import guard_integrations
 from cpt_trainer.learners.online_rif import CARRIED_KEY, OnlineRif
 from cpt_trainer.learners.replay import COMPLETION, ReplayDraws, epoch_stream
@@ -248,7 +248,7 @@ def train_grpo(model, tokenizer, tasks: list[Task], out_dir: str, grpo: GrpoSpec
     )
     reward = _Counter(combined_reward(list(tasks) + list(replay)), carried)
     progress = ProgressCallback("train", task_index, quiet=quiet)
-    callbacks = [progress, *callbacks]
+    callbacks = [progress, SamplerEpoch(), *callbacks]
     rollout_func = None
     if engine is not None and engine.name == "vllm":
         rollout_func = _vllm_rollout(engine, tokenizer, g.temperature, g.max_completion_tokens)

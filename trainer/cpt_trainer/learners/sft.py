@@ -16,7 +16,7 @@ from trl import SFTConfig, SFTTrainer
 from cpt_trainer.progress_callback import ProgressCallback
 from cpt_core.api import CheckpointSpec, SftSpec
 from cpt_core.tasks import Task, prompt_text
-from cpt_trainer.learners.common import trainer_args, world_size
+from cpt_trainer.learners.common import SamplerEpoch, trainer_args, world_size
 from cpt_trainer.tracking import guard_integrations
 from cpt_trainer.learners.replay import sft_rows
 
@@ -47,7 +47,7 @@ def train_sft(model, tokenizer, tasks: list[Task], out_dir: str, sft: SftSpec, *
     )
     progress = ProgressCallback("train", task_index, quiet=quiet)
     trainer = SFTTrainer(model=model, args=config, train_dataset=data, processing_class=tokenizer,
-                         callbacks=[progress, *callbacks])
+                         callbacks=[progress, SamplerEpoch(), *callbacks])
     trainer.remove_callback(PrinterCallback)  # our ProgressCallback prints CPT_PROGRESS lines instead
     guard_integrations(trainer)  # a tracking server failing mid-training is a warning (spec.tracking)
     trainer.train(resume_from_checkpoint=resume_from)
