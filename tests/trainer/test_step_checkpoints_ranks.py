@@ -19,7 +19,7 @@ from test_step_checkpoints import ROOT, _messages, _spec, _weights
 
 from cpt_core.stage import StageConfig
 from cpt_core.storage import layout, open_store
-from cpt_core.storage.steps import list_steps
+from cpt_core.storage.steps import begin_step, commit_step, fetch_step, list_steps, upload_step_files
 
 STEPS, EVERY = 5, 3  # 8 rows, 4 per step: 2 steps per epoch, so step 3 lies in epoch 2; 5 is the last
 
@@ -108,3 +108,31 @@ def test_two_ranks_sigkilled_after_step_checkpoint_resume_bitwise(tmp_path, meth
     different = [k for k in weights if not weights[k].equal(reference[k])]
     assert not different, f"resumed weights differ from the uninterrupted 2-rank run's: {different[:5]}"
     assert store.list(layout.steps_dir(1, "copy")) == []  # superseded by the published checkpoint
+
+
+def test_each_rank_reads_the_shared_files_and_its_own_shard(tmp_path):
+    """step.json names every file's rank; a rank downloads the shared files and its own shard, never another
+    rank's; the folder counts only once rank 0 committed after every rank's upload."""
+    from cpt_trainer.rank_sync import wanted_by
+
+    store = open_store(str(tmp_path / "store"))
+    local = {}
+    for r in (0, 1):
+        d = tmp_path / f"rank{r}"
+        (d / "global_step3").mkdir(parents=True)
+        (d / "global_step3" / f"zero_pp_rank_{r}_mp_rank_00_optim_states.pt").write_bytes(bytes([r]) * 10)
+        (d / f"rng_state_{r}.pth").write_bytes(b"rng")
+        if r == 0:
+            (d / "latest").write_text("global_step3")
+            (d / "global_step3" / "mp_rank_00_model_states.pt").write_bytes(b"model")
+        local[r] = str(d)
+    fp = {"world_size": 2}
+    prefix = begin_step(store, 1, "copy", 0, 3)
+    files = [f for r in (0, 1) for f in upload_step_files(store, prefix, local[r], rank=r)]
+    assert list_steps(store, 1, "copy")[0] == []  # every rank's files are up, step.json not yet: not committed
+    ckpt = commit_step(store, 1, "copy", 0, 3, 5, files, fp)
+    assert [c.step for c in list_steps(store, 1, "copy")[0]] == [3]
+    fetch_step(store, ckpt, str(tmp_path / "r1"), wanted_by(1))
+    got = sorted(str(p.relative_to(tmp_path / "r1")) for p in (tmp_path / "r1").rglob("*") if p.is_file())
+    assert got == ["global_step3/mp_rank_00_model_states.pt", "global_step3/zero_pp_rank_1_mp_rank_00_optim_states.pt",
+                   "latest", "rng_state_1.pth"]
