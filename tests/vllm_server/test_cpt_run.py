@@ -28,7 +28,7 @@ spec:
   general:
     - {name: copy, eval: copy-eval.jsonl, reward: "rewards:has_e"}
   grpo: {groupSize: 4, learningRate: 5.0e-3, klCoef: 0.0, promptsPerStep: 4, maxSteps: 2, maxCompletionTokens: 12}
-  rif: {rollouts: 4}
+  rif: {rollouts: 4, mode: prefilter}
   evaluation: {maxCompletionTokens: 12, maxSamples: 16, engine: vllm}
   retry: {limit: 0, backoffSeconds: 0}
   rollout: {engine: vllm, replicas: 1}

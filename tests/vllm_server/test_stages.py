@@ -30,7 +30,7 @@ def _spec(model, data_dir, storage, method="rif-grpo", max_steps=2):
         "general": [{"name": "copy", "eval": str(data_dir / "copy-eval.jsonl"), "reward": REWARD}],
         "grpo": {"groupSize": 4, "learningRate": 5e-3, "klCoef": 0.0, "promptsPerStep": 4, "maxSteps": max_steps,
                  "maxCompletionTokens": 16},
-        "rif": {"rollouts": 4, "minCorrect": 1},
+        "rif": {"rollouts": 4, "minCorrect": 1, "mode": "prefilter"},  # the filter stage goes through vLLM too
         "evaluation": {"maxCompletionTokens": 16, "maxSamples": 16, "engine": "vllm"},
         "rollout": {"engine": "vllm"},
         "storage": {"uri": str(storage)},
