@@ -54,3 +54,15 @@ def test_rif_grpo_filters_online_by_default_and_first_with_prefilter(resource):
     done = {0: committed(resource, 0, {"add": 0.3})}  # the mode is part of what is trained: its own hashes
     created = [f"{o['kind']}/{o['metadata']['name']}" for o in plan(resource, Observed(now=NOW, committed=done)).create]
     assert "PyTorchJob/demo-1-filter" in created and "PyTorchJob/demo-1-train" not in created
+
+
+def test_a_train_stage_that_resumed_says_at_which_step_in_the_status(resource):
+    """A task whose train stage resumed from a step checkpoint (train.json: resumes, resumed_at_step) shows it in
+    status.tasks[] ("resumed at step k of n", r times); one that never stopped shows only its steps."""
+    done = {0: committed(resource, 0, {"add": 0.3}),
+            1: committed(resource, 1, {"add": 0.5}, train={"steps": 40, "resumes": 2, "resumed_at_step": 30}),
+            2: committed(resource, 2, {"add": 0.5, "reverse": 0.4}, train={"steps": 40})}
+    tasks = plan(resource, Observed(now=NOW, committed=done)).status["tasks"]
+    assert {k: tasks[1].get(k) for k in ("learnerSteps", "trainResumes", "resumedAtStep")} == {
+        "learnerSteps": 40, "trainResumes": 2, "resumedAtStep": 30}
+    assert tasks[2]["learnerSteps"] == 40 and "trainResumes" not in tasks[2] and "resumedAtStep" not in tasks[2]

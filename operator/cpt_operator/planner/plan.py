@@ -282,6 +282,16 @@ def _stage_message(spec: api.CptSpec, progress: Progress) -> str:
     return f"task {progress.current}/{len(spec.tasks)} {name!r}: stage {progress.stage}"
 
 
+def _train_figures(entry: api.TaskStatus, train: dict) -> None:
+    """Steps, and whether the train stage resumed from a step checkpoint ("resumed at step k of n", r times): a
+    stage that was stopped and picked up again says so where a user looks (kubectl get -o yaml / describe)."""
+    steps, resumes, at = train.get("steps"), train.get("resumes"), train.get("resumed_at_step")
+    entry.learner_steps = steps if isinstance(steps, int) and steps >= 0 else None
+    if isinstance(resumes, int) and resumes > 0:
+        entry.train_resumes = resumes
+        entry.resumed_at_step = at if isinstance(at, int) and at >= 0 else None
+
+
 def _task_statuses(spec: api.CptSpec, run: str, committed: dict, observed: Observed, progress: Progress) -> list:
     out = []
     for index, name in enumerate(task_names(spec)):
@@ -299,6 +309,7 @@ def _task_statuses(spec: api.CptSpec, run: str, committed: dict, observed: Obser
             kl = policy_kl(result)
             entry.policy_kl = api.PolicyKl.model_validate(kl) if kl else None
             entry.replayed_prompts = replayed_prompts(result)
+            _train_figures(entry, result.train or {})
         elif index == progress.current and progress.stage:
             entry.stage = progress.stage
             waiting = progress.wait_until is not None and progress.job is None
