@@ -94,6 +94,18 @@ def test_pilot_datasets_are_disjoint_and_sized(tmp_path):
     # the committed seed-0 files are what make.py writes
     for name in ("sub-train.jsonl", "add2-eval.jsonl", "capitals-eval.jsonl"):
         assert (tmp_path / name).read_text() == (ROOT / "examples" / "data" / "smollm2-pilot" / name).read_text()
+    # v4's training sets (issue 28): the same rows, each with SFT's target in the worked example's own form
+    on_format = tmp_path / "v4"
+    make.write_all(on_format, seed=0, solutions=True)
+    expected = {"sub": "11 - 5 = 6. The answer is \\boxed{6}.", "max2": "93 is larger than 30. The answer is \\boxed{93}."}
+    for task in make.TASKS:
+        plain = (tmp_path / f"{task}-train.jsonl").read_text().splitlines()
+        rows = [json.loads(ln) for ln in (on_format / f"{task}-train.jsonl").read_text().splitlines()]
+        assert [{k: v for k, v in r.items() if k != "solution"} for r in rows] == [json.loads(ln) for ln in plain]
+        assert all(r["solution"].endswith(f"The answer is \\boxed{{{r['answer']}}}.") for r in rows)
+        if task in expected:
+            assert rows[0]["solution"] == expected[task]
+        assert "solution" not in (on_format / f"{task}-eval.jsonl").read_text()
 
 
 @pytest.mark.parametrize("device", ["cpu", "cuda"])

@@ -71,8 +71,28 @@ def chat(task: str, question: str) -> list[dict]:
     return [{"role": "user", "content": q}, {"role": "assistant", "content": a}, {"role": "user", "content": question}]
 
 
-def rows(task: str, probs: list) -> list[dict]:
-    return [{"prompt": chat(task, q), "answer": a} for q, a in probs]
+def solution(task: str, question: str, answer: str) -> str:
+    """SFT's target in the very form the task's worked example demonstrates (issue 28: a bare `\\boxed{6}` target
+    trains a change of format, not the skill): `a - b = c. The answer is \\boxed{c}.`, `B is larger than A. ...`."""
+    if task == "max2":
+        a, b = question.removeprefix("Which number is larger, ").rstrip("?").split(" or ")
+        other = b if answer == a else a
+        return f"{answer} is larger than {other}. The answer is \\boxed{{{answer}}}."
+    if task == "capitals":
+        country = question.removeprefix("What is the capital of ").rstrip("?")
+        return f"The capital of {country} is \\boxed{{{answer}}}."
+    expr = question.removeprefix("What is ").rstrip("?")
+    return f"{expr} = {answer}. The answer is \\boxed{{{answer}}}."
+
+
+def rows(task: str, probs: list, with_solution: bool = False) -> list[dict]:
+    """Rows as the product reads them; `with_solution` adds the on-format SFT target (v4's training sets; the v3
+    pilot's committed files have none, and stay as they were)."""
+    out = [{"prompt": chat(task, q), "answer": a} for q, a in probs]
+    if with_solution:
+        for row, (q, a) in zip(out, probs):
+            row["solution"] = solution(task, q, a)
+    return out
 
 
 def _write(path: Path, data: list[dict]) -> None:
@@ -80,8 +100,9 @@ def _write(path: Path, data: list[dict]) -> None:
         fh.writelines(json.dumps(r) + "\n" for r in data)
 
 
-def write_all(out: os.PathLike, seed: int = 0, n_eval: int = N_EVAL) -> dict:
-    """train/dev/eval files of every candidate and the probes' eval files into `out`; returns the set sizes."""
+def write_all(out: os.PathLike, seed: int = 0, n_eval: int = N_EVAL, solutions: bool = False) -> dict:
+    """train/dev/eval files of every candidate and the probes' eval files into `out`; returns the set sizes.
+    `solutions`: training rows carry the on-format `solution` (answer-only SFT then needs the rows without it)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     sizes = {}
@@ -91,7 +112,7 @@ def write_all(out: os.PathLike, seed: int = 0, n_eval: int = N_EVAL) -> dict:
         train, dev = probs[:N_TRAIN], probs[N_TRAIN:N_TRAIN + N_DEV]
         ev = probs[N_TRAIN + N_DEV:N_TRAIN + N_DEV + n_eval]
         for name, chunk in (("train", train), ("dev", dev), ("eval", ev)):
-            _write(out / f"{task}-{name}.jsonl", rows(task, chunk))
+            _write(out / f"{task}-{name}.jsonl", rows(task, chunk, with_solution=solutions and name == "train"))
         sizes[task] = {"train": len(train), "dev": len(dev), "eval": len(ev)}
     for probe in PROBES:
         probs = problems(probe)
@@ -106,8 +127,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--n-eval", type=int, default=N_EVAL)
     ap.add_argument("--out", type=Path, default=HERE)
+    ap.add_argument("--solutions", action="store_true", help="training rows carry the on-format SFT target")
     args = ap.parse_args()
-    print(json.dumps(write_all(args.out, args.seed, args.n_eval)))
+    print(json.dumps(write_all(args.out, args.seed, args.n_eval, args.solutions)))
 
 
 if __name__ == "__main__":
