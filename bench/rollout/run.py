@@ -3,12 +3,16 @@ on the same prompts and model, seconds per weight sync vs model size, and GRPO l
 
     .venv-vllm/bin/python bench/rollout/run.py            # full; writes bench/rollout/RESULTS.md
     .venv-vllm/bin/python bench/rollout/run.py --quick    # smoke: one size, fewer repeats, no learning part
+    .venv-vllm/bin/python bench/rollout/run.py --no-sizes --model SmolLM2-135M=models/smollm2-135m \
+        --out bench/rollout/RESULTS-smollm2.md           # a real model's row (`make smollm2` builds the folder)
 
 Throughput: 64 synthetic prompts x 8 samples x 16 new tokens at temperature 1 (GRPO's rollout shape), each
 engine timed on its own counted tokens; the two alternate, repeated, medians reported. Sync: the learner's
 whole state pushed through vLLM's weight-transfer API (gloo backend), first push (rendezvous) apart. Models are
 the project's char-level Llama at several widths, random weights (speed does not depend on them). Learning:
-GRPO on `reverse` from the trained tiny base (--base), same seed and settings, engine hf vs vllm.
+GRPO on `reverse` from the trained tiny base (--base), same seed and settings, engine hf vs vllm. A `--model`
+row measures an existing HF folder the same way, on the chat prompts of --prompts (default: the SmolLM2 pilot's
+sub eval set, its worked-example form) instead of synthetic ones.
 """
 
 from __future__ import annotations
@@ -29,7 +33,8 @@ os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 
 import torch  # noqa: E402
 
-from cpt_core.tasks import prompt_text  # noqa: E402
+from cpt_core import rollout  # noqa: E402
+from cpt_core.tasks import load_rows, prompt_text  # noqa: E402
 from cpt_operator.local.rollout_server import RolloutServers  # noqa: E402
 from cpt_trainer import synthetic  # noqa: E402
 from cpt_trainer.rollout import make_engine  # noqa: E402
@@ -50,6 +55,12 @@ def build(tmp: Path, name: str, **over) -> tuple[str, int]:
     return str(out), sum(p.numel() for p in model.parameters())
 
 
+def _params(path: str) -> int:
+    from transformers import AutoModelForCausalLM
+
+    return sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(path).parameters())
+
+
 def tokens_per_second(engine, prompts, n=8, max_tokens=16, seed=0) -> float:
     t0 = time.perf_counter()
     groups = engine.generate(prompts, n=n, temperature=1.0, max_tokens=max_tokens, seed=seed)
@@ -57,15 +68,17 @@ def tokens_per_second(engine, prompts, n=8, max_tokens=16, seed=0) -> float:
     return sum(len(c.token_ids) for g in groups for c in g) / dt
 
 
-def measure(path: str, params: int, tmp: Path, repeats: int, syncs: int) -> dict:
+def measure(path: str, params: int, tmp: Path, repeats: int, syncs: int, rows: list | None = None) -> dict:
     torch.set_num_threads(1)
     from cpt_trainer.stages import load_model
 
     model, tok = load_model(path)
-    prompts = [prompt_text(tok, r["prompt"]) for r in synthetic.generate("reverse", 64, seed=0)]
+    rows = rows or synthetic.generate("reverse", 64, seed=0)
+    prompts = [prompt_text(tok, r["prompt"]) for r in rows[:64]]
     t0 = time.perf_counter()
     with RolloutServers(path, tmp / ("logs-" + Path(path).name)) as servers:
         ready = time.perf_counter() - t0
+        os.environ.update(rollout.client_key_env(servers.token))  # the servers' key, as cpt run gives its stages
         vllm = make_engine("vllm", model, tok, rollout_url=servers.url)
         hf = HfEngine(model, tok)
         tokens_per_second(vllm, prompts[:8])  # warm-up both
@@ -101,6 +114,7 @@ def learning(base: str, tmp: Path, steps: int) -> dict:
                     max_completion_tokens=16)
     out = {}
     with RolloutServers(base, tmp / "logs-learning") as servers:
+        os.environ.update(rollout.client_key_env(servers.token))
         for name in ("hf", "vllm"):
             torch.manual_seed(0)
             model, tok = load_model(base)
@@ -149,15 +163,28 @@ def main() -> int:
     p.add_argument("--base", default=None, help="trained tiny base for the learning part (default: skip it)")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--out", default=str(HERE / "RESULTS.md"))
+    p.add_argument("--model", action="append", default=[], metavar="NAME=PATH",
+                   help="also measure an existing HF model folder (repeatable)")
+    p.add_argument("--prompts", default=str(HERE.parents[1] / "examples" / "data" / "smollm2-pilot" / "sub-eval.jsonl"),
+                   help="JSONL rows whose `prompt` the --model rows generate from (the first 64)")
+    p.add_argument("--no-sizes", action="store_true", help="skip the char-level model sizes (only --model rows)")
     args = p.parse_args()
     args.repeats, args.syncs = (2, 3) if args.quick else (4, 6)
-    sizes = dict(list(SIZES.items())[:1]) if args.quick else SIZES
+    sizes = {} if args.no_sizes else dict(list(SIZES.items())[:1]) if args.quick else SIZES
     rows = {}
     with tempfile.TemporaryDirectory(prefix="bench-rollout-") as d:
         tmp = Path(d)
         for name, over in sizes.items():
             path, params = build(tmp, name, **over)
             rows[name] = measure(path, params, tmp, args.repeats, args.syncs)
+            print(name, {k: round(v, 3) for k, v in rows[name].items()}, flush=True)
+        for item in args.model:
+            name, _, path = item.partition("=")
+            if not path or not Path(path, "config.json").exists():
+                p.error(f"--model {item!r}: want NAME=PATH to an HF model folder (config.json not found)")
+            chat = load_rows(args.prompts)
+            params = _params(path)
+            rows[name] = measure(path, params, tmp, args.repeats, args.syncs, chat)
             print(name, {k: round(v, 3) for k, v in rows[name].items()}, flush=True)
         learn = learning(args.base, tmp, args.steps) if args.base and not args.quick else None
     text = render(rows, learn, args)

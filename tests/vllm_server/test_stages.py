@@ -92,10 +92,15 @@ def _kill_after_first_sync(server, offset: int, done: threading.Event):
         time.sleep(0.2)
 
 
-def test_server_dies_mid_stage(server, random_base, data_dir, tmp_path):
-    """Runs last in this module: it kills the module's server."""
+def test_server_dies_mid_stage(server, random_base, data_dir, tmp_path, monkeypatch):
+    """Runs last in this module: it kills the module's server. Nothing restarts it here, so the learner's fleet
+    recovery (cpt_trainer.rollout.fleet) waits CPT_ROLLOUT_RECOVER_TIMEOUT for it to come back (on a cluster its
+    Deployment would), then fails the stage naming the server; 20 s instead of the default 900 keeps it quick."""
+    from cpt_trainer.rollout.fleet import RECOVER_TIMEOUT_ENV, StalePolicyError
     from cpt_trainer.rollout.vllm import RolloutServerError
     from cpt_trainer.rollout.weight_sync import WeightSyncError
+
+    monkeypatch.setenv(RECOVER_TIMEOUT_ENV, "20")
 
     storage = tmp_path / "run"
     spec = _spec(random_base, data_dir, storage, method="grpo", max_steps=200)
@@ -104,7 +109,7 @@ def test_server_dies_mid_stage(server, random_base, data_dir, tmp_path):
     killer = threading.Thread(target=_kill_after_first_sync, args=(server, offset, done), daemon=True)
     killer.start()
     t0 = time.monotonic()
-    with pytest.raises((RolloutServerError, WeightSyncError)) as err:
+    with pytest.raises((RolloutServerError, WeightSyncError, StalePolicyError)) as err:
         _stage(tmp_path, spec, "train", 1, server.url)
     done.set()
     killer.join(10)
