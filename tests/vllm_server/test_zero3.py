@@ -39,7 +39,8 @@ def test_zero3_two_ranks_sync_the_gathered_weights(server, random_base, data_dir
         "storage": {"uri": str(storage)},
     }
     cfg = StageConfig.model_validate({"run": "z3", "stage": "train", "task_index": 1, "spec": spec,
-                                      "spec_hash": "h", "rollout_url": server.url})
+                                      "spec_hash": "h", "rollout_url": server.url,
+                                      "world_size": 2})  # the 2 ranks torchrun starts below (learner.replicas)
     path = tmp_path / "stage.yaml"
     path.write_text(cfg.dump_yaml())
     env = dict(os.environ, OMP_NUM_THREADS="1", DS_BUILD_OPS="0", CUDA_VISIBLE_DEVICES="",
