@@ -80,7 +80,7 @@ def test_three_tasks_end_to_end(world, operator):
 def _status_fields() -> set[str]:
     from cpt_core import api
 
-    return {api.to_camel(n) for n in api.CptStatus.model_fields}
+    return {field.alias or name for name, field in api.CptStatus.model_fields.items()}
 
 
 def test_vllm_evaluation_serves_the_base_row_and_removes_every_server(world, operator):
