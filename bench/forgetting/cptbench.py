@@ -4,8 +4,9 @@ Everything goes through the product: a ContinualPostTraining YAML per run, execu
 subprocess (the same planner and stage processes a user gets), results read back from the run's report.json.
 The multi-task baseline runs `cpt-trainer multitask --spec FILE --out DIR`.
 
-A finished run is reused when its spec file is byte-identical and its report says Succeeded (the wall time of
-the original execution is kept in bench.json next to it), so an interrupted benchmark continues where it stopped.
+`cpt run` itself, cached, is runs.py's (the one executor of every protocol); the multi-task baseline here is
+reused when its spec file is byte-identical and its eval.json exists (the wall time of the original execution is
+kept in bench.json next to it), so an interrupted benchmark continues where it stopped.
 """
 
 from __future__ import annotations
@@ -219,33 +220,6 @@ def _fresh(run_dir: Path) -> None:
             shutil.rmtree(p)
         elif p.exists():
             p.unlink()
-
-
-def run_cpt(run_dir: Path, doc: dict, nice: int = 10) -> dict:
-    """`cpt run cpt.yaml` in run_dir; returns report.json plus `wallSeconds` (the whole command, measured here)."""
-    spec_file = run_dir / "cpt.yaml"
-    changed = _write_if_changed(spec_file, yaml.safe_dump(doc, sort_keys=False))
-    report_file, bench_file = run_dir / "out" / "report.json", run_dir / "bench.json"
-    if changed:
-        _fresh(run_dir)
-    elif report_file.is_file() and bench_file.is_file():
-        report = json.loads(report_file.read_text())
-        if report.get("phase") == "Succeeded":
-            return dict(report, **json.loads(bench_file.read_text()), reused=True)
-    cmd = nice_prefix(nice) + [tool("cpt"), "run", str(spec_file), "--metrics-port", "-1"]
-    t0 = time.monotonic()
-    with open(run_dir / "cpt-run.log", "w", encoding="utf-8") as log:
-        code = subprocess.run(cmd, env=ENV, stdout=log, stderr=subprocess.STDOUT, cwd=run_dir).returncode
-    wall = time.monotonic() - t0
-    if code != 0 or not report_file.is_file():
-        tail = (run_dir / "cpt-run.log").read_text(errors="replace").splitlines()[-30:]
-        raise RuntimeError(f"cpt run {spec_file} exited {code}:\n" + "\n".join(tail))
-    report = json.loads(report_file.read_text())
-    if report.get("phase") != "Succeeded":
-        raise RuntimeError(f"cpt run {spec_file}: phase {report.get('phase')}: {report.get('message')}")
-    extra = {"wallSeconds": round(wall, 2)}
-    bench_file.write_text(json.dumps(extra))
-    return dict(report, **extra, reused=False)
 
 
 def run_multitask(run_dir: Path, doc: dict, nice: int = 10) -> dict:

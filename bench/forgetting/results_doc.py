@@ -1,49 +1,16 @@
-"""How bench/forgetting writes RESULTS.md: protocol text, the comparison table, per-seed matrices."""
+"""RESULTS.md's sections of protocols v1 and v2: protocol text, the comparison table, per-seed matrices (sections.py
+puts them in the file)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import cptbench as cb
 
 HERE = Path(__file__).resolve().parent
 
 METHODS = ["sft", "sft-matched", "grpo", "rif-grpo", "multitask"]
-V2_HEADING = "## Protocol v2 (lr 1e-4)"  # RESULTS.md: v2's section runs from this heading to the next section
-
-
-def section_starts() -> list[str]:
-    """The lines that begin RESULTS.md's sections after v1's part, in the file's order: v2's heading, then the
-    begin markers of v3doc's sections (v3, pilot, pilot-cuda). A section runs from its line to the next of these."""
-    from v3doc import MARK
-
-    return [V2_HEADING] + [begin for begin, _ in MARK.values()]
-
-
-def _line_index(text: str, line: str) -> Optional[int]:
-    if text.startswith(line):
-        return 0
-    i = text.find("\n" + line)
-    return None if i < 0 else i + 1
-
-
-def splice(text: str, doc: str, start: Optional[str] = None) -> str:
-    """RESULTS.md's text with one section replaced by doc, every other section kept byte for byte. start None:
-    v1's part (the top of the file, up to the first other section); else the section beginning with the line
-    start (one of section_starts()), up to the next section or the end. A section not there yet is inserted
-    before the first section that follows it in section_starts()'s order, else appended."""
-    starts = section_starts()
-    found = {s: i for s in starts if (i := _line_index(text, s)) is not None}
-    if start is None:
-        b, e = 0, min(found.values(), default=len(text))
-    elif start in found:
-        b = found[start]
-        e = min((i for i in found.values() if i > b), default=len(text))
-    else:
-        b = e = min((found[s] for s in starts[starts.index(start) + 1:] if s in found), default=len(text))
-    head, tail = text[:b].rstrip("\n"), text[e:]
-    return (head + "\n\n" if head else "") + (doc.rstrip("\n") + "\n\n" + tail if tail else doc)
+from sections import V2_HEADING
 
 
 def describe(p: dict) -> str:

@@ -9,29 +9,28 @@ back). Resumable: a finished run (its spec file byte-identical, its report Succe
 folder and never redone; a stopped runner continues where it stopped with the same command. Phases (v3): bases,
 admission, pairs[:N]; (pilot): import, admission, arms, and (only when named) engine-check (v3engines.py).
 
-This module is the driver (collect_v3, collect_pilot, main); the parts: v3protocol.py (the registered settings),
-v3runs.py (one cached `cpt run`), v3parta.py (Part A, the tiny char model), v3pilot.py (Part B, the SmolLM2 pilot),
-v3stats.py (statistics), v3doc.py and v3pilotdoc.py (RESULTS.md sections), v3engines.py (the pilot's post-hoc
-engine check).
+This module is the driver (collect_v3, collect_pilot, report, main); the parts: protocols.py (the registered
+settings), runs.py (one cached `cpt run`), v3parta.py (Part A, the tiny char model), v3pilot.py (Part B, the
+SmolLM2 pilot), stats.py (statistics), v3doc.py, v3pilotdoc.py, v3pilotclaims.py and v3enginedoc.py (RESULTS.md
+sections), v3engines.py (the pilot's post-hoc engine check).
 """
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 from typing import Optional
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parents[1]
-sys.path.insert(0, str(HERE))
+import cptbench as cb
+import sections
+import v3doc
+import v3engines
+import v3pilotdoc
+from protocols import BASE_SEEDS, PAIR_ORDER
+from v3parta import PartA
+from v3pilot import Pilot
 
-import cptbench as cb  # noqa: E402
-from v3parta import PartA  # noqa: E402,F401
-from v3pilot import Pilot  # noqa: E402,F401
-from v3protocol import (BASE_SEEDS, PAIR_ORDER, PILOT, RUN_SEEDS, V3, grpo, pilot_protocol,  # noqa: E402,F401
-                        smoke_protocol)
-from v3runs import cached, read_run, run_cpt, spec  # noqa: E402,F401
+HERE = Path(__file__).resolve().parent
 
 
 def collect_v3(work: Path, nice: int, run_phases: set, max_pairs: Optional[int], smoke: bool = False) -> dict:
@@ -69,39 +68,31 @@ def collect_pilot(work: Path, nice: int, run_phases: set, device: str) -> dict:
     arms = pl.arms("arms" in run_phases, seq) if seq else {}
     check = None
     if arms:  # the post-hoc engine check (PROTOCOL-v3.md addendum of 2026-11-30): runs only when asked
-        import v3engines
-
         check = v3engines.collect(work, nice, arms, adm, "engine-check" in run_phases)
     return {"import": imp, "admission": adm, "sequence": seq, "arms": arms, "engine": pl.engine()[0],
             "protocol": pl.p, "device": device, "arms_estimate_s": estimate, "halved": halved,
             "engine_check": check}
 
 
-def main(argv=None) -> int:
-    import argparse
+def report(protocol: str, data: dict, results: Path, device: str = "cpu") -> None:
+    """The v3 or pilot section of RESULTS.md from what was collected (sections.write_marked keeps it byte for byte
+    when nothing but its stamps would change)."""
+    snap = f" --snapshot {data['snapshot']}" if data.get("snapshot") else ""
+    cmd = f"OMP_NUM_THREADS=1 .venv/bin/python bench/forgetting/run.py --protocol {protocol}"
+    if protocol == "v3":
+        key, body = "v3", v3doc.v3_section(data, cmd + snap)
+    else:
+        key = "pilot" if device == "cpu" else "pilot-cuda"
+        body = v3pilotdoc.pilot_section(data, cmd + ("" if device == "cpu" else f" --device {device}") + snap)
+    sections.write_marked(key, body, results)
 
-    import v3doc
 
-    ap = argparse.ArgumentParser(description="bench/forgetting protocol v3 and the SmolLM2 pilot (PROTOCOL-v3.md)")
-    ap.add_argument("--protocol", choices=["v3", "pilot"], required=True)
-    ap.add_argument("--phase", default="all", help="comma-separated phases to run (v3: bases,admission,pairs; "
-                    "pilot: import,admission,arms; and engine-check, never part of all); default all, in the "
-                    "protocol's order")
-    ap.add_argument("--pairs", type=int, help="v3: run at most the first N (base, seed) pairs of the execution order")
-    ap.add_argument("--report-only", action="store_true", help="run nothing; rewrite RESULTS.md from the cache")
-    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
-                    help="pilot: cuda = the GPU settings (3 seeds, 500-prompt eval sets, 64 steps, vLLM on the GPU)")
-    ap.add_argument("--smoke", action="store_true",
-                    help="v3 end to end in minutes on the shipped tiny base (a check of "
-                    "the machinery, not the protocol); default --work work/v3-smoke, --results there")
-    ap.add_argument("--work", type=Path, help="scratch directory (default bench/forgetting/work/v3 or work/pilot)")
-    ap.add_argument("--results", type=Path)
-    ap.add_argument("--nice", type=int, default=10)
-    ap.add_argument("--snapshot", metavar="REV", help="measure git revision REV instead of the working tree")
-    args = ap.parse_args(argv)
+def main(args) -> int:
+    """run.py --protocol v3|pilot (arguments parsed by run.py)."""
     default = "v3" if args.protocol == "v3" else ("pilot" if args.device == "cpu" else "pilot-cuda")
-    work = (args.work or HERE / "work" / (default + ("-smoke" if args.smoke else ""))).resolve()
-    results = args.results or (work / "RESULTS.md" if args.smoke else HERE / "RESULTS.md")
+    smoke = args.smoke or args.quick
+    work = (args.work or HERE / "work" / (default + ("-smoke" if smoke else ""))).resolve()
+    results = args.results or (work / "RESULTS.md" if smoke else HERE / "RESULTS.md")
     work.mkdir(parents=True, exist_ok=True)
     code = cb.use_code(args.snapshot, work)
     print(f"code measured: {code}", flush=True)
@@ -110,10 +101,10 @@ def main(argv=None) -> int:
         if args.phase == "all" else args.phase.split(","))
     t0 = time.monotonic()
     if args.protocol == "v3":
-        data = collect_v3(work, args.nice, phases, args.pairs, args.smoke)
+        data = collect_v3(work, args.nice, phases, args.pairs, smoke)
     else:
         data = collect_pilot(work, args.nice, phases, args.device)
     data.update(code=code, snapshot=args.snapshot, machine=cb.machine(), invocation_s=time.monotonic() - t0)
-    v3doc.write(args.protocol, data, results, args.device)
+    report(args.protocol, data, results, args.device)
     print(f"wrote {results}", flush=True)
     return 0

@@ -1,34 +1,16 @@
-"""RESULTS.md sections of protocol v3 and the SmolLM2 pilot, written by the runner from the cached runs (no number
-is typed by hand). Each section sits between its own markers, so regenerating one leaves the rest of the file.
-This module: the markers, shared helpers and Part A's section; the pilot's section is v3pilotdoc.py."""
+"""RESULTS.md's section of protocol v3 Part A, written by the runner from the cached runs (no number is typed by
+hand); the header shared with the pilot's section (v3pilotdoc.py). sections.py puts it between its markers."""
 
 from __future__ import annotations
 
 import datetime
 import statistics
-from pathlib import Path
 
 import cptbench as cb
-import v3stats as st
+import stats as st
+from sections import ci_text, f
 
-MARK = {"v3": ("<!-- protocol-v3:begin -->", "<!-- protocol-v3:end -->"),
-        "pilot": ("<!-- pilot:begin -->", "<!-- pilot:end -->"),
-        "pilot-cuda": ("<!-- pilot-cuda:begin -->", "<!-- pilot-cuda:end -->")}
 REGISTERED = "ebeaab5"  # the commit that registered PROTOCOL-v3.md
-
-
-def f(x, d: int = 3, signed: bool = False) -> str:
-    if x is None:
-        return "n/a"
-    return f"{x:+.{d}f}" if signed else f"{x:.{d}f}"
-
-
-def ci_text(ci: dict, d: int = 3, signed: bool = True) -> str:
-    if ci["mean"] is None:
-        return "n/a"
-    if ci["lo"] is None:
-        return f"{f(ci['mean'], d, signed)} (one value)"
-    return f"{f(ci['mean'], d, signed)} [{f(ci['lo'], d, signed)}, {f(ci['hi'], d, signed)}]"
 
 
 def header(data: dict, cmd: str) -> list[str]:
@@ -36,28 +18,6 @@ def header(data: dict, cmd: str) -> list[str]:
     return [f"Protocol: bench/forgetting/PROTOCOL-v3.md, registered in commit {REGISTERED} (before any v3 or pilot "
             f"run); execution note and amendments in the commit measured. Code measured: {data['code']}.  ",
             f"Command: `{cmd}`  ", f"Written: {now} by the runner.  ", f"Machine: {data['machine']}", ""]
-
-
-def write(protocol: str, data: dict, results: Path, device: str = "cpu") -> None:
-    snap = f" --snapshot {data['snapshot']}" if data.get("snapshot") else ""
-    if protocol == "v3":
-        key = "v3"
-        body = v3_section(data, f"OMP_NUM_THREADS=1 .venv/bin/python bench/forgetting/run.py --protocol v3{snap}")
-    else:
-        from v3pilotdoc import pilot_section
-
-        key = "pilot" if device == "cpu" else "pilot-cuda"
-        dev = "" if device == "cpu" else f" --device {device}"
-        body = pilot_section(data, f"OMP_NUM_THREADS=1 .venv/bin/python bench/forgetting/run.py --protocol pilot"
-                                   f"{dev}{snap}")
-    begin, end = MARK[key]
-    text = results.read_text() if results.is_file() else ""
-    block = f"{begin}\n{body.rstrip()}\n{end}\n"
-    if begin in text and end in text:
-        text = text[:text.index(begin)] + block + text[text.index(end) + len(end) + 1:]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block
-    results.write_text(text)
 
 
 # ------------------------------------------------------------------------------------------------ Part A
@@ -78,7 +38,7 @@ def pair_complete(pair: dict, seqs: dict) -> bool:
 
 
 def v3_section(data: dict, cmd: str) -> str:
-    from v3protocol import BASE_SEEDS, PAIR_ORDER, V3
+    from protocols import BASE_SEEDS, PAIR_ORDER, V3
 
     out = ["## Protocol v3 (tiny char model): SFT vs GRPO vs RIF-GRPO vs GRPO at the paper's lr vs self-SFT", ""]
     out += header(data, cmd)
@@ -223,7 +183,7 @@ def v3_claims(kind: str, seq: list, pairs: dict, probes: list, p: dict) -> list[
 
 
 def v3_runs(kind: str, seq: list, pairs: dict, probes: list) -> list[str]:
-    from v3protocol import PAIR_ORDER, V3
+    from protocols import PAIR_ORDER, V3
 
     rows = []
     for pr in PAIR_ORDER:

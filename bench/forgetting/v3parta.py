@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Optional
 
 import cptbench as cb
-import v3stats as st
-from v3protocol import BASE_SEEDS, V3, smoke_protocol
-from v3runs import cached, read_run, spec
+import stats as st
+from protocols import BASE_SEEDS, V3, smoke_protocol
+from runs import cached, read_run, spec
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -26,6 +26,7 @@ ROOT = HERE.parents[1]
 sys.path.insert(0, str(HERE.parent / "forgetting"))
 
 import cptbench as cb  # noqa: E402
+from runs import run_report  # noqa: E402
 
 TASKS, GENERAL = ["reverse", "sort"], ["copy"]
 ARMS = {  # arm -> (method, rif, replay)
@@ -247,7 +248,7 @@ def main(argv=None) -> int:
                 run_dir.mkdir(parents=True, exist_ok=True)
                 d = doc(arm, e, seed, data, run_dir)
                 keys.append((arm, e, seed, run_dir))
-                jobs.append(lambda run_dir=run_dir, d=d: cb.run_cpt(run_dir, d, args.nice))
+                jobs.append(lambda run_dir=run_dir, d=d: run_report(run_dir, d, args.nice))
     results = cb.run_all(jobs, args.parallel)
     recs = [record(arm, e, s, rd, res) for (arm, e, s, rd), res in zip(keys, results)]
     records_path = (work if args.quick else HERE) / "online-runs.json"

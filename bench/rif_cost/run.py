@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import importlib.util
 import json
 import sys
 import time
@@ -30,16 +29,13 @@ FORGETTING = HERE.parent / "forgetting"
 sys.path.insert(0, str(FORGETTING))
 
 import cptbench as cb  # noqa: E402
+from protocols import QUICK, RUNS_DIR, V1, V2  # noqa: E402
+from results_doc import describe  # noqa: E402
+from sections import V2_HEADING  # noqa: E402
+from v12 import Bench  # noqa: E402
 
 GOAL_RATIO = 1.7
 GOAL_AA = 0.01
-
-
-def _forgetting_module():
-    spec = importlib.util.spec_from_file_location("forgetting_run", FORGETTING / "run.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def per_task(report: dict) -> list[dict]:
@@ -66,9 +62,8 @@ def main(argv=None) -> int:
     ap.add_argument("--nice", type=int, default=10)
     ap.add_argument("--snapshot", metavar="REV", help="measure git revision REV (as bench/forgetting --snapshot)")
     args = ap.parse_args(argv)
-    fr = _forgetting_module()
     v2 = args.protocol == "v2" and not args.quick
-    p = json.loads(json.dumps(fr.QUICK if args.quick else fr.PROTOCOLS[args.protocol]))
+    p = json.loads(json.dumps(QUICK if args.quick else {"v1": V1, "v2": V2}[args.protocol]))
     if args.seeds:
         p["seeds"] = args.seeds
     work = (args.work or FORGETTING / "work" / ("quick" if args.quick else "full")).resolve()
@@ -79,7 +74,7 @@ def main(argv=None) -> int:
     started = datetime.datetime.now(datetime.timezone.utc)
     machine = cb.machine()
     t0 = time.monotonic()
-    bench = fr.Bench(p, work, args.nice, parallel, fr.RUNS_DIR[args.protocol])
+    bench = Bench(p, work, args.nice, parallel, RUNS_DIR[args.protocol])
     bench.prepare()
     seeds = p["seeds"]
     jobs = [bench.sequential(m, s) for s in seeds for m in ("grpo", "rif-grpo")]
@@ -158,7 +153,7 @@ def main(argv=None) -> int:
         "",
         "Protocol: bench/forgetting's (see bench/forgetting/RESULTS.md), grpo and rif-grpo runs only:",
         "",
-        fr.describe(p),
+        describe(p),
         "",
         f"## Cost per task (mean ± std over seeds {', '.join(map(str, seeds))}; ratios paired per seed; "
         "> 1 means RIF is cheaper)",
@@ -174,12 +169,12 @@ def main(argv=None) -> int:
         "",
     ])
     text = results_path.read_text() if results_path.is_file() and not args.quick else ""
-    cut = text.find("\n" + fr.V2_HEADING)
+    cut = text.find("\n" + V2_HEADING)
     if v2:
         # v2's section: same content, headings one level down, appended after v1's part (left unchanged)
         body = doc.split("\n", 1)[1].replace("\n## ", "\n### ")
         body = body.replace("Protocol: bench/forgetting's (see", "Protocol: bench/forgetting's v2 (see")
-        doc = fr.V2_HEADING + "\n\nrif-grpo vs grpo under bench/forgetting's protocol v2 (lr 1e-4 for SFT and " \
+        doc = V2_HEADING + "\n\nrif-grpo vs grpo under bench/forgetting's protocol v2 (lr 1e-4 for SFT and " \
             "GRPO; registered after v1's results were seen, the only change from v1).\n" + body
         notes = HERE / "NOTES-v2.md"
         if notes.is_file():

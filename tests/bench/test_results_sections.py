@@ -1,7 +1,6 @@
 """bench/forgetting's RESULTS.md holds one section per protocol (v1's part, v2, v3, the pilot): writing one
 protocol's section never deletes or changes another's. Pure and fast: nothing is trained."""
 
-import importlib.util
 import sys
 from pathlib import Path
 
@@ -11,13 +10,13 @@ ROOT = Path(__file__).resolve().parents[2]
 FORGETTING = ROOT / "bench" / "forgetting"
 sys.path.insert(0, str(FORGETTING))
 
-import results_doc  # noqa: E402
-import v3doc  # noqa: E402
+import sections as results_doc  # noqa: E402
+import v12  # noqa: E402
 
 V1 = "# bench/forgetting: SFT vs GRPO\n\n## Protocol (fixed)\n\nold v1 table\n"
 V2 = results_doc.V2_HEADING + "\n\nold v2 table\n"
-V3 = "{}\n## Protocol v3 (tiny char model)\n\nv3 body\n{}\n".format(*v3doc.MARK["v3"])
-PILOT = "{}\n## Pilot: SmolLM2-135M-Instruct\n\npilot body\n{}\n".format(*v3doc.MARK["pilot"])
+V3 = "{}\n## Protocol v3 (tiny char model)\n\nv3 body\n{}\n".format(*results_doc.MARK["v3"])
+PILOT = "{}\n## Pilot: SmolLM2-135M-Instruct\n\npilot body\n{}\n".format(*results_doc.MARK["pilot"])
 FULL = V1 + "\n" + V2 + "\n" + V3 + "\n" + PILOT
 
 
@@ -37,19 +36,12 @@ def test_splice_inserts_a_missing_section_in_protocol_order():
     assert results_doc.splice(V3 + "\n" + PILOT, V1) == FULL.replace(V2 + "\n", "")  # v1 first
 
 
-def load_run():
-    spec = importlib.util.spec_from_file_location("forgetting_run", FORGETTING / "run.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 @pytest.mark.parametrize("protocol", ["v1", "v2"])
 @pytest.mark.parametrize("with_v2", [True, False])
 def test_run_main_keeps_the_other_protocols_sections(tmp_path, monkeypatch, protocol, with_v2):
     """`run.py --protocol v2` (or v1) rewrites its own section only: v3's and the pilot's sections that follow
     it stay byte for byte (the runs are replaced by stubs)."""
-    run = load_run()
+    run = v12
 
     class FakeBench:
         def __init__(self, *a, **k):
@@ -69,7 +61,10 @@ def test_run_main_keeps_the_other_protocols_sections(tmp_path, monkeypatch, prot
     monkeypatch.setattr(run.cb, "machine", lambda: "stub")
     results = tmp_path / "RESULTS.md"
     results.write_text(FULL if with_v2 else FULL.replace(V2 + "\n", ""))
-    assert run.main(["--protocol", protocol, "--work", str(tmp_path / "w"), "--results", str(results)]) == 0
+    import run as forgetting_run
+
+    monkeypatch.setattr(forgetting_run.importlib, "import_module", lambda name: v12)
+    assert forgetting_run.main(["--protocol", protocol, "--work", str(tmp_path / "w"), "--results", str(results)]) == 0
     text = results.read_text()
     assert text.endswith("\n" + V3 + "\n" + PILOT)  # v3 and the pilot untouched, last
     if protocol == "v2":

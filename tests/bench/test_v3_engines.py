@@ -9,8 +9,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "bench" / "forgetting"))
 
+import v3enginedoc  # noqa: E402
 import v3engines  # noqa: E402
-from v3protocol import PILOT  # noqa: E402
+from protocols import PILOT  # noqa: E402
 
 SEQ = ["sub", "add2"]
 
@@ -71,9 +72,9 @@ def test_a_cached_score_counts_only_under_the_same_code_and_the_same_source_row(
 def test_report_compares_the_engines_and_recomputes_the_claims_with_hf(tmp_path):
     arms, sft, grpo = fixture(tmp_path)
     data = {"arms": arms, "sequence": SEQ, "protocol": PILOT, "admission": {"table": {}}}
-    assert "has not run" in "\n".join(v3engines.section(dict(data, engine_check=None)))
+    assert "has not run" in "\n".join(v3enginedoc.section(dict(data, engine_check=None)))
     nothing = v3engines.collect(tmp_path / "work", 10, arms, {"table": {}}, run=False)
-    assert "has not run" in "\n".join(v3engines.section(dict(data, engine_check=nothing)))
+    assert "has not run" in "\n".join(v3enginedoc.section(dict(data, engine_check=nothing)))
     todo = v3engines.jobs(arms, [])
     cache(tmp_path, todo[0], flags("1100", "1000", "10", "11"))  # hf differs from vLLM on one sub prompt
     partial = v3engines.collect(tmp_path / "work", 10, arms, {"table": {}}, run=False)
@@ -83,9 +84,9 @@ def test_report_compares_the_engines_and_recomputes_the_claims_with_hf(tmp_path)
     ec = v3engines.collect(tmp_path / "work", 10, arms, {"table": {}}, run=False)
     assert ec["hf_arms"][0]["full"]["grpo"]["evals"][1]["correct"]["sub"] == "1100"
     assert arms[0]["full"]["grpo"]["evals"][1]["correct"]["sub"] == "1110"  # the pilot's runs are left as they are
-    sub = next(r for r in v3engines.set_table(ec["pairs"]) if r[0] == "sub")
+    sub = next(r for r in v3enginedoc.set_table(ec["pairs"]) if r[0] == "sub")
     assert sub[1:] == [3, 12, "0.500", "0.583", "+0.083", "0.250", "0.083 (1)"]
-    text = "\n".join(v3engines.section(dict(data, engine_check=ec)))
+    text = "\n".join(v3enginedoc.section(dict(data, engine_check=ec)))
     assert "| sub | 3 | 12 |" in text and "all hf: d [95% CI]" in text
     assert ("No pilot verdict changes" in text) != ("Verdicts that change" in text)
 

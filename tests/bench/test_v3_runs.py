@@ -9,7 +9,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench" / "forgetting"))
 
 import cptbench as cb  # noqa: E402
-from v3runs import cached, code_id  # noqa: E402
+from runs import cached, code_id  # noqa: E402
 
 
 def test_a_finished_run_is_reused_only_under_the_code_it_ran_with(tmp_path, monkeypatch):

@@ -1,4 +1,4 @@
-"""Protocol v3's statistics (bench/forgetting/v3stats.py) and the pilot's datasets: pure and fast."""
+"""Protocol v3's statistics (bench/forgetting/stats.py) and the pilot's datasets: pure and fast."""
 
 import importlib.util
 import json
@@ -11,7 +11,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "bench" / "forgetting"))
 
-import v3stats as st  # noqa: E402
+import stats as st  # noqa: E402
 
 
 def test_best_constant_is_the_most_frequent_answer():
@@ -111,7 +111,8 @@ def test_pilot_datasets_are_disjoint_and_sized(tmp_path):
 @pytest.mark.parametrize("device", ["cpu", "cuda"])
 def test_every_arm_spec_of_v3_and_the_pilot_validates(tmp_path, device):
     """The specs the runner writes (full runs, matched reruns, admission) pass the product's own validation."""
-    import v3
+    import protocols as v3
+    from runs import spec
     from cpt_core.validation import validate_resource
 
     tasks = [("sort", tmp_path / "t.jsonl", tmp_path / "e.jsonl", "exact"),
@@ -120,7 +121,7 @@ def test_every_arm_spec_of_v3_and_the_pilot_validates(tmp_path, device):
     for proto in (v3.V3, v3.pilot_protocol(device), v3.smoke_protocol()):
         for name, arm in proto["arms"].items():
             for max_steps, every in ((None, proto["every"]), (7, None)):
-                doc = v3.spec(f"x-{name}", tmp_path / "m", tmp_path / "run", arm, tasks, general, 0,
+                doc = spec(f"x-{name}", tmp_path / "m", tmp_path / "run", arm, tasks, general, 0,
                               proto["tokens"], every, max_steps=max_steps)
                 validate_resource(doc, mode="local")
                 key = "sft" if arm["method"] in ("sft", "self-sft") else "grpo"

@@ -40,7 +40,7 @@ def run_cpt(run_dir: Path, doc: dict, nice: int, cpt: Optional[str] = None) -> d
     spec_file, done = run_dir / "cpt.yaml", run_dir / "done.json"
     text = yaml.safe_dump(doc, sort_keys=False)
     if spec_file.is_file() and (spec_file.read_text() != text or (done.is_file() and not _reusable(done))):
-        for child in ("out", "done.json", "cpt-run.log"):
+        for child in ("out", "done.json", "cpt-run.log", "bench.json"):
             p = run_dir / child
             shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -62,6 +62,21 @@ def run_cpt(run_dir: Path, doc: dict, nice: int, cpt: Optional[str] = None) -> d
     done.write_text(json.dumps(res))
     print(f"  {run_dir.relative_to(run_dir.parents[2])}: {phase} in {wall:.0f} s", flush=True)
     return dict(res, dir=str(run_dir), reused=False)
+
+
+def run_report(run_dir: Path, doc: dict, nice: int = 10) -> dict:
+    """Protocols v1/v2 and bench/rif_cost: run_cpt, a run that did not succeed is an error, and the result is the
+    run's report.json plus `wallSeconds` and `reused`. A folder from before the one executor (bench.json beside a
+    Succeeded report, no done.json) is adopted as finished rather than run again."""
+    bench, report_file, done = run_dir / "bench.json", run_dir / "out" / "report.json", run_dir / "done.json"
+    if bench.is_file() and report_file.is_file() and not done.is_file() and \
+            json.loads(report_file.read_text()).get("phase") == "Succeeded":
+        done.write_text(json.dumps({"phase": "Succeeded", **json.loads(bench.read_text())}))
+    res = run_cpt(run_dir, doc, nice)
+    report = json.loads(report_file.read_text())
+    if res["phase"] != "Succeeded":
+        raise RuntimeError(f"cpt run {run_dir / 'cpt.yaml'}: phase {res['phase']}: {report.get('message')}")
+    return dict(report, wallSeconds=res["wallSeconds"], reused=res["reused"])
 
 
 def spec(name: str, model: Path, run_dir: Path, arm: dict, tasks: list[tuple], general: list[tuple], seed: int,
