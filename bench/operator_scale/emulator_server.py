@@ -1,4 +1,4 @@
-"""The strict emulated API server (tests/kubeemu over kmock 0.8) in a process of its own, for the benchmark.
+"""The strict emulated API server (tests/support/kubeemu over kmock 0.8) in a process of its own, for the benchmark.
 
     python bench/operator_scale/emulator_server.py KUBECONFIG_DIR
       -> prints the kubeconfig path on its first stdout line, then answers line commands on stdin:
@@ -24,7 +24,7 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO / "tests" / "support"))
 
 from kubeemu import EmulatorThread  # noqa: E402
 from kubeemu import semantics as sem  # noqa: E402

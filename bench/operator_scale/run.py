@@ -6,7 +6,7 @@ side by side with a bare client that creates the same children (bench/operator_s
     .venv/bin/python bench/operator_scale/run.py --quick    # smoke: 20 resources, prints the table only
 
 Every part is its own process, so each one's CPU and memory are its own: the strict API emulator
-(tests/kubeemu over kmock 0.8, bench/operator_scale/emulator_server.py), moto S3 (the runs' storage: the
+(tests/support/kubeemu over kmock 0.8, bench/operator_scale/emulator_server.py), moto S3 (the runs' storage: the
 operator reads each run's committed results on every pass), and the controller under test: `python -m
 cpt_operator` with the chart's defaults, or the baseline. Each phase gets a fresh emulator, a warm-up resource
 (not counted) so both controllers are watching before the clock starts, then the N creates from 8 client

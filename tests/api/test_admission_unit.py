@@ -20,7 +20,7 @@ from cpt_operator.kube.defaults import PlanDefaults
 from cpt_operator.planner import Observed, plan, task_spec_hash
 from cpt_operator.planner.intents import RolloutServers
 from cpt_operator.planner.names import MAX_CHILD_NAME, job_name
-from .crdschema import crd_validator
+from crdschema import crd_validator
 
 HERE = Path(__file__).parent
 DATA = HERE / "testdata"

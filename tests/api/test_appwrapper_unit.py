@@ -21,7 +21,7 @@ from cpt_operator.kube.permissions import required_rules
 from cpt_operator.planner import Observed, plan, task_spec_hash
 from cpt_operator.planner.intents import RolloutServers, SetSuspended
 from cpt_operator.planner.names import MAX_CHILD_NAME, job_name
-from .crdschema import crd_validator
+from crdschema import crd_validator
 
 DATA = Path(__file__).parent / "testdata" / "appwrapper-v1.2.1"
 NOW = datetime(2026, 11, 1, 12, 0, 0, tzinfo=timezone.utc)

@@ -14,7 +14,7 @@ from cpt_operator.planner.observed import Observed
 from cpt_operator.planner import plan, task_spec_hash
 from cpt_core.validation import validate_resource
 
-from .crdschema import crd_validator
+from crdschema import crd_validator
 
 ROOT = Path(__file__).resolve().parents[2]
 

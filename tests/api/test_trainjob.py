@@ -15,7 +15,7 @@ from cpt_operator.kube.children import render
 from cpt_operator.kube.defaults import PlanDefaults
 from cpt_operator.kube.observe import observed_job
 from cpt_operator.planner import Observed, plan, task_spec_hash
-from .crdschema import crd_validator
+from crdschema import crd_validator
 
 HERE = Path(__file__).parent
 NOW = datetime(2026, 11, 1, 12, 0, 0, tzinfo=timezone.utc)

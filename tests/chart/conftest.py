@@ -2,15 +2,9 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 import yaml
-
-sys.path.insert(0, str(Path(__file__).parent))  # chart_common
-
-from chart_common import CHART_DIR, NAMESPACE, RELEASE, helm  # noqa: E402
+from chart_common import CHART_DIR, NAMESPACE, RELEASE, helm
 
 
 @pytest.fixture(scope="session")

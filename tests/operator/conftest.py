@@ -19,9 +19,6 @@ import kubernetes
 import pytest
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ -> `kubeemu`
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/operator -> `operator_harness`
-
 from kubeemu import EmulatorThread  # noqa: E402
 
 from operator_harness import World, api_client, running_operator  # noqa: E402
@@ -138,14 +135,11 @@ def emu_operator(emu_world: World) -> Iterator[object]:
 
 @pytest.fixture
 def s3_proxy(s3_endpoint: str) -> Iterator[object]:
-    """A TCP proxy in front of moto that can stop answering (tests/storage/faultproxy.py): a real outage."""
-    import importlib.util
+    """A TCP proxy in front of moto that can stop answering (tests/support/storage_faultproxy.py): a real outage."""
+    from storage_faultproxy import FaultProxy
 
-    spec = importlib.util.spec_from_file_location("storage_faultproxy", REPO / "tests" / "storage" / "faultproxy.py")
-    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-    spec.loader.exec_module(module)  # type: ignore[union-attr]
     host, port = s3_endpoint.removeprefix("http://").split(":")
-    proxy = module.FaultProxy((host, int(port)))
+    proxy = FaultProxy((host, int(port)))
     yield proxy
     proxy.close()
 

@@ -24,10 +24,9 @@ JOB_WITHIN_S = 5.0
 
 
 def _hostile():
-    spec = importlib.util.spec_from_file_location("storage_hostile", REPO / "tests" / "storage" / "hostile.py")
-    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-    spec.loader.exec_module(module)  # type: ignore[union-attr]
-    return module
+    import storage_hostile
+
+    return storage_hostile
 
 
 def _rss_mb(pid: int) -> float:

@@ -1,7 +1,7 @@
 """S3 outages during passes: the operator keeps what it cannot see (children, last known status) and says so.
 
 Storage goes away for real: the run's storage.endpoint is a TCP proxy in front of moto that resets every
-connection while it is down (tests/storage/faultproxy.py).
+connection while it is down (tests/support/storage_faultproxy.py).
 """
 
 from __future__ import annotations

@@ -18,11 +18,9 @@ from cpt_operator.kube.settings import Settings
 from cpt_operator.kube.storage_access import READ_LIMITS, CommittedReader, StorageView
 from cpt_operator.kube.storage_reads import Pending, StorageReads
 from operator_harness import new_bucket
+import storage_hostile as hostile
 
 REPO = Path(__file__).resolve().parents[2]
-_spec = importlib.util.spec_from_file_location("storage_hostile", REPO / "tests" / "storage" / "hostile.py")
-hostile = importlib.util.module_from_spec(_spec)  # type: ignore[arg-type]
-_spec.loader.exec_module(hostile)  # type: ignore[union-attr]
 
 
 class NotThere(Exception):

@@ -1,18 +1,16 @@
 """Issue 15 item 6: a 409 on create counts as success only for this run's own object. A planted object with a
 child's name (a ConfigMap that would feed a stage its config, a Service that would receive its rollouts) is
 never adopted: the pass stops before anything uses it, Ready=False/ForeignObject names it, one Warning event.
-Runs against the project's strict API emulator (tests/kubeemu)."""
+Runs against the project's strict API emulator (tests/support/kubeemu)."""
 
 from __future__ import annotations
 
-import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ -> kubeemu
 from kubeemu import EmulatorThread  # noqa: E402
 
 from children_common import example  # noqa: E402

@@ -1,29 +1,16 @@
 """Fixtures: a real S3 HTTP server (moto, threaded, 127.0.0.1) for the session; a store per test on each
-backend; a fault-injecting proxy in front of moto. Helper modules are registered under unique names because
-pytest runs with --import-mode=importlib (test files cannot import their neighbours directly)."""
+backend; a fault-injecting proxy in front of moto (the helper modules are in tests/support, on pytest's
+pythonpath)."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
 import pytest
+import storage_faultproxy as faultproxy
+import storage_testlib as testlib
 
-
-def _load(name: str, file: str) -> Any:
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(file))
-    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-    sys.modules[name] = module
-    spec.loader.exec_module(module)  # type: ignore[union-attr]
-    return module
-
-
-faultproxy = _load("storage_faultproxy", "faultproxy.py")
-testlib = _load("storage_testlib", "testlib.py")
-
-from cpt_core.storage import Store, open_store  # noqa: E402
+from cpt_core.storage import Store, open_store
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,7 @@
 """A reader that does not trust its endpoint (issue 26): listings capped in pages and keys, bodies in bytes, every
 request under a wall-clock deadline, failures told apart; clients over one shared botocore model; the scrubber
 holds only what it is given, per owner, and costs one regex scan per line. Real servers on 127.0.0.1 (moto and
-tests/storage/hostile.py)."""
+tests/support/storage_hostile.py)."""
 
 from __future__ import annotations
 
@@ -18,11 +18,9 @@ from cpt_core.storage import Credentials, StorageError, open_store, redact, scru
 from cpt_core.storage.errors import AccessDenied, BucketMissing, DeadlineExceeded, LimitExceeded, Unreachable
 from cpt_core.storage.s3 import ReadLimits
 from cpt_core.storage.s3client import Timeouts, deadline
+import storage_hostile as hostile
 from storage_testlib import new_bucket
 
-_spec = importlib.util.spec_from_file_location("storage_hostile", Path(__file__).with_name("hostile.py"))
-hostile = importlib.util.module_from_spec(_spec)  # type: ignore[arg-type]
-_spec.loader.exec_module(hostile)  # type: ignore[union-attr]
 
 FAST = Timeouts(connect=1.0, read=1.0, attempts=2)
 

@@ -1,7 +1,6 @@
 """Shared fixtures for the trainer tests: one thread, offline, tiny models built once per session."""
 
 import os
-import sys
 
 os.environ["OMP_NUM_THREADS"] = "1"
 os.environ["MKL_NUM_THREADS"] = "1"
@@ -9,7 +8,6 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
 os.environ["TRL_EXPERIMENTAL_SILENCE"] = "1"
 os.environ.setdefault("DS_BUILD_OPS", "0")
-sys.path.insert(0, os.path.dirname(__file__))  # the user-reward module used by test_rewards
 
 import pytest  # noqa: E402
 

@@ -21,27 +21,7 @@ from safetensors.torch import load_file
 from cpt_core.stage import StageConfig
 from cpt_core.storage import layout, open_store
 from cpt_core.storage.steps import list_steps, prune_steps, publish_step, step_folders
-from cpt_trainer import synthetic
-
-ROOT = Path(__file__).resolve().parents[2]
-TINY = ROOT / "examples" / "models" / "tiny-base"
-ROWS, PER_STEP, STEPS, EVERY = 8, 4, 9, 3  # 2 steps per epoch; saves at 3 (epoch 2) and 6; 9 is the last
-
-
-def _spec(tmp_path, method, storage, **over):
-    data = tmp_path / "data"
-    data.mkdir(exist_ok=True)
-    for pool in ("train", "eval"):
-        synthetic.write_jsonl(synthetic.generate("copy", ROWS, seed=0, pool=pool), str(data / f"{pool}.jsonl"))
-    spec = {"model": str(TINY), "method": method, "seed": 1,
-            "tasks": [{"name": "copy", "train": str(data / "train.jsonl"), "eval": str(data / "eval.jsonl")}],
-            "grpo": {"groupSize": 4, "learningRate": 1e-3, "klCoef": 0.0, "promptsPerStep": PER_STEP,
-                     "maxSteps": STEPS, "maxCompletionTokens": 16, "temperature": 1.5},
-            "sft": {"learningRate": 1e-3, "batchSize": PER_STEP, "maxSteps": STEPS},
-            "rollout": {"engine": "hf"}, "checkpoint": {"everySteps": EVERY, "keep": 2},
-            "storage": {"uri": str(storage)}}
-    spec.update(over)
-    return spec
+from step_checkpoint_lib import EVERY, STEPS, TINY, checkpoint_spec, stage_messages, stored_weights
 
 
 def _config(tmp_path, spec, attempt=0) -> StageConfig:
@@ -61,25 +41,17 @@ def _stage(config: str) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
 
-def _messages(lines):
-    return [(line.split(" ", 1)[0], json.loads(line.split(" ", 1)[1])) for line in lines if line.startswith("CPT_")]
-
-
-def _weights(store_dir: Path, prefix: str):
-    return load_file(str(store_dir / prefix / "model.safetensors"))
-
-
 @pytest.mark.parametrize("method", ["grpo", "sft"])
 def test_sigkill_after_step_checkpoint_resumes_bitwise(tmp_path, method):
     # the reference: the same stage never stopped, in this process
     from cpt_trainer.stages import run_stage
 
     ref_dir = tmp_path / "ref"
-    run_stage(_config(tmp_path, _spec(tmp_path, method, ref_dir)))
-    reference = _weights(ref_dir, layout.task_key(1, "copy", layout.CHECKPOINT))
+    run_stage(_config(tmp_path, checkpoint_spec(tmp_path, method, ref_dir)))
+    reference = stored_weights(ref_dir, layout.task_key(1, "copy", layout.CHECKPOINT))
 
     run_dir = tmp_path / "run"
-    spec = _spec(tmp_path, method, run_dir)
+    spec = checkpoint_spec(tmp_path, method, run_dir)
     proc = _stage(_write(tmp_path, _config(tmp_path, spec)))
     seen = []
     for line in proc.stdout:  # SIGKILL as soon as the first step checkpoint is committed: no graceful stop
@@ -97,7 +69,7 @@ def test_sigkill_after_step_checkpoint_resumes_bitwise(tmp_path, method):
     retry = _stage(_write(tmp_path, _config(tmp_path, spec, attempt=1)))
     out, err = retry.communicate(timeout=600)
     assert retry.returncode == 0, err[-3000:]
-    messages = _messages(out.splitlines())
+    messages = stage_messages(out.splitlines())
     resumed = [m for kind, m in messages if kind == "CPT_PROGRESS" and "resumed_at" in m]
     assert [(m["resumed_at"], m["total_steps"], m["resumes"], m["attempt"]) for m in resumed] == \
         [(newest, STEPS, 1, 1)], out
@@ -109,7 +81,7 @@ def test_sigkill_after_step_checkpoint_resumes_bitwise(tmp_path, method):
     train_json = store.get_json(layout.task_key(1, "copy", layout.TRAIN_STATS))
     assert len(train_json["loss"]) == STEPS  # the curve continues the killed run's, it does not restart
 
-    weights = _weights(run_dir, layout.task_key(1, "copy", f"{layout.CHECKPOINT}-r1"))
+    weights = stored_weights(run_dir, layout.task_key(1, "copy", f"{layout.CHECKPOINT}-r1"))
     base = load_file(str(TINY / "model.safetensors"))
     assert set(weights) == set(reference)
     assert any(not weights[k].equal(base[k]) for k in weights), "nothing was trained: the comparison proves nothing"

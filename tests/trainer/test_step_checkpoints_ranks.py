@@ -15,7 +15,7 @@ import subprocess
 import sys
 
 import pytest
-from test_step_checkpoints import ROOT, _messages, _spec, _weights
+from step_checkpoint_lib import ROOT, checkpoint_spec, stage_messages, stored_weights
 
 from cpt_core.stage import StageConfig
 from cpt_core.storage import layout, open_store
@@ -25,7 +25,7 @@ STEPS, EVERY = 5, 3  # 8 rows, 4 per step: 2 steps per epoch, so step 3 lies in 
 
 
 def _config(tmp_path, method, storage, attempt=0) -> str:
-    spec = _spec(tmp_path, method, storage, learner={"replicas": 2, "zeroStage": 2},
+    spec = checkpoint_spec(tmp_path, method, storage, learner={"replicas": 2, "zeroStage": 2},
                  checkpoint={"everySteps": EVERY, "everyMinutes": 0, "keep": 2})
     spec["grpo"]["maxSteps"] = spec["sft"]["maxSteps"] = STEPS
     cfg = StageConfig.model_validate({"run": "ckpt", "stage": "train", "task_index": 1, "spec": spec,
@@ -74,7 +74,7 @@ def test_two_ranks_sigkilled_after_step_checkpoint_resume_bitwise(tmp_path, meth
     ref_dir, run_dir = tmp_path / "ref", tmp_path / "run"
     reference_run = _torchrun(_config(tmp_path, method, ref_dir))
     _finish(reference_run)
-    reference = _weights(ref_dir, layout.task_key(1, "copy", layout.CHECKPOINT))
+    reference = stored_weights(ref_dir, layout.task_key(1, "copy", layout.CHECKPOINT))
 
     proc = _torchrun(_config(tmp_path, method, run_dir))
     seen = []
@@ -93,7 +93,7 @@ def test_two_ranks_sigkilled_after_step_checkpoint_resume_bitwise(tmp_path, meth
         assert f"rng_state_{r}.pth" in by_rank[r] and any(f"zero_pp_rank_{r}_" in k for k in by_rank[r]), by_rank
 
     out, err = _finish(_torchrun(_config(tmp_path, method, run_dir, attempt=1)))
-    messages = _messages(out.splitlines())
+    messages = stage_messages(out.splitlines())
     resumed = [m for kind, m in messages if kind == "CPT_PROGRESS" and "resumed_at" in m]
     assert [(m["resumed_at"], m["total_steps"], m["resumes"], m["attempt"]) for m in resumed] == \
         [(EVERY, STEPS, 1, 1)], out  # said once, by rank 0
@@ -103,7 +103,7 @@ def test_two_ranks_sigkilled_after_step_checkpoint_resume_bitwise(tmp_path, meth
     results = [m for kind, m in messages if kind == "CPT_RESULT"]
     assert len(results) == 2 and all(r["steps"] == STEPS and r["resumed_at_step"] == EVERY for r in results)
 
-    weights = _weights(run_dir, layout.task_key(1, "copy", f"{layout.CHECKPOINT}-r1"))
+    weights = stored_weights(run_dir, layout.task_key(1, "copy", f"{layout.CHECKPOINT}-r1"))
     assert set(weights) == set(reference)
     different = [k for k in weights if not weights[k].equal(reference[k])]
     assert not different, f"resumed weights differ from the uninterrupted 2-rank run's: {different[:5]}"

@@ -21,7 +21,6 @@ if importlib.util.find_spec("vllm") is not None:
     # the environment would reach every later test (a learner there would send it to servers that want none).
     os.environ["CPT_WEIGHT_SYNC_TOKEN"] = TOKEN
     os.environ["CPT_ROLLOUT_API_KEY"] = TOKEN
-sys.path.insert(0, os.path.dirname(__file__))  # vllm_test_rewards, greedy_probe
 
 import pytest  # noqa: E402
 

@@ -42,7 +42,7 @@ def test_cpt_run_with_engine_vllm(random_base, data_dir, tmp_path):
     shutil.copytree(random_base, tmp_path / "base")
     for name in ("reverse-train", "reverse-eval", "copy-eval"):
         shutil.copy(data_dir / f"{name}.jsonl", tmp_path)
-    shutil.copy(Path(__file__).parent / "vllm_test_rewards.py", tmp_path / "rewards.py")
+    shutil.copy(Path(__file__).parents[1] / "support" / "vllm_test_rewards.py", tmp_path / "rewards.py")
     (tmp_path / "run.yaml").write_text(SPEC)
     proc = subprocess.run([sys.executable, "-m", "cpt_operator.cli", "run", "run.yaml", "--metrics-port", "-1"],
                           cwd=tmp_path, capture_output=True, text=True, timeout=900,

@@ -45,7 +45,7 @@ def test_zero3_two_ranks_sync_the_gathered_weights(server, random_base, data_dir
     path.write_text(cfg.dump_yaml())
     env = dict(os.environ, OMP_NUM_THREADS="1", DS_BUILD_OPS="0", CUDA_VISIBLE_DEVICES="",
                TORCH_EXTENSIONS_DIR=os.path.join(REPO, ".tools", "torch_extensions"),
-               PYTHONPATH=os.pathsep.join([os.path.dirname(__file__), os.path.join(REPO, "trainer"),
+               PYTHONPATH=os.pathsep.join([os.path.join(REPO, "tests", "support"), os.path.join(REPO, "trainer"),
                                            os.path.join(REPO, "operator"), os.path.join(REPO, "core")]))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
            "--master_port", str(_free_port()), "-m", "cpt_trainer.cli", "train", "--config", str(path)]

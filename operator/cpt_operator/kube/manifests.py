@@ -28,7 +28,7 @@ LABEL_COMPONENT = "app.kubernetes.io/component"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "cpt-operator", "app.kubernetes.io/part-of": "cpt-operator"}
 CONFIG_MOUNT = "/etc/cpt"
 
-# Pod Security `restricted` (tests/security/pss.py checks the rules): the UID of the learner and rollout images
+# Pod Security `restricted` (tests/support/pss.py checks the rules): the UID of the learner and rollout images
 # (images/*/Dockerfile), a read-only root with writable emptyDirs for HOME (HF, vLLM, triton and DeepSpeed caches)
 # and /tmp (checkpoints downloaded by a stage), and no ServiceAccount token (stage pods never call the API).
 RUN_AS = 10001

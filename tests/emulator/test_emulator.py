@@ -2,16 +2,10 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import kubernetes
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from kubeemu import EmulatorThread, Fault  # noqa: E402
-from kubeemu.semantics import label_selector_matches, merge_patch, parse_path  # noqa: E402
+from kubeemu import EmulatorThread, Fault
+from kubeemu.semantics import label_selector_matches, merge_patch, parse_path
 
 JOBS = ("kubeflow.org", "v1", "default", "pytorchjobs")
 

@@ -1,5 +1,4 @@
-"""Constants and helpers of the chart tests (a unique module name: the suite runs with --import-mode=importlib,
-and conftest.py puts this folder on sys.path)."""
+"""Constants and helpers of the chart tests (tests/support is on pytest's pythonpath)."""
 
 from __future__ import annotations
 

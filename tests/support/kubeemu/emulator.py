@@ -36,7 +36,7 @@ from . import semantics as sem
 from .faults import Fault, Stats  # noqa: F401  (Fault is re-exported by the package)
 from .watch import LOG_LIMIT, WatchStreams  # noqa: F401
 
-assert kmock.__version__.startswith("0.8"), "tests/kubeemu is written against kmock==0.8"
+assert kmock.__version__.startswith("0.8"), "tests/support/kubeemu is written against kmock==0.8"
 
 
 def _now() -> str:

@@ -1,7 +1,6 @@
 """Shared by the observability tests: paths, the names the exporter really serves, and a PromQL name extractor.
 
-(Module names here are unique on purpose: the suite runs with --import-mode=importlib, and conftest.py puts this
-folder on sys.path.)
+(tests/support is on pytest's pythonpath: module names here are unique on purpose.)
 """
 
 from __future__ import annotations
