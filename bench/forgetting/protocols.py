@@ -207,7 +207,7 @@ def v4_quick() -> tuple[dict, dict]:
     two arms, 2 steps, tiny sets, no admission bar); a check of the wiring, never written to RESULTS.md."""
     t = json.loads(json.dumps(V4_T))
     t.update(name="v4-t-quick", tasks2=["count"], arms=["sft", "grpo"], claims=[("T1", "sft", "grpo", "forgetting")],
-             admission_gain=-1.0, match_margin=-1.0, reps=200, n_train=8, n_dev=8, n_eval=16, every=1, steps=2)
+             admission_gain=-1.0, match_margin=-1.0, reps=200, every=1, steps=1)
     return t, V4_M
 
 

@@ -80,8 +80,10 @@ def run_report(run_dir: Path, doc: dict, nice: int = 10) -> dict:
 
 
 def spec(name: str, model: Path, run_dir: Path, arm: dict, tasks: list[tuple], general: list[tuple], seed: int,
-         tokens: int, every: Optional[int], engine: str = "hf", max_steps: Optional[int] = None) -> dict:
-    """A ContinualPostTraining resource. tasks/general: (name, train file or None, eval file, reward)."""
+         tokens: int, every: Optional[int], engine: str = "hf", max_steps: Optional[int] = None,
+         eval_engine: Optional[str] = None) -> dict:
+    """A ContinualPostTraining resource. tasks/general: (name, train file or None, eval file, reward).
+    eval_engine (v4 Part M) only when set, so the specs of v3 and the pilot stay byte for byte what they were."""
     rel = lambda p: os.path.relpath(p, run_dir)  # noqa: E731
     s = {"model": rel(model), "method": arm["method"], "seed": seed,
          "tasks": [{"name": n, "train": rel(tr), "eval": rel(ev), "reward": r} for n, tr, ev, r in tasks],
@@ -91,7 +93,8 @@ def spec(name: str, model: Path, run_dir: Path, arm: dict, tasks: list[tuple], g
             s[part] = dict(arm[part])
     if max_steps:  # a matched rerun: the learner's optimizer steps for this task
         s["sft" if arm["method"] in ("sft", "self-sft") else "grpo"]["maxSteps"] = max_steps
-    s["evaluation"] = {"maxCompletionTokens": tokens, **({"everySteps": every} if every else {})}
+    s["evaluation"] = {"maxCompletionTokens": tokens, **({"everySteps": every} if every else {}),
+                       **({"engine": eval_engine} if eval_engine else {})}
     s["rollout"] = {"engine": engine}
     s["retry"] = {"limit": 0, "backoffSeconds": 0}
     s["storage"] = {"uri": "out"}

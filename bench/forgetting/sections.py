@@ -92,6 +92,6 @@ def write_marked(key: str, body: str, results: Path) -> None:
     if begin in text and end in text:
         text = text[:text.index(begin)] + block + text[text.index(end) + len(end) + 1:]
     else:
-        text = text.rstrip("\n") + "\n\n" + block
+        text = (text.rstrip("\n") + "\n\n" if text.strip() else "") + block
     results.parent.mkdir(parents=True, exist_ok=True)
     results.write_text(text)

@@ -158,3 +158,98 @@ def pilot_verdict(ci: dict, below: str, above: str, floor: float = 0.15) -> str:
     if ci["lo"] > 0 and ci["mean"] >= floor:
         return above
     return "not distinguishable"
+
+
+# ------------------------------------------------------------------------------------------------ v4
+
+def clustered_bootstrap(values: dict, reps: int = 10000, seed: int = 0) -> dict:
+    """PROTOCOL-v4.md's base-clustered interval of the mean paired difference: `values` maps (base, seed) to d;
+    each replicate draws bases with replacement, then seeds with replacement within each drawn base, and takes
+    the mean of the drawn d; 95% percentile interval. Why: pairs that share a base are not independent, and a
+    t-interval over pairs treats them as if they were (v3's nine pairs share three bases)."""
+    by_base: dict = {}
+    for (b, _), v in sorted(values.items()):
+        by_base.setdefault(b, []).append(v)
+    if not by_base:
+        return {"n": 0, "mean": None, "lo": None, "hi": None}
+    bases = list(by_base)
+    rng = random.Random(seed)
+    draws = []
+    for _ in range(reps):
+        drawn = [by_base[rng.choice(bases)] for _ in bases]
+        drawn = [v for vs in drawn for v in (rng.choice(vs) for _ in vs)]
+        draws.append(statistics.fmean(drawn))
+    draws.sort()
+    return {"n": len(values), "mean": statistics.fmean(values.values()), "lo": draws[int(0.025 * reps)],
+            "hi": draws[int(0.975 * reps) - 1]}
+
+
+def _normal_cdf(x: float) -> float:
+    return 0.5 * math.erfc(-x / math.sqrt(2))
+
+
+def _t_power(shift: float, tc: float, df: int, steps: int = 1500) -> float:
+    """P(|T| > tc) for T = (Z + shift) / sqrt(V / df), V ~ chi2(df): the power of a two-sided t-test (shift 0:
+    its size), by integrating over V on a grid (no scipy here)."""
+    hi = df + 40 * math.sqrt(2 * df) + 40
+    h = hi / steps
+    total = 0.0
+    for k in range(steps):
+        v = (k + 0.5) * h
+        dens = math.exp((df / 2 - 1) * math.log(v) - v / 2 - (df / 2) * math.log(2) - math.lgamma(df / 2))
+        c = tc * math.sqrt(v / df)
+        total += dens * h * ((1 - _normal_cdf(c - shift)) + _normal_cdf(-c - shift))
+    return total
+
+
+def _solve(fn, target: float, lo: float, hi: float) -> float:
+    """The x in [lo, hi] where the increasing fn(x) reaches target (bisection)."""
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if fn(mid) < target else (lo, mid)
+    return (lo + hi) / 2
+
+
+def t_quantile_975(df: int) -> float:
+    return T975[df] if df in T975 else _solve(lambda t: -_t_power(0.0, t, df), -0.05, 1.0, 10.0)
+
+
+def mde(sd: float, n: int, power: float = 0.80) -> float:
+    """Minimum detectable effect of a two-sided 5% paired t-test over n pairs with SD sd per pair, at the given
+    power (exact noncentral t, PROTOCOL-v4.md's table: SD 0.075 gives 0.079 at 9 pairs)."""
+    tc = t_quantile_975(n - 1)
+    return _solve(lambda d: _t_power(d / sd * math.sqrt(n), tc, n - 1), power, 0.0, 10 * sd)
+
+
+def mde_binomial(n: int, p: float = 0.5) -> float:
+    """PROTOCOL-v4.md's bound for Part M's pooled probe: 2.8 x sqrt(2 p (1 - p) / n) (two unpaired proportions,
+    80% power, two-sided 5%); pairing the arms per prompt makes the real one smaller."""
+    return 2.8 * math.sqrt(2 * p * (1 - p) / n)
+
+
+def both_verdict(t_ci: dict, c_ci: dict, below: str, above: str, needed: int) -> str:
+    """PROTOCOL-v4.md's Verdict words for Part T: both intervals below 0 -> `below`, both above -> `above`, else
+    not distinguishable; fewer than the registered pairs -> not decided."""
+    if t_ci["n"] < needed:
+        return f"not decided: {t_ci['n']} of {needed} pairs"
+    if t_ci["lo"] is None or c_ci["lo"] is None:
+        return "not decided: no interval from one pair"
+    if t_ci["hi"] < 0 and c_ci["hi"] < 0:
+        return below
+    if t_ci["lo"] > 0 and c_ci["lo"] > 0:
+        return above
+    return "not distinguishable"
+
+
+def match_level(final_a: Optional[float], final_b: Optional[float], start: float, margin: float) -> Optional[float]:
+    """PROTOCOL-v4.md's matched level: the lower of the two arms' final dev accuracies, if it is >= start +
+    margin (else None: "not matched: no common gain")."""
+    if final_a is None or final_b is None:
+        return None
+    level = min(final_a, final_b)
+    return level if level >= start + margin - 1e-12 else None
+
+
+def first_at(points: list, level: float) -> Optional[int]:
+    """The first (step, dev accuracy) checkpoint at or above level: the arm's matched step."""
+    return next((step for step, acc in points if acc >= level - 1e-9), None)

@@ -1,0 +1,183 @@
+"""RESULTS.md's protocol-v4 section (PROTOCOL-v4.md), written by the runner from the cached runs: the minimum
+detectable effects, Part T's admission, matched reruns (with the level each reached beside L) and claims with both
+interval kinds, Part M's arms and readings, Part G; "not run" for every part that has not run. Every figure is
+recomputed here from the runs' per-prompt `correct` flags (eval.json), so a reader can recompute it too."""
+
+from __future__ import annotations
+
+import datetime
+import statistics
+
+import cptbench as cb
+import stats as st
+from protocols import V4_REGISTERED
+from sections import ci_text, f
+
+REGISTERED_MDE = {9: 0.079, 18: 0.052, 49: 0.031}  # PROTOCOL-v4.md's table, SD 0.075 per pair
+
+
+def acc(row: dict, name: str, idx=None) -> float:
+    flags = row["correct"][name]
+    return st.mean_at(flags, idx if idx is not None else range(len(flags)))
+
+
+def header(data: dict, cmd: str) -> list[str]:
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    title = "## Protocol v4: shared start (tiny model) and the SmolLM2 mechanism experiment"
+    return [title + (" (QUICK smoke run)" if data.get("quick") else ""), "",
+            f"Protocol: bench/forgetting/PROTOCOL-v4.md, registered in commit {V4_REGISTERED} (before any v4 run). "
+            f"Code measured: {data['code']}.  ", f"Command: `{cmd}`  ", f"Written: {now} by the runner.  ",
+            f"Machine: {data['machine']}", ""]
+
+
+def mde_lines(sd: float) -> list[str]:
+    rows = [[n, f(REGISTERED_MDE[n]), f(st.mde(sd, n))] for n in sorted(REGISTERED_MDE)]
+    return ["### Minimum detectable effect (computed before the runs)", "",
+            f"Paired t-test, two-sided 5%, 80% power, SD {sd} per pair (v3's spread). The registered table and the "
+            "exact noncentral-t figure of stats.mde (they differ by at most 0.001):", "",
+            cb.md_table(["pairs", "registered", "exact"], rows),
+            f"Part M's pooled probe: {f(st.mde_binomial(600), 2)} (600 independent draws) to "
+            f"{f(st.mde_binomial(300), 2)} (300); per-prompt pairing makes it smaller.", ""]
+
+
+def section(data: dict, cmd: str) -> str:
+    out = header(data, cmd) + mde_lines(data["T"]["protocol"]["sd_per_pair"])
+    out += part_t(data["T"])
+    out += part_m(data["M"]) if data["M"] is not None else ["### Part M", "", "Not run (quick smoke run).", ""]
+    out += ["### Part G (GPU)", "", "Not run: no device.", ""]
+    return "\n".join(out)
+
+
+# ------------------------------------------------------------------------------------------------ Part T
+
+def t_change(group, m: dict, arm: str, kind: str, p: dict, task2: str):
+    """An arm's change from the shared start at its matched point: task 1 (forgetting) or the probes' mean."""
+    start, row = group.start_row(), m[arm]["row"]
+    names = [p["task1"]] if kind == "forgetting" else p["probes"][task2]
+    return statistics.fmean(acc(row, n) - acc(start, n) for n in names)
+
+
+def part_t(t: dict) -> list[str]:
+    p, pairs = t["protocol"], t["pairs"]
+    out = ["### Part T: shared start on the tiny model", ""]
+    if not pairs:
+        return out + ["Not run yet: no shared task-1 checkpoint has finished.", ""]
+    out += [f"(base, seed) pairs with a shared checkpoint: {len(pairs)} of {len(t['order'])}.", ""]
+    for task2 in p["tasks2"]:
+        out += t_task(task2, {pr: g[task2] for pr, g in pairs.items()}, p, len(t["order"]))
+    return out
+
+
+def t_task(task2: str, groups: dict, p: dict, needed: int) -> list[str]:
+    adm_rows, rerun_rows, claim_rows = [], [], []
+    for (b, s), g in groups.items():
+        adm = g.admission()
+        adm_rows.append([f"b{b} s{s}", f(adm["start"])] + [
+            f"{f(e['final'])} ({f(e['gain'], 3, True)}){'' if e['admitted'] else ' not admitted'}"
+            for e in adm["arms"].values()])
+    for label, a, b, kind in p["claims"]:
+        vals = {}
+        for pr, g in groups.items():
+            m = g.matched(a, b)
+            rerun_rows.append([f"b{pr[0]} s{pr[1]}", label, m["status"], f(m.get("level"))] + [
+                _reached(m.get(arm)) for arm in (a, b)])
+            if m["status"] == "matched":
+                vals[pr] = t_change(g, m, a, kind, p, task2) - t_change(g, m, b, kind, p, task2)
+        t_ci, c_ci = st.t_interval(list(vals.values())), st.clustered_bootstrap(vals, p["reps"])
+        what = "task 1 (" + p["task1"] + ")" if kind == "forgetting" else "the probes"
+        claim_rows.append([f"{label}. change of {what}: {a} - {b}", t_ci["n"], ci_text(t_ci), ci_text(c_ci),
+                           st.both_verdict(t_ci, c_ci, f"{a} loses more", f"{b} loses more", needed)])
+    return [f"**Task 2 = {task2}** (probes {', '.join(p['probes'][task2])})", "",
+            "Admission: dev accuracy of the shared start, then each arm's final dev (gain); the bar is +"
+            f"{p['admission_gain']}.", "",
+            cb.md_table(["pair", "start dev"] + p["arms"], adm_rows),
+            "Matched reruns: L, then for each arm its matched step and the dev level it reached (`final` = the "
+            "full run stopped there, no rerun).", "",
+            cb.md_table(["pair", "claim", "status", "L", "arm A: step (reached)", "arm B: step (reached)"],
+                        rerun_rows),
+            f"Claims (d = change(A) - change(B) per pair; 95% t-interval over pairs; base-clustered bootstrap, "
+            f"{p['reps']:,} draws; a verdict needs both on the same side of 0; with {needed} pairs a true "
+            f"difference below ~{f(st.mde(p['sd_per_pair'], max(needed, 2)), 2)} is expected to come out not "
+            "distinguishable):", "",
+            cb.md_table(["claim", "n pairs", "t-interval", "base-clustered", "verdict"], claim_rows)]
+
+
+def _reached(m) -> str:
+    if not m:
+        return "-"
+    if "row" not in m:
+        return f"step {m['step']}: {m.get('phase')}"
+    return f"step {m['step']} ({f(m['reached'])}{'' if m['rerun'] else ', final'})"
+
+
+# ------------------------------------------------------------------------------------------------ Part M
+
+def part_m(m: dict) -> list[str]:
+    out = ["### Part M: SmolLM2-135M-Instruct, add2, vLLM scoring every row", ""]
+    if m["import"] is None:
+        return out + ["Not run yet: the model has not been imported.", ""]
+    p, groups = m["protocol"], m["seeds"]
+    if not any(r for g in groups.values() for r in g.full.values()):
+        return out + ["Not run yet: no arm has finished.", ""]
+    rows, matched = [], {}
+    for seed, g in groups.items():
+        adm = g.admission()
+        ok = [a for a, e in adm["arms"].items() if e["admitted"]]
+        level = min((adm["arms"][a]["final"] for a in ok), default=None)
+        if level is not None and adm["start"] is not None and level < adm["start"] + p["match_margin"] - 1e-12:
+            level = None
+        for a, e in adm["arms"].items():
+            at = g.at_level(a, level) if level is not None and a in ok else None
+            rows.append([seed, a, f(adm["start"]), f(e["final"]), f(e["gain"], 3, True),
+                         "yes" if e["admitted"] else "no", f(level), _reached(at)])
+            if at and "row" in at:
+                matched.setdefault(a, {})[seed] = (g.start_row(), at["row"])
+    out += [cb.md_table(["seed", "arm", "base dev", "final dev", "gain", "admitted", "L", "matched step (reached)"],
+                        rows)]
+    return out + m_claims(matched, p)
+
+
+def m_claims(matched: dict, p: dict) -> list[str]:
+    ref, rows, loses = p["reference"], [], {}
+    for arm in [a for a in p["arms"] if a != ref]:
+        seeds = sorted(set(matched.get(arm, {})) & set(matched.get(ref, {})))
+        if not seeds:
+            rows.append([f"{arm} - {ref}", "n/a", "not decided: admission or matching failed, or not run"])
+            continue
+        ci = m_bootstrap(matched, arm, ref, seeds, p["probes"], p["reps"])
+        verdict = "not distinguishable" if ci["lo"] <= 0 <= ci["hi"] else (
+            f"{arm} loses more" if ci["hi"] < 0 else f"{ref} loses more")
+        loses[arm] = ci["hi"] < 0
+        extra = "; ".join(f"{x} {f(m_bootstrap(matched, arm, ref, seeds, [x], p['reps'])['mean'], 3, True)}"
+                          for x in p["extra_probes"])
+        rows.append([f"{arm} - {ref} (seeds {seeds}; {extra})", ci_text(ci), verdict])
+    return ["Pooled probe change (mean of " + ", ".join(p["probes"]) + ") at equal task gain, X minus "
+            f"{ref}; per-prompt paired bootstrap over seeds, {p['reps']:,} draws (mul and capitals: point "
+            "differences, beside):", "", cb.md_table(["comparison", "d [95% CI]", "verdict"], rows),
+            f"Registered reading: {reading(loses)}", ""]
+
+
+def m_bootstrap(matched: dict, a: str, b: str, seeds: list, probes: list, reps: int) -> dict:
+    """Probe change of a minus b at the matched points, pooled over seeds (the same prompt indices for both arms
+    and every seed: the probe sets are the same across seeds)."""
+    def stat(idx):
+        return statistics.fmean(
+            (acc(matched[a][s][1], n, idx[n]) - acc(matched[a][s][0], n, idx[n]))
+            - (acc(matched[b][s][1], n, idx[n]) - acc(matched[b][s][0], n, idx[n])) for s in seeds for n in probes)
+    first = matched[a][seeds[0]][1]
+    return st.bootstrap(stat, {n: len(first["correct"][n]) for n in probes}, reps=reps)
+
+
+def reading(loses: dict) -> str:
+    """PROTOCOL-v4.md Part M's readings, registered in advance."""
+    sft = ("sft-answer", "sft-format", "self-sft")
+    if any(a not in loses for a in sft):
+        return "not decided: an SFT-family comparison is missing."
+    hit = {a for a in sft if loses[a]}
+    if hit == {"sft-answer"}:
+        return "only sft-answer loses more: the pilot's SFT finding was a format artefact."
+    if hit == {"sft-answer", "sft-format"}:
+        return "sft-answer and sft-format lose more, self-sft does not: off-policy data drives it."
+    if hit == set(sft):
+        return "all three SFT-family arms lose more: the SFT objective itself drives it."
+    return f"pattern {sorted(hit) or 'none'} lose more: reported as it is, with no reading."
