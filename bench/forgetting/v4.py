@@ -222,7 +222,15 @@ class PartM:
             return cached(run, run_dir, doc, self.nice, cpt)
         return Group(task, list(p["arms"]), launch, p["match_margin"], p["admission_gain"])
 
+    # PROTOCOL-v4.md Part M registers both `evaluation.engine: vllm` and dev checkpoints every 4 steps read from
+    # `spec.evaluation.everySteps`; the product refuses that pair (curves are scored with hf inside the learner).
+    # Until the lead decides (an amendment before any run, or a product change), Part M does not start.
+    CONFLICT = ("Part M: the product refuses evaluation.everySteps with evaluation.engine vllm, and PROTOCOL-v4.md "
+                "registers both; an amendment (before any run) or a product change must come first")
+
     def collect(self, run: bool) -> dict:
+        if run:
+            raise RuntimeError(self.CONFLICT)
         imp = self.pilot.import_model(run)
         if imp is None:
             return {"protocol": self.p, "import": None, "seeds": {}}

@@ -96,9 +96,12 @@ def test_group_matches_at_the_lower_final_level_and_reruns_only_when_needed(monk
 
 
 def test_part_m_specs_pass_cpt_validate(tmp_path, monkeypatch):
-    """Part M's five arms (and a matched rerun) as the runner writes them: valid ContinualPostTraining specs, the
-    answer-only arm on rows without `solution`, every row scored by vLLM."""
-    from cpt_core.validation import validate_resource
+    """Part M's five arms (and a matched rerun) as the runner writes them: the answer-only arm on rows without
+    `solution`, every row scored by vLLM. The matched rerun validates; the full runs do NOT: PROTOCOL-v4.md registers
+    dev checkpoints (`everySteps`) together with `evaluation.engine: vllm`, and the product refuses that pair. This
+    test pins the conflict (left to the lead: an amendment before any run, or a product change), and the runner
+    refuses to start Part M meanwhile."""
+    from cpt_core.validation import SpecError, validate_resource
 
     docs = []
     monkeypatch.setattr(v4, "cached", lambda run, run_dir, doc, nice, cpt=None: docs.append(doc))
@@ -110,9 +113,13 @@ def test_part_m_specs_pass_cpt_validate(tmp_path, monkeypatch):
     g = part.group(False, 0)
     g.launch("grpo-m4", "grpo", 4)
     assert len(docs) == 6
-    for doc in docs:
-        validate_resource(doc, mode="local")
-        assert doc["spec"]["evaluation"]["engine"] == "vllm"
+    for doc in docs[:5]:
+        with pytest.raises(SpecError, match="everySteps"):
+            validate_resource(doc, mode="local")
+    validate_resource(docs[5], mode="local")
+    assert all(doc["spec"]["evaluation"]["engine"] == "vllm" for doc in docs)
+    with pytest.raises(RuntimeError, match="amendment"):
+        part.collect(True)
     assert docs[0]["spec"]["tasks"][0]["train"].endswith("add2-train-answer.jsonl")
     assert docs[-1]["spec"]["grpo"]["maxSteps"] == 4 and "everySteps" not in docs[-1]["spec"]["evaluation"]
 
