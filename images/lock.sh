@@ -15,6 +15,7 @@ lock() {  # lock IMAGE WHAT [pip-compile inputs...]
   local image=$1 what=$2; shift 2
   local out=images/$image/requirements.lock body
   body=$(mktemp)
+  [[ -f "$out" ]] && cp "$out" "$body"  # uv keeps the pins already there (preferences): a lock changes only where it must
   "$UV" pip compile "$@" --python-version 3.12 --python-platform x86_64-unknown-linux-gnu --generate-hashes \
     --no-header --annotation-style line --index-url https://pypi.org/simple --quiet -o "$body"
   {
@@ -26,7 +27,7 @@ lock() {  # lock IMAGE WHAT [pip-compile inputs...]
   echo "$out: $(grep -c '^[A-Za-z0-9]' "$out") pins"
 }
 
-lock operator "the base dependencies of pyproject.toml and everything they pull" pyproject.toml
+lock operator "pyproject.toml's base dependencies and [operator] extra" pyproject.toml --extra operator
 lock learner "pyproject.toml's [trainer,vllm,tracking] extras and images/learner/requirements.in" \
   pyproject.toml --extra trainer --extra vllm --extra tracking images/learner/requirements.in
 lock rollout "pyproject.toml's [vllm] extra and images/rollout/requirements.in" \

@@ -135,25 +135,33 @@ def test_dockerignore_keeps_the_context_to_the_sources():
 
 
 OPERATOR_IMPORT_PROBE = """
-import importlib.abc, importlib.metadata as md, json, sys
+import importlib, importlib.abc, importlib.machinery, importlib.metadata as md, json, sys
 from packaging.utils import canonicalize_name
 allowed = set(json.loads(sys.argv[1]))
 owners = {m: {canonicalize_name(d) for d in ds} for m, ds in md.packages_distributions().items()}
 ours = {"cpt_core", "cpt_operator", "cpt_trainer"}
 
 class OnlyTheImage(importlib.abc.MetaPathFinder):
-    # Simulates the operator image: a module of a distribution outside the base dependencies is not there.
+    # Simulates an image: a module of a distribution outside the allowed closure is not there (find_spec finds
+    # nothing, as for a package never installed; torch probes optional modules that way).
     def find_spec(self, name, path=None, target=None):
         top = name.split(".")[0]
-        if top in sys.stdlib_module_names or top in ours or top not in owners:
-            return None
-        if not owners[top] & allowed:
-            raise ImportError("not in the operator image: " + name)
+        if top in sys.stdlib_module_names or top in ours or top not in owners or owners[top] & allowed:
+            return importlib.machinery.PathFinder.find_spec(name, path, target)
+        return None
 
-sys.meta_path.insert(0, OnlyTheImage())
-import cpt_operator.__main__, cpt_operator.kube.handlers, cpt_operator.metrics, cpt_operator.local.runner  # `cpt`
+    def find_distributions(self, context=importlib.metadata.DistributionFinder.Context()):
+        return importlib.machinery.PathFinder.find_distributions(context)
+
+sys.meta_path[:] = [f for f in sys.meta_path if f is not importlib.machinery.PathFinder] + [OnlyTheImage()]
+for module in sys.argv[2:]:
+    importlib.import_module(module)
 print("ok")
 """
+OPERATOR_MODULES = ["cpt_operator.__main__", "cpt_operator.kube.kopf_adapter", "cpt_operator.metrics",
+                    "cpt_operator.local.runner"]  # the operator and `cpt`
+LEARNER_MODULES = ["cpt_trainer.cli", "cpt_trainer.stages", "cpt_trainer.rollout.vllm_plugin"]  # the learner's
+# entry point, its stages and the rollout servers' vLLM plugin
 
 
 def _closure(requirements: list[str]) -> set[str]:
@@ -178,23 +186,39 @@ def _closure(requirements: list[str]) -> set[str]:
     return seen
 
 
-def test_operator_runs_on_the_base_dependencies_alone():
-    """What the operator image holds (`pip install .`, no extras) is enough for `python -m cpt_operator`: the
-    operator's modules import with every distribution outside the base dependencies' closure hidden (torch,
-    transformers and the dev tools included)."""
-    base = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
-    allowed = sorted(_closure(base))
-    assert "torch" not in allowed
-    result = subprocess.run([sys.executable, "-c", OPERATOR_IMPORT_PROBE, json.dumps(allowed)],
-                            capture_output=True, text=True, timeout=120)
+def _imports_within(extras: list[str], modules: list[str]) -> subprocess.CompletedProcess:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    declared = list(project["dependencies"]) + [d for e in extras for d in project["optional-dependencies"][e]]
+    allowed = sorted(_closure(declared))
+    return subprocess.run([sys.executable, "-c", OPERATOR_IMPORT_PROBE, json.dumps(allowed), *modules],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_operator_runs_on_the_base_dependencies_and_its_extra_alone():
+    """What the operator image holds (base dependencies and [operator]) is enough for `python -m cpt_operator`:
+    the operator's modules import with every distribution outside that closure hidden (torch, transformers and
+    the dev tools included)."""
+    result = _imports_within(["operator"], OPERATOR_MODULES)
     assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-3000:]
+
+
+def test_the_learner_needs_no_kopf_and_the_gpu_images_hold_none():
+    """The learner and rollout images install the base dependencies with the trainer's extras, not [operator]:
+    the trainer's modules import with kopf, the Kubernetes client and prometheus-client hidden, and their locks
+    pin none of them. The operator's modules, under the same closure, do not import (the probe can fail)."""
+    trainer = _imports_within(["trainer", "tracking"], LEARNER_MODULES)
+    assert trainer.returncode == 0 and trainer.stdout.strip().endswith("ok"), trainer.stderr[-3000:]
+    operator = _imports_within(["trainer", "tracking"], ["cpt_operator.kube.kopf_adapter"])
+    assert operator.returncode != 0 and "No module named 'kopf'" in operator.stderr, operator.stderr[-2000:]
+    for image in ("learner", "rollout"):
+        assert not {"kopf", "kubernetes"} & set(_pins(image)), f"the {image} lock pins the operator's packages"
 
 
 def _declared(image: str) -> list[str]:
     """What an image's lock must satisfy: pyproject.toml's base dependencies, the extras the image installs, and
     its requirements.in."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    extras = {"operator": [], "learner": ["trainer", "vllm", "tracking"], "rollout": ["vllm"]}[image]
+    extras = {"operator": ["operator"], "learner": ["trainer", "vllm", "tracking"], "rollout": ["vllm"]}[image]
     declared = list(project["dependencies"]) + [d for e in extras for d in project["optional-dependencies"][e]]
     extra_in = IMAGES / image / "requirements.in"
     if extra_in.exists():
