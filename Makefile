@@ -72,7 +72,7 @@ install-vllm: $(VLLM_VENV)/.installed
 
 test: install promtool install-vllm
 	# Two workers, a test file per worker at a time (module fixtures stay in one process): 13 min instead of 19.
-	PATH="$(CURDIR)/$(TOOLS):$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest -p no:cacheprovider -n 2 --dist loadfile
+	PATH="$(CURDIR)/$(TOOLS):$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest -p no:cacheprovider -n 2 --dist loadfile --durations=30
 	# The operator's life-cycle, restart, fault and refused-pod tests again with stage jobs as Trainer v2 TrainJobs
 	# (the operator picks its job kind at start, so the second backend needs its own process).
 	CPT_JOB_BACKEND=trainjob $(BIN)/pytest -p no:cacheprovider tests/operator/test_lifecycle.py \
