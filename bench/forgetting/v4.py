@@ -24,6 +24,7 @@ from typing import Optional
 import cptbench as cb
 import sections
 import stats as st
+import v4curve
 import v4doc
 from protocols import PAIR_ORDER, V3, V4_M, V4_T, v4_quick
 from runs import cached, read_run, spec
@@ -51,14 +52,17 @@ class Group:
     """Arms trained from one starting model on one task, with the general sets each evaluation scores (the dev
     set last). `launch(name, arm, max_steps)` returns the cached run (read back) or None."""
 
-    def __init__(self, task: str, arms: list, launch, margin: float, gain: float, parallel: int = 1):
+    def __init__(self, task: str, arms: list, launch, margin: float, gain: float, parallel: int = 1, read=None):
         self.task, self.arms, self.launch, self.margin, self.gain = task, arms, launch, margin, gain
-        jobs = [lambda a=a: self._read(self.launch(a, a, None)) for a in arms]
+        self.records: list[dict] = []  # every run read (done.json's fields): the code each was measured with
+        jobs = [lambda a=a: self._read(self.launch(a, a, None), read) for a in arms]
         self.full = dict(zip(arms, cb.run_all(jobs, parallel)))
 
-    @staticmethod
-    def _read(res):
-        return read_run(res) if res else None
+    def _read(self, res, read=None):
+        if not res:
+            return None
+        self.records.append(res)
+        return (read or read_run)(res)
 
     def start_dev(self) -> Optional[float]:
         run = next((r for r in self.full.values() if r and r["evals"] and r["evals"][0]), None)
@@ -105,7 +109,7 @@ class Group:
             res = self.launch(f"{arm}-m{step}", arm, step)
             if res is None:
                 return None
-            rerun = read_run(res)
+            rerun = self._read(res)
             if rerun.get("phase") != "Succeeded":
                 return {"step": step, "phase": rerun.get("phase")}
             row = rerun["evals"][-1]
@@ -122,6 +126,7 @@ class PartT:
         self.p = v4_quick()[0] if quick else V4_T
         self.work, self.nice, self.quick, self.parallel = work, nice, quick, parallel
         self.a = PartA(work if quick else v3_work, nice, smoke=quick)
+        self.records: list[dict] = []  # the shared task-1 runs read (their done.json)
 
     def arm(self, name: str) -> dict:
         return V3["arms"][name]
@@ -141,6 +146,7 @@ class PartT:
         res = cached(run, run_dir, doc, self.nice)
         if not res or res["phase"] != "Succeeded":
             return None
+        self.records.append(res)
         return run_dir / "out" / "tasks" / f"1-{t1}" / "checkpoint"
 
     def group(self, run: bool, b: int, s: int, task2: str, ckpt: Path) -> Group:
@@ -168,7 +174,7 @@ class PartT:
             if ckpt is None:
                 continue
             pairs[(b, s)] = {t2: self.group(go, b, s, t2, ckpt) for t2 in self.p["tasks2"]}
-        return {"protocol": self.p, "pairs": pairs, "order": order}
+        return {"protocol": self.p, "pairs": pairs, "order": order, "records": self.records}
 
 
 # ------------------------------------------------------------------------------------------------ Part M
@@ -211,6 +217,7 @@ class PartM:
         general = [(g, None, d / f"{g}-probe.jsonl", reward(g)) for g in p["probes"]]
         general += [(g, None, d / f"{g}-eval.jsonl", reward(g)) for g in p["extra_probes"]]
         general.append((f"dev-{task}", None, d / f"{task}-dev.jsonl", "numeric"))
+        docs: dict[str, dict] = {}
 
         def launch(name, arm, steps):
             train = d / f"{task}-train{'-answer' if p['arms'][arm].get('train') == 'answer' else ''}.jsonl"
@@ -218,19 +225,35 @@ class PartM:
             run_dir = self.work / "M" / f"s{seed}" / name
             doc = spec(f"m-{name}-s{seed}", self.pilot.model, run_dir, cfg,
                        [(task, train, d / f"{task}-eval.jsonl", "numeric")], general, seed, p["tokens"],
-                       None if steps else p["every"], engine=eng, max_steps=steps, eval_engine=p["engine"])
-            return cached(run, run_dir, doc, self.nice, cpt)
-        return Group(task, list(p["arms"]), launch, p["match_margin"], p["admission_gain"])
+                       None, engine=eng, max_steps=steps, eval_engine=p["engine"])
+            if steps:  # a matched rerun: its final row is all it gives
+                return cached(run, run_dir, doc, self.nice, cpt)
+            # Amendment 1: the dev curve from step checkpoints every `every` steps (all kept), scored by vLLM
+            doc["spec"]["checkpoint"] = {"everySteps": p["every"], "everyMinutes": 0, "keep": 100}
+            docs[str(run_dir)] = doc
+            if not run:
+                return cached(False, run_dir, doc, self.nice, cpt)
+            for attempt in (1, 2):  # a finished run whose step checkpoints were not all kept is redone once
+                with v4curve.Keep(run_dir, task, doc):
+                    res = cached(True, run_dir, doc, self.nice, cpt)
+                if res["phase"] != "Succeeded" or v4curve.all_kept(run_dir, task, p["every"]) or attempt == 2:
+                    return res
+                print(f"  {run_dir}: step checkpoints not all kept; running it again", flush=True)
+                v4curve.forget(run_dir)
 
-    # PROTOCOL-v4.md Part M registers both `evaluation.engine: vllm` and dev checkpoints every 4 steps read from
-    # `spec.evaluation.everySteps`; the product refuses that pair (curves are scored with hf inside the learner).
-    # Until the lead decides (an amendment before any run, or a product change), Part M does not start.
-    CONFLICT = ("Part M: the product refuses evaluation.everySteps with evaluation.engine vllm, and PROTOCOL-v4.md "
-                "registers both; an amendment (before any run) or a product change must come first")
+        def read(res):
+            out = read_run(res)
+            doc = docs[res["dir"]]
+            if run and out.get("phase") == "Succeeded" and v4curve.valid(Path(res["dir"]), doc):
+                v4curve.score(Path(res["dir"]), p["engine"], self.nice)
+            pts = v4curve.points(Path(res["dir"]), doc, out, task, p["every"], p["engine"])
+            if len(out["trains"]) > 1 and out["trains"][1] is not None:
+                out["trains"][1] = dict(out["trains"][1], curve=pts or [])
+            out["curve_complete"] = pts is not None
+            return out
+        return Group(task, list(p["arms"]), launch, p["match_margin"], p["admission_gain"], read=read)
 
     def collect(self, run: bool) -> dict:
-        if run:
-            raise RuntimeError(self.CONFLICT)
         imp = self.pilot.import_model(run)
         if imp is None:
             return {"protocol": self.p, "import": None, "seeds": {}}
@@ -243,13 +266,13 @@ def main(args) -> int:
     work = (args.work or HERE / "work" / ("v4-quick" if quick else "v4")).resolve()
     results = args.results or (work / "RESULTS.md" if quick else HERE / "RESULTS.md")
     work.mkdir(parents=True, exist_ok=True)
-    code = cb.use_code(args.snapshot, work)
+    cb.use_code(args.snapshot, work)  # the code the runs of this pass use; RESULTS names the runs' own records
     parts = set(args.part.split(","))
     run = not args.report_only
     t0 = time.monotonic()
     data = {"T": PartT(work, args.nice, quick, HERE / "work" / "v3", args.parallel or (2 if quick else 1)).collect(run and "T" in parts, args.pairs)}
     data["M"] = None if quick else PartM(work, args.nice).collect(run and "M" in parts)
-    data.update(code=code, snapshot=args.snapshot, machine=cb.machine(), quick=quick,
+    data.update(snapshot=args.snapshot, machine=cb.machine(), quick=quick,
                 invocation_s=time.monotonic() - t0)
     snap = f" --snapshot {args.snapshot}" if args.snapshot else ""
     body = v4doc.section(data, f"OMP_NUM_THREADS=1 .venv/bin/python bench/forgetting/run.py --protocol v4{snap}")

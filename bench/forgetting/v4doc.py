@@ -5,6 +5,7 @@ recomputed here from the runs' per-prompt `correct` flags (eval.json), so a read
 
 from __future__ import annotations
 
+import collections
 import datetime
 import statistics
 
@@ -26,8 +27,23 @@ def header(data: dict, cmd: str) -> list[str]:
     title = "## Protocol v4: shared start (tiny model) and the SmolLM2 mechanism experiment"
     return [title + (" (QUICK smoke run)" if data.get("quick") else ""), "",
             f"Protocol: bench/forgetting/PROTOCOL-v4.md, registered in commit {V4_REGISTERED} (before any v4 run). "
-            f"Code measured: {data['code']}.  ", f"Command: `{cmd}`  ", f"Written: {now} by the runner.  ",
+            f"Code measured (the runs' own records, done.json): {measured(data)}.  ", f"Command: `{cmd}`  ", f"Written: {now} by the runner.  ",
             f"Machine: {data['machine']}", ""]
+
+
+def measured(data: dict) -> str:
+    """The code every run this section reads was measured with, from each run's done.json (`code`: code-<sha12>
+    for a git snapshot, else "working tree"), with how many runs; not the report process's own code."""
+    recs = list(data["T"].get("records", []))
+    recs += [r for g in data["T"]["pairs"].values() for grp in g.values() for r in grp.records]
+    if data["M"] is not None:
+        recs += [r for g in data["M"]["seeds"].values() for r in g.records]
+    runs = {r["dir"]: r.get("code", "not recorded") for r in recs}
+    if not runs:
+        return "no run finished yet"
+    count = collections.Counter(runs.values())
+    name = lambda c: f"git snapshot {c[5:]}" if c.startswith("code-") else c  # noqa: E731
+    return ", ".join(f"{name(c)} ({n} run{'s' * (n != 1)})" for c, n in sorted(count.items()))
 
 
 def mde_lines(sd: float) -> list[str]:
@@ -41,11 +57,11 @@ def mde_lines(sd: float) -> list[str]:
 
 
 def section(data: dict, cmd: str) -> str:
-    out = header(data, cmd) + mde_lines(data["T"]["protocol"]["sd_per_pair"])
+    out = mde_lines(data["T"]["protocol"]["sd_per_pair"])
     out += part_t(data["T"])
     out += part_m(data["M"]) if data["M"] is not None else ["### Part M", "", "Not run (quick smoke run).", ""]
     out += ["### Part G (GPU)", "", "Not run: no device.", ""]
-    return "\n".join(out)
+    return "\n".join(header(data, cmd) + out)  # the header last: it names the code of every run read above
 
 
 # ------------------------------------------------------------------------------------------------ Part T
@@ -132,7 +148,13 @@ def part_m(m: dict) -> list[str]:
                          "yes" if e["admitted"] else "no", f(level), _reached(at)])
             if at and "row" in at:
                 matched.setdefault(a, {})[seed] = (g.start_row(), at["row"])
-    out += [cb.md_table(["seed", "arm", "base dev", "final dev", "gain", "admitted", "L", "matched step (reached)"],
+    gaps = [f"s{seed} {a}" for seed, g in groups.items() for a, r in g.full.items()
+            if r and r.get("phase") == "Succeeded" and not r.get("curve_complete", True)]
+    out += [f"Dev curves (PROTOCOL-v4.md Amendment 1): each full run's step checkpoints, every {p['every']} steps, "
+            f"scored on the dev set by {p['engine']} after the run; the last point is the run's final row (the same "
+            "engine). " + (f"Curve incomplete (not kept or not scored yet), no matched point read: {', '.join(gaps)}."
+                           if gaps else "Every finished run's curve is complete."), "",
+            cb.md_table(["seed", "arm", "base dev", "final dev", "gain", "admitted", "L", "matched step (reached)"],
                         rows)]
     return out + m_claims(matched, p)
 
