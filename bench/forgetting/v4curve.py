@@ -44,11 +44,9 @@ def wanted(name: str) -> bool:
 
 
 def _sha(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    from cpt_core.storage.base import sha256_file  # the hash step.json's entries were made with
+
+    return sha256_file(path)
 
 
 def identity(doc: dict) -> dict:
