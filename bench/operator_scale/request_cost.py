@@ -1,5 +1,5 @@
 """CPU per request of the two clients a run's first pass uses: boto3 (the storage claim: a bounded LIST and a
-conditional PUT of owner.json) against moto, and the operator's kubernetes client (`kube.client.Kube`, a POST
+conditional PUT of owner.json) against moto, and the operator's kubernetes client (`kube.rest.client.Kube`, a POST
 of a ConfigMap) against the strict emulator. Client-side CPU only (time.process_time of this process; each
 server is its own process), one thread, after a warm-up.
 
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         moto.wait(10)
     emu = Emulator(tempfile.mkdtemp(prefix="cpt-cost-"))
     try:
-        from cpt_operator.kube.client import Kube
+        from cpt_operator.kube.rest.client import Kube
 
         kube = Kube.connect(emu.kubeconfig)
         rows["kubernetes client POST ConfigMap"] = cpu_ms(n, lambda i: kube.request(

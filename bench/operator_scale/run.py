@@ -209,7 +209,7 @@ def run_phase(who: str, n: int, children: dict[str, list[dict]], endpoint: str, 
         # requests of the controller only (the bench's N creates of the runs are not its requests)
         phase.requests_until_done = _total(emu.ask("requests")) - _total(req0) - n
         # The emulator runs no training operator, so every stage job would stay Pending, and the operator rightly
-        # looks for refused pods then (kube/admission.py). A cluster starts them within seconds: so does this
+        # looks for refused pods then (kube/controller/admission.py). A cluster starts them within seconds: so does this
         # stand-in, before the idle window, for both controllers. Then a quiet tail (the passes that read the jobs'
         # new phase, the events posted behind the passes), then nothing happens to any run for `settle` seconds:
         # what the controller costs the server and itself then.

@@ -1,7 +1,7 @@
 """`python -m cpt_operator [--verbose] [--liveness=http://0.0.0.0:8080/healthz]`: run the operator.
 
-Same as `kopf run -m cpt_operator.kube.handlers` plus our settings. Namespaces come from CPT_NAMESPACES (empty = all
-namespaces); always standalone (one replica, no kopf peering). kopf itself is only imported by `handlers`.
+Same as `kopf run -m cpt_operator.kube.kopf_adapter` plus our settings. Namespaces come from CPT_NAMESPACES (empty = all
+namespaces); always standalone (one replica, no kopf peering). kopf itself is only imported by `kube.kopf_adapter`.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from cpt_operator.kube.handlers import run_operator
+    from cpt_operator.kube.kopf_adapter import run_operator
 
     run_operator(cfg, liveness_endpoint=args.liveness)
     return 0

@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from cpt_operator.kube.admission import MAX_GAP, AdmissionScanner, PendingJob, match_events, owner_job
+from cpt_operator.kube.controller.admission import MAX_GAP, AdmissionScanner, PendingJob, match_events, owner_job
 
 T0 = datetime(2026, 11, 30, 12, 0, 0, tzinfo=timezone.utc)
 

@@ -1,4 +1,4 @@
-"""Passes read children from the watch-fed cache (kube/informer.py) and the resource from kopf's watch (issue
+"""Passes read children from the watch-fed cache (kube/controller/informer.py) and the resource from kopf's watch (issue
 16): a pass never LISTs or GETs, an idle pass sends no request at all, and a child deleted behind the run's back
 wakes the run at once (not at the storage resync). The emulator counts every request by User-Agent."""
 
@@ -10,8 +10,8 @@ from kubeemu.semantics import parse_path
 from operator_harness import JOB_BACKEND, cpt_body, new_bucket, run_to_end, running_operator, wait_for
 
 from cpt_operator import metrics
-from cpt_operator.kube.reconcile import Recent
-from cpt_operator.kube.client import Applied
+from cpt_operator.kube.controller.recent import Recent
+from cpt_operator.kube.controller.apply import Applied
 
 
 def operator_requests(emulator) -> list[tuple[str, str, str]]:

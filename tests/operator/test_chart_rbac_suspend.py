@@ -20,7 +20,7 @@ from kubeemu.faults import Fault
 from operator_harness import cpt_body, new_bucket, suspended, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
-OPERATOR_AGENTS = ("kopf/", "cpt-operator/")
+OPERATOR_AGENTS = ("kopf/", "cpt-operator/", "cpt-operator-watch/")  # the last: the informer's streams
 VERBS = {"fetch": "get", "list": "list", "watch": "watch", "create": "create", "update": "patch",
          "replace": "update", "delete": "delete"}
 

@@ -8,7 +8,7 @@ import gc
 import os
 
 from cpt_core.storage import Credentials, open_store
-from cpt_operator.kube.storage_access import MAX_CLIENTS, READ_TIMEOUTS, ClientCache
+from cpt_operator.kube.controller.storage_access import MAX_CLIENTS, READ_TIMEOUTS, ClientCache
 
 
 def _rss_mb() -> float:

@@ -1,4 +1,4 @@
-"""`python -m cpt_operator` starts the operator (the tests elsewhere use `kopf run -m cpt_operator.kube.handlers`)."""
+"""`python -m cpt_operator` starts the operator (the tests elsewhere use `kopf run -m cpt_operator.kube.kopf_adapter`)."""
 
 from __future__ import annotations
 

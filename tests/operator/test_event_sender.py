@@ -1,4 +1,4 @@
-"""Events posted behind the passes (kube/event_sender.py), and kopf's diff-base left out (kube/handlers.py)."""
+"""Events posted behind the passes (kube/controller/event_sender.py), and kopf's diff-base left out (kube/kopf_adapter.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from cpt_operator.kube.event_sender import EventSender
+from cpt_operator.kube.controller.event_sender import EventSender
 
 
 class Clock:
@@ -125,7 +125,7 @@ def test_the_operator_registers_no_change_handlers_so_kopf_needs_no_diff_base():
     change (create/update/delete/field/resume) or daemon/timer handler exists, which would need the diff."""
     import kopf
 
-    from cpt_operator.kube import handlers
+    from cpt_operator.kube import kopf_adapter as handlers
 
     registry = kopf.get_default_registry()
     assert list(registry._changing.get_all_handlers()) == []

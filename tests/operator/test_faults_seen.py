@@ -53,7 +53,7 @@ def test_operator_sigkilled_at_random_points(emulator, emu_world, tmp_path: Path
     world.create(body)
     rng = random.Random(14)
     log = open(tmp_path / "operator.log", "wb")
-    cmd = [sys.executable, "-m", "kopf", "run", "-A", "--standalone", "-m", "cpt_operator.kube.handlers"]
+    cmd = [sys.executable, "-m", "kopf", "run", "-A", "--standalone", "-m", "cpt_operator.kube.kopf_adapter"]
     kills, started = 0, time.monotonic()
     status: dict = {}
     while time.monotonic() - started < 60 + 8 * kills_wanted:

@@ -49,7 +49,7 @@ def test_hostile_endpoints_do_not_hold_back_other_runs(emulator, emu_world, tmp_
     oversized = hostile.HostileS3("oversized")
     log = open(tmp_path / "operator.log", "w")
     proc = subprocess.Popen([sys.executable, "-m", "kopf", "run", "-A", "--standalone", "-m",
-                             "cpt_operator.kube.handlers"], stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ))
+                             "cpt_operator.kube.kopf_adapter"], stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ))
     peak = [0.0]
 
     def rss() -> float:

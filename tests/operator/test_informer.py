@@ -1,4 +1,4 @@
-"""The children's watch-fed cache (kube/informer.py): indexed by run, owner-checked, and honest after a
+"""The children's watch-fed cache (kube/controller/informer.py): indexed by run, owner-checked, and honest after a
 re-listing: a child deleted while the watch was down (its DELETED event compacted away, 410 on resume) is
 dropped from the cache and its run re-creates it, with no resync to help."""
 
@@ -7,7 +7,7 @@ from __future__ import annotations
 from kubeemu.semantics import parse_path
 from operator_harness import cpt_body, new_bucket, running_operator, wait_for
 
-from cpt_operator.kube.informer import ChildCache
+from cpt_operator.kube.controller.informer import ChildCache
 
 
 def _cm(name: str, run: str | None, owner: str = "u1", rv: str = "1") -> dict:
@@ -104,3 +104,46 @@ def test_a_child_kind_the_server_does_not_serve_holds_no_other_work_back(emulato
         assert f"{JOB_BACKEND.kind} in all namespaces is not served by the API server" in runner.output
     finally:
         client.close()
+
+
+def test_the_informer_runs_without_kopf_on_any_stream():
+    """The controller's informer over a stream of our own (no kopf, no API server): it fills the cache, is synced
+    once every stream listed, and a re-listing drops what it no longer returns, reported as a deletion."""
+    import asyncio
+
+    from cpt_operator.kube.controller.informer import Informer
+    from cpt_operator.kube.rest.watch import LISTED
+
+    feeds: dict[str, asyncio.Queue] = {}
+
+    async def stream_of(api_version, plural, namespace, selector):
+        assert selector == "cpt.dev/run" and namespace is None
+        feed = feeds.setdefault(plural, asyncio.Queue())
+        while True:
+            yield await feed.get()
+
+    async def scenario():
+        changes, listings = [], []
+        informer = Informer(stream_of, ["ConfigMap", "Service"], on_change=lambda k, o, n: changes.append(
+            (k, o and o["metadata"]["name"], n and n["metadata"]["name"])),
+            on_listed=lambda kind, ns, present: listings.append((kind, sorted(present))))
+        informer.start()
+        await asyncio.sleep(0)
+        for item in ({"type": None, "object": _cm("a", "r1")}, {"type": None, "object": _cm("b", "r1")}, LISTED):
+            feeds["configmaps"].put_nowait(item)
+        await asyncio.sleep(0.01)
+        assert not informer.synced.is_set()  # Services have not listed yet
+        feeds["services"].put_nowait(LISTED)
+        await asyncio.wait_for(informer.synced.wait(), 1)
+        assert set(informer.cache.children("ns", "r1", "u1")) == {("ConfigMap", "a"), ("ConfigMap", "b")}
+        for item in ({"type": None, "object": _cm("a", "r1", rv="5")}, LISTED):  # a re-listing without b
+            feeds["configmaps"].put_nowait(item)
+        await asyncio.sleep(0.01)
+        await informer.stop()
+        return informer, changes, listings
+
+    informer, changes, listings = asyncio.run(scenario())
+    assert set(informer.cache.children("ns", "r1", "u1")) == {("ConfigMap", "a")}
+    assert changes == [("ConfigMap", None, "a"), ("ConfigMap", None, "b"), ("ConfigMap", "a", "a"),
+                       ("ConfigMap", "b", None)]
+    assert listings == [("ConfigMap", [("ns", "a"), ("ns", "b")]), ("Service", []), ("ConfigMap", [("ns", "a")])]

@@ -81,7 +81,7 @@ def test_a_task_without_training_signal_shows_in_describe(emu_world, emu_operato
 
     status = run_to_end(world, "no-signal", timeout=40, fail=trainer)
     assert status["phase"] == "Failed" and status["progress"] == "1/2", status
-    world.events_with("no-signal", "NoTrainingSignal")  # posted behind the passes (kube/event_sender.py)
+    world.events_with("no-signal", "NoTrainingSignal")  # posted behind the passes (kube/controller/event_sender.py)
     described = kubectl("describe", "cpt", "no-signal", cwd=tmp_path)
     assert "NoTrainingSignal" in described and "TaskNotTrained" in described and why in described
     assert [line for line in described.splitlines() if "Warning" in line and "NoTrainingSignal" in line]

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from cpt_core.validation import SpecError, validate_resource
-from cpt_operator.kube.workqueue import error_delay
+from cpt_operator.kube.controller.workqueue import error_delay
 from kubeemu import Fault
 from operator_harness import JOB_BACKEND, cpt_body, new_bucket, run_to_end, wait_for
 

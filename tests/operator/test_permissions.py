@@ -11,7 +11,7 @@ from kubeemu.semantics import parse_path
 
 from cpt_operator.kube.permissions import CONDITIONAL_RULES, REQUIRED_RULES
 
-OPERATOR_AGENTS = ("kopf/", "cpt-operator/")
+OPERATOR_AGENTS = ("kopf/", "cpt-operator/", "cpt-operator-watch/")  # the last: the informer's streams
 
 
 def _verb(method: str, path, params: dict) -> str:
@@ -55,7 +55,7 @@ def test_required_rules_are_exactly_what_the_operator_uses(emulator, emu_world, 
     wait_for(lambda: servers() == 0, what="rollout servers scaled to 0")
     world.patch_spec("perm", {"suspend": False})
     assert run_to_end(world, "perm", timeout=30)["phase"] == "Succeeded"  # deletes the rollout servers
-    world.events_with("perm", "Succeeded", timeout=90)  # events go out behind the passes (kube/event_sender.py)
+    world.events_with("perm", "Succeeded", timeout=90)  # events go out behind the passes (kube/controller/event_sender.py)
     world.delete("perm")  # kopf releases its finalizer
     wait_for(lambda: world.get("perm") is None, what="deleted")
 

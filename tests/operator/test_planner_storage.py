@@ -148,7 +148,7 @@ def test_an_invalid_edit_of_a_running_run_stops_its_gpus_and_keeps_the_last_good
 
 
 def test_patches_that_change_nothing_send_no_request():
-    from cpt_operator.kube.client import _satisfied
+    from cpt_operator.kube.controller.apply import _satisfied
 
     deployment = {"spec": {"replicas": 0, "template": {}}, "metadata": {"annotations": {"a": "1"}}}
     assert _satisfied(deployment, {"spec": {"replicas": 0}})

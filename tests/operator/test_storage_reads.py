@@ -1,4 +1,4 @@
-"""The operator's storage reads (kube/storage_reads.py, storage_access.py, storage_problems.py) against real servers
+"""The operator's storage reads (kube/controller/storage_reads.py, storage_access.py, storage_problems.py) against real servers
 on 127.0.0.1: a pass never waits long for a silent endpoint, one endpoint holds at most PER_ENDPOINT readers, an
 overdue read says the endpoint did not answer in N s, each failure names what to do, only the credential values
 used are held by the scrubber (and let go with the run), and the endpoint allow-list refuses before any request."""
@@ -13,10 +13,10 @@ import pytest
 
 from cpt_core.storage import redact
 from cpt_core.storage.s3 import ReadLimits
-from cpt_operator.kube import storage_problems as problems
+from cpt_operator.kube.controller import storage_problems as problems
 from cpt_operator.kube.settings import Settings
-from cpt_operator.kube.storage_access import READ_LIMITS, CommittedReader, StorageView
-from cpt_operator.kube.storage_reads import Pending, StorageReads
+from cpt_operator.kube.controller.storage_access import READ_LIMITS, CommittedReader, StorageView
+from cpt_operator.kube.controller.storage_reads import Pending, StorageReads
 from operator_harness import new_bucket
 import storage_hostile as hostile
 
@@ -134,9 +134,9 @@ def test_only_the_values_used_are_held_and_let_go_with_the_run(s3_endpoint):
         assert redact.registered() == before + 2  # the key id and the secret, not 20,000 values
         assert redact.scrub(keys["AWS_SECRET_ACCESS_KEY"]) == "***"
         assert redact.scrub("unrelated-value-000042") == "unrelated-value-000042"
-        reads.forget("team-a", "one")
+        reads.runs.forget(("team-a", "one"))
         assert redact.scrub(keys["AWS_SECRET_ACCESS_KEY"]) == "***"  # "two" still reads with it
-        reads.forget("team-a", "two")
+        reads.runs.forget(("team-a", "two"))
         assert redact.registered() == before
         assert redact.scrub(keys["AWS_SECRET_ACCESS_KEY"]) == keys["AWS_SECRET_ACCESS_KEY"]
     finally:

@@ -174,7 +174,8 @@ def test_the_other_kind_refused_holds_nothing_back(emu_world, emulator, tmp_path
     from kubeemu.faults import Fault
 
     world = emu_world
-    emulator.inject(Fault(plural="pytorchjobs", status=403, times=-1, agents=("kopf/", "cpt-operator/")))
+    emulator.inject(Fault(plural="pytorchjobs", status=403, times=-1,
+                          agents=("kopf/", "cpt-operator/", "cpt-operator-watch/")))
     body = _example(world)
     _credentials_secret(world, body["spec"]["storage"]["secretRef"])
     world.create(body)

@@ -86,7 +86,7 @@ def test_docs_list_every_setting():
 
 
 def test_storage_defaults_fill_only_what_the_spec_leaves_out():
-    from cpt_operator.kube.reconcile import effective_resource
+    from cpt_operator.kube.controller.passes import effective_resource
 
     cfg = Settings.from_env({"CPT_STORAGE_ENDPOINT": "http://minio:9000", "CPT_STORAGE_PATH_STYLE": "true"})
     resource = {"spec": {"storage": {"uri": "s3://b/r/", "region": "eu-west-1"}}}

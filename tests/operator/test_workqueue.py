@@ -1,11 +1,11 @@
-"""The operator's work queue (kube/workqueue.py): a key queued once, never passed twice at once, re-passed when
+"""The operator's work queue (kube/controller/workqueue.py): a key queued once, never passed twice at once, re-passed when
 woken during its pass, timers where the earliest wins, and forgotten runs gone from queue and timers."""
 
 from __future__ import annotations
 
 import asyncio
 
-from cpt_operator.kube.workqueue import WorkQueue
+from cpt_operator.kube.controller.workqueue import WorkQueue
 
 
 def run(coro):

@@ -15,7 +15,8 @@ from kubeemu import EmulatorThread  # noqa: E402
 
 from children_common import example  # noqa: E402
 from cpt_operator.kube.children import render  # noqa: E402
-from cpt_operator.kube.client import ForeignObject, Kube, World, apply  # noqa: E402
+from cpt_operator.kube.controller.apply import World, apply  # noqa: E402
+from cpt_operator.kube.rest.client import ForeignObject, Kube  # noqa: E402
 from cpt_operator.kube.defaults import PlanDefaults  # noqa: E402
 from cpt_operator.kube.manifests import stage_config_name  # noqa: E402
 from cpt_operator.planner import Observed, plan  # noqa: E402
@@ -74,7 +75,7 @@ def test_a_planted_configmap_is_not_adopted_and_is_reported(kube):
     assert f"ConfigMap/{cm_name}" in ready["message"] and "not adopted" in ready["message"]
     assert len(_warnings(kube)) == 1
     # Once the planted object is gone, the same pass goes on and creates the run's own children.
-    kube.delete("ConfigMap", NS, cm_name)
+    kube.delete(("v1", "configmaps"), NS, cm_name)  # the REST client names a kind by (apiVersion, plural)
     _pass(kube)
     jobs = kube.request("GET", f"/apis/kubeflow.org/v1/namespaces/{NS}/pytorchjobs")["items"]
     assert [j["metadata"]["name"] for j in jobs] == ["demo-0-evaluate"]

@@ -11,7 +11,7 @@ from children_common import example
 
 from cpt_core.validation import SpecError, validate_resource
 from cpt_operator.kube.settings import Settings
-from cpt_operator.kube.storage_access import CommittedReader
+from cpt_operator.kube.controller.storage_access import CommittedReader
 
 CANARY_KEY = "AKIACANARY0000000015"
 CANARY_TOKEN = "canary-session-token-15"

@@ -17,7 +17,7 @@ from cpt_core.storage.manifest import commit_task
 from cpt_core.storage.owner import OWNER
 from cpt_core.validation import validate_resource
 from cpt_operator.kube.settings import Settings
-from cpt_operator.kube.storage_access import CommittedReader
+from cpt_operator.kube.controller.storage_access import CommittedReader
 
 SPAN = [OWNER, "tasks/0-base/eval.json", "tasks/1-add/checkpoint/model.bin", "tasks/1-add/eval.json"]
 OTHERS = ["a/x", "owner.jso", "owner.json.bak", "report.json", "runs/other/tasks/1-a/eval.json", "tasks.txt",

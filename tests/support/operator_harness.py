@@ -130,7 +130,7 @@ class World:
 
     def events_with(self, name: str, *reasons: str, timeout: float = 15) -> list[dict]:
         """The run's events once each of `reasons` is among them. The operator posts events behind its passes
-        (kube/event_sender.py): a second or more after the status that reports the same transition."""
+        (kube/controller/event_sender.py): a second or more after the status that reports the same transition."""
         def ready() -> Optional[list[dict]]:
             events = self.events(name)
             have = {e["reason"] for e in events}
@@ -265,9 +265,9 @@ def run_to_end(world: World, run: str, timeout: float = 60, step: Optional[Calla
 
 @contextlib.contextmanager
 def running_operator() -> Iterator[object]:
-    """The operator as `kopf run -A --standalone -m cpt_operator.kube.handlers`, in a thread of this process."""
+    """The operator as `kopf run -A --standalone -m cpt_operator.kube.kopf_adapter`, in a thread of this process."""
     from kopf.testing import KopfRunner
 
-    with KopfRunner(["run", "-A", "--standalone", "-m", "cpt_operator.kube.handlers"], timeout=60) as runner:
+    with KopfRunner(["run", "-A", "--standalone", "-m", "cpt_operator.kube.kopf_adapter"], timeout=60) as runner:
         yield runner
     assert runner.exception is None, runner.output[-3000:]

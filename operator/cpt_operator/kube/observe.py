@@ -1,6 +1,6 @@
 """Pure translations between Kubernetes objects and the planner's world (no I/O; `kube` does the calls).
 
-Kept apart from `client` so the mapping rules (a stage job's conditions -> a job phase, a full status -> a
+Kept apart from the controller so the mapping rules (a stage job's conditions -> a job phase, a full status -> a
 merge patch) are unit-tested without any API server.
 """
 
@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any, Optional
 
 from cpt_operator.kube import jobs, manifests, ownership
+from cpt_operator.kube.ownership import owned_by  # noqa: F401  (where the informer and tests look for it)
 from cpt_operator.planner.observed import ObservedJob
 
 # kind -> (apiVersion, plural): every kind the operator creates, patches or deletes. Of the stage-job kinds
@@ -23,16 +24,14 @@ KINDS: dict[str, tuple[str, str]] = {
     "ConfigMap": ("v1", "configmaps"),
     "NetworkPolicy": ("networking.k8s.io/v1", "networkpolicies"),
 }
-
-
-def collection_path(api_version: str, plural: str, namespace: Optional[str]) -> str:
-    """/api/v1/namespaces/ns/configmaps, /apis/kubeflow.org/v1/namespaces/ns/pytorchjobs, ..."""
-    root = f"/api/{api_version}" if "/" not in api_version else f"/apis/{api_version}"
-    return f"{root}/namespaces/{namespace}/{plural}" if namespace else f"{root}/{plural}"
-
-
-def object_path(api_version: str, plural: str, namespace: Optional[str], name: str, sub: str = "") -> str:
-    return f"{collection_path(api_version, plural, namespace)}/{name}" + (f"/{sub}" if sub else "")
+# Created but never listed or watched: that would need `list secrets` (every Secret of the namespace). The run's
+# rollout key is sent only along with new rollout servers (kube/children), and a 409 on it is checked like any
+# other.
+UNLISTED_KINDS: dict[str, tuple[str, str]] = {
+    "Secret": ("v1", "secrets"),
+    # A stage's own runtime under a queue (kube/units): read by Trainer, garbage-collected with the run.
+    "TrainingRuntime": ("trainer.kubeflow.org/v1alpha1", "trainingruntimes"),
+}
 
 
 def parse_time(value: Any) -> Optional[datetime]:
@@ -70,12 +69,6 @@ def observed_job(obj: dict, kind: Optional[str] = None) -> Optional[ObservedJob]
     return ObservedJob(name=meta["name"], task_index=index, stage=stage, attempt=attempt, phase=phase,
                        finished_at=finished, message=message, suspended=suspended,
                        queued=suspended and not jobs.suspended_by_operator(obj), round=jobs.round_of(obj))
-
-
-def owned_by(obj: dict, uid: Optional[str]) -> bool:
-    """Children of an earlier resource with the same name (awaiting garbage collection) are not ours."""
-    refs = (obj.get("metadata") or {}).get("ownerReferences") or []
-    return uid is None or any(ref.get("uid") == uid for ref in refs)
 
 
 def merge_patch_for(old: Any, new: Any) -> Any:
@@ -146,7 +139,7 @@ def slim_child(obj: Any, kind: Optional[str] = None) -> dict:
         if "replicas" in spec:
             out["spec"] = {"replicas": spec["replicas"]}
         failures = [_plain(c) for c in (obj.get("status") or {}).get("conditions") or []
-                    if c.get("type") == "ReplicaFailure"]  # pods refused (admission, quota): see kube.admission
+                    if c.get("type") == "ReplicaFailure"]  # pods refused (admission, quota): see controller.admission
         if failures:
             out["status"] = {"conditions": failures}
     return out

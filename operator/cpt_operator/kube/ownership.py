@@ -149,3 +149,9 @@ def proven(key: bytes, obj: Any, run_uid: Optional[str]) -> bool:
         return False
     given = ((obj.get("metadata") or {}).get("annotations") or {}).get(MARK)
     return isinstance(given, str) and hmac.compare_digest(given, mark(key, obj, run_uid))
+
+
+def owned_by(obj: dict, uid: Optional[str]) -> bool:
+    """Children of an earlier resource with the same name (awaiting garbage collection) are not ours."""
+    refs = (obj.get("metadata") or {}).get("ownerReferences") or []
+    return uid is None or any(ref.get("uid") == uid for ref in refs)

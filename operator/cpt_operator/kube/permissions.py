@@ -1,6 +1,6 @@
 """Every API permission the operator needs: the chart's RBAC is tested to cover exactly this list.
 
-Owned by `kube` (the only module that talks to the API) and `handlers` (what kopf watches and patches). When either
+Owned by `rest` (the REST client and the informer's watch streams) and `kopf_adapter` (what kopf watches). When either
 starts using a new verb, add it here: tests/operator/test_permissions.py runs a full life cycle (create, suspend,
 resume, finish, delete) on the emulator and checks that the verbs used and the verbs listed are the same.
 """
@@ -62,7 +62,7 @@ REQUIRED_RULES: list[Rule] = [
     APPWRAPPER_RULE, WRAPPED_JOB_RULE,  # (pytorchjob backend only: stages under a queue, kube/wrapped)
     # Rollout servers: created per task, deleted when the task is committed, patched to 0 replicas while the run
     # is suspended or its spec invalid (the GPUs they hold are released) and back up on resume. Every child kind
-    # that is read back is listed and watched by the informer (kube/informer.py: the cache a pass reads).
+    # that is read back is listed and watched by the informer (controller/informer.py: the cache a pass reads).
     ("apps", "deployments", ("get", "list", "watch", "create", "patch", "delete")),
     ("", "services", ("get", "list", "watch", "create", "delete")),
     ("", "configmaps", ("get", "list", "watch", "create")),
@@ -70,7 +70,7 @@ REQUIRED_RULES: list[Rule] = [
     ("", "secrets", ("get", "create")),
     # The per-run NetworkPolicy, sent with a new pod unless the watch-fed cache holds it (409 -> owner check).
     ("networking.k8s.io", "networkpolicies", ("get", "list", "watch", "create")),
-    # create: the run's events; list (never watched): Warning events of Pending stage jobs (kube.admission)
+    # create: the run's events; list (never watched): Warning events of Pending stage jobs (controller.admission)
     ("", "events", ("create", "list")),
     # kopf itself: discovers custom resources cluster-wide; namespaces only when CPT_NAMESPACES has globs.
     ("apiextensions.k8s.io", "customresourcedefinitions", ("list", "watch")),
@@ -80,7 +80,7 @@ REQUIRED_RULES: list[Rule] = [
 # Used only in some configurations (see the comments above); the exactness test does not expect them.
 CONDITIONAL_RULES: set[tuple[str, str, str]] = {
     ("", "namespaces", "list"), ("", "namespaces", "watch"),
-    # only while a stage job stays Pending past CPT_ADMISSION_GRACE (kube.admission; tests/operator/test_admission)
+    # only while a stage job stays Pending past CPT_ADMISSION_GRACE (controller.admission; tests/operator/test_admission)
     ("", "events", "list"),
     # the resource is read from kopf's watch; a GET only when a failed pass is reported
     (api.GROUP, api.PLURAL, "get"),

@@ -30,7 +30,7 @@ __all__ = ["ENV", "RETIRED_ENV", "Settings", "SettingsError", "job_backend"]
 
 
 def job_backend(env: Optional[Mapping[str, str]] = None) -> str:
-    """CPT_JOB_BACKEND, checked. Also read by `handlers` at import: kopf registers its watches then."""
+    """CPT_JOB_BACKEND, checked. Also read by `kopf_adapter` when the operator starts."""
     return BY_ENV["CPT_JOB_BACKEND"].value(os.environ if env is None else env)
 
 

@@ -205,8 +205,9 @@ TABLE: tuple[Setting, ...] = (
       "Seconds a stage job may stay Pending before its Warning events are looked at for pods the cluster refused "
       "(admission, quota); then after growing gaps.", chart="admissionGraceSeconds"),
     _("CPT_WATCH_TIMEOUT", "watch_timeout", number(1), "1800",
-      "Server-side timeout of kopf's watch requests, seconds (then re-watched from where it ended; 1800 is the "
-      "API server's own minimum, --min-request-timeout).", chart="watchTimeoutSeconds"),
+      "Server-side timeout of the operator's watch requests (kopf's of the resources, the informer's of the "
+      "children), seconds (then re-watched from where it ended; 1800 is the API server's own minimum, "
+      "--min-request-timeout).", chart="watchTimeoutSeconds"),
 )
 BY_ENV: dict[str, Setting] = {s.env: s for s in TABLE}
 BY_FIELD: dict[str, Setting] = {s.field: s for s in TABLE if s.field}

@@ -29,7 +29,8 @@ from cpt_core.storage.s3client import Timeouts
 from cpt_core.storage.manifest import load_committed_report
 from cpt_core.storage.owner import ADOPT_ANNOTATION, OWNER, claim, model_conflict
 from cpt_core.validation import SpecError, validate_resource
-from cpt_operator.kube import storage_problems as problems
+from cpt_operator.kube.controller import storage_problems as problems
+from cpt_operator.kube.controller.state import RunState, Runs
 from cpt_operator.kube.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,7 @@ log = logging.getLogger(__name__)
 # endpoints are kept, not rebuilt (bench/storage_endpoints measures it).
 MAX_CLIENTS = 256
 # A run's read is a few small objects: short socket timeouts and two attempts per request, under the wall-clock
-# deadline of kube.storage_reads; a dead endpoint gives up within seconds (the next pass tries again).
+# deadline of controller.storage_reads; a dead endpoint gives up within seconds (the next pass tries again).
 READ_TIMEOUTS = Timeouts(connect=3.0, read=5.0, attempts=2)
 READ_DEADLINE = 10.0  # seconds a run's whole read (Secret, listing, claim, manifests) may take, wall clock
 READ_POOL = 2  # connections per client: a run's read sends one request at a time
@@ -62,7 +63,7 @@ class StorageView:
     damaged: dict[int, str] = field(default_factory=dict)
     error: Optional[str] = None
     conflict: Optional[str] = None
-    reason: Optional[str] = None  # the condition reason of `error` (kube.storage_problems)
+    reason: Optional[str] = None  # the condition reason of `error` (controller.storage_problems)
 
 
 class ClientCache:
@@ -131,13 +132,14 @@ class CommittedReader:
 
     Not one per run: even over the shared botocore model a client costs ~15 ms of CPU and ~0.4 MB; a Store over
     a shared client is a few attributes; clients are thread-safe. Reads are bounded (READ_TIMEOUTS, READ_LIMITS;
-    kube.storage_reads runs them off the pass workers under a deadline). A run's credentials are held by the
+    controller.storage_reads runs them off the pass workers under a deadline). A run's credentials are held by the
     scrubber while a run of the namespace uses that Secret, and let go with the last one (`forget`).
     """
 
     def __init__(self, settings: Settings, read_secret: Callable[[str, str], dict[str, str]],
                  max_clients: int = MAX_CLIENTS, limits: ReadLimits = READ_LIMITS,
-                 get_resource: Optional[Callable[[str, str], Optional[dict]]] = None) -> None:
+                 get_resource: Optional[Callable[[str, str], Optional[dict]]] = None,
+                 runs: Optional[Runs] = None) -> None:
         self.settings = settings
         self.read_secret = read_secret
         self.get_resource = get_resource  # whether a marker's run still exists (adopting a deleted run's prefix)
@@ -149,7 +151,9 @@ class CommittedReader:
         self._views: OrderedDict[tuple, tuple[tuple, StorageView]] = OrderedDict()
         self._lock = threading.Lock()
         self._specs: dict[tuple, Any] = {}  # (uid, generation) -> the validated spec.storage (~2 ms to validate)
-        self._secret_users: dict[tuple[str, str], tuple[str, str]] = {}  # run -> (namespace, Secret) it reads
+        # The runs it reads for: each one's Secret (RunState.secret) is let go with the last run that uses it.
+        self.runs = runs if runs is not None else Runs()
+        self.runs.on_forget(self._release)
 
     def __call__(self, resource: dict) -> StorageView:
         meta = resource["metadata"]
@@ -171,7 +175,7 @@ class CommittedReader:
         if internal:  # a name that resolves to an internal address here: nothing is sent (the marker's PUT included)
             return StorageView(error=internal, reason=problems.NOT_ALLOWED)
         if storage.secret_ref:
-            self._secret_users[(meta["namespace"], meta["name"])] = (meta["namespace"], storage.secret_ref)
+            self.runs.of((meta["namespace"], meta["name"])).secret = (meta["namespace"], storage.secret_ref)
         try:
             store = self._store(storage, meta["namespace"])
             key = (meta.get("uid"), storage.uri)
@@ -268,11 +272,10 @@ class CommittedReader:
                                                                    max_pool_connections=READ_POOL, **extra).client)
         return open_store_for_spec(effective, client=client, retry=READ_RETRY, limits=self.limits)
 
-    def forget(self, namespace: str, name: str) -> None:
-        """The run is gone: its Secret's values are let go when no other run of the namespace reads with it."""
-        used = self._secret_users.pop((namespace, name), None)
-        if used is not None and used not in tuple(self._secret_users.values()):  # reader threads write it
-            release_secrets(used)
+    def _release(self, state: RunState) -> None:
+        """The run is forgotten (Runs.forget): its Secret's values are let go when no other run reads with it."""
+        if state.secret is not None and all(other.secret != state.secret for other in self.runs.states()):
+            release_secrets(state.secret)
 
     def close(self) -> None:
         self.clients.close()

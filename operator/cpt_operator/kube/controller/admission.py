@@ -22,6 +22,7 @@ from datetime import datetime, timedelta
 from typing import Callable, Iterable, Optional
 
 from cpt_core.storage import scrub
+from cpt_operator.kube.controller.state import Runs, RunState
 from cpt_operator.kube.observe import parse_time
 
 log = logging.getLogger(__name__)
@@ -99,35 +100,34 @@ class AdmissionScanner:
     """Which Pending stage jobs were refused pods, looked up in sweeps apart from the passes.
 
     A pass tells the scanner its run's Pending jobs (`note`, no I/O) and reads back what the last sweep found.
-    `sweep` (handlers run it in a loop) lists a namespace's Warning events only when one of its Pending jobs is
-    due for a look, and returns the runs whose findings changed, to be woken. Thread-safe: passes run in threads.
+    `sweep` (the controller runs it in a loop) lists a namespace's Warning events only when one of its Pending
+    jobs is due for a look, and returns the runs whose findings changed, to be woken. What it knows of a run is
+    kept in the run's state (RunState.pending, .known, .schedules, .admission_version), under this scanner's
+    lock: passes run in threads.
     """
 
-    def __init__(self, list_warnings: Callable[[str], list[dict]], grace: float) -> None:
+    def __init__(self, list_warnings: Callable[[str], list[dict]], grace: float, runs: Optional[Runs] = None) -> None:
         self.list_warnings = list_warnings
         self.grace = grace
         self.spacing = timedelta(seconds=min(MIN_SPACING, grace))
-        self._runs: dict[tuple[str, str], tuple[list[PendingJob], frozenset[str]]] = {}  # run -> (pending, all names)
-        self._jobs: dict[tuple[str, str], _Schedule] = {}  # (namespace, job uid) -> schedule and finding
-        self._versions: dict[tuple[str, str], int] = {}  # run -> how often a sweep changed its findings
+        self.runs = runs if runs is not None else Runs()
         self._listed: dict[str, datetime] = {}  # namespace -> its last listing
         self._lock = threading.Lock()
 
+    def _schedule(self, job: PendingJob) -> _Schedule:
+        return _Schedule(job.created + timedelta(seconds=self.grace), self.grace)
+
     def note(self, namespace: str, run: str, pending: list[PendingJob], known: Iterable[str]) -> dict[str, str]:
         """Record the run's Pending jobs (all its job names: `known`); return job name -> rejection message."""
+        state = self.runs.of((namespace, run))
         with self._lock:
-            old, _ = self._runs.get((namespace, run), ([], frozenset()))
-            for job in old:
+            for job in state.pending:
                 if job not in pending:
-                    self._jobs.pop((namespace, job.uid), None)
-            if pending:
-                self._runs[(namespace, run)] = (list(pending), frozenset(known))
-            else:
-                self._runs.pop((namespace, run), None)
+                    state.schedules.pop(job.uid, None)
+            state.pending, state.known = list(pending), frozenset(known) if pending else frozenset()
             found = {}
             for job in pending:
-                sched = self._jobs.setdefault((namespace, job.uid), _Schedule(
-                    job.created + timedelta(seconds=self.grace), self.grace))
+                sched = state.schedules.setdefault(job.uid, self._schedule(job))
                 if sched.message:
                     found[job.name] = sched.message
             return found
@@ -135,33 +135,46 @@ class AdmissionScanner:
     def add(self, namespace: str, run: str, job: PendingJob) -> None:
         """A job seen Pending for the first time (its watch event, before any pass has observed it: the pass
         that created it does not see it, and a refused job sends no further event)."""
+        state = self.runs.of((namespace, run))
         with self._lock:
-            pending, known = self._runs.get((namespace, run), ([], frozenset()))
-            if job not in pending:
-                self._runs[(namespace, run)] = ([*pending, job], known | {job.name})
-            self._jobs.setdefault((namespace, job.uid), _Schedule(
-                job.created + timedelta(seconds=self.grace), self.grace))
-
-    def forget(self, namespace: str, run: str) -> None:
-        self.note(namespace, run, [], ())
-        with self._lock:
-            self._versions.pop((namespace, run), None)
+            if job not in state.pending:
+                state.pending, state.known = [*state.pending, job], state.known | {job.name}
+            state.schedules.setdefault(job.uid, self._schedule(job))
 
     def version(self, namespace: str, run: str) -> int:
-        """Changes with every finding a sweep changes for the run: part of what a pass reads (see reconcile)."""
-        with self._lock:
-            return self._versions.get((namespace, run), 0)
+        """Changes with every finding a sweep changes for the run: part of what a pass reads (see passes)."""
+        state = self.runs.get((namespace, run))
+        return state.admission_version if state is not None else 0
 
     def next_look(self) -> Optional[datetime]:
         """When the next listing is due: a namespace's earliest due job, but not sooner than `spacing` after
         that namespace's last listing."""
         with self._lock:
             due: dict[str, datetime] = {}
-            for (namespace, uid), sched in self._jobs.items():
-                if namespace not in due or sched.next_look < due[namespace]:
-                    due[namespace] = sched.next_look
+            for state in self.runs.states():
+                namespace = state.key[0]
+                for sched in state.schedules.values():
+                    if namespace not in due or sched.next_look < due[namespace]:
+                        due[namespace] = sched.next_look
             return min((max(when, self._listed.get(namespace, when - self.spacing) + self.spacing)
                         for namespace, when in due.items()), default=None)
+
+    def _ripe(self, now: datetime) -> dict[str, list[tuple[RunState, PendingJob]]]:
+        """Per namespace with a job due (and no listing in the last `spacing`): every job past the grace."""
+        due: set[str] = set()
+        ripe: dict[str, list[tuple[RunState, PendingJob]]] = {}
+        for state in self.runs.states():
+            namespace = state.key[0]
+            if now - self._listed.get(namespace, now - self.spacing) < self.spacing:
+                continue
+            for job in state.pending:
+                sched = state.schedules.get(job.uid)
+                if sched is None or job.created + timedelta(seconds=self.grace) > now:
+                    continue
+                ripe.setdefault(namespace, []).append((state, job))
+                if sched.next_look <= now:
+                    due.add(namespace)
+        return {namespace: ripe[namespace] for namespace in due}
 
     def sweep(self, now: datetime) -> set[tuple[str, str]]:
         """A namespace with a job due (and no listing in the last `spacing`) is listed once, and that listing
@@ -169,33 +182,21 @@ class AdmissionScanner:
         over time. The runs whose findings changed are returned. Raises what the listing raises (the due jobs
         stay due: nothing is concluded from a failed read)."""
         with self._lock:
-            due: dict[str, list[tuple[str, PendingJob, frozenset[str]]]] = {}
-            ripe: dict[str, list[tuple[str, PendingJob, frozenset[str]]]] = {}
-            for (namespace, run), (pending, known) in self._runs.items():
-                if now - self._listed.get(namespace, now - self.spacing) < self.spacing:
-                    continue
-                for job in pending:
-                    sched = self._jobs.get((namespace, job.uid))
-                    if sched is None or job.created + timedelta(seconds=self.grace) > now:
-                        continue
-                    ripe.setdefault(namespace, []).append((run, job, known))
-                    if sched.next_look <= now:
-                        due.setdefault(namespace, [])
-            due = {namespace: ripe[namespace] for namespace in due}
+            due = self._ripe(now)
         changed: set[tuple[str, str]] = set()
         for namespace, items in due.items():
             events = self.list_warnings(namespace)
             with self._lock:
                 self._listed[namespace] = now
-                for run, job, known in items:
-                    sched = self._jobs.get((namespace, job.uid))
+                for state, job in items:
+                    sched = state.schedules.get(job.uid)
                     if sched is None:  # left Pending while the listing was in flight
                         continue
-                    message = match_events(events, [job], known).get(job.name, "")
+                    message = match_events(events, [job], state.known).get(job.name, "")
                     if message != sched.message:
                         sched.message = message
-                        changed.add((namespace, run))
-                        self._versions[(namespace, run)] = self._versions.get((namespace, run), 0) + 1
+                        changed.add(state.key)
+                        state.admission_version += 1
                     sched.gap = min(sched.gap * 2, MAX_GAP)
                     sched.next_look = now + timedelta(seconds=sched.gap)
         return changed
@@ -204,7 +205,7 @@ class AdmissionScanner:
 async def sweep_forever(scanner: AdmissionScanner, clock: Callable[[], datetime],
                         wake: Callable[[str, str], None], closed: Callable[[], bool],
                         backoff: Callable[[int], float]) -> None:
-    """The operator's sweep loop (handlers start it): sleep until the next look is due (at most `grace`), sweep in
+    """The operator's sweep loop (the controller starts it): sleep until the next look is due (at most `grace`), sweep in
     a thread, wake the runs whose findings changed; a failed listing is retried after `backoff(failures)`."""
     failures = 0
     while not closed():

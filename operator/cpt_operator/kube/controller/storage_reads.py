@@ -14,7 +14,7 @@ unanswered or over the limits (for TROUBLE_FOR s).
 
 Threads: `workers` daemon threads for all runs; at most `per_endpoint` of them on one endpoint, the other reads
 for it wait their turn outside the pool. A few endpoints that never answer hold a few threads, never all: the
-other runs' reads go on. With no `wake` (tools and tests that pass without handlers) a pass waits for its read
+other runs' reads go on. With no `wake` (tools and tests without the controller) a pass waits for its read
 up to the deadline.
 """
 
@@ -30,8 +30,9 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Union
 
 from cpt_core.storage import s3client
-from cpt_operator.kube import storage_problems as problems
-from cpt_operator.kube.storage_access import READ_DEADLINE, CommittedReader, StorageView
+from cpt_operator.kube.controller import storage_problems as problems
+from cpt_operator.kube.controller.state import RunState, Runs
+from cpt_operator.kube.controller.storage_access import READ_DEADLINE, CommittedReader, StorageView
 
 log = logging.getLogger(__name__)
 
@@ -77,11 +78,16 @@ class _Read:
 
 
 class StorageReads:
+    """Each run's read in flight (or last finished) is kept in its state (RunState.read), under this lock;
+    `reader.runs` is the registry, and a forgotten run's read finishes into nothing."""
+
     def __init__(self, reader: CommittedReader, *, allowed: tuple[str, ...] = (),
                  wake: Optional[Callable[[str, str], None]] = None, deadline: float = READ_DEADLINE,
                  pass_wait: float = PASS_WAIT, workers: int = WORKERS, per_endpoint: int = PER_ENDPOINT,
                  pass_wait_trouble: float = PASS_WAIT_TROUBLE) -> None:
         self.reader = reader
+        self.runs: Runs = reader.runs
+        self.runs.on_forget(self._abandon)
         self.allowed = allowed  # CPT_STORAGE_ENDPOINTS globs; empty: any endpoint
         self.wake = wake
         self.deadline = deadline
@@ -91,7 +97,6 @@ class StorageReads:
         self._started: dict[str, set[_Read]] = collections.defaultdict(set)  # endpoint -> reads running on it
         self.per_endpoint = per_endpoint
         self._lock = threading.Lock()
-        self._reads: dict[RunKey, _Read] = {}
         self._running: collections.Counter[str] = collections.Counter()
         self._waiting: dict[str, collections.deque[_Read]] = collections.defaultdict(collections.deque)
         self._ready: queue.SimpleQueue[Optional[_Read]] = queue.SimpleQueue()
@@ -111,24 +116,23 @@ class StorageReads:
                 f"storage endpoint {where} is not one this operator may use (CPT_STORAGE_ENDPOINTS: "
                 f"{', '.join(self.allowed)}): set spec.storage.endpoint to one of them, or ask the cluster's admin"))
         key = (namespace, name)
+        state = self.runs.of(key)
         identity = ((resource.get("metadata") or {}).get("uid"), repr(sorted(storage.items())))
         now = time.monotonic()
         with self._lock:
-            read = self._reads.get(key)
+            read = state.read
             if read is not None and read.identity != identity:
                 read.abandoned = True
-                del self._reads[key]
-                read = None
+                state.read = read = None
             elif read is not None and read.finished is not None:
                 age, failed = now - read.finished, read.view is None or read.view.error is not None
                 if failed and read.view is not None and age < ERROR_HOLD:
                     return read.view
                 if failed or age > MAX_AGE:
-                    del self._reads[key]
-                    read = None
+                    state.read = read = None
             if read is None:
                 read = _Read(key, identity, where.lower(), resource, now + self.deadline)
-                self._reads[key] = read
+                state.read = read
                 self._submit(read)
             trouble = self._in_trouble(read.endpoint, now)
         if self.wake is None:
@@ -139,8 +143,8 @@ class StorageReads:
             self._wait_while_progressing(read, now)
         with self._lock:
             if read.view is not None:
-                if self._reads.get(key) is read and read.view.error is None:
-                    del self._reads[key]  # taken: the next pass reads again (an error stands ERROR_HOLD)
+                if state.read is read and read.view.error is None:
+                    state.read = None  # taken: the next pass reads again (an error stands ERROR_HOLD)
                 return read.view
             now = time.monotonic()
             read.outlived = True
@@ -149,13 +153,11 @@ class StorageReads:
             started = read.started is not None
         return self._overdue(where, started)
 
-    def forget(self, namespace: str, name: str) -> None:
-        """The run is gone: a read in flight for it finishes into nothing; its credentials are let go."""
+    def _abandon(self, state: RunState) -> None:
+        """The run is forgotten (Runs.forget): a read in flight for it finishes into nothing."""
         with self._lock:
-            read = self._reads.pop((namespace, name), None)
-            if read is not None:
-                read.abandoned = True
-        self.reader.forget(namespace, name)
+            if state.read is not None:
+                state.read.abandoned = True
 
     def in_flight(self) -> dict[str, int]:
         """Reads running per endpoint (tests, figures)."""

@@ -1,35 +1,31 @@
-"""Watch-fed caches of the operator's children: one list-then-watch stream per child kind (and namespace), over
-kopf's own watch streams (`infinite_watch`: chunked listing, resourceVersion continuation, bookmarks, 410
-re-listing, reconnect backoff, authentication), without kopf's per-event handler machinery.
+"""Watch-fed caches of the operator's children: one list-then-watch stream per child kind (and namespace), read
+through the REST layer's streams (rest/watch.py: chunked listing, resourceVersion continuation, bookmarks, 410
+re-listing, reconnect backoff), and no per-event handler machinery.
 
-Why not kopf indexes: kopf handles every watch event of every object through its generic reactor (a worker
-task and queue per object, a body view, a patch, a logger, handler kwargs built per handler), about a fifth of
-the operator's CPU when 1,000 runs start at once (bench/operator_scale/RESULTS.md, step 4); and it watches every
-object of the kind, filtering labels client-side. Here the API server filters (labelSelector `cpt.dev/run`) and
-an event costs a slim copy and a dict update.
+Why not kopf's indexes or handlers: kopf handles every watch event of every object through its generic reactor
+(a worker task and queue per object, a body view, a patch, a logger, handler kwargs built per handler), about a
+fifth of the operator's CPU when 1,000 runs start at once (bench/operator_scale/RESULTS.md, step 4); and it
+watches every object of the kind, filtering labels client-side. Here the API server filters (labelSelector
+`cpt.dev/run`) and an event costs a slim copy and a dict update.
 
 Children are keyed by (namespace, run label). `on_change(kind, old, new)` sees every change (new None: gone),
-in the event loop; the caller decides which changes wake a run. Passes wait for `synced`: every stream has
-listed once, so a restarted operator never plans from an empty cache. A re-listing (after a 410 or a broken
-stream) drops what it no longer returns, as a deletion.
-
-`infinite_watch` is kopf's internal API (kopf._cogs): kopf is pinned in pyproject.toml, and an upgrade must pass
-tests/operator/test_informer.py.
+in the event loop, in the order each stream delivered them; the caller (controller.wake) decides which changes
+wake a run. Passes wait for `synced`: every stream has listed once, so a restarted operator never plans from an
+empty cache. A re-listing (after a 410 or a broken stream) drops what it no longer returns, as a deletion, and
+is reported to `on_listed`. No kopf: `stream_of` is any function that opens such a stream (tests pass their own).
 """
 
 from __future__ import annotations
 
 import asyncio
+import fnmatch
 import logging
-from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, Optional
-
-from kopf._cogs.clients import errors as kopf_errors
-from kopf._cogs.clients import watching
-from kopf._cogs.structs import references
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from typing import Optional, Union
 
 from cpt_operator.kube import manifests
 from cpt_operator.kube.observe import KINDS, owned_by, slim_child
+from cpt_operator.kube.rest.watch import LISTED, WatchError
 
 log = logging.getLogger(__name__)
 Key = tuple[str, str, str]  # (kind, namespace, name)
@@ -37,21 +33,29 @@ OnChange = Callable[[str, Optional[dict], Optional[dict]], None]
 # (kind, namespace or None for all, the (namespace, name)s the re-listing returned): called at every listing, so
 # that whatever stands in for the cache (a write's reply whose watch event never came) can be checked against it.
 OnListed = Callable[[str, Optional[str], set[tuple[str, str]]], None]
+# (apiVersion, plural, namespace or None, labelSelector) -> the stream's items (rest.watch.Watcher.stream)
+StreamOf = Callable[[str, str, Optional[str], str], AsyncIterator[Union[str, dict]]]
 RETRY_S = 10.0  # a stream that failed (forbidden, kind not served) is tried again this often
 
 
-def resource_of(kind: str) -> references.Resource:
-    api_version, plural = KINDS[kind]
-    group, _, version = api_version.rpartition("/")
-    return references.Resource(group=group, version=version, plural=plural, kind=kind, namespaced=True)
+def specific_namespaces(patterns: Iterable[str]) -> set[str]:
+    """The patterns that name one namespace each (no glob, no negation)."""
+    return {p for p in patterns if not any(c in p for c in "!*?,")}
 
 
-def watch_selectors(settings: Any, kinds: Iterable[str]) -> None:
-    """Server-side filtering of the children's streams: only objects that carry the run label."""
-    for kind in kinds:
-        resource = resource_of(kind)
-        settings.watching.label_selectors[references.Selector(
-            group=resource.group, version=resource.version, plural=resource.plural)] = manifests.LABEL_RUN
+def match_namespace(name: str, pattern: str) -> bool:
+    """kopf's namespace patterns: comma-separated globs, `!glob` excludes, a leading exclusion implies `*`; the
+    first inclusive glob matches, later ones only re-admit what the first admitted and an exclusion removed."""
+    globs = [glob.strip() for glob in pattern.split(",")]
+    if not globs or globs[0].startswith("!"):
+        globs.insert(0, "*")
+    matches = first = fnmatch.fnmatch(name, globs[0])
+    for glob in globs[1:]:
+        if glob.startswith("!"):
+            matches = matches and not fnmatch.fnmatch(name, glob.lstrip("!"))
+        else:
+            matches = matches or (first and fnmatch.fnmatch(name, glob))
+    return matches
 
 
 class ChildCache:
@@ -110,13 +114,13 @@ class ChildCache:
 class Informer:
     """Streams of every child kind in the operator's namespaces into one ChildCache.
 
-    namespaces: () for the whole cluster, else names or kopf's globs (`team-*`, `!kube-*`); with globs the
+    namespaces: () for the whole cluster, else names or kopf-style globs (`team-*`, `!kube-*`); with globs the
     Namespace objects are watched too and a namespace's streams start and stop as it appears and goes."""
 
-    def __init__(self, settings: Any, kinds: Iterable[str], namespaces: Iterable[str] = (),
+    def __init__(self, stream_of: StreamOf, kinds: Iterable[str], namespaces: Iterable[str] = (),
                  on_change: Optional[OnChange] = None, optional: Iterable[str] = (),
                  on_listed: Optional[OnListed] = None) -> None:
-        self.settings = settings
+        self.stream_of = stream_of
         self.on_listed = on_listed
         self.kinds = tuple(kinds)
         # Kinds whose stream may fail for good (refused, 403) without holding passes back: the other job backend's.
@@ -129,7 +133,7 @@ class Informer:
         self._root: Optional[asyncio.Task] = None
 
     def start(self) -> None:
-        specific = references.select_specific_namespaces(self.patterns) if self.patterns else None
+        specific = specific_namespaces(self.patterns)
         if not self.patterns:
             self._open(None)
         elif len(specific) == len(self.patterns):
@@ -182,11 +186,16 @@ class Informer:
                 await once()
             except asyncio.CancelledError:
                 raise
-            except kopf_errors.APINotFoundError:
-                log.warning("%s is not served by the API server; watching it again in %.0fs", what, RETRY_S)
-                if not_served is not None:
-                    not_served()
-            except Exception as exc:  # noqa: BLE001 - forbidden, a bug: log, retry; passes wait if never listed
+            except WatchError as exc:
+                if exc.status != 404:
+                    log.error("watching %s failed: %s; again in %.0fs", what, exc, RETRY_S)
+                    if failed is not None:
+                        failed()
+                else:
+                    log.warning("%s is not served by the API server; watching it again in %.0fs", what, RETRY_S)
+                    if not_served is not None:
+                        not_served()
+            except Exception as exc:  # noqa: BLE001 - a bug: log, retry; passes wait if never listed
                 log.error("watching %s failed: %s: %s; again in %.0fs", what, type(exc).__name__, exc, RETRY_S)
                 if failed is not None:
                     failed()
@@ -200,10 +209,10 @@ class Informer:
                             listed, listed if kind in self.optional else None)
 
     async def _follow(self, kind: str, namespace: Optional[str]) -> None:
+        api_version, plural = KINDS[kind]
         listing: Optional[set[Key]] = None
-        async for item in watching.infinite_watch(settings=self.settings, resource=resource_of(kind),
-                                                  namespace=namespace):
-            if item is watching.Bookmark.LISTED:
+        async for item in self.stream_of(api_version, plural, namespace, manifests.LABEL_RUN):
+            if item == LISTED:
                 for key in self.cache.keys(kind, namespace) - (listing or set()):
                     self.cache.drop(key)  # deleted while the stream was down
                 if self.on_listed is not None:
@@ -212,8 +221,6 @@ class Informer:
                 self._listed((kind, namespace))
                 continue
             event_type, obj = item.get("type"), item.get("object") or {}
-            if event_type == "BOOKMARK":
-                continue
             meta = obj.get("metadata") or {}
             key = (kind, meta.get("namespace") or "", meta.get("name") or "")
             if event_type == "DELETED":
@@ -229,20 +236,16 @@ class Informer:
         await self._forever("namespaces", self._follow_namespaces)
 
     async def _follow_namespaces(self) -> None:
-        resource = references.Resource(group="", version="v1", plural="namespaces", kind="Namespace",
-                                       namespaced=False)
         listing: Optional[set[str]] = None
-        async for item in watching.infinite_watch(settings=self.settings, resource=resource, namespace=None):
-            if item is watching.Bookmark.LISTED:
+        async for item in self.stream_of("v1", "namespaces", None, ""):
+            if item == LISTED:
                 for namespace in {ns for _, ns in self._streams if ns} - (listing or set()):
                     self._close(namespace)
                 listing = None
                 self._listed(("Namespace", None))
                 continue
             name = ((item.get("object") or {}).get("metadata") or {}).get("name")
-            if not name or item.get("type") == "BOOKMARK":
-                continue
-            if not any(references.match_namespace(name, p) for p in self.patterns):
+            if not name or not any(match_namespace(name, p) for p in self.patterns):
                 continue
             if item.get("type") == "DELETED":
                 self._close(name)

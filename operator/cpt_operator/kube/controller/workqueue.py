@@ -1,6 +1,6 @@
 """A de-duplicating work queue of run keys with delayed re-queues (asyncio; no kopf, no I/O).
 
-What controller-runtime's workqueue does for Go controllers, in a few lines: handlers `add` the key of a run
+What controller-runtime's workqueue does for Go controllers, in a few lines: the wake rules `add` the key of a run
 that should be looked at; a small fixed pool of workers `get` keys and run one pass each. A key is in the queue
 at most once (a run woken ten times before a worker takes it is passed once), and never handed to two workers at
 once: a key added while its pass runs is marked dirty and queued again when that pass is `done`, so the change
