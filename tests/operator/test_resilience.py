@@ -29,7 +29,8 @@ def test_twenty_restarts_at_random_points(emulator, emu_world):
     body = cpt_body("restarts", world.endpoint, new_bucket(world.endpoint), tasks=4, method="rif-grpo")
     world.create(body)
     restarts = 0
-    deadline = time.monotonic() + 150
+    # A wall-clock cap, not a pace: on a loaded machine more stops land before a pass, so it takes more restarts.
+    deadline = time.monotonic() + 450
     status: dict = {}
     while time.monotonic() < deadline:
         with running_operator():
