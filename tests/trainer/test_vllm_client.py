@@ -23,6 +23,7 @@ class FakeServer:
 
     def __init__(self, token_ids=True):
         self.requests, self.token_ids, self.fail, self.auth = [], token_ids, False, []
+        self.cut = False  # answer with a body shorter than its Content-Length, then close (a server killed mid-reply)
         self.tok = build_tokenizer()
         outer = self
 
@@ -49,6 +50,14 @@ class FakeServer:
                 outer.auth.append(self.headers.get("Authorization"))
                 if outer.fail:
                     return self._send(500, {"error": "boom"})
+                if outer.cut:
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", "9502")
+                    self.end_headers()
+                    self.wfile.write(b'{"choices": [')
+                    self.close_connection = True
+                    return
                 if self.path != "/v1/completions":
                     return self._send(404, {"error": "not found"})
                 prompts = body["prompt"] if isinstance(body["prompt"], list) else [body["prompt"]]
@@ -125,6 +134,9 @@ def test_token_ids_fallback_and_errors():
         assert g[0][0].token_ids == tok("\\boxed{cba}", add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
         s.fail = True
         with pytest.raises(RolloutServerError, match="HTTP 500"):
+            eng.generate(["x"], n=1)
+        s.fail, s.cut = False, True  # a reply cut short is a server fault the fleet recovers from, not a crash
+        with pytest.raises(RolloutServerError, match="IncompleteRead"):
             eng.generate(["x"], n=1)
     finally:
         s.close()

@@ -15,7 +15,7 @@ os.environ["TOKENIZERS_PARALLELISM"] = "false"
 os.environ["TRL_EXPERIMENTAL_SILENCE"] = "1"
 os.environ.setdefault("DS_BUILD_OPS", "0")
 os.environ.setdefault("CPT_WEIGHT_SYNC_TIMEOUT", "60")  # a dead server fails a sync in a minute, not five
-TOKEN = "test-run-token"  # the servers' key (vLLM's /v1 and the weight-sync routes); learners send it from the env
+from vllm_servers import TOKEN, start_servers  # noqa: E402  (tests/support)
 if importlib.util.find_spec("vllm") is not None:
     # Only where these tests run: in the main venv this conftest is still imported at collection, and the key in
     # the environment would reach every later test (a learner there would send it to servers that want none).
@@ -51,12 +51,6 @@ def data_dir(tmp_path_factory):
         for pool, n in (("train", 32), ("eval", 24)):
             synthetic.write_jsonl(synthetic.generate(skill, n, seed=0, pool=pool), str(out / f"{skill}-{pool}.jsonl"))
     return out
-
-
-def start_servers(model, log_dir, replicas=1):
-    from cpt_operator.local.rollout_server import RolloutServers
-
-    return RolloutServers(model, log_dir, replicas=replicas, token=TOKEN).start()
 
 
 @pytest.fixture(scope="module")

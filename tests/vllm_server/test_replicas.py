@@ -20,7 +20,7 @@ pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 
 @pytest.fixture(scope="module")
 def two_servers(random_base, tmp_path_factory):
-    from conftest import start_servers
+    from vllm_servers import start_servers
 
     servers = start_servers(random_base, tmp_path_factory.mktemp("rollout-logs"), replicas=2)
     yield servers

@@ -9,7 +9,7 @@ import pytest
 
 pytest.importorskip("vllm", reason="vllm is not installed in this venv (make test runs tests/vllm_server in .venv-vllm)")
 
-from conftest import TOKEN  # noqa: E402
+from vllm_servers import TOKEN  # noqa: E402
 
 from cpt_core import rollout  # noqa: E402
 from cpt_operator.local.rollout_server import RolloutServer  # noqa: E402

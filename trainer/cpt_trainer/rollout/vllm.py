@@ -17,6 +17,7 @@ answered is thrown away and generated again, so every completion of one call com
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import os
@@ -76,7 +77,8 @@ class VllmEngine:
             raise RolloutServerError(f"rollout server {base_url}{path}: HTTP {exc.code}: {detail}") from exc
         except urllib.error.URLError as exc:
             raise RolloutServerError(f"rollout server {base_url} unreachable: {exc.reason}") from exc
-        except (ConnectionError, TimeoutError, OSError) as exc:  # e.g. the server died mid-request
+        except (ConnectionError, TimeoutError, OSError, http.client.HTTPException, ValueError) as exc:
+            # the server died mid-request: refused, reset, or a reply cut short (IncompleteRead, half a JSON body)
             raise RolloutServerError(f"rollout server {base_url}{path} failed: {exc!r}") from exc
 
     def _served_model(self, base_url: str) -> str:
