@@ -1,6 +1,6 @@
 """What an executor observed of the world: the planner's only input besides the resource itself.
 
-Kubernetes (`kube.client.observe`) and the local executor both build these; the planner never looks anywhere else.
+Kubernetes (`kube.controller.apply.observe`) and the local executor both build these; the planner never looks anywhere else.
 """
 
 from __future__ import annotations
