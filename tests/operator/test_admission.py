@@ -94,7 +94,7 @@ def test_events_are_listed_only_for_jobs_that_stay_pending(emu_world, emulator, 
         job = wait_for(lambda: world.jobs("calm"), what="job")[0]
         world.start_job(job["metadata"]["name"])
         wait_for(lambda: world.status("calm").get("phase") == "Running", what="Running")
-        time.sleep(3)
+        world.wait_for_passes(6)
         assert [entry for entry in stats.lists if entry[0] == "events"] == []
 
         world.create(cpt_body("stuck", world.endpoint, new_bucket(world.endpoint), tasks=1))

@@ -46,7 +46,7 @@ def test_a_run_is_reconciled_without_listing_and_idle_passes_send_nothing(emulat
     wait_for(lambda: world.jobs("idle"), what="first job")
     time.sleep(1.0)  # its status and events are written
     before, passes_before = len(operator_requests(emulator)), passes()
-    time.sleep(3.0)  # CPT_RECONCILE_INTERVAL 0.5 s: ~6 storage resyncs of each run
+    world.wait_for_passes(4)  # storage resyncs (CPT_RECONCILE_INTERVAL 0.5 s) of each run
     assert passes() - passes_before >= 4, "the resync passes did not run"
     assert operator_requests(emulator)[before:] == [], "an idle pass sent API requests"
 

@@ -38,7 +38,7 @@ def test_s3_outage_keeps_children_and_last_status(emu_world, emu_operator, s3_pr
     proxy.down()
     status = wait_for(lambda: (s := world.status(run)) and _cond(s, "StorageReachable").get("status") == "False"
                       and s, timeout=30, what="StorageReachable=False")
-    time.sleep(3)  # several passes (interval 0.5 s) with storage down
+    world.wait_for_passes(6)  # several passes with storage down
     status = world.status(run)
     assert proxy.refused > 0
     assert world.children(run) >= before_children, "a child was deleted while storage was unreachable"
@@ -84,7 +84,7 @@ def test_a_second_run_on_the_same_prefix_is_refused_and_deletes_nothing(emu_worl
         assert "default/first" not in failed["message"] and first_uid not in failed["message"], failed
         assert status.get("completedTasks", 0) == 0, "another run's results were adopted"
         assert not w.jobs(run)
-    time.sleep(1.5)  # a few more passes
+    world.wait_for_passes(3)
     assert {k: store.sha256(k) for k in store.list("tasks")} == before
     assert world.status("first")["phase"] == "Succeeded"
 
@@ -139,6 +139,6 @@ def test_a_deleted_intermediate_object_stops_a_succeeded_run_instead_of_retraini
     failed = _cond(status, "Failed")
     assert failed["reason"] == "CommittedTaskDamaged" and "tasks/1-t1/eval.json is missing" in failed["message"]
     assert _cond(status, "StorageIntact")["status"] == "False"
-    time.sleep(1.5)
+    world.wait_for_passes(3)
     assert len(world.jobs(run)) == jobs_before, "task 1 was retrained under the later lineage"
     assert [e for e in world.events_with(run, "CommittedTaskDamaged") if e["reason"] == "CommittedTaskDamaged"]

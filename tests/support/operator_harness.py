@@ -128,6 +128,19 @@ class World:
         return [{"type": e.type, "reason": e.reason, "message": e.message} for e in items
                 if e.involved_object.name == name]
 
+    def wait_for_passes(self, per_run: int, timeout: float = 60) -> None:
+        """Until the operator running in this process has made `per_run` more passes per resource on the cluster
+        (every run is resynced each CPT_RECONCILE_INTERVAL): a "nothing changes" check then spans passes that
+        really ran, however loaded the machine, where a fixed sleep spans only time."""
+        from cpt_operator import metrics
+
+        def passes() -> float:
+            return metrics.REGISTRY.get_sample_value("cpt_operator_reconcile_total") or 0.0
+
+        runs = len(self.co.list_cluster_custom_object(GROUP, VERSION, PLURAL)["items"])
+        start, wanted = passes(), per_run * max(1, runs)
+        wait_for(lambda: passes() - start >= wanted, timeout, what=f"{wanted} more reconcile passes")
+
     def events_with(self, name: str, *reasons: str, timeout: float = 15) -> list[dict]:
         """The run's events once each of `reasons` is among them. The operator posts events behind its passes
         (kube/controller/event_sender.py): a second or more after the status that reports the same transition."""
