@@ -180,6 +180,10 @@ class StorageSpec(Wire):
     secret_ref: Optional[str] = Field(None, pattern=DNS_SUBDOMAIN, max_length=253,
                                       description="Secret with AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY.")
 
+    def join(self, key: str) -> str:
+        """The URI of `key` under this run's prefix (a task's checkpoint, for status and the next task's start)."""
+        return self.uri.rstrip("/") + "/" + key.lstrip("/")
+
 
 class ForgettingSpec(Wire):
     """The forgetting guard: a task dropping more than maxDrop below its best accuracy is a regression."""

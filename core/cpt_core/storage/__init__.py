@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 from urllib.parse import unquote, urlparse
 
 from cpt_core import layout
@@ -21,6 +21,9 @@ from cpt_core.storage.local import LocalStore
 from cpt_core.storage.manifest import (CommittedTask, ManifestFile, commit_task, fetch_checkpoint,
                        load_committed, load_task, manifest_key, prepare_task, reset_task)
 from cpt_core.storage.retry import RetryPolicy, is_transient, retry_call
+
+if TYPE_CHECKING:
+    from cpt_core.api import StorageSpec
 
 __all__ = [
     "open_store", "open_store_for_spec", "Store", "FileInfo", "LocalStore", "S3Store", "layout",
@@ -52,12 +55,11 @@ def open_store(uri: str, endpoint: Optional[str] = None, region: Optional[str] =
     return LocalStore(os.path.abspath(uri), **local_kwargs)
 
 
-def open_store_for_spec(storage_spec: Any, **kwargs: Any) -> Store:
-    """A Store for a cpt_core.api.StorageSpec (uri, endpoint, region, path_style). Credentials come from
-    the environment or the mounted Secret (credentials.py), never from the spec."""
-    return open_store(storage_spec.uri, endpoint=getattr(storage_spec, "endpoint", None),
-                      region=getattr(storage_spec, "region", None),
-                      path_style=bool(getattr(storage_spec, "path_style", False)), **kwargs)
+def open_store_for_spec(storage_spec: "StorageSpec", **kwargs: Any) -> Store:
+    """A Store for a spec's storage (uri, endpoint, region, path_style). Credentials come from the environment,
+    the mounted Secret (credentials.py) or the caller (`credentials=`), never from the spec."""
+    return open_store(storage_spec.uri, endpoint=storage_spec.endpoint, region=storage_spec.region,
+                      path_style=storage_spec.path_style, **kwargs)
 
 
 def __getattr__(name: str) -> Any:

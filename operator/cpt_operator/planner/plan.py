@@ -172,7 +172,7 @@ def _start_model_uri(spec: api.CptSpec, committed: dict[int, CommittedTask], ind
     previous = committed.get(index - 1)
     if index <= 1 or previous is None or previous.checkpoint is None:
         return spec.model
-    return spec.storage.uri.rstrip("/") + "/" + previous.checkpoint
+    return spec.storage.join(previous.checkpoint)
 
 
 # --------------------------------------------------------------------------------------------- status

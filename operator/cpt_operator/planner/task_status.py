@@ -25,7 +25,7 @@ def task_statuses(spec: api.CptSpec, run: str, committed: dict, observed: Observ
         if result is not None:
             entry.phase = "Succeeded"
             if result.checkpoint:
-                entry.checkpoint = spec.storage.uri.rstrip("/") + "/" + result.checkpoint
+                entry.checkpoint = spec.storage.join(result.checkpoint)
             rif = rif_counts(result)
             entry.kept, entry.dropped = rif.get("kept"), rif.get("dropped")
             entry.filtered_fraction = round6(rif.get("filtered_fraction"))

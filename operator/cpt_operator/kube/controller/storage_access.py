@@ -16,10 +16,10 @@ import re
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from types import SimpleNamespace
 from typing import Any, Callable, Optional
 
 from cpt_core import layout, tenancy
+from cpt_core.api import StorageSpec
 from cpt_core.results import CommittedTask
 from cpt_core.storage import Credentials, RetryPolicy, Store, open_store_for_spec, scrub
 from cpt_core.storage import s3client
@@ -150,7 +150,7 @@ class CommittedReader:
         # (uid, uri) -> (listing of tasks/, the StorageView read with it), least recently used first.
         self._views: OrderedDict[tuple, tuple[tuple, StorageView]] = OrderedDict()
         self._lock = threading.Lock()
-        self._specs: dict[tuple, Any] = {}  # (uid, generation) -> the validated spec.storage (~2 ms to validate)
+        self._specs: dict[tuple, StorageSpec] = {}  # (uid, generation) -> the validated spec.storage (~2 ms to validate)
         # The runs it reads for: each one's Secret (RunState.secret) is let go with the last run that uses it.
         self.runs = runs if runs is not None else Runs()
         self.runs.on_forget(self._release)
@@ -239,7 +239,7 @@ class CommittedReader:
             return current is None or (current.get("metadata") or {}).get("uid") != marker.get("uid")
         return gone
 
-    def _store(self, storage: Any, namespace: str, uri: Optional[str] = None) -> Store:
+    def _store(self, storage: StorageSpec, namespace: str, uri: Optional[str] = None) -> Store:
         creds = None
         if storage.secret_ref:
             try:
@@ -260,8 +260,7 @@ class CommittedReader:
             # would hand the operator's key id and session token to whoever runs that endpoint.
             creds = Credentials("anonymous", "anonymous")
         # The operator's storage defaults are already in the spec (reconcile.effective_resource).
-        effective = SimpleNamespace(uri=uri or storage.uri, endpoint=storage.endpoint, region=storage.region,
-                                    path_style=bool(storage.path_style))
+        effective = storage.model_copy(update={"uri": uri}) if uri else storage
         if not effective.uri.startswith("s3://"):
             return open_store_for_spec(effective)  # a local directory (`cpt run`): nothing worth sharing
         fingerprint = hashlib.sha256(repr((creds.access_key_id, creds.secret_access_key, creds.session_token)
