@@ -1,6 +1,7 @@
 """Fixtures for `cpt run` tests: a tiny base model and synthetic datasets, built once per session."""
 
 import os
+import shutil
 
 os.environ["OMP_NUM_THREADS"] = "1"
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -15,10 +16,13 @@ def workspace(tmp_path_factory):
     from cpt_trainer import synthetic
     from cpt_trainer.tinymodel import BaseModelConfig, build_base
 
+    from built_once import built_once
+
     root = tmp_path_factory.mktemp("local-run")
     cfg = BaseModelConfig(steps=300, batch_size=32, lr=3e-3, warmup=30, mixture={"copy": 0.6, "reverse": 0.4},
                           targets={"reverse": 0.3}, probe_every=50)
-    build_base(str(root / "base"), cfg, probe=32)
+    base = built_once(tmp_path_factory, "local-base", lambda out: build_base(str(out), cfg, probe=32))
+    shutil.copytree(base, root / "base")  # tests may write beside it; the built folder stays read-only
     for skill in ("copy", "reverse", "add"):
         for pool in ("train", "eval"):
             rows = synthetic.generate(skill, 24, seed=0, pool=pool)

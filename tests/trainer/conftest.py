@@ -30,10 +30,18 @@ def tiny_cfg():
 @pytest.fixture(scope="session")
 def tiny_base(tmp_path_factory, tiny_cfg):
     """Directory of the partly trained tiny base model (HF format)."""
+    import json
+
+    from built_once import built_once
+
     from cpt_trainer.tinymodel import build_base
 
-    out = tmp_path_factory.mktemp("tiny-base")
-    report = build_base(str(out), tiny_cfg, probe=64)
+    def build(out):
+        report = build_base(str(out), tiny_cfg, probe=64)
+        (out / "build-report.json").write_text(json.dumps(report))
+
+    out = built_once(tmp_path_factory, "tiny-base", build)
+    report = json.loads((out / "build-report.json").read_text())
     print("tiny base:", report["eval_accuracy"], report["seconds"], "s")
     acc = report["eval_accuracy"]  # what the learning tests assume of their starting point
     assert acc["copy"] >= 0.7 and 0.1 <= acc["reverse"] <= 0.7, f"the tiny base missed its recipe: {acc}"

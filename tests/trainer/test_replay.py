@@ -109,14 +109,14 @@ def test_solved_rows_are_exactly_the_correctly_answered_prompts():
 def test_stages_keep_solved_prompts_with_the_task_and_replay_only_committed_ones(data_dir, tmp_path, capsys):
     """evaluate writes solved.jsonl (training rows answered correctly, committed with the task); task 2's train
     stage replays from it, and not from a task that is not committed; its KL is measured from the base too."""
-    from test_stages import _run, _spec, _write
+    from stage_cli import run_stage_cli, stage_spec, write_stage_config
 
     from cpt_core.storage import layout, load_committed, open_store
     from cpt_trainer.stages import replay_tasks
     from cpt_core.stage import StageConfig
 
     storage = tmp_path / "run"
-    spec = _spec(TINY, data_dir, storage, method="grpo", rollout={"engine": "hf"},
+    spec = stage_spec(TINY, data_dir, storage, method="grpo", rollout={"engine": "hf"},
                  grpo={"groupSize": 2, "learningRate": 1e-4, "promptsPerStep": 8, "maxSteps": 1,
                        "maxCompletionTokens": 12},
                  evaluation={"maxCompletionTokens": 12, "maxSamples": 8},
@@ -126,9 +126,9 @@ def test_stages_keep_solved_prompts_with_the_task_and_replay_only_committed_ones
     cfg2 = StageConfig.model_validate({"run": "demo", "stage": "train", "task_index": 2, "spec": spec,
                                        "spec_hash": "h2"})
     for stage, index in (("evaluate", 0), ("train", 1)):
-        assert _run(capsys, stage, "--config", _write(tmp_path, spec, stage, index))[0] == 0
+        assert run_stage_cli(capsys, stage, "--config", write_stage_config(tmp_path, spec, stage, index))[0] == 0
     assert replay_tasks(cfg2, store) == []  # task 1 trained but not committed: nothing to replay
-    assert _run(capsys, "evaluate", "--config", _write(tmp_path, spec, "evaluate", 1))[0] == 0
+    assert run_stage_cli(capsys, "evaluate", "--config", write_stage_config(tmp_path, spec, "evaluate", 1))[0] == 0
     committed = load_committed(store)[1]
     key = layout.task_key(1, "reverse", layout.SOLVED)
     assert any(f.key == key for f in committed.files)
@@ -143,7 +143,7 @@ def test_stages_keep_solved_prompts_with_the_task_and_replay_only_committed_ones
     (pool,) = replay_tasks(cfg2, store)
     assert pool.name == "reverse" and pool.rows == solved
 
-    assert _run(capsys, "train", "--config", _write(tmp_path, spec, "train", 2))[0] == 0
+    assert run_stage_cli(capsys, "train", "--config", write_stage_config(tmp_path, spec, "train", 2))[0] == 0
     train = store.get_json(layout.task_key(2, "add", layout.TRAIN_STATS))
     assert train["replay"]["by_task"] == {"reverse": 2} and train["replay"]["pool"] == len(solved)
     assert set(train["policy_kl"]) >= {"base", "task_start"} and train["policy_kl"]["base"]["last"] >= 0

@@ -6,58 +6,20 @@ import os
 import pytest
 import yaml
 
-from cpt_core.stage import StageConfig
 from cpt_trainer import cli
 from cpt_trainer.stages import load_model
 from cpt_core.storage import layout, load_committed, open_store
 from cpt_trainer.tinymodel import greedy_accuracy
-
-
-def _spec(tiny_base, data_dir, storage, method="rif-grpo", **over):
-    spec = {
-        "model": tiny_base, "method": method, "seed": 1,
-        "tasks": [
-            {"name": "reverse", "train": str(data_dir / "reverse-train.jsonl"),
-             "eval": str(data_dir / "reverse-eval.jsonl"), "reward": "exact"},
-            {"name": "add", "train": "file://" + str(data_dir / "add-train.jsonl"),
-             "eval": str(data_dir / "add-eval.jsonl"), "reward": "numeric"},
-        ],
-        "general": [{"name": "copy", "eval": str(data_dir / "copy-eval.jsonl"), "reward": "exact"}],
-        "grpo": {"groupSize": 4, "learningRate": 1e-4, "klCoef": 0.0, "promptsPerStep": 8, "maxSteps": 4,
-                 "maxCompletionTokens": 16},
-        "sft": {"learningRate": 5e-4, "batchSize": 16, "maxSteps": 4},
-        "rif": {"rollouts": 4, "minCorrect": 1, "mode": "prefilter"},  # the filter stage is part of the pipeline
-        "evaluation": {"maxCompletionTokens": 16, "maxSamples": 32},
-        "rollout": {"engine": "vllm"},  # no vLLM/CUDA here: falls back to hf with a logged reason
-        "storage": {"uri": str(storage)},
-    }
-    spec.update(over)
-    return spec
-
-
-def _write(tmp_path, spec, stage, index, name="stage.yaml"):
-    cfg = StageConfig.model_validate({"run": "demo", "stage": stage, "task_index": index, "spec": spec,
-                                      "spec_hash": f"h{index}"})
-    path = tmp_path / f"{stage}-{index}-{name}"
-    path.write_text(cfg.dump_yaml())
-    return str(path)
-
-
-def _run(capsys, *argv):
-    rc = cli.main(list(argv))
-    out = capsys.readouterr().out
-    lines = [json.loads(line.split(" ", 1)[1]) for line in out.splitlines() if line.startswith("CPT_")]
-    results = [json.loads(line.split(" ", 1)[1]) for line in out.splitlines() if line.startswith("CPT_RESULT")]
-    return rc, lines, results[-1] if results else None
+from stage_cli import run_stage_cli, stage_spec, write_stage_config
 
 
 def test_stage_pipeline(tiny_base, data_dir, tmp_path, capsys):
     storage = tmp_path / "run"
-    spec = _spec(tiny_base, data_dir, storage)
+    spec = stage_spec(tiny_base, data_dir, storage)
     store = open_store(str(storage))
 
     # row 0: the base model on ALL tasks and the general benchmark
-    rc, lines, res = _run(capsys, "evaluate", "--config", _write(tmp_path, spec, "evaluate", 0))
+    rc, lines, res = run_stage_cli(capsys, "evaluate", "--config", write_stage_config(tmp_path, spec, "evaluate", 0))
     assert rc == 0 and res["task_index"] == 0 and set(res["tasks"]) == {"reverse", "add"}
     row0 = store.get_json(layout.task_key(0, "base", layout.EVAL))
     assert set(row0) >= {"task_index", "tasks", "general", "samples", "seconds"}
@@ -70,7 +32,7 @@ def test_stage_pipeline(tiny_base, data_dir, tmp_path, capsys):
     assert row0["general"]["copy"] > row0["tasks"]["reverse"] > 0 and row0["tasks"]["reverse"] < 0.9
 
     # task 1: filter -> train -> evaluate; committed only after evaluate
-    rc, lines, res = _run(capsys, "filter", "--config", _write(tmp_path, spec, "filter", 1))
+    rc, lines, res = run_stage_cli(capsys, "filter", "--config", write_stage_config(tmp_path, spec, "filter", 1))
     rif = store.get_json(layout.task_key(1, "reverse", layout.RIF))
     assert rc == 0 and rif["kept"] + rif["dropped"] == 64 and 0 < rif["kept"] < 64 and rif["engine"] == "hf"
     kept = store.get_bytes(layout.task_key(1, "reverse", layout.KEPT)).decode().splitlines()
@@ -79,7 +41,7 @@ def test_stage_pipeline(tiny_base, data_dir, tmp_path, capsys):
                 "dropped": rif["dropped"]}
     assert {key: lines[-2].get(key) for key in expected} == expected
 
-    rc, lines, res = _run(capsys, "train", "--config", _write(tmp_path, spec, "train", 1))
+    rc, lines, res = run_stage_cli(capsys, "train", "--config", write_stage_config(tmp_path, spec, "train", 1))
     progress = [x for x in lines if "total_steps" in x]
     assert rc == 0 and [p["step"] for p in progress] == [1, 2, 3, 4]
     assert all(p["stage"] == "train" and p["total_steps"] == 4 and p["reward"] is not None for p in progress)
@@ -88,7 +50,7 @@ def test_stage_pipeline(tiny_base, data_dir, tmp_path, capsys):
     assert store.exists(layout.task_key(1, "reverse", "checkpoint/model.safetensors"))
     assert 1 not in load_committed(store)
 
-    rc, lines, res = _run(capsys, "evaluate", "--config", _write(tmp_path, spec, "evaluate", 1))
+    rc, lines, res = run_stage_cli(capsys, "evaluate", "--config", write_stage_config(tmp_path, spec, "evaluate", 1))
     committed = load_committed(store)
     assert rc == 0 and sorted(committed) == [0, 1]
     assert set(committed[1].eval["tasks"]) == {"reverse"} and set(committed[1].eval["general"]) == {"copy"}
@@ -96,17 +58,17 @@ def test_stage_pipeline(tiny_base, data_dir, tmp_path, capsys):
     assert committed[1].spec_hash == "h1" and committed[1].checkpoint
 
     # a committed task's stages are no-ops; task 2 starts from task 1's committed checkpoint
-    rc, _, res = _run(capsys, "evaluate", "--config", _write(tmp_path, spec, "evaluate", 1))
+    rc, _, res = run_stage_cli(capsys, "evaluate", "--config", write_stage_config(tmp_path, spec, "evaluate", 1))
     assert rc == 0 and res["skipped"] == "already committed"
-    rc, _, res = _run(capsys, "filter", "--config", _write(tmp_path, spec, "filter", 2))
+    rc, _, res = run_stage_cli(capsys, "filter", "--config", write_stage_config(tmp_path, spec, "filter", 2))
     assert rc == 0 and store.get_json(layout.task_key(2, "add", layout.RIF))["rollouts"] == 4
 
 
 def test_sft_train_stage_and_determinism(tiny_base, data_dir, tmp_path, capsys):
     results = []
     for run in ("a", "b"):
-        spec = _spec(tiny_base, data_dir, tmp_path / run, method="sft", rollout={"engine": "hf"})
-        rc, _, res = _run(capsys, "train", "--config", _write(tmp_path, spec, "train", 1, run))
+        spec = stage_spec(tiny_base, data_dir, tmp_path / run, method="sft", rollout={"engine": "hf"})
+        rc, _, res = run_stage_cli(capsys, "train", "--config", write_stage_config(tmp_path, spec, "train", 1, run))
         assert rc == 0 and res["steps"] == 4
         results.append(open_store(str(tmp_path / run)).get_bytes(
             layout.task_key(1, "reverse", "checkpoint/model.safetensors")))
@@ -115,21 +77,21 @@ def test_sft_train_stage_and_determinism(tiny_base, data_dir, tmp_path, capsys):
 
 def test_bad_input_exits_2_before_training(tiny_base, data_dir, tmp_path, capsys):
     storage = tmp_path / "run"
-    spec = _spec(tiny_base, data_dir, storage, method="grpo")
+    spec = stage_spec(tiny_base, data_dir, storage, method="grpo")
     spec["tasks"][0]["train"] = str(data_dir / "missing.jsonl")
-    assert cli.main(["train", "--config", _write(tmp_path, spec, "train", 1)]) == 2
+    assert cli.main(["train", "--config", write_stage_config(tmp_path, spec, "train", 1)]) == 2
     assert "dataset file not found" in capsys.readouterr().err
-    spec = _spec(tiny_base, data_dir, storage, method="grpo")
+    spec = stage_spec(tiny_base, data_dir, storage, method="grpo")
     spec["tasks"][0]["reward"] = "fuzzy"
-    assert cli.main(["train", "--config", _write(tmp_path, spec, "train", 1)]) == 2
+    assert cli.main(["train", "--config", write_stage_config(tmp_path, spec, "train", 1)]) == 2
     assert "unknown reward 'fuzzy'" in capsys.readouterr().err
-    spec = _spec(tiny_base, data_dir, storage, method="grpo")
+    spec = stage_spec(tiny_base, data_dir, storage, method="grpo")
     spec["tasks"][0]["reward"] = "no_such_mod:fn"
-    assert cli.main(["train", "--config", _write(tmp_path, spec, "train", 1)]) == 2
-    spec = _spec(tiny_base, data_dir, storage, method="grpo")
-    assert cli.main(["train", "--config", _write(tmp_path, spec, "train", 2)]) == 2  # task 1 not committed
+    assert cli.main(["train", "--config", write_stage_config(tmp_path, spec, "train", 1)]) == 2
+    spec = stage_spec(tiny_base, data_dir, storage, method="grpo")
+    assert cli.main(["train", "--config", write_stage_config(tmp_path, spec, "train", 2)]) == 2  # task 1 not committed
     assert "not committed" in capsys.readouterr().err
-    assert cli.main(["filter", "--config", _write(tmp_path, spec, "filter", 1)]) == 2  # no filter for grpo
+    assert cli.main(["filter", "--config", write_stage_config(tmp_path, spec, "filter", 1)]) == 2  # no filter for grpo
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({"run": "x", "stage": "train"}))
     assert cli.main(["train", "--config", str(bad)]) == 2
@@ -138,18 +100,18 @@ def test_bad_input_exits_2_before_training(tiny_base, data_dir, tmp_path, capsys
 
 def test_synth_cli(tmp_path, capsys):
     out = tmp_path / "add.jsonl"
-    rc, _, res = _run(capsys, "synth", "synthetic:add", "--n", "20", "--seed", "3", "--out", str(out))
+    rc, _, res = run_stage_cli(capsys, "synth", "synthetic:add", "--n", "20", "--seed", "3", "--out", str(out))
     rows = [json.loads(x) for x in out.read_text().splitlines()]
     assert rc == 0 and res["rows"] == 20 and len(rows) == 20 and res["reward"] == "numeric"
     assert cli.main(["synth", "nope", "--n", "2", "--out", str(out)]) == 2
 
 
 def test_multitask_baseline(tiny_base, data_dir, tmp_path, capsys):
-    spec = _spec(tiny_base, data_dir, tmp_path / "unused", method="sft", rollout={"engine": "hf"})
+    spec = stage_spec(tiny_base, data_dir, tmp_path / "unused", method="sft", rollout={"engine": "hf"})
     path = tmp_path / "cpt.yaml"
     path.write_text(yaml.safe_dump({"apiVersion": "cpt.dev/v1alpha1", "kind": "ContinualPostTraining",
                                     "metadata": {"name": "mt"}, "spec": spec}))
-    rc, _, res = _run(capsys, "multitask", "--spec", str(path), "--out", str(tmp_path / "mt"))
+    rc, _, res = run_stage_cli(capsys, "multitask", "--spec", str(path), "--out", str(tmp_path / "mt"))
     assert rc == 0 and res["multitask"] and res["steps"] == 4
     train = json.loads((tmp_path / "mt" / "train.json").read_text())
     ev = json.loads((tmp_path / "mt" / "eval.json").read_text())
