@@ -9,17 +9,14 @@ What is tested from committed data: every committed section, written back throug
 section never moves a byte of another."""
 
 import re
-import sys
 from pathlib import Path
 
 import pytest
 
+import sections
+
 ROOT = Path(__file__).resolve().parents[2]
 FORGETTING = ROOT / "bench" / "forgetting"
-sys.path.insert(0, str(FORGETTING))
-
-import sections  # noqa: E402
-
 TEXT = (FORGETTING / "RESULTS.md").read_text()
 
 

@@ -11,12 +11,11 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "bench" / "forgetting"))
+import stats as st
+import v4
+import v4doc
 
-import stats as st  # noqa: E402
-import v4  # noqa: E402
-import v4doc  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_clustered_bootstrap_resamples_bases_not_pairs():

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "bench" / "forgetting"))
+import runs
+import v4curve
 
-import runs  # noqa: E402
-import v4curve  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
+
 
 EX = ROOT / "examples"
 TASK = "count"

@@ -1,17 +1,16 @@
 """bench/forgetting's RESULTS.md holds one section per protocol (v1's part, v2, v3, the pilot): writing one
 protocol's section never deletes or changes another's. Pure and fast: nothing is trained."""
 
-import sys
 from pathlib import Path
 
 import pytest
 
+import sections as results_doc
+import v12
+
 ROOT = Path(__file__).resolve().parents[2]
 FORGETTING = ROOT / "bench" / "forgetting"
-sys.path.insert(0, str(FORGETTING))
 
-import sections as results_doc  # noqa: E402
-import v12  # noqa: E402
 
 V1 = "# bench/forgetting: SFT vs GRPO\n\n## Protocol (fixed)\n\nold v1 table\n"
 V2 = results_doc.V2_HEADING + "\n\nold v2 table\n"

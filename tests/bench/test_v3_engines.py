@@ -3,15 +3,12 @@ the report it renders (the same-weights comparison and the claims recomputed wit
 and fast: stub runs, nothing is scored."""
 
 import json
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "bench" / "forgetting"))
+import v3enginedoc
+import v3engines
+from protocols import PILOT
 
-import v3enginedoc  # noqa: E402
-import v3engines  # noqa: E402
-from protocols import PILOT  # noqa: E402
 
 SEQ = ["sub", "add2"]
 

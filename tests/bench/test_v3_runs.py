@@ -1,15 +1,11 @@
 """bench/forgetting: a cached run is reused only for the same spec and the same code snapshot."""
 
 import json
-import sys
-from pathlib import Path
 
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench" / "forgetting"))
-
-import cptbench as cb  # noqa: E402
-from runs import cached, code_id  # noqa: E402
+import cptbench as cb
+from runs import cached, code_id
 
 
 def test_a_finished_run_is_reused_only_under_the_code_it_ran_with(tmp_path, monkeypatch):

@@ -3,15 +3,13 @@
 import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "bench" / "forgetting"))
+import stats as st
 
-import stats as st  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_best_constant_is_the_most_frequent_answer():
