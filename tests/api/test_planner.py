@@ -6,98 +6,24 @@ review the diff.
 
 import copy
 import json
-import os
 import subprocess
 import sys
-from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
-from pathlib import Path
+from datetime import timedelta
 
 import pytest
 import yaml
+from planner_golden import NOW, base_committed, check_golden, committed, job, plan, summary, three_stage
 
-from cpt_core.results import CommittedTask
-from cpt_core.validation import validate_resource
-from cpt_operator.kube.children import render
-from cpt_operator.kube.defaults import PlanDefaults
-from cpt_operator.planner import ACK_REGRESSION_ANNOTATION, Observed, ObservedJob, Plan, task_spec_hash
-from cpt_operator.planner import plan as plan_intents
-
-GOLDEN = Path(__file__).parent / "golden"
-NOW = datetime(2026, 11, 1, 12, 0, 0, tzinfo=timezone.utc)
-
-
-def committed(resource, index, tasks, general=None, rif=None, train=None):
-    spec = validate_resource(resource).spec
-    names = ["base"] + [t.name for t in spec.tasks]
-    return CommittedTask(index, names[index], task_spec_hash(spec, index),
-                           {"tasks": tasks, "general": general or {}}, rif=rif, train=train,
-                           checkpoint=None if index == 0 else f"tasks/{index}-{names[index]}/checkpoint")
-
-
-def job(name, index, stage, phase, attempt=0, finished=None, message="", suspended=False):
-    return ObservedJob(name, index, stage, attempt, phase, finished, message, suspended)
-
-
-@dataclass
-class KubePlan:
-    """The planner's intents and their rendering as Kubernetes children (what the golden files record)."""
-
-    intents: Plan
-    create: list
-    patch: list
-    delete: list
-
-    def __getattr__(self, name):
-        return getattr(self.intents, name)
-
-
-# The operator's key (kube.ownership) fixes the private child names' suffixes: one for the golden files.
-GOLDEN_DEFAULTS = PlanDefaults(child_key=b"golden-files-key-" + b"0" * 32)
-
-
-def plan(resource, observed, children=()):
-    p = plan_intents(resource, observed)
-    c = render(p, resource, children, GOLDEN_DEFAULTS)
-    return KubePlan(p, c.create, c.patch, c.delete)
-
-
-def summary(p):
-    """What a golden file records: the plan minus the bulky manifest bodies (checked separately)."""
-    return {
-        "create": [f"{o['kind']}/{o['metadata']['name']}" for o in p.create],
-        "patch": [[f"{r.kind}/{r.name}", body] for r, body in p.patch],
-        "delete": [f"{r.kind}/{r.name}" for r in p.delete],
-        "events": [[e.type, e.reason, e.message] for e in p.events],
-        "requeue_after": p.requeue_after,
-        "valid": p.valid,
-        "status": p.status,
-    }
-
-
-def check_golden(name, p):
-    path = GOLDEN / f"{name}.yaml"
-    got = summary(p)
-    if os.environ.get("CPT_UPDATE_GOLDEN") or not path.exists():
-        GOLDEN.mkdir(exist_ok=True)
-        path.write_text(yaml.safe_dump(got, sort_keys=False, width=120))
-        if not os.environ.get("CPT_UPDATE_GOLDEN"):
-            pytest.fail(f"golden file {path.name} was missing and has been written; review it and rerun")
-    assert got == yaml.safe_load(path.read_text())
-    return got
-
+from cpt_operator.planner import ACK_REGRESSION_ANNOTATION, Observed, ObservedJob
 
 @pytest.fixture
 def resource(resource):
-    """The shared resource with rif-grpo's paper mode: these goldens walk the three-stage task (filter, train,
-    evaluate); online RIF (no filter stage) is planned in test_planner_rollout.py."""
-    resource["spec"]["rif"] = {"mode": "prefilter"}
-    return resource
+    return three_stage(resource)
 
 
 @pytest.fixture
 def base_done(resource):
-    return {0: committed(resource, 0, {"add": 0.3, "reverse": 0.2, "sort": 0.4}, {"copy": 0.9})}
+    return base_committed(resource)
 
 
 def test_start_evaluates_base_model_first(resource):
@@ -359,55 +285,3 @@ def test_planner_imports_neither_torch_nor_kopf():
             "bad = [m for m in ('torch', 'kopf', 'transformers') if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
-
-
-def test_task_without_training_signal_fails_by_default_or_is_skipped_on_request(resource, base_done):
-    why = "RIF dropped all 64 training prompts (none solved 1+ times in 8 rollouts)"
-    done = dict(base_done)
-    done[1] = committed(resource, 1, {"add": 0.3}, rif={"kept": 0, "dropped": 64, "filtered_fraction": 1.0},
-                        train={"steps": 0, "no_signal": why})
-    p = plan(resource, Observed(now=NOW, committed=done))
-    got = check_golden("13-no-signal-failed", p)
-    assert p.status["phase"] == "Failed" and not [c for c in got["create"] if c.startswith("PyTorchJob")]
-    cond = {c["type"]: c for c in p.status["conditions"]}
-    assert cond["NoTrainingSignal"]["status"] == "True" and why in cond["NoTrainingSignal"]["message"]
-    assert cond["Failed"]["reason"] == "NoTrainingSignal" and "spec.noSignal: skip" in cond["Failed"]["message"]
-    assert ["Warning", "NoTrainingSignal"] in [[e.type, e.reason] for e in p.events]
-
-    resource["status"] = p.status  # the same observation again: no second event
-    assert not [e for e in plan(resource, Observed(now=NOW, committed=done)).events if e.reason == "NoTrainingSignal"]
-
-    resource["spec"]["noSignal"] = "skip"
-    p = plan(resource, Observed(now=NOW, committed=done))
-    assert p.status["phase"] == "Running" and "PyTorchJob/demo-2-filter" in [
-        f"{o['kind']}/{o['metadata']['name']}" for o in p.create]
-    cond = {c["type"]: c for c in p.status["conditions"]}
-    assert cond["NoTrainingSignal"]["status"] == "True" and "went on" in cond["NoTrainingSignal"]["message"]
-
-    resource["spec"]["noSignal"] = "fail"  # the last task without signal: never a silent Succeeded
-    done[1] = committed(resource, 1, {"add": 0.3}, train={"steps": 4})
-    done[2] = committed(resource, 2, {"add": 0.3}, train={"steps": 4})
-    done[3] = committed(resource, 3, {"add": 0.3}, train={"steps": 4, "no_signal": "every group got equal rewards"})
-    p = plan(resource, Observed(now=NOW, committed=done))
-    assert p.status["phase"] == "Failed" and "task 3 'sort' taught nothing" in p.status["message"]
-
-
-def test_tasks_with_signal_have_no_no_signal_condition(resource, base_done):
-    p = plan(resource, Observed(now=NOW, committed=base_done))
-    assert "NoTrainingSignal" not in {c["type"] for c in p.status["conditions"]}
-
-
-def test_status_carries_each_tasks_policy_kl_and_replayed_prompts(resource, base_done):
-    """The KL early warning (train.json policy_kl, per reference) and replay's count reach status.tasks[]; a task
-    trained before the base reference existed (top-level last/max of task_start) still shows its task-start KL."""
-    done = dict(base_done)
-    done[1] = committed(resource, 1, {"add": 0.8}, train={"policy_kl": {"reference": "task_start", "estimator": "k3",
-                                                                         "points": [[2, 0.1]], "last": 0.1, "max": 0.1}})
-    done[2] = committed(resource, 2, {"add": 0.7, "reverse": 0.6}, train={
-        "policy_kl": {"estimator": "k3", "prompts": 8, "base": {"points": [[2, 0.3], [4, 0.2]], "last": 0.2, "max": 0.3},
-                      "task_start": {"points": [[2, 0.05], [4, 0.07]], "last": 0.07, "max": 0.07}},
-        "replay": {"replayed_prompts": 12, "by_task": {"add": 12}}})
-    tasks = plan(resource, Observed(now=NOW, committed=done)).status["tasks"]
-    assert tasks[1]["policyKl"] == {"taskStart": {"last": 0.1, "max": 0.1}} and "replayedPrompts" not in tasks[1]
-    assert tasks[2]["policyKl"] == {"base": {"last": 0.2, "max": 0.3}, "taskStart": {"last": 0.07, "max": 0.07}}
-    assert tasks[2]["replayedPrompts"] == 12

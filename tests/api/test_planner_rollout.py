@@ -5,7 +5,7 @@ import json
 
 from cpt_operator.planner import Observed
 
-from .test_planner import NOW, committed, plan
+from planner_golden import NOW, committed, plan
 
 
 def test_sft_has_no_filter_stage_and_no_rollout_servers(resource):

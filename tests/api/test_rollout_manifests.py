@@ -15,7 +15,7 @@ from cpt_operator.kube.children import render
 from cpt_operator.local.rollout_server import server_args as local_server_args
 from cpt_operator.planner import Observed, plan, task_spec_hash
 
-from .test_planner import GOLDEN_DEFAULTS
+from planner_golden import GOLDEN_DEFAULTS
 
 
 def _children(resource):
