@@ -201,14 +201,21 @@ def summarize(out: dict, p: dict) -> dict:
     return {"per": per, "ratios": ratios, "control": out["control"]}
 
 
-def main(args) -> int:
-    """run.py --protocol v1|v2 (arguments parsed by run.py)."""
-    v2 = args.protocol == "v2" and not args.quick
+def protocol_and_work(args) -> tuple[dict, Path]:
+    """The v1/v2 protocol (or the quick one) with --seeds applied, a private copy, and its work folder, created:
+    shared by this runner and bench/rif_cost, which reuses these runs."""
     p = json.loads(json.dumps(QUICK if args.quick else {"v1": V1, "v2": V2}[args.protocol]))
     if args.seeds:
         p["seeds"] = args.seeds
     work = (args.work or HERE / "work" / ("quick" if args.quick else "full")).resolve()
     work.mkdir(parents=True, exist_ok=True)
+    return p, work
+
+
+def main(args) -> int:
+    """run.py --protocol v1|v2 (arguments parsed by run.py)."""
+    v2 = args.protocol == "v2" and not args.quick
+    p, work = protocol_and_work(args)
     results = args.results or (work / "RESULTS.md" if args.quick else HERE / "RESULTS.md")
     parallel = args.parallel or (3 if args.quick else 1)
     code = cb.use_code(args.snapshot, work)

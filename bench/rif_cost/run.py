@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import sys
 import time
 from pathlib import Path
@@ -29,10 +28,10 @@ FORGETTING = HERE.parent / "forgetting"
 sys.path.insert(0, str(FORGETTING))
 
 import cptbench as cb  # noqa: E402
-from protocols import QUICK, RUNS_DIR, V1, V2  # noqa: E402
+from protocols import RUNS_DIR  # noqa: E402
 from results_doc import describe  # noqa: E402
 from sections import V2_HEADING  # noqa: E402
-from v12 import Bench  # noqa: E402
+from v12 import Bench, protocol_and_work  # noqa: E402
 
 GOAL_RATIO = 1.7
 GOAL_AA = 0.01
@@ -63,11 +62,7 @@ def main(argv=None) -> int:
     ap.add_argument("--snapshot", metavar="REV", help="measure git revision REV (as bench/forgetting --snapshot)")
     args = ap.parse_args(argv)
     v2 = args.protocol == "v2" and not args.quick
-    p = json.loads(json.dumps(QUICK if args.quick else {"v1": V1, "v2": V2}[args.protocol]))
-    if args.seeds:
-        p["seeds"] = args.seeds
-    work = (args.work or FORGETTING / "work" / ("quick" if args.quick else "full")).resolve()
-    work.mkdir(parents=True, exist_ok=True)
+    p, work = protocol_and_work(args)
     results_path = args.results or (work / "RIF_COST.md" if args.quick else HERE / "RESULTS.md")
     parallel = args.parallel or (2 if args.quick else 1)
     code = cb.use_code(args.snapshot, work)
