@@ -11,7 +11,7 @@ export HF_HUB_OFFLINE ?= 1
 export DS_BUILD_OPS ?= 0
 export PIP_DISABLE_PIP_VERSION_CHECK ?= 1
 
-.PHONY: demo test deps install promtool tools clean build-base smollm2 demo-smollm2 install-vllm
+.PHONY: demo test test-main test-trainjob test-vllm deps install promtool tools clean build-base smollm2 demo-smollm2 install-vllm
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -74,16 +74,28 @@ install-vllm: $(VLLM_VENV)/.installed
 deps:
 	$(MAKE) -j3 install promtool install-vllm
 
-test: deps
-	# Two workers, a test file per worker at a time (module fixtures stay in one process): 13 min instead of 19.
+# Three steps, each as parallel as 2 cores allow: the main venv and promtool; then the main suite while the vLLM
+# venv installs (pip waits on the network and the disk as much as on a core); then the vLLM tests beside the
+# TrainJob pass, which mostly waits on its operator (-O: each one's output printed whole when it ends).
+test:
+	$(MAKE) -j2 install promtool
+	$(MAKE) -j2 test-main install-vllm
+	$(MAKE) -j2 -Otarget test-trainjob test-vllm
+
+# Two workers, a test file per worker at a time (module fixtures stay in one process), longest files first.
+test-main: install promtool
 	PATH="$(CURDIR)/$(TOOLS):$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest -p no:cacheprovider -n 2 --dist loadfile --durations=30
-	# The operator's life-cycle, restart, fault and refused-pod tests again with stage jobs as Trainer v2 TrainJobs
-	# (the operator picks its job kind at start, so the second backend needs its own process).
+
+# The operator's life-cycle, restart, fault and refused-pod tests again with stage jobs as Trainer v2 TrainJobs
+# (the operator picks its job kind at start, so the second backend needs its own process).
+test-trainjob: install
 	CPT_JOB_BACKEND=trainjob $(BIN)/pytest -p no:cacheprovider tests/operator/test_lifecycle.py \
 		tests/operator/test_resilience.py tests/operator/test_run.py tests/operator/test_admission.py
-	# Every vllm-marked test (tests/vllm_server, bench's vLLM scoring) in the venv that has vLLM, on two workers: a
-	# server start-up and a learner mostly take one core each.
-	$(VLLM_VENV)/bin/pytest -p no:cacheprovider -m vllm -n 2 --dist loadfile
+
+# Every vllm-marked test (tests/vllm_server, bench's vLLM scoring) in the venv that has vLLM, on two workers: a
+# server start-up and a learner mostly take one core each.
+test-vllm: install-vllm
+	$(VLLM_VENV)/bin/pytest -p no:cacheprovider -m vllm -n 2 --dist loadfile --durations=15
 
 clean:
 	rm -rf $(VENV) $(VLLM_VENV) $(TOOLS) runs

@@ -40,3 +40,12 @@ def test_each_cpt_run_has_its_own_key_for_its_servers_and_stages(tmp_path):
     one, two = LocalRollout(spec, tmp_path, tmp_path / "r1"), LocalRollout(spec, tmp_path, tmp_path / "r2")
     assert one.key != two.key
     assert one.client_env()["CPT_ROLLOUT_API_KEY"] == one.key
+
+
+def test_servers_are_not_pinned_to_one_core_unless_the_caller_says_so(tmp_path, monkeypatch):
+    """vLLM's CPU default binds its worker to core 0; a local server shares the cores with the learner and the
+    other servers, so it runs unbound (the worker's real affinity: tests/vllm_server/test_server_process.py)."""
+    monkeypatch.delenv("VLLM_CPU_OMP_THREADS_BIND", raising=False)
+    assert RolloutServer("m", tmp_path / "a.log").env["VLLM_CPU_OMP_THREADS_BIND"] == "nobind"
+    monkeypatch.setenv("VLLM_CPU_OMP_THREADS_BIND", "0-3")
+    assert RolloutServer("m", tmp_path / "b.log").env["VLLM_CPU_OMP_THREADS_BIND"] == "0-3"

@@ -25,6 +25,7 @@ from typing import Optional
 
 from cpt_core import rollout
 
+CPU_BIND_ENV = "VLLM_CPU_OMP_THREADS_BIND"  # vLLM CPU: which cores its worker's OpenMP threads are pinned to
 DEV_MODE_ENV = "VLLM_SERVER_DEV_MODE"  # vLLM's dev-mode switch: removed from a server's environment, never set
 
 READY_TIMEOUT = float(os.environ.get("CPT_ROLLOUT_READY_TIMEOUT", "600"))  # cold start on 2 busy cores: 1-3 min
@@ -56,6 +57,9 @@ def server_env(token: str, base: Optional[dict] = None) -> dict:
     env = dict(os.environ if base is None else base)
     env.setdefault("OMP_NUM_THREADS", "1")
     env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB of KV cache: the tiny model needs far less
+    # vLLM's CPU build pins its worker to core 0 by default ("auto": one core per worker, the rest reserved). Here
+    # the learner and any other server share the same cores, so every server's worker would queue on core 0.
+    env.setdefault(CPU_BIND_ENV, "nobind")
     env["VLLM_PLUGINS"] = rollout.PLUGINS
     env.pop(DEV_MODE_ENV, None)  # never inherited from the caller's shell: it would open every worker method
     env.setdefault("HF_HUB_OFFLINE", "1")
