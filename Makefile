@@ -74,12 +74,11 @@ install-vllm: $(VLLM_VENV)/.installed
 deps:
 	$(MAKE) -j3 install promtool install-vllm
 
-# Three steps, each as parallel as 2 cores allow: the main venv and promtool; then the main suite while the vLLM
-# venv installs (pip waits on the network and the disk as much as on a core); then the vLLM tests beside the
-# TrainJob pass, which mostly waits on its operator (-O: each one's output printed whole when it ends).
-test:
-	$(MAKE) -j2 install promtool
-	$(MAKE) -j2 test-main install-vllm
+# Three steps: every install at once (deps); the main suite; then the vLLM tests beside the TrainJob pass, which
+# mostly waits on its operator (-O: each one's output printed whole when it ends). Installing the vLLM venv while
+# the main suite ran was tried: pip's unpacking and byte-compiling slowed the suite by more than it saved.
+test: deps
+	$(MAKE) test-main
 	$(MAKE) -j2 -Otarget test-trainjob test-vllm
 
 # Two workers, a test file per worker at a time (module fixtures stay in one process), longest files first.

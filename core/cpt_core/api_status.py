@@ -59,11 +59,12 @@ class TaskStatus(Wire):
     rollouts_saved: Optional[int] = Field(None, ge=0, description="Online RIF: completions not sampled (skipped x G).")
     policy_kl: Optional[PolicyKl] = Field(None, description="KL early warning (spec.forgetting.klEverySteps).")
     replayed_prompts: Optional[int] = Field(None, ge=0, description="Replay: earlier tasks' prompts trained on.")
-    learner_steps: Optional[int] = Field(None, ge=0, description="Optimizer steps of the task's train stage.")
+    learner_steps: Optional[int] = Field(None, ge=0, description="Optimizer steps of the task's train stage "
+                                         "(while a resumed stage runs: the steps it is to reach).")
     train_resumes: Optional[int] = Field(None, ge=0, description="Times the train stage resumed from a step "
                                          "checkpoint after it was stopped (absent: it never stopped).")
     resumed_at_step: Optional[int] = Field(None, ge=0, description="The step its last resume started from (of "
-                                           "learnerSteps).")
+                                           "learnerSteps); shown from the resume on, while the stage trains.")
     message: Optional[str] = None
 
 

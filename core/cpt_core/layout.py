@@ -5,6 +5,8 @@
 <uri>/tasks/<index>-<name>/train.json    learner statistics (steps, rewards, rollout tokens, seconds)
 <uri>/tasks/<index>-<name>/eval.json     this task's row of the accuracy matrix (evaluate stage)
 <uri>/tasks/<index>-<name>/solved.jsonl  training prompts the model solved when this task was evaluated (replay)
+<uri>/tasks/<index>-<name>/resume.json   written by a train stage that resumed from a step checkpoint (attempt, step)
+                                         while it runs, so status can say so before the task commits
 <uri>/tasks/<index>-<name>/manifest.json every file's key, size, sha256; written last = committed
 Index 0 is the base model ("0-base"): only eval.json + manifest.json.
 
@@ -21,6 +23,7 @@ RIF = "rif.json"
 KEPT = "kept.jsonl"
 TRAIN_STATS = "train.json"
 EVAL = "eval.json"
+RESUME = "resume.json"  # a train stage resumed from a step checkpoint: attempt, step of total, resumes
 SOLVED = "solved.jsonl"  # spec.replay: the task's training rows solved at its evaluation, with the completion
 MANIFEST = "manifest.json"
 STEPS = "steps"

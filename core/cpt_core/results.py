@@ -177,3 +177,28 @@ NO_SIGNAL = "no_signal"  # train.json key: why a task taught the model nothing (
 def no_signal(task: CommittedTask) -> Optional[str]:
     """Why task's training had no signal (RIF dropped every prompt, GRPO rewards never varied), or None."""
     return (task.train or {}).get(NO_SIGNAL)
+
+
+@dataclass(frozen=True)
+class ResumeMarker:
+    """A train stage that resumed from a step checkpoint, as it says while it runs (tasks/<i>-<name>/resume.json,
+    cpt_core.storage.resume_marker): before the task commits, train.json cannot say it yet."""
+
+    attempt: int  # the stage attempt that resumed (the job's attempt label)
+    resumed_at_step: int
+    total_steps: int
+    resumes: int  # how many times this task's training has resumed so far, this one included
+
+    def record(self) -> dict[str, int]:
+        return {"attempt": self.attempt, "resumed_at_step": self.resumed_at_step, "total_steps": self.total_steps,
+                "resumes": self.resumes}
+
+
+def parse_marker(raw: Any) -> Optional[ResumeMarker]:
+    """The marker, or None for anything that is not four non-negative integers with step <= total."""
+    if not isinstance(raw, dict):
+        return None
+    values = [raw.get(k) for k in ("attempt", "resumed_at_step", "total_steps", "resumes")]
+    if not all(type(v) is int and v >= 0 for v in values) or values[1] > values[2]:
+        return None
+    return ResumeMarker(*values)

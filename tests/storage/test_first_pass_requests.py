@@ -15,6 +15,8 @@ from storage_testlib import ACCESS_KEY, SECRET_KEY, new_bucket, raw_client, s3_s
 from cpt_core.storage import Store, layout
 from cpt_core.storage.manifest import commit_task
 from cpt_core.storage.owner import OWNER
+from cpt_core.results import ResumeMarker
+from cpt_core.storage.resume_marker import write_marker
 from cpt_core.validation import validate_resource
 from cpt_operator.kube.settings import Settings
 from cpt_operator.kube.controller.storage_access import CommittedReader
@@ -189,3 +191,34 @@ def test_the_claim_on_a_listing_on_both_backends(store: Store) -> None:
     store.delete_keys([OWNER])  # deleted after a listing that showed it: claimed, not refused
     assert claim(store, "uid-2", "default", "copy", listed=True) == (None, True)
     assert json.loads(store.get_bytes(OWNER))["uid"] == "uid-2"
+
+
+def test_a_resume_marker_costs_one_get_when_it_appears_and_is_tenant_data(moto_endpoint: str, env: None) -> None:
+    """A retried train stage's resume marker (cpt_core.storage.resume_marker) reaches the view with one GET, on the
+    pass whose listing shows it; later passes cost the listing alone. Only the spec's uncommitted tasks are read
+    (a marker of a task the spec does not have costs nothing), and a marker that does not parse is ignored."""
+    bucket = new_bucket(moto_endpoint)
+    resource = _resource(moto_endpoint, bucket)
+    count = Counting(moto_endpoint)
+    count(resource)
+    st = s3_store(moto_endpoint, bucket)
+    write_task(st, 0, "base")
+    commit_task(st, 0, "base", "h0", {})
+    marker = ResumeMarker(attempt=1, resumed_at_step=30, total_steps=40, resumes=1)
+    write_marker(st, 1, "add", marker)
+    st.put_json("tasks/7-other/resume.json", marker.record())  # not a task of this spec
+    view, sent = count(resource)
+    assert view.resumed == {1: marker} and view.error is None
+    assert [m for m, _ in sent] == ["GET", "GET", "GET"], sent  # the listing, the base manifest, the marker
+    again, sent = count(resource)
+    assert again is view and [m for m, _ in sent] == ["GET"], sent
+
+    st.put_bytes(layout.task_key(1, "add", layout.RESUME), b'{"attempt": -1, "not": "a marker"}')
+    view, _ = count(resource)
+    assert view.resumed == {} and view.error is None and list(view.committed) == [0]
+
+    write_marker(st, 1, "add", marker)
+    write_task(st, 1, "add")
+    commit_task(st, 1, "add", "h1", {})
+    view, _ = count(resource)
+    assert list(view.committed) == [0, 1] and view.resumed == {}  # committed: train.json says it from now on

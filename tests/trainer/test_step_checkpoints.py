@@ -78,6 +78,9 @@ def test_sigkill_after_step_checkpoint_resumes_bitwise(tmp_path, method):
     assert trained == list(range(newest + 1, STEPS + 1))  # only the steps after the checkpoint ran again
     result = messages[-1][1]
     assert result["steps"] == STEPS and result["resumed_at_step"] == newest and result["resumes"] == 1
+    # the marker the operator's status reads while the retried stage trains (before the task commits)
+    assert store.get_json(layout.task_key(1, "copy", layout.RESUME)) == {
+        "attempt": 1, "resumed_at_step": newest, "total_steps": STEPS, "resumes": 1}
     train_json = store.get_json(layout.task_key(1, "copy", layout.TRAIN_STATS))
     assert len(train_json["loss"]) == STEPS  # the curve continues the killed run's, it does not restart
 

@@ -40,6 +40,12 @@ class FakeServer:
                 self.wfile.write(data)
 
             def do_GET(self):
+                if outer.cut and self.path == "/weight_info":  # killed while telling its weight label
+                    self.send_response(200)
+                    self.send_header("Content-Length", "35")
+                    self.end_headers()
+                    self.close_connection = True
+                    return
                 if self.path == "/v1/models":
                     return self._send(200, {"object": "list", "data": [{"id": "tiny", "object": "model"}]})
                 self._send(404, {"error": "not found"})
@@ -142,6 +148,22 @@ def test_token_ids_fallback_and_errors():
         s.close()
     with pytest.raises(RolloutServerError, match="unreachable"):
         VllmEngine(s.url, build_tokenizer(), timeout=2)
+
+
+def test_a_replica_cut_off_while_it_tells_its_weight_label_counts_as_down():
+    """fleet.served, asked before and after every generation, read a reply cut short as a crash (IncompleteRead
+    escaped it and failed the stage instead of the fleet recovering); it is a replica that is down."""
+    from cpt_trainer.rollout import fleet
+
+    s = FakeServer()
+    try:
+        s.cut = True
+        replica = s.url.removesuffix("/v1")  # the weight-sync routes are at the server's root
+        with pytest.raises(ConnectionError, match="cut short"):
+            fleet.call(replica, "GET", "/weight_info")
+        assert fleet.served([replica]) == {replica: None}
+    finally:
+        s.close()
 
 
 def test_make_engine_falls_back_to_hf(server, random_base, caplog):

@@ -22,6 +22,8 @@ from cpt_core.api import SFT_METHODS, CheckpointSpec
 from cpt_core.stage import StageConfig
 from cpt_core.storage import CorruptTask, StorageError
 from cpt_core.storage.base import Store, sha256_file
+from cpt_core.results import ResumeMarker
+from cpt_core.storage.resume_marker import write_marker
 from cpt_core.storage.steps import (StepCheckpoint, StepMismatch, check_fingerprint, delete_step, fetch_step,
                                     list_steps, step_folders)
 from cpt_trainer.rank_sync import RankSync, wanted_by
@@ -149,6 +151,15 @@ def clear_steps(store: Store, index: int, name: str) -> None:
         delete_step(store, prefix)
 
 
+def _say_resumed(store: Store, cfg: StageConfig, marker: ResumeMarker) -> None:
+    """The resume marker the operator's status reads while this stage trains; status only, so a storage error
+    here is a warning, not the stage's end (its step checkpoints need storage anyway and will say so)."""
+    try:
+        write_marker(store, cfg.task_index, cfg.task_name, marker)
+    except Exception as exc:  # noqa: BLE001 - best effort
+        warn(f"could not write the resume marker of task {cfg.task_index} ({cfg.task_name}): {exc}")
+
+
 @dataclass
 class StepState:
     """One train stage's step checkpoints: where it resumes from (if anywhere), the callback that saves the next
@@ -184,6 +195,7 @@ class StepState:
                  f"{resume.checkpoint.prefix} (attempt {cfg.attempt + 1}, resume {resume.resumes})")
             protocol.progress("train", cfg.task_index, resume.step, total, resumed_at=resume.step,
                               resumes=resume.resumes, attempt=cfg.attempt)
+            _say_resumed(store, cfg, ResumeMarker(cfg.attempt, resume.step, total, resume.resumes))
         return cls(callback, resume, carried, refused, spec)
 
     @property

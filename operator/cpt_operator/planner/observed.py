@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Literal, Optional
 
 from cpt_core.results import CommittedTask
+from cpt_core.results import ResumeMarker
 
 JobPhase = Literal["Pending", "Running", "Succeeded", "Failed"]
 
@@ -48,3 +49,5 @@ class Observed:
     rejected: tuple[tuple[str, str], ...] = ()
     # Tasks whose manifest exists but fails a check (a file missing, truncated, corrupt): index -> why.
     damaged: dict[int, str] = field(default_factory=dict)
+    # Uncommitted tasks whose train stage resumed from a step checkpoint (its marker in storage): index -> marker.
+    resumed: dict[int, ResumeMarker] = field(default_factory=dict)

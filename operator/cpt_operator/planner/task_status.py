@@ -50,8 +50,20 @@ def task_statuses(spec: api.CptSpec, run: str, committed: dict, observed: Observ
                 entry.phase, entry.message = "Queued", f"waiting for admission by queue {spec.queue!r}"
             elif jobs or entry.job:
                 entry.phase = "Running"
+            _resumed_now(entry, progress, observed.resumed.get(index))
         out.append(entry)
     return out
+
+
+def _resumed_now(entry: api.TaskStatus, progress: Progress, marker) -> None:
+    """A retried train stage that resumed from a step checkpoint says so while it trains (its marker in storage,
+    cpt_core.storage.resume_marker): only the marker of the attempt now running counts, not an earlier one's."""
+    job = progress.job
+    if marker is None or job is None or progress.stage != "train" or job.stage != "train":
+        return
+    if marker.attempt == job.attempt and job.phase in ("Pending", "Running"):
+        entry.resumed_at_step, entry.train_resumes = marker.resumed_at_step, marker.resumes
+        entry.learner_steps = marker.total_steps
 
 
 def _train_figures(entry: api.TaskStatus, train: dict) -> None:

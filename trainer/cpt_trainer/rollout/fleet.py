@@ -12,6 +12,7 @@ Stdlib HTTP only (no vllm/torch import), so the unit tests and the vllm engine c
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import time
@@ -62,15 +63,21 @@ def label_step(value: Optional[str]) -> Optional[int]:
 
 def call(endpoint: str, method: str, path: str, body: Optional[dict] = None, token: Optional[str] = None,
          timeout: float = PROBE_TIMEOUT) -> dict:
-    """One JSON round trip; raises OSError (URLError, reset, timeout) or urllib.error.HTTPError."""
+    """One JSON round trip; raises OSError (URLError, reset, timeout, a reply cut short) or
+    urllib.error.HTTPError. A replica killed while it answers leaves http.client's IncompleteRead (not an
+    OSError): it is the same fault as a reset connection, so it is raised as one, and every caller that
+    treats a dead replica as down (served, the weight-sync fan-out) does so for it too."""
     data = None if body is None else json.dumps(body).encode()
     req = urllib.request.Request(endpoint + path, data=data, method=method,
                                  headers={"Content-Type": "application/json"})
     if token:
         req.add_header("Authorization", f"Bearer {token}")
-    with urllib.request.urlopen(req, timeout=timeout) as resp:
-        raw = resp.read()
-        return json.loads(raw) if raw else {}
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            raw = resp.read()
+    except http.client.HTTPException as exc:
+        raise ConnectionError(f"{endpoint}{path}: the reply was cut short ({exc!r})") from exc
+    return json.loads(raw) if raw else {}
 
 
 def served(endpoints: list[str], token: Optional[str] = None) -> dict[str, Optional[str]]:

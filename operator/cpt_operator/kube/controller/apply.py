@@ -67,7 +67,8 @@ def observe(resource: dict, now: datetime, view: StorageView, children: dict[tup
         rejected.update(admission.note(meta["namespace"], meta["name"], pending, [j.name for j in jobs]))
     observed = Observed(now=now, jobs=jobs, committed=view.committed, storage_error=view.error,
                         storage_reason=view.reason,
-                        storage_conflict=view.conflict, damaged=view.damaged, rejected=tuple(sorted(rejected.items())))
+                        storage_conflict=view.conflict, damaged=view.damaged, resumed=view.resumed,
+                        rejected=tuple(sorted(rejected.items())))
     return World(resource=resource, children=children, observed=observed)
 
 

@@ -20,7 +20,6 @@ from typing import Any, Callable, Optional
 
 from cpt_core import layout, tenancy
 from cpt_core.api import StorageSpec
-from cpt_core.results import CommittedTask
 from cpt_core.storage import Credentials, RetryPolicy, Store, open_store_for_spec, scrub
 from cpt_core.storage import s3client
 from cpt_core.storage.redact import hold_secrets, release_secrets
@@ -28,6 +27,8 @@ from cpt_core.storage.s3 import ReadLimits
 from cpt_core.storage.s3client import Timeouts
 from cpt_core.storage.manifest import load_committed_report
 from cpt_core.storage.owner import ADOPT_ANNOTATION, OWNER, claim, model_conflict
+from cpt_core.results import CommittedTask, ResumeMarker
+from cpt_core.storage.resume_marker import read_markers
 from cpt_core.validation import SpecError, validate_resource
 from cpt_operator.kube.controller import storage_problems as problems
 from cpt_operator.kube.controller.state import RunState, Runs
@@ -61,6 +62,7 @@ class StorageView:
 
     committed: dict[int, CommittedTask] = field(default_factory=dict)
     damaged: dict[int, str] = field(default_factory=dict)
+    resumed: dict[int, ResumeMarker] = field(default_factory=dict)  # uncommitted tasks' resume markers
     error: Optional[str] = None
     conflict: Optional[str] = None
     reason: Optional[str] = None  # the condition reason of `error` (controller.storage_problems)
@@ -150,7 +152,8 @@ class CommittedReader:
         # (uid, uri) -> (listing of tasks/, the StorageView read with it), least recently used first.
         self._views: OrderedDict[tuple, tuple[tuple, StorageView]] = OrderedDict()
         self._lock = threading.Lock()
-        self._specs: dict[tuple, StorageSpec] = {}  # (uid, generation) -> the validated spec.storage (~2 ms to validate)
+        # (uid, generation) -> the validated spec.storage and (index, name) of its tasks (~2 ms to validate)
+        self._specs: dict[tuple, tuple[StorageSpec, tuple[tuple[int, str], ...]]] = {}
         # The runs it reads for: each one's Secret (RunState.secret) is let go with the last run that uses it.
         self.runs = runs if runs is not None else Runs()
         self.runs.on_forget(self._release)
@@ -158,16 +161,18 @@ class CommittedReader:
     def __call__(self, resource: dict) -> StorageView:
         meta = resource["metadata"]
         version = (meta.get("uid"), meta.get("generation"))  # the spec changes only with the generation
-        storage = self._specs.get(version) if all(version) else None
-        if storage is None:
+        known = self._specs.get(version) if all(version) else None
+        if known is None:
             try:
-                storage = validate_resource(resource, "cluster").spec.storage
+                spec = validate_resource(resource, "cluster").spec
             except SpecError:
                 return StorageView()  # the planner reports the invalid spec; nothing to read
+            known = (spec.storage, tuple((i, t.name) for i, t in enumerate(spec.tasks, start=1)))
             if all(version):
                 if len(self._specs) >= MAX_VIEWS:
                     self._specs.clear()
-                self._specs[version] = storage
+                self._specs[version] = known
+        storage, names = known
         refused = self.settings.unsigned_refusal(storage, meta["namespace"])
         if refused:
             return StorageView(conflict=refused)
@@ -198,17 +203,18 @@ class CommittedReader:
                 if len(self._claimed) >= MAX_CLAIMS:
                     self._claimed.clear()
                 self._claimed.add(key)
-            return self._committed(key, store, tasks)
+            return self._committed(key, store, names, tasks)
         except Exception as exc:  # noqa: BLE001 - storage down, bad credentials, missing secret: report, retry
             reason, message = problems.explain(exc, storage, s3client.budget() or READ_DEADLINE)
             message = scrub(message)[:problems.MAX_MESSAGE]
             log.warning("%s/%s: %s: %s", meta["namespace"], meta["name"], reason, message)
             return StorageView(error=message, reason=reason)
 
-    def _committed(self, claim: tuple, store: Store, tasks: Optional[list] = None) -> StorageView:
-        """Committed results, read again only when the listing of tasks/ changed (keys and sizes): a pass
-        costs one listing (`tasks`, when the caller made it), and an unchanged run gets the very same
-        StorageView back (reconcile skips it)."""
+    def _committed(self, claim: tuple, store: Store, names: tuple[tuple[int, str], ...],
+                   tasks: Optional[list] = None) -> StorageView:
+        """Committed results and the uncommitted tasks' resume markers, read again only when the listing of
+        tasks/ changed (keys and sizes): a pass costs one listing (`tasks`, when the caller made it), and an
+        unchanged run gets the very same StorageView back (reconcile skips it)."""
         if tasks is None:
             tasks = store.list_info(layout.TASKS)
         listing = tuple(sorted((info.key, info.size) for info in tasks))
@@ -218,7 +224,8 @@ class CommittedReader:
                 self._views.move_to_end(claim)
                 return cached[1]
         committed, damaged = load_committed_report(_Listed(store, tasks))  # type: ignore[arg-type]
-        view = StorageView(committed=committed, damaged=damaged)
+        resumed = read_markers(store, (info.key for info in tasks), [t for t in names if t[0] not in committed])
+        view = StorageView(committed=committed, damaged=damaged, resumed=resumed)
         with self._lock:
             self._views[claim] = (listing, view)
             while len(self._views) > MAX_VIEWS:
