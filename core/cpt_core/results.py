@@ -7,6 +7,7 @@ into the cost figures that status, metrics and the report show.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional
@@ -190,15 +191,14 @@ class ResumeMarker:
     resumes: int  # how many times this task's training has resumed so far, this one included
 
     def record(self) -> dict[str, int]:
-        return {"attempt": self.attempt, "resumed_at_step": self.resumed_at_step, "total_steps": self.total_steps,
-                "resumes": self.resumes}
+        return dataclasses.asdict(self)
 
 
 def parse_marker(raw: Any) -> Optional[ResumeMarker]:
     """The marker, or None for anything that is not four non-negative integers with step <= total."""
     if not isinstance(raw, dict):
         return None
-    values = [raw.get(k) for k in ("attempt", "resumed_at_step", "total_steps", "resumes")]
+    values = [raw.get(f.name) for f in dataclasses.fields(ResumeMarker)]
     if not all(type(v) is int and v >= 0 for v in values) or values[1] > values[2]:
         return None
     return ResumeMarker(*values)

@@ -9,8 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal, Optional
 
-from cpt_core.results import CommittedTask
-from cpt_core.results import ResumeMarker
+from cpt_core.results import CommittedTask, ResumeMarker
 
 JobPhase = Literal["Pending", "Running", "Succeeded", "Failed"]
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Optional
 
 from cpt_core import api
-from cpt_core.results import policy_kl, replayed_prompts, rif_counts
+from cpt_core.results import ResumeMarker, policy_kl, replayed_prompts, rif_counts
 from cpt_operator.planner.names import job_name
 from cpt_operator.planner.observed import Observed
 from cpt_operator.planner.position import Progress, task_names
@@ -55,7 +55,7 @@ def task_statuses(spec: api.CptSpec, run: str, committed: dict, observed: Observ
     return out
 
 
-def _resumed_now(entry: api.TaskStatus, progress: Progress, marker) -> None:
+def _resumed_now(entry: api.TaskStatus, progress: Progress, marker: Optional[ResumeMarker]) -> None:
     """A retried train stage that resumed from a step checkpoint says so while it trains (its marker in storage,
     cpt_core.storage.resume_marker): only the marker of the attempt now running counts, not an earlier one's."""
     job = progress.job

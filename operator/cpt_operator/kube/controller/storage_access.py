@@ -20,6 +20,7 @@ from typing import Any, Callable, Optional
 
 from cpt_core import layout, tenancy
 from cpt_core.api import StorageSpec
+from cpt_core.results import CommittedTask, ResumeMarker
 from cpt_core.storage import Credentials, RetryPolicy, Store, open_store_for_spec, scrub
 from cpt_core.storage import s3client
 from cpt_core.storage.redact import hold_secrets, release_secrets
@@ -27,7 +28,6 @@ from cpt_core.storage.s3 import ReadLimits
 from cpt_core.storage.s3client import Timeouts
 from cpt_core.storage.manifest import load_committed_report
 from cpt_core.storage.owner import ADOPT_ANNOTATION, OWNER, claim, model_conflict
-from cpt_core.results import CommittedTask, ResumeMarker
 from cpt_core.storage.resume_marker import read_markers
 from cpt_core.validation import SpecError, validate_resource
 from cpt_operator.kube.controller import storage_problems as problems
