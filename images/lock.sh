@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Regenerate the images' hashed dependency locks (pip install --require-hashes), for CPython 3.12 on
 # linux/x86_64, from PyPI. Run after changing pyproject.toml's dependencies or an images/*/requirements.in:
-#   images/lock.sh            (uses `uv` from PATH, else installs uv==0.13.9 into .tools/uv)
+#   images/lock.sh            (uses `uv` from PATH, else the Makefile's: `make uv`, into .tools/uv)
 # tests/chart/test_images.py checks that every lock pins each declared dependency within its range, with hashes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 UV=$(command -v uv || true)
 if [[ -z "$UV" ]]; then
-  [[ -x .tools/uv/bin/uv ]] || { python3 -m venv .tools/uv && .tools/uv/bin/pip install -q uv==0.13.9; }
+  make -s uv
   UV=.tools/uv/bin/uv
 fi
 

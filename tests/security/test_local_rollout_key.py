@@ -49,3 +49,14 @@ def test_servers_are_not_pinned_to_one_core_unless_the_caller_says_so(tmp_path, 
     assert RolloutServer("m", tmp_path / "a.log").env["VLLM_CPU_OMP_THREADS_BIND"] == "nobind"
     monkeypatch.setenv("VLLM_CPU_OMP_THREADS_BIND", "0-3")
     assert RolloutServer("m", tmp_path / "b.log").env["VLLM_CPU_OMP_THREADS_BIND"] == "0-3"
+
+
+def test_an_unbound_server_runs_its_worker_in_the_engine_core_process(tmp_path, monkeypatch):
+    """With no thread binding to set up, vLLM's CPU worker needs no process of its own: one vLLM import fewer per
+    start (the processes a real server has: tests/vllm_server/test_server_process.py). A caller that binds threads
+    gets vLLM's own process layout, which its binding needs."""
+    for name in ("VLLM_CPU_OMP_THREADS_BIND", "VLLM_ENABLE_V1_MULTIPROCESSING"):
+        monkeypatch.delenv(name, raising=False)
+    assert RolloutServer("m", tmp_path / "a.log").env["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0"
+    monkeypatch.setenv("VLLM_CPU_OMP_THREADS_BIND", "0-3")
+    assert "VLLM_ENABLE_V1_MULTIPROCESSING" not in RolloutServer("m", tmp_path / "b.log").env

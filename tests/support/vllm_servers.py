@@ -10,16 +10,17 @@ def start_servers(model, log_dir, replicas=1):
 
 
 def worker_cpus(server_pid: int) -> set[int]:
-    """The CPUs the vLLM worker process under `server_pid` (its VLLM::Worker descendant) may run on."""
+    """The CPUs the process that runs the model under `server_pid` may run on. A local server runs its worker inside
+    vLLM's engine core (rollout_server.server_env), so there must be one VLLM::EngineCore and no VLLM::Worker."""
     import os
     from pathlib import Path
 
-    todo, seen = [server_pid], []
+    todo, names = [server_pid], {}
     while todo:
         pid = todo.pop()
-        seen.append(pid)
+        names[pid] = Path(f"/proc/{pid}/comm").read_text().strip()  # the kernel keeps 15 characters
         for task in Path(f"/proc/{pid}/task").iterdir():
             todo += [int(c) for c in (task / "children").read_text().split()]
-    workers = [p for p in seen if Path(f"/proc/{p}/comm").read_text().strip() == "VLLM::Worker"]
-    assert len(workers) == 1, f"expected one VLLM::Worker under {server_pid}, found {workers}"
-    return os.sched_getaffinity(workers[0])
+    cores = [p for p, name in names.items() if name.startswith("VLLM::EngineCor")]
+    assert len(cores) == 1 and "VLLM::Worker" not in names.values(), f"processes under {server_pid}: {names}"
+    return os.sched_getaffinity(cores[0])

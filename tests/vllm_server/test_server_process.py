@@ -47,8 +47,8 @@ def test_local_rollout_follows_the_planner_intents(random_base, tmp_path):
     rollout = LocalRollout(spec, tmp_path, tmp_path / "rollout", log=logs.append)
     try:
         first = rollout.apply([Intent(1, random_base)])[1]
-        # the worker may run on every core this test may (vLLM's default pins it to core 0, where every local
-        # server and the learner would then queue)
+        # the worker (in the engine core) may run on every core this test may (vLLM's default pins it to core 0,
+        # where every local server and the learner would then queue)
         assert worker_cpus(rollout.running[1].servers[0].proc.pid) == os.sched_getaffinity(0)
         assert _status(first + "/v1/models") == 401 and _status(first + "/v1/models", "guess") == 401
         assert _status(first + "/v1/models", rollout.client_env()["CPT_ROLLOUT_API_KEY"]) == 200  # the stages' key
