@@ -44,12 +44,15 @@ def _bad_input_errors() -> tuple:
 def cmd_stage(args) -> dict:
     from cpt_core.stage import StageConfig
 
-    from cpt_trainer.world import check_world
+    from cpt_trainer.world import check_world, rank
 
     cfg = StageConfig.load(args.config)
     if args.stage != cfg.stage:
         raise ValueError(f"command {args.stage!r} but {args.config} is a {cfg.stage!r} stage")
     check_world(cfg)  # before torch is imported: a wrong world fails in a second, not after loading the model
+    from cpt_trainer.tracking import skip_unused_backends
+
+    skip_unused_backends(cfg, rank())  # before TRL and DeepSpeed import them
     from cpt_trainer.stages import run_stage
     from cpt_trainer.rollout.stop import stop_at_end
 

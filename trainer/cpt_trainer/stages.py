@@ -29,6 +29,7 @@ from cpt_trainer.rif import run_rif
 from cpt_trainer import tracking
 from cpt_trainer.rollout import make_engine
 from cpt_trainer.step_checkpoints import StepState, clear_steps, model_identity
+from cpt_trainer.world import rank
 from cpt_core.storage import (CorruptTask, StorageError, fetch_checkpoint, layout, load_task, open_store,
                               open_store_for_spec, prepare_task)
 from cpt_core.storage import owner
@@ -41,10 +42,6 @@ log = logging.getLogger(__name__)
 
 class StageError(ValueError):
     """A precondition of the stage is not met (e.g. the previous task is not committed). Exit code 2."""
-
-
-def rank() -> int:
-    return int(os.environ.get("RANK", "0"))
 
 
 def stage_seed(spec: CptSpec, index: int, stage: str) -> int:

@@ -146,6 +146,21 @@ class Tracker:
                 self.backends.remove(backend)
 
 
+def skip_unused_backends(cfg: StageConfig, rank: int) -> list[str]:
+    """Mark the tracking packages this stage process will not use as absent, before TRL and DeepSpeed are imported:
+    both import mlflow and wandb at import time whenever they are installed (trl.extras.profiling, DeepSpeed's
+    autotuner), ~3.5 s of every learner process's start here, tracked or not. A package is unused when the spec
+    names no such backend or the process is not rank 0 (only rank 0 tracks: open_tracking). A package already
+    imported (a fork server's preload) is left as it is. Returns the names marked."""
+    tracking = cfg.spec.tracking
+    unused = [name for name in BACKENDS
+              if rank != 0 or tracking is None or getattr(tracking, name) is None]
+    marked = [name for name in unused if name not in sys.modules]
+    for name in marked:
+        sys.modules[name] = None  # `import name` raises ImportError; importlib.util.find_spec(name) is None
+    return marked
+
+
 def open_tracking(cfg: StageConfig, rank: int = 0) -> Tracker:
     """The stage's runs (none when spec.tracking is absent, on ranks > 0, or where a backend cannot start)."""
     global _active

@@ -19,6 +19,11 @@ class WorldSizeError(ValueError):
     """The launcher started a different number of processes than the stage config asks for."""
 
 
+def rank(env: Mapping[str, str] = os.environ) -> int:
+    """This process's global rank (RANK, set by every launcher above); 0 without a launcher."""
+    return int(env.get("RANK", "0"))
+
+
 def seen_world_size(env: Mapping[str, str]) -> int:
     """WORLD_SIZE as torchrun, the Kubeflow operators and DeepSpeed's launcher set it; 1 without a launcher."""
     raw = env.get("WORLD_SIZE", "1").strip() or "1"
