@@ -81,6 +81,8 @@ def test_uv_installs_from_the_find_links_pip_is_configured_with(tmp_path, monkey
     version = subprocess.run([str(venv / "bin" / "python"), "-c", "import cptprobe; print(cptprobe.VERSION)"],
                              capture_output=True, text=True, check=True).stdout.strip()
     assert version == "1.0"  # found through the configured find-links, capped by the configured constraint
+    # bytecode written at install, as pip does (under PYTHONDONTWRITEBYTECODE nothing else would write it)
+    assert list(venv.glob("lib/python3*/site-packages/__pycache__/cptprobe.*.pyc"))
 
 
 def test_a_bad_command_line_says_how_to_call_it(capsys):
