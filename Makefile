@@ -81,12 +81,12 @@ install-vllm: $(VLLM_VENV)/.installed
 deps: | $(UV)
 	$(MAKE) -j3 install promtool install-vllm
 
-# Three steps: every install at once (deps); the main suite; then the vLLM tests beside the TrainJob pass, which
-# mostly waits on its operator (-O: each one's output printed whole when it ends). Installing the vLLM venv while
-# the main suite ran was tried: pip's unpacking and byte-compiling slowed the suite by more than it saved.
+# Every install at once (deps), then the three test runs side by side (-O: each one's output printed whole when it
+# ends): the main suite on two workers, the vLLM tests on one (their server start-ups and learners fill the cores
+# the main suite leaves idle while its operator tests wait), and the TrainJob pass, which mostly waits on its
+# operator. The whole is CPU-bound: side by side, no core waits while work remains (README: measured times).
 test: deps
-	$(MAKE) test-main
-	$(MAKE) -j2 -Otarget test-trainjob test-vllm
+	$(MAKE) -j3 -Otarget test-main test-trainjob test-vllm VLLM_WORKERS=1
 
 # Two workers, a test file per worker at a time (module fixtures stay in one process), longest files first.
 test-main: install promtool
@@ -98,10 +98,11 @@ test-trainjob: install
 	CPT_JOB_BACKEND=trainjob $(BIN)/pytest -p no:cacheprovider tests/operator/test_lifecycle.py \
 		tests/operator/test_resilience.py tests/operator/test_run.py tests/operator/test_admission.py
 
-# Every vllm-marked test (tests/vllm_server, bench's vLLM scoring) in the venv that has vLLM, on two workers: a
-# server start-up and a learner mostly take one core each.
+# Every vllm-marked test (tests/vllm_server, bench's vLLM scoring) in the venv that has vLLM, a test file per
+# worker (a server start-up and a learner mostly take one core each); two workers when run alone.
+VLLM_WORKERS ?= 2
 test-vllm: install-vllm
-	$(VLLM_VENV)/bin/pytest -p no:cacheprovider -m vllm -n 2 --dist loadfile --durations=15
+	$(VLLM_VENV)/bin/pytest -p no:cacheprovider -m vllm -n $(VLLM_WORKERS) --dist loadfile --durations=15
 
 clean:
 	rm -rf $(VENV) $(VLLM_VENV) $(TOOLS) runs
