@@ -31,6 +31,7 @@ ROOT = HERE.parent.parent
 sys.path.insert(0, str(HERE.parent / "forgetting"))
 
 import cptbench as cb  # noqa: E402
+from protocols import QUICK  # noqa: E402  (bench/forgetting's smoke base: --quick builds the same one)
 
 WARMUP = 2
 GOAL = 0.05
@@ -106,7 +107,7 @@ def main(argv=None) -> int:
         base = args.base.resolve()
     elif args.quick:
         base = work / "base-quick"
-        cb.build_base(base, 0, 40, args.nice, {"tail_steps": 0, "probe_size": 8})
+        cb.build_base(base, QUICK["base"]["seed"], QUICK["base"]["steps"], args.nice, QUICK["base"]["overrides"])
     else:
         base = work / "base-default"
         cb.build_base(base, 0, None, args.nice)

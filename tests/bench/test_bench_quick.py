@@ -119,8 +119,13 @@ def test_rif_cost_quick_reuses_forgetting_runs(forgetting, tmp_path):
     assert "Goal: rif-grpo >= 1.7x cheaper" in text and "Goal: rif-grpo" in out
 
 
-def test_trainer_overhead_quick(tmp_path):
-    out = run("trainer_overhead", "--work", str(tmp_path))
+def test_trainer_overhead_quick(forgetting, tmp_path):
+    """On bench/forgetting's quick base (protocols.QUICK: the smoke base trainer_overhead --quick would build)."""
+    from protocols import QUICK  # bench/forgetting (on the tests' pythonpath)
+
+    base = forgetting[0] / f"base-seed{QUICK['base']['seed']}-{QUICK['base']['steps']}"  # v12.Runner's folder
+    assert (base / "config.json").is_file(), sorted(p.name for p in forgetting[0].iterdir())
+    out = run("trainer_overhead", "--work", str(tmp_path), "--base", str(base))
     text = (tmp_path / "RESULTS.md").read_text()
     header, rows = table(text, "")
     assert header[1:] == ["ours (cpt-trainer train stage)", "bare TRL GRPOTrainer", "ours / bare - 1"]
