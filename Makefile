@@ -63,7 +63,7 @@ smollm2: $(SMOLLM2)/config.json
 demo-smollm2: smollm2
 	$(BIN)/cpt run examples/smollm2.yaml
 
-# vLLM's CPU build with the trainer, in its own venv (~3.5 GB, 5-10 min once) so `make demo` stays small: the
+# vLLM's CPU build with the trainer, in its own venv (~3.5 GB, ~2-3 min once) so `make demo` stays small: the
 # rollout servers and the learners that sync weights to them (tests/vllm_server; `.venv-vllm/bin/cpt run FILE` with
 # rollout.engine: vllm). Its torchvision/torchaudio/torchcodec do not match the CPU torch: a text server needs none.
 VLLM_VENV := .venv-vllm
