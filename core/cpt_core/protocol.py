@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import math
 import signal
+import sys
+import threading
 from typing import Any
 
 PROGRESS = "CPT_PROGRESS"
@@ -36,8 +38,16 @@ def _clean(value: Any) -> Any:
     return value
 
 
+_STDOUT = threading.Lock()  # a train stage's step uploads report from their own thread
+
+
 def emit(kind: str, payload: dict) -> None:
-    print(f"{kind} " + json.dumps({k: _clean(v) for k, v in payload.items()}, sort_keys=False), flush=True)
+    """One protocol line, written whole: print() writes the text and its newline separately, so two threads'
+    lines could join into one the reader cannot parse (seen: a step's progress and a step checkpoint's)."""
+    line = f"{kind} " + json.dumps({k: _clean(v) for k, v in payload.items()}, sort_keys=False) + "\n"
+    with _STDOUT:
+        sys.stdout.write(line)
+        sys.stdout.flush()
 
 
 def progress(stage: str, task_index: int, step: int, total_steps: int, reward=None, loss=None, **extra) -> None:
