@@ -11,7 +11,7 @@ export HF_HUB_OFFLINE ?= 1
 export DS_BUILD_OPS ?= 0
 export PIP_DISABLE_PIP_VERSION_CHECK ?= 1
 
-.PHONY: demo test test-main test-trainjob test-vllm deps install promtool tools uv clean build-base smollm2 demo-smollm2 install-vllm
+.PHONY: demo test test-main test-beside test-trainjob test-vllm deps install promtool tools uv clean build-base smollm2 demo-smollm2 install-vllm
 
 # uv installs what pip would, from the same sources (scripts/uv_pip.py reads pip's configuration): ~20 s a venv
 # here where pip took ~3 minutes. uv itself comes from pip, into its own venv (images/lock.sh uses it too).
@@ -81,12 +81,18 @@ install-vllm: $(VLLM_VENV)/.installed
 deps: | $(UV)
 	$(MAKE) -j3 install promtool install-vllm
 
-# Every install at once (deps), then the three test runs side by side (-O: each one's output printed whole when it
-# ends): the main suite on two workers, the vLLM tests on one (their server start-ups and learners fill the cores
-# the main suite leaves idle while its operator tests wait), and the TrainJob pass, which mostly waits on its
-# operator. The whole is CPU-bound: side by side, no core waits while work remains (README: measured times).
+# Every install at once (deps), then two streams side by side (-O: each one's output printed whole when it ends):
+# the main suite on two workers, and beside it the vLLM tests on one (their server start-ups and learners fill the
+# cores the main suite leaves idle while its operator tests wait), then the TrainJob pass. The whole is CPU-bound:
+# side by side, no core waits while work remains (README: measured times).
 test: deps
-	$(MAKE) -j3 -Otarget test-main test-trainjob test-vllm VLLM_WORKERS=1
+	$(MAKE) -j2 -Otarget test-main test-beside
+
+# Beside the main suite: the vLLM tests on one worker, then the TrainJob pass (with both at once beside the main
+# suite, four test processes starved the operator restart test of its passes).
+test-beside:
+	$(MAKE) test-vllm VLLM_WORKERS=1
+	$(MAKE) test-trainjob
 
 # Two workers, a test file per worker at a time (module fixtures stay in one process), longest files first.
 test-main: install promtool
