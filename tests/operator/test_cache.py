@@ -44,7 +44,10 @@ def test_a_run_is_reconciled_without_listing_and_idle_passes_send_nothing(emulat
 
     world.create(cpt_body("idle", world.endpoint, new_bucket(world.endpoint), tasks=1))
     wait_for(lambda: world.jobs("idle"), what="first job")
-    time.sleep(1.0)  # its status and events are written
+    before = -1
+    while before != len(operator_requests(emulator)):  # its status and events are written: a second with no request
+        before = len(operator_requests(emulator))
+        time.sleep(1.0)
     before, passes_before = len(operator_requests(emulator)), passes()
     world.wait_for_passes(4)  # storage resyncs (CPT_RECONCILE_INTERVAL 0.5 s) of each run
     assert passes() - passes_before >= 4, "the resync passes did not run"

@@ -51,9 +51,17 @@ def _tree(pid: int) -> list[int]:
     """pid and all its descendants. torchrun starts each rank in a session of its own, so killing torchrun's
     process group would leave the ranks training: each is killed by its pid."""
     out = [pid]
-    for task in os.listdir(f"/proc/{pid}/task"):
-        with open(f"/proc/{pid}/task/{task}/children") as fh:
-            out += [p for child in fh.read().split() for p in _tree(int(child))]
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except FileNotFoundError:  # the process ended meanwhile
+        return out
+    for task in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{task}/children") as fh:
+                children = fh.read().split()
+        except FileNotFoundError:  # a thread that ended between the listing and the read (seen on a loaded CI run)
+            continue
+        out += [p for child in children for p in _tree(int(child))]
     return out
 
 
