@@ -13,8 +13,8 @@ export PIP_DISABLE_PIP_VERSION_CHECK ?= 1
 
 .PHONY: demo test test-main test-beside test-trainjob test-vllm deps install promtool tools uv clean build-base smollm2 demo-smollm2 install-vllm
 
-# uv installs what pip would, from the same sources (scripts/uv_pip.py reads pip's configuration): ~20 s a venv
-# here where pip took ~3 minutes. uv itself comes from pip, into its own venv (images/lock.sh uses it too).
+# uv installs what pip would, from the same sources (scripts/uv_pip.py reads pip's configuration), bytecode
+# included: both venvs ~3 minutes here where pip took ~5. uv itself comes from pip, into its own venv (images/lock.sh uses it too).
 UV := $(TOOLS)/uv/bin/uv
 UV_PIP = $(PY) scripts/uv_pip.py $(UV)
 $(UV):
