@@ -14,9 +14,11 @@ from cpt_operator.local.launch import ForkedStage, ForkServer, Launcher, Subproc
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1"}
 
 
-@pytest.fixture
-def launcher(tmp_path):
-    launcher = Launcher(ENV, tmp_path)
+@pytest.fixture(scope="module")
+def launcher(tmp_path_factory):
+    """One fork server for the file: its start-up imports the trainer (14 s alone, minutes on a loaded machine), and
+    each test below also checks that the server outlives the stages it forked."""
+    launcher = Launcher(ENV, tmp_path_factory.mktemp("launcher"))
     yield launcher
     launcher.close()
 
