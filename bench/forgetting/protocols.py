@@ -164,7 +164,8 @@ V4_M = {  # PROTOCOL-v4.md Part M: the mechanism experiment on SmolLM2-135M-Inst
     "n_probe": 200,
     "tokens": 32,
     "every": 4,
-    "seeds": [0, 1],
+    "seeds": [0],  # registered [0, 1]; the budget rule dropped seed 1 before any run (PROTOCOL-v4.md, execution note)
+    "registered_seeds": [0, 1],
     "engine": "vllm",
     "arms": {
         "sft-answer": {"method": "sft", "train": "answer",

@@ -133,6 +133,9 @@ def part_m(m: dict) -> list[str]:
     if m["import"] is None:
         return out + ["Not run yet: the model has not been imported.", ""]
     p, groups = m["protocol"], m["seeds"]
+    if p["seeds"] != p.get("registered_seeds", p["seeds"]):
+        out += [f"Seeds run: {p['seeds']} of the registered {p['registered_seeds']}: the budget rule dropped the rest "
+                "before any arm ran (PROTOCOL-v4.md, execution note on Part M's budget rule).", ""]
     if not any(r for g in groups.values() for r in g.full.values()):
         return out + ["Not run yet: no arm has finished.", ""]
     rows, matched = [], {}

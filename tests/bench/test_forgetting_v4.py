@@ -125,6 +125,15 @@ def test_part_m_specs_pass_cpt_validate(tmp_path, monkeypatch):
     assert docs[-1]["spec"]["grpo"]["maxSteps"] == 4
 
 
+def test_part_m_section_says_which_seeds_ran():
+    """The budget rule's one permitted change (seeds dropped before any arm runs) is stated in RESULTS."""
+    from protocols import V4_M
+
+    text = "\n".join(v4doc.part_m({"import": {"sha": "x"}, "protocol": V4_M, "seeds": {}}))
+    assert V4_M["seeds"] == [0] and V4_M["registered_seeds"] == [0, 1]
+    assert "Seeds run: [0] of the registered [0, 1]" in text and "Not run yet" in text
+
+
 def test_quick_end_to_end(tmp_path):
     """`run.py --protocol v4 --quick`: the shared task-1 run and two task-2 arms from its checkpoint (real
     `cpt run`s, 1 step each, the arms two at a time), the section with every part; a second pass reuses every run
