@@ -11,7 +11,7 @@ import statistics
 
 import cptbench as cb
 import stats as st
-from protocols import V4_REGISTERED
+from protocols import V4_M, V4_REGISTERED
 from sections import ci_text, f
 
 REGISTERED_MDE = {9: 0.079, 18: 0.052, 49: 0.031}  # PROTOCOL-v4.md's table, SD 0.075 per pair
@@ -46,18 +46,25 @@ def measured(data: dict) -> str:
     return ", ".join(f"{name(c)} ({n} run{'s' * (n != 1)})" for c, n in sorted(count.items()))
 
 
-def mde_lines(sd: float) -> list[str]:
+def probe_mde(m: dict) -> str:
+    """Part M's pooled probe bound for the seeds run: each seed scores the same len(probes) x n_probe prompts."""
+    n, seeds = len(m["probes"]) * m["n_probe"], len(m["seeds"])
+    if seeds == 1:
+        return f"{f(st.mde_binomial(n), 2)} ({n} prompts, one seed run)"
+    return f"{f(st.mde_binomial(n * seeds), 2)} ({n * seeds} independent draws) to {f(st.mde_binomial(n), 2)} ({n})"
+
+
+def mde_lines(sd: float, m: dict) -> list[str]:
     rows = [[n, f(REGISTERED_MDE[n]), f(st.mde(sd, n))] for n in sorted(REGISTERED_MDE)]
     return ["### Minimum detectable effect (computed before the runs)", "",
             f"Paired t-test, two-sided 5%, 80% power, SD {sd} per pair (v3's spread). The registered table and the "
             "exact noncentral-t figure of stats.mde (they differ by at most 0.001):", "",
             cb.md_table(["pairs", "registered", "exact"], rows),
-            f"Part M's pooled probe: {f(st.mde_binomial(600), 2)} (600 independent draws) to "
-            f"{f(st.mde_binomial(300), 2)} (300); per-prompt pairing makes it smaller.", ""]
+            f"Part M's pooled probe: {probe_mde(m)}; per-prompt pairing makes it smaller.", ""]
 
 
 def section(data: dict, cmd: str) -> str:
-    out = mde_lines(data["T"]["protocol"]["sd_per_pair"])
+    out = mde_lines(data["T"]["protocol"]["sd_per_pair"], V4_M)
     out += part_t(data["T"])
     out += part_m(data["M"]) if data["M"] is not None else ["### Part M", "", "Not run (quick smoke run).", ""]
     out += ["### Part G (GPU)", "", "Not run: no device.", ""]

@@ -132,6 +132,8 @@ def test_part_m_section_says_which_seeds_ran():
     text = "\n".join(v4doc.part_m({"import": {"sha": "x"}, "protocol": V4_M, "seeds": {}}))
     assert V4_M["seeds"] == [0] and V4_M["registered_seeds"] == [0, 1]
     assert "Seeds run: [0] of the registered [0, 1]" in text and "Not run yet" in text
+    assert v4doc.probe_mde(V4_M) == "0.08 (600 prompts, one seed run)"
+    assert v4doc.probe_mde(dict(V4_M, seeds=[0, 1])) == "0.06 (1200 independent draws) to 0.08 (600)"
 
 
 def test_quick_end_to_end(tmp_path):
