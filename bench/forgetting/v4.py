@@ -174,7 +174,12 @@ class PartT:
             if ckpt is None:
                 continue
             pairs[(b, s)] = {t2: self.group(go, b, s, t2, ckpt) for t2 in self.p["tasks2"]}
-        return {"protocol": self.p, "pairs": pairs, "order": order, "records": self.records}
+        bases = {}  # the bases the pairs start from, as built here (Part T's execution note: v3's were not kept)
+        for b in sorted({b for b, _ in order}):
+            built = self.a.base_if_built(b)
+            if built is not None:
+                bases[b] = {k: built[1].get(k) for k in ("recipe_hash", "eval_accuracy", "seconds", "built_on")}
+        return {"protocol": self.p, "pairs": pairs, "order": order, "records": self.records, "bases": bases}
 
 
 # ------------------------------------------------------------------------------------------------ Part M

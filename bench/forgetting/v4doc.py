@@ -83,6 +83,12 @@ def t_change(group, m: dict, arm: str, kind: str, p: dict, task2: str):
 def part_t(t: dict) -> list[str]:
     p, pairs = t["protocol"], t["pairs"]
     out = ["### Part T: shared start on the tiny model", ""]
+    if t.get("bases"):
+        out += ["Bases as built for these runs (recipe hash, build seconds, build-time probe; PROTOCOL-v4.md's "
+                "execution note on Part T's bases: v3's own bases were not kept and a rebuild is not bit-identical):",
+                "", cb.md_table(["base", "recipe hash", "build s", "build-time probe"],
+                                [[b, r["recipe_hash"], f(r["seconds"], 0), r["eval_accuracy"]]
+                                 for b, r in sorted(t["bases"].items())])]
     if not pairs:
         return out + ["Not run yet: no shared task-1 checkpoint has finished.", ""]
     out += [f"(base, seed) pairs with a shared checkpoint: {len(pairs)} of {len(t['order'])}.", ""]

@@ -136,6 +136,15 @@ def test_part_m_section_says_which_seeds_ran():
     assert v4doc.probe_mde(dict(V4_M, seeds=[0, 1])) == "0.06 (1200 independent draws) to 0.08 (600)"
 
 
+def test_part_t_section_lists_the_bases_it_ran_on():
+    """Part T's bases are rebuilt (v3's were not kept; a rebuild is not bit-identical), so RESULTS names each one."""
+    from protocols import V4_T
+
+    bases = {0: {"recipe_hash": "9393e75811267c7e", "seconds": 1149.0, "eval_accuracy": {"reverse": 0.395}}}
+    text = "\n".join(v4doc.part_t({"protocol": V4_T, "pairs": {}, "order": [(0, 0)], "bases": bases}))
+    assert "| 0 | 9393e75811267c7e | 1149 | {'reverse': 0.395} |" in text and "Not run yet" in text
+
+
 def test_quick_end_to_end(tmp_path):
     """`run.py --protocol v4 --quick`: the shared task-1 run and two task-2 arms from its checkpoint (real
     `cpt run`s, 1 step each, the arms two at a time), the section with every part; a second pass reuses every run
