@@ -178,7 +178,7 @@ class PartT:
         for b in sorted({b for b, _ in order}):
             built = self.a.base_if_built(b)
             if built is not None:
-                bases[b] = {k: built[1].get(k) for k in ("recipe_hash", "eval_accuracy", "seconds", "built_on")}
+                bases[b] = {k: built[1].get(k) for k in ("recipe_hash", "eval_accuracy", "seconds")}
         return {"protocol": self.p, "pairs": pairs, "order": order, "records": self.records, "bases": bases}
 
 

@@ -95,6 +95,15 @@ def rows(task: str, probs: list, with_solution: bool = False) -> list[dict]:
     return out
 
 
+def split(task: str, seed: int = 0, n_eval: int = N_EVAL) -> tuple[list, list, list]:
+    """A task's train, dev and eval problems for `seed`, shuffled once and disjoint (a probe: eval only)."""
+    probs = problems(task)
+    random.Random(f"smollm2-pilot:{task}:{seed}").shuffle(probs)
+    if task in PROBES:
+        return [], [], probs[:n_eval]
+    return probs[:N_TRAIN], probs[N_TRAIN:N_TRAIN + N_DEV], probs[N_TRAIN + N_DEV:N_TRAIN + N_DEV + n_eval]
+
+
 def _write(path: Path, data: list[dict]) -> None:
     with open(path, "w", encoding="utf-8") as fh:
         fh.writelines(json.dumps(r) + "\n" for r in data)
@@ -107,18 +116,14 @@ def write_all(out: os.PathLike, seed: int = 0, n_eval: int = N_EVAL, solutions: 
     out.mkdir(parents=True, exist_ok=True)
     sizes = {}
     for task in TASKS:
-        probs = problems(task)
-        random.Random(f"smollm2-pilot:{task}:{seed}").shuffle(probs)
-        train, dev = probs[:N_TRAIN], probs[N_TRAIN:N_TRAIN + N_DEV]
-        ev = probs[N_TRAIN + N_DEV:N_TRAIN + N_DEV + n_eval]
+        train, dev, ev = split(task, seed, n_eval)
         for name, chunk in (("train", train), ("dev", dev), ("eval", ev)):
             _write(out / f"{task}-{name}.jsonl", rows(task, chunk, with_solution=solutions and name == "train"))
         sizes[task] = {"train": len(train), "dev": len(dev), "eval": len(ev)}
     for probe in PROBES:
-        probs = problems(probe)
-        random.Random(f"smollm2-pilot:{probe}:{seed}").shuffle(probs)
-        _write(out / f"{probe}-eval.jsonl", rows(probe, probs[:n_eval]))
-        sizes[probe] = {"eval": min(len(probs), n_eval)}
+        ev = split(probe, seed, n_eval)[2]
+        _write(out / f"{probe}-eval.jsonl", rows(probe, ev))
+        sizes[probe] = {"eval": len(ev)}
     return sizes
 
 

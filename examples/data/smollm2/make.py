@@ -12,7 +12,6 @@ eval disjoint, the worked examples in neither.
 
 import importlib.util
 import json
-import random
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -37,14 +36,9 @@ def _write(path: Path, rows: list[dict]) -> None:
 def main() -> None:
     pilot = _pilot()
     for task in TASKS + PROBES:
-        probs = pilot.problems(task)
-        random.Random(f"smollm2-pilot:{task}:0").shuffle(probs)  # the pilot's seed-0 order and split
-        if task in TASKS:
-            train = probs[:pilot.N_TRAIN]
-            ev = probs[pilot.N_TRAIN + pilot.N_DEV:pilot.N_TRAIN + pilot.N_DEV + N_EVAL]
+        train, _, ev = pilot.split(task, seed=0, n_eval=N_EVAL)  # the pilot's seed-0 sets (no dev set here)
+        if train:
             _write(HERE / f"{task}-train.jsonl", pilot.rows(task, train, with_solution=True))
-        else:
-            ev = probs[:N_EVAL]
         _write(HERE / f"{task}-eval.jsonl", pilot.rows(task, ev))
 
 
